@@ -1,0 +1,59 @@
+/**
+ * The VSS wire contract: the generated protobuf messages plus the few constants and
+ * conversions both the server and the client need. Nothing here does I/O.
+ */
+import Long from 'long';
+import { vss } from './generated/vss.js';
+
+export { vss };
+
+/** Response header every VSS response carries, errors included. */
+export const PROTOCOL_VERSION_HEADER = 'vss-protocol-version';
+/** The only protocol version this implementation speaks. */
+export const PROTOCOL_VERSION = '0';
+
+/** Operation paths, relative to the VSS base URL (e.g. `http://host:8080/vss`). */
+export const VSS_PATHS = {
+  getObject: '/getObject',
+  putObjects: '/putObjects',
+  deleteObject: '/deleteObject',
+  listKeyVersions: '/listKeyVersions',
+} as const;
+export type VssOperation = keyof typeof VSS_PATHS;
+
+/** Key under which the reference server stores the store-wide global version. */
+export const GLOBAL_VERSION_KEY = 'global_version';
+/** Version meaning "write or delete regardless of the stored version". */
+export const UNCONDITIONAL_VERSION = -1n;
+
+export const INT64_MAX = (1n << 63n) - 1n;
+export const INT64_MIN = -(1n << 63n);
+
+/** An int64 as protobufjs may hand it to us: a Long, a JS number, or nothing. */
+export type WireInt64 = Long | number | null | undefined;
+
+/** Converts a protobuf int64 (Long or number) to a bigint; absent counts as 0. */
+export function int64ToBigInt(value: WireInt64): bigint {
+  if (value === null || value === undefined) return 0n;
+  if (typeof value === 'number') {
+    if (!Number.isSafeInteger(value)) throw new RangeError(`int64 value ${value} is not an exact integer`);
+    return BigInt(value);
+  }
+  return BigInt(value.toString());
+}
+
+/** Converts a bigint in the int64 range to the Long protobufjs encodes. */
+export function bigIntToInt64(value: bigint): Long {
+  if (value > INT64_MAX || value < INT64_MIN) throw new RangeError(`${value} does not fit in an int64`);
+  return Long.fromString(value.toString(), false, 10);
+}
+
+/** Builds a KeyValue message from plain values. */
+export function keyValue(key: string, version: bigint, value: Uint8Array = new Uint8Array(0)): vss.KeyValue {
+  return new vss.KeyValue({ key, version: bigIntToInt64(version), value });
+}
+
+/** Whether a decoded message actually carried an `optional` field (proto3 presence). */
+export function hasField<T extends object>(message: T, field: keyof T & string): boolean {
+  return Object.prototype.hasOwnProperty.call(message, field) && (message as Record<string, unknown>)[field] != null;
+}
