@@ -1,2 +1,3 @@
 // Public API of src/store; the package root re-exports everything here.
-export {};
+export * from './types.js';
+export * from './errors.js';

@@ -1,0 +1,48 @@
+/**
+ * Typed errors of the store layer. Every failure a wallet must react to differently has
+ * its own class, so callers can branch with `instanceof` instead of parsing messages.
+ */
+
+/** Base class of every store-layer error. `cause` carries the underlying error, if any. */
+export class StoreError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** The key does not exist (LDK's `NotFound`). */
+export class KeyNotFoundError extends StoreError {
+  constructor(
+    readonly primaryNamespace: string,
+    readonly secondaryNamespace: string,
+    readonly key: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`key not found: ${JSON.stringify([primaryNamespace, secondaryNamespace, key])}`, options);
+  }
+}
+
+/** A namespace or key breaks LDK's rules (alphabet, length, empty-primary rule). */
+export class InvalidKeyError extends StoreError {}
+
+/**
+ * A conditional write found a version other than the one this store last saw: another
+ * writer changed the key, or the server lost writes. Never retried blindly.
+ */
+export class ConcurrentWriterError extends StoreError {}
+
+/** The server's state is older than what this device saw last: it went back in time. */
+export class RollbackDetectedError extends StoreError {}
+
+/** Stored bytes could not be decrypted or decoded (wrong key, tampering, unknown format). */
+export class DataIntegrityError extends StoreError {}
+
+/** A blocking (sync) operation did not complete within its deadline. */
+export class StoreTimeoutError extends StoreError {}
+
+/** The store could not be opened; it is never treated as empty on such errors. */
+export class StoreOpenError extends StoreError {}
+
+/** The store was closed and accepts no further operations. */
+export class StoreClosedError extends StoreError {}

@@ -1,0 +1,36 @@
+/**
+ * LDK's key-value data model, independent of where the bytes live. VssStore implements
+ * these over VSS; the LDK layer adapts them to LDK's KVStore trait.
+ */
+
+/** One stored entry's address in LDK's data model. */
+export interface StoreKey {
+  primaryNamespace: string;
+  secondaryNamespace: string;
+  key: string;
+}
+
+/**
+ * Asynchronous store with LDK's KVStore semantics.
+ * - `read` rejects with `KeyNotFoundError` when the key does not exist.
+ * - Writes and removes of one key take effect in call order.
+ * - `remove` with `lazy = true` may return before the removal is durable.
+ * - `list` returns the keys of exactly one (primary, secondary) namespace.
+ */
+export interface AsyncKVStore {
+  read(primaryNamespace: string, secondaryNamespace: string, key: string): Promise<Uint8Array>;
+  write(primaryNamespace: string, secondaryNamespace: string, key: string, value: Uint8Array): Promise<void>;
+  remove(primaryNamespace: string, secondaryNamespace: string, key: string, lazy: boolean): Promise<void>;
+  list(primaryNamespace: string, secondaryNamespace: string): Promise<string[]>;
+  /** Every key in the store (for migrations), excluding the store's own internal keys. */
+  listAll(): Promise<StoreKey[]>;
+}
+
+/** The same contract, blocking the calling thread (for LDK code that needs a sync store). */
+export interface SyncKVStore {
+  read(primaryNamespace: string, secondaryNamespace: string, key: string): Uint8Array;
+  write(primaryNamespace: string, secondaryNamespace: string, key: string, value: Uint8Array): void;
+  remove(primaryNamespace: string, secondaryNamespace: string, key: string, lazy: boolean): void;
+  list(primaryNamespace: string, secondaryNamespace: string): string[];
+  listAll(): StoreKey[];
+}
