@@ -1,0 +1,530 @@
+/**
+ * A TCP fault proxy to put between a wallet and its VSS server.
+ *
+ * It forwards bytes unchanged and, switched at run time from a test, injects the failures a
+ * wallet meets in the field: link latency, connections closed or reset before the request
+ * reaches the server or after the server has acted on it (the response is lost), a black hole
+ * that accepts and never answers, and a full outage in which connections are refused.
+ *
+ * It works on raw TCP rather than HTTP so that every failure is a real socket event (FIN, RST,
+ * refused connect, silence) seen by the client's own HTTP stack exactly as on a real network.
+ * Where it needs the notion of a "request" (per-request latency, faults at the start of a request
+ * or of a response) it uses the turn-taking of HTTP/1.1 without pipelining: a client→server burst
+ * is a request, the server→client burst that follows is its response.
+ */
+import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+
+/** Where the proxy forwards to. */
+export interface ProxyTarget {
+  host: string;
+  port: number;
+}
+
+export interface FaultProxyOptions {
+  /** The server to forward to: `{ host, port }` or a URL such as `http://127.0.0.1:8080`. */
+  target: ProxyTarget | string;
+  /** Interface to listen on; default 127.0.0.1. */
+  host?: string;
+  /** Port to listen on; default 0 (any free port). The port is kept across an outage. */
+  port?: number;
+  /** Source of randomness for `probability`; inject a seeded one for reproducible tests. */
+  random?: () => number;
+}
+
+/** Added latency; every field defaults to 0. */
+export interface LatencySettings {
+  /** Delay of every chunk travelling from the client to the server. */
+  toServerMs?: number;
+  /** Delay of every chunk travelling from the server to the client. */
+  toClientMs?: number;
+  /** Extra delay before each request (each new client→server burst) is forwarded. */
+  perRequestMs?: number;
+}
+
+/** When a drop or reset hits a connection. */
+export type FaultPhase =
+  /** Before the request reaches the server: new connections are hit as soon as they are accepted,
+   *  kept-alive ones when they next send; the server never sees the request. */
+  | 'request'
+  /** After the server has received the request, when its response starts to come back: the
+   *  server acted on the request but the client never learns the outcome. */
+  | 'response';
+
+export interface ConnectionFaultOptions {
+  /** When the fault hits; default `'request'`. */
+  at?: FaultPhase;
+  /** Chance in [0, 1] that each request/response is hit; default 1. */
+  probability?: number;
+  /** Hit this many requests/responses, then return to normal by itself; default unlimited. */
+  times?: number;
+}
+
+export type FaultMode =
+  | { kind: 'none' }
+  | { kind: 'drop'; at: FaultPhase; probability: number; remaining: number }
+  | { kind: 'reset'; at: FaultPhase; probability: number; remaining: number }
+  | { kind: 'blackhole' }
+  | { kind: 'outage' };
+
+export interface FaultProxyStats {
+  /** Connections the proxy accepted since it started. */
+  connectionsAccepted: number;
+  /** Client connections currently open. */
+  connectionsOpen: number;
+  /** Connections closed with a FIN by a `drop` fault. */
+  connectionsDropped: number;
+  /** Connections closed with an RST by a `reset` fault, an outage, or a failed upstream. */
+  connectionsReset: number;
+  /** Connections to the server that failed (refused, reset by the server, …). */
+  upstreamFailures: number;
+  /** Client→server bursts seen, i.e. HTTP/1.1 requests. */
+  requests: number;
+  /** Bytes delivered to the server. */
+  bytesToServer: number;
+  /** Bytes delivered to the client. */
+  bytesToClient: number;
+}
+
+/** Above this many held bytes in one direction the proxy stops reading that side (TCP backpressure). */
+const HIGH_WATER_BYTES = 1 << 20;
+
+interface QueuedChunk {
+  data: Buffer;
+  deliverAt: number;
+}
+
+/**
+ * One direction of one connection: chunks wait here until their latency has elapsed and the
+ * proxy is not holding traffic, then are written in arrival order; the source's FIN follows the
+ * last chunk.
+ */
+class Lane {
+  private readonly queue: QueuedChunk[] = [];
+  private queuedBytes = 0;
+  private lastDeliverAt = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private sourceEnded = false;
+  private waitingForDrain = false;
+  private closed = false;
+
+  constructor(
+    private readonly source: Socket,
+    /** Null while the connection to the server is not open yet (accepted in a black hole). */
+    private dest: Socket | null,
+    private readonly isHeld: () => boolean,
+    private readonly onDelivered: (bytes: number) => void,
+  ) {}
+
+  connectTo(dest: Socket): void {
+    this.dest = dest;
+    this.pump();
+  }
+
+  push(data: Buffer, delayMs: number): void {
+    if (this.closed) return;
+    // Chunks never overtake each other, whatever the latency was when each arrived.
+    const deliverAt = Math.max(Date.now() + delayMs, this.lastDeliverAt);
+    this.lastDeliverAt = deliverAt;
+    this.queue.push({ data, deliverAt });
+    this.queuedBytes += data.length;
+    if (this.queuedBytes > HIGH_WATER_BYTES) this.source.pause();
+    this.pump();
+  }
+
+  /** The source sent its FIN: pass it on once everything before it has been delivered. */
+  endOfSource(): void {
+    this.sourceEnded = true;
+    this.pump();
+  }
+
+  pump(): void {
+    const dest = this.dest;
+    if (this.closed || dest === null || this.isHeld()) return;
+    if (dest.destroyed) {
+      this.close();
+      return;
+    }
+    const now = Date.now();
+    while (this.queue.length > 0 && this.queue[0]!.deliverAt <= now) {
+      const { data } = this.queue.shift()!;
+      this.queuedBytes -= data.length;
+      this.onDelivered(data.length);
+      dest.write(data);
+    }
+    if (dest.writableNeedDrain) {
+      // Stop reading until the destination has taken what it was given.
+      this.source.pause();
+      if (!this.waitingForDrain) {
+        this.waitingForDrain = true;
+        dest.once('drain', () => {
+          this.waitingForDrain = false;
+          this.pump();
+        });
+      }
+    } else if (this.queuedBytes <= HIGH_WATER_BYTES && !this.source.destroyed) {
+      this.source.resume();
+    }
+    if (this.queue.length > 0) {
+      if (this.timer === undefined) {
+        this.timer = setTimeout(() => {
+          this.timer = undefined;
+          this.pump();
+        }, Math.max(0, this.queue[0]!.deliverAt - now));
+      }
+    } else if (this.sourceEnded && !dest.writableEnded) {
+      dest.end();
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.queue.length = 0;
+    this.queuedBytes = 0;
+  }
+}
+
+/** How a fault ends a connection: 'drop' sends a FIN, 'reset' an RST. */
+type ConnectionFault = 'drop' | 'reset';
+
+/** A client connection and, once opened, its connection to the server. */
+class ProxiedConnection {
+  private upstream: Socket | null = null;
+  private readonly toServer: Lane;
+  private toClient: Lane | null = null;
+  /** True while the client is sending a request, i.e. until the server answers. */
+  private clientTurn = false;
+  /** True while the server is answering, i.e. until the client sends again. */
+  private serverTurn = false;
+  /** The accept-time check already stood for the first request's check. */
+  private firstRequestChecked = false;
+  private finished = false;
+
+  constructor(
+    private readonly client: Socket,
+    private readonly proxy: FaultProxy,
+  ) {
+    this.toServer = new Lane(client, null, () => proxy.isHolding(), (n) => proxy.countToServer(n));
+    client.on('data', (chunk: Buffer) => this.fromClient(chunk));
+    client.on('end', () => this.toServer.endOfSource());
+    client.on('error', () => this.finish('destroy'));
+    client.on('close', () => this.finish('destroy'));
+  }
+
+  /** Runs the 'request' fault check for a fresh connection; true when the connection was hit. */
+  hitOnAccept(): boolean {
+    this.firstRequestChecked = true;
+    const hit = this.proxy.connectionFaultFor('request');
+    if (hit === null) return false;
+    this.finish(hit);
+    return true;
+  }
+
+  /** Opens the connection to the server (at once, or when a black hole lifts). */
+  openUpstream(target: ProxyTarget): void {
+    if (this.upstream !== null || this.finished) return;
+    const upstream = connect({ host: target.host, port: target.port, allowHalfOpen: true });
+    upstream.setNoDelay(true);
+    this.upstream = upstream;
+    this.toClient = new Lane(upstream, this.client, () => this.proxy.isHolding(), (n) => this.proxy.countToClient(n));
+    upstream.on('data', (chunk: Buffer) => this.fromServer(chunk));
+    upstream.on('end', () => this.toClient?.endOfSource());
+    upstream.on('error', () => {
+      // The server refused or reset us: the client sees a reset, as it would talking to the
+      // server directly.
+      this.proxy.countUpstreamFailure();
+      this.finish('reset');
+    });
+    this.toServer.connectTo(upstream);
+  }
+
+  /** Kicks both lanes, e.g. when a black hole lifts. */
+  pump(): void {
+    this.toServer.pump();
+    this.toClient?.pump();
+  }
+
+  private fromClient(chunk: Buffer): void {
+    if (this.finished) return;
+    const newRequest = !this.clientTurn;
+    this.clientTurn = true;
+    this.serverTurn = false;
+    if (newRequest) {
+      this.proxy.countRequest();
+      if (this.firstRequestChecked) {
+        this.firstRequestChecked = false;
+      } else {
+        const hit = this.proxy.connectionFaultFor('request');
+        if (hit !== null) {
+          this.finish(hit);
+          return;
+        }
+      }
+    }
+    const { toServerMs, perRequestMs } = this.proxy.latency;
+    this.toServer.push(chunk, toServerMs + (newRequest ? perRequestMs : 0));
+  }
+
+  private fromServer(chunk: Buffer): void {
+    if (this.finished) return;
+    const newResponse = !this.serverTurn;
+    this.serverTurn = true;
+    this.clientTurn = false;
+    this.firstRequestChecked = false;
+    if (newResponse) {
+      const hit = this.proxy.connectionFaultFor('response');
+      if (hit !== null) {
+        this.finish(hit);
+        return;
+      }
+    }
+    this.toClient?.push(chunk, this.proxy.latency.toClientMs);
+  }
+
+  /**
+   * Ends the connection for good: 'drop' closes the client side with a FIN, 'reset' with an RST,
+   * 'destroy' tears down whatever is left after the client or the server went away.
+   */
+  finish(how: ConnectionFault | 'destroy'): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.toServer.close();
+    this.toClient?.close();
+    this.upstream?.destroy();
+    const client = this.client;
+    if (how === 'drop') {
+      this.proxy.countDropped();
+      // FIN first; close the socket once it is out, so a client that never closes its own side
+      // cannot pin the connection.
+      client.end(() => client.destroy());
+    } else if (how === 'reset') {
+      this.proxy.countReset();
+      if (!client.destroyed) client.resetAndDestroy();
+    } else {
+      client.destroy();
+    }
+    this.proxy.forget(this);
+  }
+}
+
+function parseTarget(target: ProxyTarget | string): ProxyTarget {
+  if (typeof target !== 'string') return target;
+  const url = new URL(target);
+  const defaultPort = url.protocol === 'https:' ? 443 : 80;
+  // URL keeps IPv6 literals in brackets; net.connect wants them bare.
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  return { host, port: url.port === '' ? defaultPort : Number(url.port) };
+}
+
+function checkDelay(name: string, value: number | undefined): number {
+  const v = value ?? 0;
+  if (!Number.isFinite(v) || v < 0) throw new RangeError(`${name} must be a non-negative number of milliseconds, got ${value}`);
+  return v;
+}
+
+export class FaultProxy {
+  private readonly server: Server;
+  private readonly target: ProxyTarget;
+  private readonly listenHost: string;
+  private listenPort: number;
+  private readonly random: () => number;
+  private readonly connections = new Set<ProxiedConnection>();
+  private fault: FaultMode = { kind: 'none' };
+  private closed = false;
+  /** Current latency settings (milliseconds). */
+  latency: Required<LatencySettings> = { toServerMs: 0, toClientMs: 0, perRequestMs: 0 };
+  private readonly counters: Omit<FaultProxyStats, 'connectionsOpen'> = {
+    connectionsAccepted: 0,
+    connectionsDropped: 0,
+    connectionsReset: 0,
+    upstreamFailures: 0,
+    requests: 0,
+    bytesToServer: 0,
+    bytesToClient: 0,
+  };
+
+  private constructor(options: FaultProxyOptions) {
+    this.target = parseTarget(options.target);
+    this.listenHost = options.host ?? '127.0.0.1';
+    this.listenPort = options.port ?? 0;
+    this.random = options.random ?? Math.random;
+    // Half-open connections are passed on as such: each side's FIN is forwarded separately.
+    this.server = createServer({ allowHalfOpen: true }, (socket) => this.accept(socket));
+  }
+
+  /** Starts a proxy listening on `host:port` (default 127.0.0.1, any free port). */
+  static async start(options: FaultProxyOptions): Promise<FaultProxy> {
+    const proxy = new FaultProxy(options);
+    await proxy.listen();
+    return proxy;
+  }
+
+  /** The port the proxy listens on. */
+  get port(): number {
+    return this.listenPort;
+  }
+
+  /** `http://host:port` of the proxy, to give the wallet instead of the server's URL. */
+  get url(): string {
+    const host = this.listenHost.includes(':') ? `[${this.listenHost}]` : this.listenHost;
+    return `http://${host}:${this.listenPort}`;
+  }
+
+  /** The fault currently in force (a copy). */
+  get mode(): FaultMode {
+    return { ...this.fault };
+  }
+
+  /** Counters since the proxy started (a snapshot). */
+  stats(): FaultProxyStats {
+    return { ...this.counters, connectionsOpen: this.connections.size };
+  }
+
+  /** Adds latency to traffic from now on; fields left out become 0. Chunks keep their order. */
+  setLatency(settings: LatencySettings): void {
+    this.latency = {
+      toServerMs: checkDelay('toServerMs', settings.toServerMs),
+      toClientMs: checkDelay('toClientMs', settings.toClientMs),
+      perRequestMs: checkDelay('perRequestMs', settings.perRequestMs),
+    };
+  }
+
+  /** Closes connections with a FIN instead of forwarding (see {@link FaultPhase} for when). */
+  async drop(options: ConnectionFaultOptions = {}): Promise<void> {
+    await this.setConnectionFault('drop', options);
+  }
+
+  /** Closes connections with an RST (the client sees ECONNRESET) instead of forwarding. */
+  async reset(options: ConnectionFaultOptions = {}): Promise<void> {
+    await this.setConnectionFault('reset', options);
+  }
+
+  /**
+   * Accepts connections and holds all traffic in both directions: nothing reaches the server,
+   * nothing comes back, the client waits until it times out. Like a network partition, traffic
+   * held in open connections flows again if the hole is lifted before the client gives up.
+   */
+  async blackHole(): Promise<void> {
+    await this.switchTo({ kind: 'blackhole' });
+  }
+
+  /**
+   * The server is gone: the proxy stops listening, so new connections are refused
+   * (ECONNREFUSED), and open connections are reset.
+   */
+  async outage(): Promise<void> {
+    await this.switchTo({ kind: 'outage' });
+  }
+
+  /** Back to normal: no fault and no added latency. */
+  async normal(): Promise<void> {
+    this.latency = { toServerMs: 0, toClientMs: 0, perRequestMs: 0 };
+    await this.switchTo({ kind: 'none' });
+  }
+
+  /** Stops the proxy and closes every connection. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const connection of [...this.connections]) connection.finish('destroy');
+    if (this.server.listening) await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private async setConnectionFault(kind: 'drop' | 'reset', options: ConnectionFaultOptions): Promise<void> {
+    const probability = options.probability ?? 1;
+    if (!(probability >= 0 && probability <= 1)) throw new RangeError(`probability must be within [0, 1], got ${probability}`);
+    const times = options.times ?? Number.POSITIVE_INFINITY;
+    if (!(times === Number.POSITIVE_INFINITY || (Number.isInteger(times) && times > 0))) {
+      throw new RangeError(`times must be a positive integer, got ${options.times}`);
+    }
+    await this.switchTo({ kind, at: options.at ?? 'request', probability, remaining: times });
+  }
+
+  private async switchTo(next: FaultMode): Promise<void> {
+    if (this.closed) throw new Error('FaultProxy is closed');
+    const previous = this.fault;
+    this.fault = next;
+    if (next.kind === 'outage') {
+      for (const connection of [...this.connections]) connection.finish('reset');
+      if (this.server.listening) await new Promise<void>((resolve) => this.server.close(() => resolve()));
+      return;
+    }
+    if (previous.kind === 'outage') await this.listen();
+    if (previous.kind === 'blackhole') {
+      // The hole lifts: connections accepted during it reach the server now, held bytes flow.
+      for (const connection of [...this.connections]) {
+        connection.openUpstream(this.target);
+        connection.pump();
+      }
+    }
+  }
+
+  private async listen(): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      const onError = (error: Error): void => reject(error);
+      this.server.once('error', onError);
+      this.server.listen({ host: this.listenHost, port: this.listenPort }, () => {
+        this.server.off('error', onError);
+        resolve();
+      });
+    });
+    this.listenPort = (this.server.address() as AddressInfo).port;
+  }
+
+  private accept(socket: Socket): void {
+    if (this.closed) {
+      socket.destroy();
+      return;
+    }
+    this.counters.connectionsAccepted += 1;
+    socket.setNoDelay(true);
+    const connection = new ProxiedConnection(socket, this);
+    this.connections.add(connection);
+    // A connection fault at 'request' hits a fresh connection before the client says anything.
+    if (connection.hitOnAccept()) return;
+    if (this.fault.kind !== 'blackhole') connection.openUpstream(this.target);
+  }
+
+  // --- called by ProxiedConnection -------------------------------------------------------
+
+  /** Whether traffic is being held (black hole). */
+  isHolding(): boolean {
+    return this.fault.kind === 'blackhole';
+  }
+
+  /**
+   * Decides whether a drop/reset fault hits at this point, consuming one of its `times`.
+   * Returns how to end the connection, or null to carry on.
+   */
+  connectionFaultFor(phase: FaultPhase): ConnectionFault | null {
+    const fault = this.fault;
+    if ((fault.kind !== 'drop' && fault.kind !== 'reset') || fault.at !== phase) return null;
+    if (fault.probability < 1 && !(this.random() < fault.probability)) return null;
+    fault.remaining -= 1;
+    if (fault.remaining <= 0) this.fault = { kind: 'none' };
+    return fault.kind;
+  }
+
+  countRequest(): void {
+    this.counters.requests += 1;
+  }
+  countToServer(bytes: number): void {
+    this.counters.bytesToServer += bytes;
+  }
+  countToClient(bytes: number): void {
+    this.counters.bytesToClient += bytes;
+  }
+  countDropped(): void {
+    this.counters.connectionsDropped += 1;
+  }
+  countReset(): void {
+    this.counters.connectionsReset += 1;
+  }
+  countUpstreamFailure(): void {
+    this.counters.upstreamFailures += 1;
+  }
+  forget(connection: ProxiedConnection): void {
+    this.connections.delete(connection);
+  }
+}

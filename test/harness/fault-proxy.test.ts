@@ -1,0 +1,367 @@
+/**
+ * The fault proxy against a real node:http server over loopback sockets. Every assertion is on
+ * what a client or the server can observe: bytes, status codes, socket error codes, whether the
+ * server saw the request, and lower bounds on delays (never upper bounds).
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createServer, request as httpRequest, Agent, type IncomingMessage, type Server } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import { randomBytes, createHash } from 'node:crypto';
+import { FaultProxy } from '../../harness/fault-proxy.js';
+
+/** A real HTTP server that records what reached it. */
+interface Upstream {
+  server: Server;
+  port: number;
+  /** Paths of the requests the server has fully received, in order. */
+  received: string[];
+}
+
+async function startUpstream(): Promise<Upstream> {
+  const received: string[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      received.push(req.url ?? '');
+      const body = Buffer.concat(chunks);
+      if (req.url === '/echo') {
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        res.end(body);
+      } else if (req.url?.startsWith('/bytes/')) {
+        // A deterministic large response, to check integrity through the proxy.
+        const size = Number(req.url.slice('/bytes/'.length));
+        res.writeHead(200);
+        res.end(patternBytes(size));
+      } else {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end(`ok ${req.url}`);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, port: (server.address() as AddressInfo).port, received };
+}
+
+function patternBytes(size: number): Buffer {
+  const out = Buffer.alloc(size);
+  for (let i = 0; i < size; i++) out[i] = (i * 31 + 7) & 0xff;
+  return out;
+}
+
+interface Reply {
+  status: number;
+  body: Buffer;
+}
+
+/** One HTTP request; rejects with the socket error (its `code`), or ETIMEDOUT after `timeoutMs`. */
+function send(
+  url: string,
+  options: { path?: string; body?: Buffer; agent?: Agent; timeoutMs?: number } = {},
+): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      `${url}${options.path ?? '/'}`,
+      { method: options.body ? 'POST' : 'GET', agent: options.agent ?? false },
+      (res: IncomingMessage) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      },
+    );
+    if (options.timeoutMs !== undefined) {
+      req.setTimeout(options.timeoutMs, () => {
+        req.destroy(Object.assign(new Error('client timeout'), { code: 'ETIMEDOUT' }));
+      });
+    }
+    req.on('error', reject);
+    req.end(options.body);
+  });
+}
+
+/** The error code a failed request ends with. */
+async function failureCode(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code ?? `no code: ${String(error)}`;
+  }
+  throw new Error('expected the request to fail, but it succeeded');
+}
+
+/** How a raw TCP connection through the proxy ends: a clean FIN ('end') or an error code. */
+function rawOutcome(port: number, payload?: string): Promise<{ kind: 'end' } | { kind: 'error'; code: string }> {
+  return new Promise((resolve) => {
+    const socket: Socket = connect({ host: '127.0.0.1', port });
+    socket.on('error', (error: NodeJS.ErrnoException) => resolve({ kind: 'error', code: error.code ?? '?' }));
+    socket.on('end', () => {
+      resolve({ kind: 'end' });
+      socket.destroy();
+    });
+    socket.on('data', () => undefined);
+    if (payload !== undefined) socket.write(payload);
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('FaultProxy', () => {
+  let upstream: Upstream;
+  let proxy: FaultProxy;
+
+  beforeEach(async () => {
+    upstream = await startUpstream();
+    proxy = await FaultProxy.start({ target: `http://127.0.0.1:${upstream.port}` });
+  });
+
+  afterEach(async () => {
+    await proxy.close();
+    upstream.server.closeAllConnections();
+    await new Promise<void>((resolve) => upstream.server.close(() => resolve()));
+  });
+
+  describe('normal mode', () => {
+    it('forwards requests and responses byte for byte and counts them', async () => {
+      const body = randomBytes(3 * 1024 * 1024);
+      const reply = await send(proxy.url, { path: '/echo', body });
+      expect(reply.status).toBe(200);
+      expect(createHash('sha256').update(reply.body).digest('hex')).toBe(createHash('sha256').update(body).digest('hex'));
+
+      const big = await send(proxy.url, { path: '/bytes/2000000' });
+      expect(big.body.equals(patternBytes(2_000_000))).toBe(true);
+
+      const stats = proxy.stats();
+      expect(stats.connectionsAccepted).toBe(2);
+      expect(stats.requests).toBe(2);
+      // Headers come on top of the bodies, so the bodies are lower bounds.
+      expect(stats.bytesToServer).toBeGreaterThan(body.length);
+      expect(stats.bytesToClient).toBeGreaterThan(body.length + 2_000_000);
+      expect(upstream.received).toEqual(['/echo', '/bytes/2000000']);
+      expect(proxy.mode).toEqual({ kind: 'none' });
+    });
+
+    it('counts each request on a kept-alive connection and passes keep-alive through', async () => {
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+      try {
+        for (let i = 0; i < 5; i++) expect((await send(proxy.url, { path: `/r${i}`, agent })).body.toString()).toBe(`ok /r${i}`);
+      } finally {
+        agent.destroy();
+      }
+      expect(proxy.stats().connectionsAccepted).toBe(1);
+      expect(proxy.stats().requests).toBe(5);
+    });
+
+    it('resets the client when the server cannot be reached', async () => {
+      upstream.server.closeAllConnections();
+      await new Promise<void>((resolve) => upstream.server.close(() => resolve()));
+      expect(await failureCode(send(proxy.url))).toBe('ECONNRESET');
+      expect(proxy.stats().upstreamFailures).toBe(1);
+      // Restart so afterEach has a server to close.
+      upstream = await startUpstream();
+    });
+
+    it('accepts a target given as host and port and rejects bad settings', async () => {
+      const second = await FaultProxy.start({ target: { host: '127.0.0.1', port: upstream.port } });
+      try {
+        expect((await send(second.url, { path: '/x' })).body.toString()).toBe('ok /x');
+        expect(() => second.setLatency({ toServerMs: -1 })).toThrow(RangeError);
+        await expect(second.reset({ probability: 2 })).rejects.toThrow(RangeError);
+        await expect(second.drop({ times: 0 })).rejects.toThrow(RangeError);
+      } finally {
+        await second.close();
+      }
+    });
+  });
+
+  describe('latency', () => {
+    it('delays the way to the server by at least toServerMs', async () => {
+      proxy.setLatency({ toServerMs: 150 });
+      const started = Date.now();
+      const reply = await send(proxy.url, { path: '/slow-in' });
+      expect(reply.status).toBe(200);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(150);
+    });
+
+    it('delays the way back by at least toClientMs and keeps a large body intact', async () => {
+      proxy.setLatency({ toClientMs: 120 });
+      const started = Date.now();
+      const reply = await send(proxy.url, { path: '/bytes/1500000' });
+      expect(Date.now() - started).toBeGreaterThanOrEqual(120);
+      expect(reply.body.equals(patternBytes(1_500_000))).toBe(true);
+    });
+
+    it('adds perRequestMs to every request on a kept-alive connection', async () => {
+      proxy.setLatency({ perRequestMs: 100 });
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+      try {
+        for (let i = 0; i < 3; i++) {
+          const started = Date.now();
+          await send(proxy.url, { path: `/p${i}`, agent });
+          expect(Date.now() - started).toBeGreaterThanOrEqual(100);
+        }
+      } finally {
+        agent.destroy();
+      }
+      expect(proxy.stats().connectionsAccepted).toBe(1);
+    });
+
+    it('adds both directions on one round trip and normal() removes the latency', async () => {
+      proxy.setLatency({ toServerMs: 80, toClientMs: 80 });
+      const started = Date.now();
+      await send(proxy.url);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(160);
+      await proxy.normal();
+      expect(proxy.latency).toEqual({ toServerMs: 0, toClientMs: 0, perRequestMs: 0 });
+      expect((await send(proxy.url, { path: '/after' })).status).toBe(200);
+    });
+  });
+
+  describe('drop (FIN)', () => {
+    it('at request: closes with a FIN, the server never sees the request', async () => {
+      await proxy.drop();
+      expect(await failureCode(send(proxy.url, { path: '/lost' }))).toBe('ECONNRESET'); // node: "socket hang up"
+      expect(await rawOutcome(proxy.port)).toEqual({ kind: 'end' });
+      await sleep(50);
+      expect(upstream.received).toEqual([]);
+      expect(proxy.stats().connectionsDropped).toBe(2);
+      expect(proxy.mode.kind).toBe('drop');
+    });
+
+    it('at response: the server acted on the request but the client gets no answer', async () => {
+      await proxy.drop({ at: 'response' });
+      expect(await failureCode(send(proxy.url, { path: '/done-but-unanswered' }))).toBe('ECONNRESET');
+      expect(upstream.received).toEqual(['/done-but-unanswered']);
+      expect(proxy.stats().connectionsDropped).toBe(1);
+    });
+
+    it('hits an idle kept-alive connection when it sends its next request', async () => {
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+      try {
+        expect((await send(proxy.url, { path: '/first', agent })).status).toBe(200);
+        await proxy.drop();
+        expect(await failureCode(send(proxy.url, { path: '/second', agent }))).toBe('ECONNRESET');
+      } finally {
+        agent.destroy();
+      }
+      expect(upstream.received).toEqual(['/first']);
+      expect(proxy.stats().connectionsAccepted).toBe(1);
+    });
+  });
+
+  describe('reset (RST)', () => {
+    it('at request: the client sees ECONNRESET, the server never sees the request', async () => {
+      await proxy.reset();
+      expect(await failureCode(send(proxy.url, { path: '/lost' }))).toBe('ECONNRESET');
+      expect(await rawOutcome(proxy.port, 'GET / HTTP/1.1\r\n\r\n')).toEqual({ kind: 'error', code: 'ECONNRESET' });
+      await sleep(50);
+      expect(upstream.received).toEqual([]);
+      expect(proxy.stats().connectionsReset).toBe(2);
+    });
+
+    it('at response: the server acted on the request, the client sees ECONNRESET', async () => {
+      await proxy.reset({ at: 'response' });
+      expect(await failureCode(send(proxy.url, { path: '/applied', body: Buffer.from('put') }))).toBe('ECONNRESET');
+      expect(upstream.received).toEqual(['/applied']);
+    });
+
+    it('times: hits only the next N requests, then returns to normal by itself', async () => {
+      await proxy.reset({ times: 2 });
+      expect(await failureCode(send(proxy.url, { path: '/a' }))).toBe('ECONNRESET');
+      expect(proxy.mode).toMatchObject({ kind: 'reset', remaining: 1 });
+      expect(await failureCode(send(proxy.url, { path: '/b' }))).toBe('ECONNRESET');
+      expect(proxy.mode).toEqual({ kind: 'none' });
+      expect((await send(proxy.url, { path: '/c' })).status).toBe(200);
+      expect(upstream.received).toEqual(['/c']);
+    });
+
+    it('probability: each request is hit when the random draw falls below it', async () => {
+      const draws = [0.1, 0.9, 0.4, 0.6];
+      const seeded = await FaultProxy.start({ target: { host: '127.0.0.1', port: upstream.port }, random: () => draws.shift() ?? 1 });
+      try {
+        await seeded.reset({ probability: 0.5 });
+        const outcomes: string[] = [];
+        for (let i = 0; i < 4; i++) {
+          outcomes.push(await send(seeded.url, { path: `/q${i}` }).then(() => 'ok', (e: NodeJS.ErrnoException) => e.code ?? '?'));
+        }
+        expect(outcomes).toEqual(['ECONNRESET', 'ok', 'ECONNRESET', 'ok']);
+        expect(upstream.received).toEqual(['/q1', '/q3']);
+      } finally {
+        await seeded.close();
+      }
+    });
+  });
+
+  describe('black hole', () => {
+    it('accepts and never answers: the client times out and the server sees nothing', async () => {
+      await proxy.blackHole();
+      const started = Date.now();
+      expect(await failureCode(send(proxy.url, { path: '/void', timeoutMs: 300 }))).toBe('ETIMEDOUT');
+      expect(Date.now() - started).toBeGreaterThanOrEqual(300);
+      expect(upstream.received).toEqual([]);
+      expect(proxy.stats().connectionsAccepted).toBe(1);
+      expect(proxy.stats().bytesToServer).toBe(0);
+    });
+
+    it('holds traffic of open connections, which flows again when the hole is lifted', async () => {
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+      try {
+        expect((await send(proxy.url, { path: '/before', agent })).status).toBe(200);
+        await proxy.blackHole();
+        let settled = false;
+        const onOld = send(proxy.url, { path: '/held-old', agent }).finally(() => (settled = true));
+        const onNew = send(proxy.url, { path: '/held-new' });
+        await sleep(300);
+        expect(settled).toBe(false);
+        expect(upstream.received).toEqual(['/before']);
+        await proxy.normal();
+        expect((await onOld).body.toString()).toBe('ok /held-old');
+        expect((await onNew).body.toString()).toBe('ok /held-new');
+      } finally {
+        agent.destroy();
+      }
+      expect(upstream.received.sort()).toEqual(['/before', '/held-new', '/held-old']);
+    });
+  });
+
+  describe('outage', () => {
+    it('refuses new connections, resets open ones, and recovers on the same port', async () => {
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+      try {
+        expect((await send(proxy.url, { path: '/up', agent })).status).toBe(200);
+        const url = proxy.url;
+        await proxy.outage();
+        expect(await failureCode(send(url, { path: '/refused' }))).toBe('ECONNREFUSED');
+        expect(await rawOutcome(proxy.port)).toEqual({ kind: 'error', code: 'ECONNREFUSED' });
+        expect(proxy.stats().connectionsOpen).toBe(0);
+        expect(proxy.stats().connectionsReset).toBe(1);
+
+        await proxy.normal();
+        expect(proxy.url).toBe(url);
+        expect((await send(url, { path: '/back', agent })).body.toString()).toBe('ok /back');
+      } finally {
+        agent.destroy();
+      }
+      expect(upstream.received).toEqual(['/up', '/back']);
+    });
+
+    it('can move from an outage straight into another fault', async () => {
+      await proxy.outage();
+      await proxy.blackHole();
+      expect(await failureCode(send(proxy.url, { timeoutMs: 200 }))).toBe('ETIMEDOUT');
+      await proxy.normal();
+      expect((await send(proxy.url, { path: '/ok' })).status).toBe(200);
+    });
+  });
+
+  it('close(): stops listening and ends open connections', async () => {
+    const socket = connect({ host: '127.0.0.1', port: proxy.port });
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.on('error', () => undefined);
+    await proxy.close();
+    await closed;
+    expect(await rawOutcome(proxy.port)).toEqual({ kind: 'error', code: 'ECONNREFUSED' });
+    await expect(proxy.drop()).rejects.toThrow(/closed/);
+  });
+});
