@@ -1,0 +1,69 @@
+/**
+ * Embedded PostgreSQL (PGlite, WebAssembly) running the same schema, migrations and SQL as
+ * the PostgreSQL backend: the zero-setup default of `ldk-vss serve`. One in-process
+ * connection; PGlite queues concurrent queries and transactions itself.
+ */
+import { PGlite, type Transaction } from '@electric-sql/pglite';
+import { mkdir } from 'node:fs/promises';
+import type { Logger } from 'pino';
+import { migrate, type MigrationOutcome } from './migrations.js';
+import { SqlBackend, type SqlBackendOptions } from './sql-backend.js';
+import type { SqlDriver, SqlQuery, SqlResult, SqlSession } from './sql-driver.js';
+
+export interface PgliteBackendOptions extends SqlBackendOptions {
+  /** Directory for the database files; undefined keeps everything in memory. */
+  dataDir?: string;
+  logger?: Logger;
+}
+
+type Queryable = Pick<PGlite, 'query'> | Transaction;
+
+async function run(db: Queryable, query: SqlQuery, params?: readonly unknown[]): Promise<SqlResult> {
+  const result = await db.query<Record<string, unknown>>(query.text, params ? [...params] : undefined);
+  return { rows: result.rows, rowCount: result.affectedRows ?? 0 };
+}
+
+class PgliteDriver implements SqlDriver {
+  constructor(readonly db: PGlite) {}
+
+  query(query: SqlQuery, params?: readonly unknown[]): Promise<SqlResult> {
+    return run(this.db, query, params);
+  }
+
+  transaction<T>(work: (session: SqlSession) => Promise<T>): Promise<T> {
+    return this.db.transaction((tx) => work({ query: (query, params) => run(tx, query, params) }));
+  }
+
+  async close(): Promise<void> {
+    if (!this.db.closed) await this.db.close();
+  }
+}
+
+export class PgliteBackend extends SqlBackend {
+  private constructor(
+    private readonly pgliteDriver: PgliteDriver,
+    options: SqlBackendOptions,
+    readonly migration: MigrationOutcome,
+    readonly dataDir: string | undefined,
+  ) {
+    super('pglite', pgliteDriver, options);
+  }
+
+  get db(): PGlite {
+    return this.pgliteDriver.db;
+  }
+
+  static async open(options: PgliteBackendOptions = {}): Promise<PgliteBackend> {
+    if (options.dataDir !== undefined) await mkdir(options.dataDir, { recursive: true });
+    const db = await PGlite.create(options.dataDir);
+    const driver = new PgliteDriver(db);
+    try {
+      const migration = await migrate(driver);
+      if (migration.from !== migration.to) options.logger?.info({ ...migration, dataDir: options.dataDir }, 'applied database migrations');
+      return new PgliteBackend(driver, options, migration, options.dataDir);
+    } catch (error) {
+      await db.close();
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * PostgreSQL backend through `pg`: a connection pool, named (prepared) statements, the
+ * reference's migrations, and creation of the database when it does not exist yet.
+ */
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { migrate, type MigrationOutcome } from './migrations.js';
+import { SqlBackend, type SqlBackendOptions } from './sql-backend.js';
+import { sqlState, type SqlDriver, type SqlQuery, type SqlResult, type SqlSession } from './sql-driver.js';
+
+export interface PostgresBackendOptions extends SqlBackendOptions {
+  /** postgres://user:password@host:port/database */
+  url: string;
+  /** Pool size (the reference uses 10). */
+  poolSize?: number;
+  /** TLS: true = verify against system roots; `{ ca }` = also trust this root certificate PEM. */
+  ssl?: boolean | { ca: string };
+  /** Create the database if it does not exist (default true). */
+  createDatabase?: boolean;
+  /** Database to connect to for creating the VSS database (default `postgres`). */
+  defaultDatabase?: string;
+  /** Apply missing migrations at startup (default true). */
+  migrate?: boolean;
+  logger?: Logger;
+}
+
+const INVALID_CATALOG_NAME = '3D000';
+const DUPLICATE_DATABASE = '42P04';
+
+/** Buffers go to PostgreSQL as binary parameters; plain Uint8Arrays are wrapped without copying. */
+function toDriverParams(params: readonly unknown[] | undefined): unknown[] | undefined {
+  return params?.map((param) =>
+    param instanceof Uint8Array && !Buffer.isBuffer(param) ? Buffer.from(param.buffer, param.byteOffset, param.byteLength) : param,
+  );
+}
+
+function queryConfig(query: SqlQuery, params: readonly unknown[] | undefined): pg.QueryConfig {
+  return query.name ? { name: query.name, text: query.text, values: toDriverParams(params) } : { text: query.text, values: toDriverParams(params) };
+}
+
+class PgSession implements SqlSession {
+  constructor(private readonly client: pg.PoolClient) {}
+  async query(query: SqlQuery, params?: readonly unknown[]): Promise<SqlResult> {
+    const result = await this.client.query(queryConfig(query, params));
+    return { rows: result.rows, rowCount: result.rowCount ?? 0 };
+  }
+}
+
+class PgPoolDriver implements SqlDriver {
+  constructor(readonly pool: pg.Pool) {}
+
+  async query(query: SqlQuery, params?: readonly unknown[]): Promise<SqlResult> {
+    const result = await this.pool.query(queryConfig(query, params));
+    return { rows: result.rows, rowCount: result.rowCount ?? 0 };
+  }
+
+  async transaction<T>(work: (session: SqlSession) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await client.query('BEGIN');
+      const result = await work(new PgSession(client));
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      try {
+        await client.query('ROLLBACK');
+      } catch (rollbackError) {
+        // A connection that cannot roll back must not go back into the pool.
+        broken = rollbackError as Error;
+      }
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}
+
+/** The URL with its database replaced (for connecting to the maintenance database). */
+function withDatabase(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${encodeURIComponent(database)}`;
+  return parsed.toString();
+}
+
+/** The database a connection URL names (pg's own default is the user name). */
+export function databaseName(url: string): string {
+  const parsed = new URL(url);
+  const name = decodeURIComponent(parsed.pathname.replace(/^\//, ''));
+  return name || decodeURIComponent(parsed.username) || process.env.USER || 'postgres';
+}
+
+export function quoteIdentifier(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** Creates `database` on the server `url` points at, unless it exists (a concurrent creator is fine). */
+export async function ensureDatabase(url: string, database: string, defaultDatabase: string, ssl?: pg.ClientConfig['ssl']): Promise<boolean> {
+  const client = new pg.Client({ connectionString: withDatabase(url, defaultDatabase), ssl });
+  await client.connect();
+  try {
+    const exists = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
+    if (exists.rowCount) return false;
+    try {
+      await client.query(`CREATE DATABASE ${quoteIdentifier(database)}`);
+      return true;
+    } catch (error) {
+      if (sqlState(error) === DUPLICATE_DATABASE) return false;
+      throw error;
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+export class PostgresBackend extends SqlBackend {
+  private constructor(
+    private readonly pgDriver: PgPoolDriver,
+    options: SqlBackendOptions,
+    /** Outcome of the startup migration run (undefined when migrations were skipped). */
+    readonly migration: MigrationOutcome | undefined,
+  ) {
+    super('postgres', pgDriver, options);
+  }
+
+  /** The underlying pool (for diagnostics and tests). */
+  get pool(): pg.Pool {
+    return this.pgDriver.pool;
+  }
+
+  static async open(options: PostgresBackendOptions): Promise<PostgresBackend> {
+    const ssl = options.ssl === true ? { rejectUnauthorized: true } : options.ssl === false ? undefined : options.ssl;
+    const makePool = () => {
+      const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 10, ssl });
+      // An idle connection dying (e.g. a database restart) must not crash the process.
+      pool.on('error', (error) => options.logger?.warn({ err: error }, 'idle PostgreSQL connection failed'));
+      return pool;
+    };
+    let pool = makePool();
+    try {
+      await pool.query('SELECT 1');
+    } catch (error) {
+      await pool.end();
+      if (sqlState(error) !== INVALID_CATALOG_NAME || options.createDatabase === false) throw error;
+      const name = databaseName(options.url);
+      const created = await ensureDatabase(options.url, name, options.defaultDatabase ?? 'postgres', ssl);
+      if (created) options.logger?.info({ database: name }, 'created PostgreSQL database');
+      pool = makePool();
+    }
+    const driver = new PgPoolDriver(pool);
+    try {
+      const migration = options.migrate === false ? undefined : await migrate(driver);
+      if (migration && migration.from !== migration.to) options.logger?.info(migration, 'applied database migrations');
+      return new PostgresBackend(driver, options, migration);
+    } catch (error) {
+      await pool.end();
+      throw error;
+    }
+  }
+}

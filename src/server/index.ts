@@ -1,0 +1,15 @@
+/**
+ * ldk-vss/server: a VSS server compatible with the reference Rust vss-server.
+ */
+export { startVssServer, openBackend, createAuthorizer, ServerConfigError } from './server.js';
+export type { StartedVssServer, VssServerOptions, BackendOption, AuthOption, PostgresSsl, LogLevel } from './server.js';
+export { createVssApp, type VssAppOptions } from './app.js';
+export { MemoryBackend, type MemorySnapshot } from './backends/memory.js';
+export type { StorageBackend, StoredRecord, PutItem, DeleteItem, PutRequest, ListedKey, ListQuery } from './backends/types.js';
+export * from './auth/index.js';
+export * from './errors.js';
+export * from './constants.js';
+export * from './limits.js';
+export { encodePageToken, decodePageToken } from './page-token.js';
+export { parseRateLimit, type RateLimitOptions, type RateLimitRule } from './rate-limit.js';
+export { parseCorsOrigins } from './cors.js';

@@ -1,0 +1,33 @@
+/**
+ * Limits of the VSS protocol and the reference schema. The reference enforces the column
+ * lengths only through PostgreSQL errors (500); this server checks them up front (400).
+ */
+export const MAX_KEY_LENGTH = 600;
+export const MAX_STORE_ID_LENGTH = 120;
+export const MAX_USER_TOKEN_LENGTH = 120;
+export const MAX_PUT_ITEM_COUNT = 1000;
+export const LIST_MAX_PAGE_SIZE = 100;
+/** Hard ceiling for the request body limit (the reference's MAXIMUM_REQUEST_BODY_SIZE). */
+export const MAX_REQUEST_BODY_SIZE_LIMIT = 1024 * 1024 * 1024;
+/** Default request body limit. */
+export const DEFAULT_MAX_REQUEST_BODY_SIZE = 128 * 1024 * 1024;
+
+/** Length in Unicode code points, which is what PostgreSQL's varchar(n) counts. */
+function countCodePoints(text: string): number {
+  let count = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    // A high surrogate followed by a low one is a single code point.
+    if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) i++;
+    }
+    count++;
+  }
+  return count;
+}
+
+/** Whether `text` fits in varchar(max) (counted in code points). */
+export function fitsLength(text: string, max: number): boolean {
+  return text.length <= max || countCodePoints(text) <= max;
+}

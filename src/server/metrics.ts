@@ -1,0 +1,34 @@
+/**
+ * Prometheus metrics: request counts and latency per operation and status, in a registry
+ * of the server's own (so several servers in one process do not share counters).
+ */
+import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export class ServerMetrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<'operation' | 'status'>;
+  private readonly duration: Histogram<'operation' | 'status'>;
+
+  constructor(options: { processMetrics?: boolean } = {}) {
+    this.requests = new Counter({
+      name: 'vss_http_requests_total',
+      help: 'VSS HTTP requests by operation and response status',
+      labelNames: ['operation', 'status'],
+      registers: [this.registry],
+    });
+    this.duration = new Histogram({
+      name: 'vss_http_request_duration_seconds',
+      help: 'VSS HTTP request latency by operation and response status',
+      labelNames: ['operation', 'status'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [this.registry],
+    });
+    if (options.processMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+
+  observe(operation: string, status: number, seconds: number): void {
+    const labels = { operation, status: String(status) };
+    this.requests.inc(labels);
+    this.duration.observe(labels, seconds);
+  }
+}

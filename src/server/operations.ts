@@ -1,0 +1,167 @@
+/**
+ * The four VSS operations on decoded protobuf messages: request validation, the reference's
+ * paging rules, and conversion between wire messages and backend values. No HTTP here.
+ */
+import {
+  GLOBAL_VERSION_KEY,
+  bigIntToInt64,
+  hasField,
+  int64ToBigInt,
+  vss,
+  type VssOperation,
+} from '../protocol/index.js';
+import type { DeleteItem, PutItem, StorageBackend } from './backends/types.js';
+import { InvalidRequestError, NoSuchKeyError } from './errors.js';
+import { LIST_MAX_PAGE_SIZE, MAX_KEY_LENGTH, MAX_PUT_ITEM_COUNT, MAX_STORE_ID_LENGTH, fitsLength } from './limits.js';
+import { decodePageToken, encodePageToken } from './page-token.js';
+
+const EMPTY = new Uint8Array(0);
+
+function checkStoreId(storeId: string): void {
+  if (!fitsLength(storeId, MAX_STORE_ID_LENGTH)) {
+    throw new InvalidRequestError(`store_id must be at most ${MAX_STORE_ID_LENGTH} characters`);
+  }
+  if (storeId.includes('\0')) throw new InvalidRequestError('store_id must not contain NUL characters');
+}
+
+function checkKey(key: string): void {
+  if (!fitsLength(key, MAX_KEY_LENGTH)) throw new InvalidRequestError(`key must be at most ${MAX_KEY_LENGTH} characters`);
+  if (key.includes('\0')) throw new InvalidRequestError('key must not contain NUL characters');
+}
+
+export async function getObject(backend: StorageBackend, userToken: string, request: vss.GetObjectRequest): Promise<vss.GetObjectResponse> {
+  checkStoreId(request.storeId);
+  checkKey(request.key);
+  const record = await backend.get(userToken, request.storeId, request.key);
+  if (record) {
+    return new vss.GetObjectResponse({
+      value: new vss.KeyValue({ key: record.key, version: bigIntToInt64(record.version), value: record.value }),
+    });
+  }
+  // A store that never used global versioning is at global version 0, never "not found".
+  if (request.key === GLOBAL_VERSION_KEY) {
+    return new vss.GetObjectResponse({ value: new vss.KeyValue({ key: GLOBAL_VERSION_KEY, version: bigIntToInt64(0n), value: EMPTY }) });
+  }
+  throw new NoSuchKeyError();
+}
+
+export async function putObjects(backend: StorageBackend, userToken: string, request: vss.PutObjectRequest): Promise<vss.PutObjectResponse> {
+  const transactionItems = request.transactionItems ?? [];
+  const deleteItems = request.deleteItems ?? [];
+  if (transactionItems.length + deleteItems.length > MAX_PUT_ITEM_COUNT) {
+    throw new InvalidRequestError(`Number of write items per request should be less than equal to ${MAX_PUT_ITEM_COUNT}`);
+  }
+  checkStoreId(request.storeId);
+  const globalVersion = hasField(request, 'globalVersion') ? int64ToBigInt(request.globalVersion) : undefined;
+  // One row may be written once per request: repeated keys would make the outcome depend on
+  // statement order, which the protocol says clients must not rely on.
+  const seen = new Set<string>();
+  if (globalVersion !== undefined) seen.add(GLOBAL_VERSION_KEY);
+  const claim = (key: string) => {
+    checkKey(key);
+    if (seen.has(key)) {
+      throw new InvalidRequestError(
+        key === GLOBAL_VERSION_KEY && globalVersion !== undefined
+          ? `key ${JSON.stringify(key)} is the global version row, which this request already writes through global_version`
+          : `key ${JSON.stringify(truncate(key))} appears more than once in the request`,
+      );
+    }
+    seen.add(key);
+  };
+  const puts: PutItem[] = transactionItems.map((item) => {
+    const key = item.key ?? '';
+    claim(key);
+    return { key, version: int64ToBigInt(item.version), value: item.value ?? EMPTY };
+  });
+  const deletes: DeleteItem[] = deleteItems.map((item) => {
+    const key = item.key ?? '';
+    claim(key);
+    return { key, version: int64ToBigInt(item.version) };
+  });
+  await backend.put(userToken, { storeId: request.storeId, transactionItems: puts, globalVersion, deleteItems: deletes });
+  return new vss.PutObjectResponse();
+}
+
+export async function deleteObject(backend: StorageBackend, userToken: string, request: vss.DeleteObjectRequest): Promise<vss.DeleteObjectResponse> {
+  if (!request.keyValue) throw new InvalidRequestError('key_value missing in DeleteObjectRequest');
+  checkStoreId(request.storeId);
+  const key = request.keyValue.key ?? '';
+  checkKey(key);
+  await backend.delete(userToken, request.storeId, { key, version: int64ToBigInt(request.keyValue.version) });
+  return new vss.DeleteObjectResponse();
+}
+
+export async function listKeyVersions(
+  backend: StorageBackend,
+  userToken: string,
+  request: vss.ListKeyVersionsRequest,
+): Promise<vss.ListKeyVersionsResponse> {
+  checkStoreId(request.storeId);
+  const keyPrefix = hasField(request, 'keyPrefix') ? (request.keyPrefix as string) : '';
+  if (keyPrefix.includes('\0')) throw new InvalidRequestError('key_prefix must not contain NUL characters');
+  const pageSize = hasField(request, 'pageSize') ? (request.pageSize as number) : LIST_MAX_PAGE_SIZE;
+  if (pageSize < 0) throw new InvalidRequestError('page_size must not be negative');
+  const firstPage = !hasField(request, 'pageToken');
+  const response = new vss.ListKeyVersionsResponse({ keyVersions: [], nextPageToken: '' });
+  // As in the reference, the global version is read before (and apart from) the keys, and only
+  // first pages carry it: every key listed afterwards was written at or after that version.
+  if (firstPage) {
+    const record = await backend.get(userToken, request.storeId, GLOBAL_VERSION_KEY);
+    response.globalVersion = bigIntToInt64(record?.version ?? 0n);
+  }
+  if (pageSize === 0) return response;
+  let beforeSortOrder: bigint | undefined;
+  if (!firstPage) {
+    beforeSortOrder = decodePageToken(request.pageToken as string);
+    if (beforeSortOrder === undefined) throw new InvalidRequestError('Invalid page token');
+  }
+  const limit = Math.min(pageSize, LIST_MAX_PAGE_SIZE);
+  // One row beyond the page tells whether another page exists, so an exact fit ends with ''.
+  const rows = await backend.list(userToken, { storeId: request.storeId, keyPrefix, limit: limit + 1, beforeSortOrder });
+  const page = rows.slice(0, limit);
+  response.keyVersions = page.map((row) => new vss.KeyValue({ key: row.key, version: bigIntToInt64(row.version) }));
+  if (rows.length > limit) response.nextPageToken = encodePageToken(page[page.length - 1].sortOrder);
+  return response;
+}
+
+function truncate(key: string): string {
+  return key.length > 64 ? `${key.slice(0, 64)}…` : key;
+}
+
+/** How each operation decodes its request, runs, and encodes its response. */
+export interface OperationSpec {
+  readonly name: VssOperation;
+  run(backend: StorageBackend, userToken: string, body: Uint8Array): Promise<Uint8Array>;
+}
+
+function operation<Req, Res>(
+  name: VssOperation,
+  decode: (body: Uint8Array) => Req,
+  handler: (backend: StorageBackend, userToken: string, request: Req) => Promise<Res>,
+  encode: (response: Res) => { finish(): Uint8Array },
+): OperationSpec {
+  return {
+    name,
+    async run(backend, userToken, body) {
+      let request: Req;
+      try {
+        request = decode(body);
+      } catch {
+        throw new InvalidRequestError(`Error parsing request: body is not a valid ${name} request`);
+      }
+      return encode(await handler(backend, userToken, request)).finish();
+    },
+  };
+}
+
+export const OPERATIONS: Readonly<Record<VssOperation, OperationSpec>> = {
+  getObject: operation('getObject', (b) => vss.GetObjectRequest.decode(b), getObject, (r) => vss.GetObjectResponse.encode(r)),
+  putObjects: operation('putObjects', (b) => vss.PutObjectRequest.decode(b), putObjects, (r) => vss.PutObjectResponse.encode(r)),
+  deleteObject: operation('deleteObject', (b) => vss.DeleteObjectRequest.decode(b), deleteObject, (r) => vss.DeleteObjectResponse.encode(r)),
+  listKeyVersions: operation(
+    'listKeyVersions',
+    (b) => vss.ListKeyVersionsRequest.decode(b),
+    listKeyVersions,
+    (r) => vss.ListKeyVersionsResponse.encode(r),
+  ),
+};

@@ -1,0 +1,218 @@
+/**
+ * startVssServer: builds the backend, authorizer and app from options, listens, and returns a
+ * handle whose close() drains in-flight requests before releasing what the server created.
+ */
+import { readFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import pino, { type Level, type Logger } from 'pino';
+import { PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, vss } from '../protocol/index.js';
+import { createVssApp } from './app.js';
+import { JwtAuthorizer } from './auth/jwt.js';
+import { NoopAuthorizer } from './auth/noop.js';
+import { SignatureAuthorizer } from './auth/signature.js';
+import type { Authorizer } from './auth/types.js';
+import { MemoryBackend } from './backends/memory.js';
+import type { StorageBackend } from './backends/types.js';
+import { DEFAULT_HOST, VSS_BASE_PATH } from './constants.js';
+import { CorsPolicy } from './cors.js';
+import { DEFAULT_MAX_REQUEST_BODY_SIZE, MAX_REQUEST_BODY_SIZE_LIMIT } from './limits.js';
+import { ServerMetrics } from './metrics.js';
+import { parseRateLimit, type RateLimitOptions } from './rate-limit.js';
+
+export type BackendOption =
+  | 'memory'
+  | 'pglite'
+  | { kind: 'memory' }
+  | { kind: 'pglite'; dataDir?: string }
+  | { kind: 'postgres'; url: string; poolSize?: number; ssl?: PostgresSsl; createDatabase?: boolean; defaultDatabase?: string }
+  /** An instance the caller owns: close() leaves it open, so a new server can reuse the data. */
+  | StorageBackend;
+
+/** TLS to PostgreSQL: true = verify against the system roots; `{ ca }` = trust this root PEM too. */
+export type PostgresSsl = boolean | { ca: string };
+
+export type AuthOption =
+  | { kind: 'noop' }
+  | { kind: 'signature' }
+  | { kind: 'jwt'; publicKeyPem?: string; jwksPath?: string }
+  | Authorizer;
+
+export type LogLevel = Level | 'silent';
+
+export interface VssServerOptions {
+  /** Interface to listen on. Default 127.0.0.1. */
+  host?: string;
+  /** Port; 0 (default) picks a free one. */
+  port?: number;
+  /** Storage. Default 'memory' (`ldk-vss serve` defaults to PGlite). */
+  backend?: BackendOption;
+  /** Authentication. Default `{ kind: 'signature' }`, like the reference server. */
+  auth?: AuthOption;
+  /** Request body limit in bytes. Default 128 MiB, at most 1 GiB. */
+  maxRequestBodySize?: number;
+  /** pino level. Default 'silent' so tests stay quiet; ignored when `logger` is given. */
+  logLevel?: LogLevel;
+  logger?: Logger;
+  /** Browser origins allowed to call the server (CORS). Default none. */
+  corsOrigins?: readonly string[];
+  /** Per-user and per-IP limits, or the VSS_RATE_LIMIT syntax (`100/s`). Default off. */
+  rateLimit?: RateLimitOptions | string;
+  /** Serve Prometheus metrics at /metrics. Default false. */
+  metrics?: boolean;
+  /** Express `trust proxy` setting (for per-IP limits behind a reverse proxy). */
+  trustProxy?: boolean | number | string;
+  /** How long close() waits for in-flight requests before cutting connections. Default 10 s. */
+  shutdownGraceMs?: number;
+}
+
+export interface StartedVssServer {
+  /** Base URL including /vss, e.g. http://127.0.0.1:41234/vss */
+  url: string;
+  port: number;
+  backend: StorageBackend;
+  authorizer: Authorizer;
+  logger: Logger;
+  /** Graceful: stops accepting, finishes in-flight requests, closes the backend only if created here. */
+  close(): Promise<void>;
+}
+
+/** Configuration errors found before the server starts (the CLI prints them on one line). */
+export class ServerConfigError extends Error {
+  override readonly name = 'ServerConfigError';
+}
+
+function isStorageBackend(value: unknown): value is StorageBackend {
+  return typeof value === 'object' && value !== null && typeof (value as StorageBackend).get === 'function';
+}
+
+function isAuthorizer(value: unknown): value is Authorizer {
+  return typeof value === 'object' && value !== null && typeof (value as Authorizer).authorize === 'function';
+}
+
+/** Creates (and migrates) the backend an option names; `owned` says whether close() should close it. */
+export async function openBackend(option: BackendOption, logger: Logger): Promise<{ backend: StorageBackend; owned: boolean }> {
+  if (isStorageBackend(option)) return { backend: option, owned: false };
+  const spec = typeof option === 'string' ? { kind: option } : option;
+  switch (spec.kind) {
+    case 'memory':
+      return { backend: new MemoryBackend(), owned: true };
+    case 'pglite': {
+      const { PgliteBackend } = await import('./backends/pglite.js');
+      const dataDir = 'dataDir' in spec ? spec.dataDir : undefined;
+      return { backend: await PgliteBackend.open({ dataDir, logger }), owned: true };
+    }
+    case 'postgres': {
+      const { PostgresBackend } = await import('./backends/postgres.js');
+      const pgSpec = spec as Extract<BackendOption, { kind: 'postgres' }>;
+      return { backend: await PostgresBackend.open({ ...pgSpec, logger }), owned: true };
+    }
+    default:
+      throw new ServerConfigError(`unknown backend ${JSON.stringify(spec)}`);
+  }
+}
+
+export async function createAuthorizer(option: AuthOption, logger: Logger): Promise<Authorizer> {
+  if (isAuthorizer(option)) return option;
+  switch (option.kind) {
+    case 'noop':
+      logger.warn('noop authorizer active: every client shares the user "unauth-user" and is separated only by store_id; never use this in production');
+      return new NoopAuthorizer();
+    case 'signature':
+      return new SignatureAuthorizer();
+    case 'jwt': {
+      if (option.publicKeyPem !== undefined) return new JwtAuthorizer({ publicKeyPem: option.publicKeyPem });
+      if (option.jwksPath !== undefined) {
+        const jwks = JSON.parse(await readFile(option.jwksPath, 'utf8'));
+        return new JwtAuthorizer({ jwks });
+      }
+      throw new ServerConfigError('jwt auth needs publicKeyPem or jwksPath');
+    }
+    default:
+      throw new ServerConfigError(`unknown auth ${JSON.stringify(option)}`);
+  }
+}
+
+/** Answers HTTP-level garbage (before express sees a request) with a typed error and the version header. */
+function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+  if (!socket.writable || error.code === 'ECONNRESET') {
+    socket.destroy();
+    return;
+  }
+  const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+  const body = Buffer.from(
+    vss.ErrorResponse.encode({ errorCode: vss.ErrorCode.INVALID_REQUEST_EXCEPTION, message: 'Malformed HTTP request' }).finish(),
+  );
+  socket.end(
+    `HTTP/1.1 ${status} Bad Request\r\n${PROTOCOL_VERSION_HEADER}: ${PROTOCOL_VERSION}\r\ncontent-type: application/octet-stream\r\n` +
+      `content-length: ${body.length}\r\nconnection: close\r\n\r\n`,
+  );
+  socket.destroy();
+}
+
+export async function startVssServer(options: VssServerOptions = {}): Promise<StartedVssServer> {
+  const logger = options.logger ?? pino({ level: options.logLevel ?? 'silent' });
+  const maxRequestBodySize = options.maxRequestBodySize ?? DEFAULT_MAX_REQUEST_BODY_SIZE;
+  if (!Number.isSafeInteger(maxRequestBodySize) || maxRequestBodySize < 0 || maxRequestBodySize > MAX_REQUEST_BODY_SIZE_LIMIT) {
+    throw new ServerConfigError(`maxRequestBodySize must be an integer from 0 to ${MAX_REQUEST_BODY_SIZE_LIMIT}`);
+  }
+  const rateLimit = typeof options.rateLimit === 'string' ? parseRateLimit(options.rateLimit) : options.rateLimit;
+  const authorizer = await createAuthorizer(options.auth ?? { kind: 'signature' }, logger);
+  const { backend, owned } = await openBackend(options.backend ?? 'memory', logger);
+  const metrics = options.metrics ? new ServerMetrics({ processMetrics: true }) : undefined;
+  const app = createVssApp({
+    backend,
+    authorizer,
+    logger,
+    maxRequestBodySize,
+    metrics,
+    rateLimit,
+    cors: options.corsOrigins && options.corsOrigins.length > 0 ? new CorsPolicy({ origins: options.corsOrigins }) : undefined,
+    trustProxy: options.trustProxy,
+  });
+
+  const server: Server = createServer({ keepAliveTimeout: 65_000 }, app);
+  server.on('clientError', answerClientError);
+  const host = options.host ?? DEFAULT_HOST;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.port ?? 0, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (error) {
+    if (owned) await backend.close();
+    throw error;
+  }
+  const port = (server.address() as AddressInfo).port;
+  const urlHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '[::1]' : host;
+  const url = `http://${urlHost}:${port}${VSS_BASE_PATH}`;
+  logger.info({ url, backend: backend.kind, auth: authorizer.kind, maxRequestBodySize }, 'VSS server listening');
+
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      const graceMs = options.shutdownGraceMs ?? 10_000;
+      const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Idle keep-alive connections would otherwise hold close() open; busy ones finish first.
+      server.closeIdleConnections();
+      const sweeper = setInterval(() => server.closeIdleConnections(), 50);
+      const deadline = setTimeout(() => {
+        logger.warn('shutdown grace period over; closing remaining connections');
+        server.closeAllConnections();
+      }, graceMs);
+      try {
+        await stopped;
+      } finally {
+        clearInterval(sweeper);
+        clearTimeout(deadline);
+      }
+      if (owned) await backend.close();
+      logger.info('VSS server stopped');
+    })();
+    return closing;
+  };
+  return { url, port, backend, authorizer, logger, close };
+}
