@@ -1,0 +1,219 @@
+import { PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, VSS_PATHS, vss, type VssOperation } from '../protocol/index.js';
+import {
+  AuthError,
+  ConflictError,
+  errorFromResponse,
+  InternalServerError,
+  InvalidRequestError,
+  NoSuchKeyError,
+  VersionMismatchError,
+  VssClientError,
+  VssError,
+} from './errors.js';
+import { FixedHeaders, type VssHeaderProvider } from './headers.js';
+import { discardBody, fetchWithDeadline, readBodyCapped, type FetchFunction } from './http.js';
+import { defaultRetryPolicy, retry, timerSleep, type RetryPolicy, type Sleep } from './retry.js';
+
+/** Per-attempt timeout when none is configured (the reference's 10 s). */
+export const DEFAULT_TIMEOUT_MS = 10_000;
+/** Largest response body accepted (the reference's 1 GiB). */
+export const MAX_RESPONSE_BYTES = 1024 * 1024 * 1024;
+
+export interface VssClientOptions {
+  /** Credentials per attempt; default: no headers. */
+  headerProvider?: VssHeaderProvider;
+  /** Default: `defaultRetryPolicy()` (LDK Node's schedule, permanent errors not retried). */
+  retryPolicy?: RetryPolicy;
+  /** Deadline of one HTTP attempt, covering connect, send and the whole response (default 10 s). */
+  timeoutMs?: number;
+  /**
+   * The fetch implementation. Default: `globalThis.fetch`, which in Node (undici) keeps
+   * connections alive and reuses them per origin; browsers and React Native do the same.
+   */
+  fetch?: FetchFunction;
+  /** How retries wait; inject to drive retries from fake timers or count delays in tests. */
+  sleep?: Sleep;
+  /**
+   * Accept replies without the `vss-protocol-version` header (servers older than
+   * vss-server 0.1.0-alpha.0). A header with another value is still rejected.
+   */
+  allowMissingProtocolVersion?: boolean;
+  /** Observability hook, called before each retry sleep. */
+  onRetry?: (info: { operation: VssOperation; attemptsMade: number; delayMs: number; error: unknown }) => void;
+}
+
+/** Per-call options. */
+export interface VssCallOptions {
+  /** Aborts the call (and any pending retry sleep): rejects with VssClientError('aborted'). */
+  signal?: AbortSignal;
+  /** Overrides the client's retry policy for this call. */
+  retryPolicy?: RetryPolicy;
+}
+
+interface MessageType<Req, Res> {
+  encode(message: Req): { finish(): Uint8Array };
+  decode(bytes: Uint8Array): Res;
+}
+
+/**
+ * Errors that prove a write attempt was NOT applied: the server rejected it with a definite
+ * answer, or the request was never sent. Anything else leaves a write's outcome unknown.
+ */
+function provesNotApplied(error: unknown): boolean {
+  return (
+    error instanceof NoSuchKeyError ||
+    error instanceof InvalidRequestError ||
+    error instanceof ConflictError ||
+    error instanceof AuthError
+  );
+}
+
+/**
+ * Client for a VSS server, wire-compatible with vss-client-ng: protobuf bodies POSTed to
+ * `<baseUrl>/<operation>` (the base URL is used verbatim, as the reference does), retried
+ * per the retry policy, with fresh headers from the header provider on every attempt.
+ */
+export class VssClient {
+  readonly baseUrl: string;
+  readonly timeoutMs: number;
+  readonly #headerProvider: VssHeaderProvider;
+  readonly #retryPolicy: RetryPolicy;
+  readonly #fetch: FetchFunction;
+  readonly #sleep: Sleep;
+  readonly #allowMissingProtocolVersion: boolean;
+  readonly #onRetry: VssClientOptions['onRetry'];
+
+  constructor(baseUrl: string, options: VssClientOptions = {}) {
+    if (typeof baseUrl !== 'string' || !/^https?:\/\//i.test(baseUrl)) {
+      throw new TypeError(`VSS base URL must be an http(s) URL, got ${JSON.stringify(baseUrl)}`);
+    }
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new RangeError(`timeoutMs must be > 0, got ${timeoutMs}`);
+    this.baseUrl = baseUrl;
+    this.timeoutMs = timeoutMs;
+    this.#headerProvider = options.headerProvider ?? new FixedHeaders();
+    this.#retryPolicy = options.retryPolicy ?? defaultRetryPolicy();
+    this.#fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+    this.#sleep = options.sleep ?? timerSleep;
+    this.#allowMissingProtocolVersion = options.allowMissingProtocolVersion ?? false;
+    this.#onRetry = options.onRetry;
+  }
+
+  /**
+   * Reads one key. Rejects with NoSuchKeyError if it does not exist. A 2xx reply without a
+   * value is an API violation (InternalServerError, retried like the reference does).
+   */
+  async getObject(request: vss.GetObjectRequest.$Properties, options?: VssCallOptions): Promise<vss.GetObjectResponse> {
+    return this.#call('getObject', vss.GetObjectRequest, vss.GetObjectResponse, request, options, (response) => {
+      if (!response.value) {
+        throw new InternalServerError('VSS Server API Violation, expected value in GetObjectResponse but found none');
+      }
+    });
+  }
+
+  /**
+   * Writes and deletes atomically. With conditional versions, a ConflictError whose
+   * `afterAmbiguousAttempt` is true may be caused by this call's own earlier attempt having
+   * committed: read the keys back to decide.
+   */
+  async putObjects(request: vss.PutObjectRequest.$Properties, options?: VssCallOptions): Promise<vss.PutObjectResponse> {
+    return this.#call('putObjects', vss.PutObjectRequest, vss.PutObjectResponse, request, options);
+  }
+
+  /** Deletes one key (idempotent on the server: deleting a missing key succeeds). */
+  async deleteObject(request: vss.DeleteObjectRequest.$Properties, options?: VssCallOptions): Promise<vss.DeleteObjectResponse> {
+    return this.#call('deleteObject', vss.DeleteObjectRequest, vss.DeleteObjectResponse, request, options);
+  }
+
+  /** One page of key versions; follow `nextPageToken` until it is absent or empty. */
+  async listKeyVersions(request: vss.ListKeyVersionsRequest.$Properties, options?: VssCallOptions): Promise<vss.ListKeyVersionsResponse> {
+    return this.#call('listKeyVersions', vss.ListKeyVersionsRequest, vss.ListKeyVersionsResponse, request, options);
+  }
+
+  async #call<Req, Res>(
+    operation: VssOperation,
+    requestType: MessageType<Req, unknown>,
+    responseType: MessageType<unknown, Res>,
+    request: Req,
+    options: VssCallOptions = {},
+    check?: (response: Res) => void,
+  ): Promise<Res> {
+    const body = requestType.encode(request).finish();
+    const url = `${this.baseUrl}${VSS_PATHS[operation]}`;
+    const isWrite = operation === 'putObjects' || operation === 'deleteObject';
+    let outcomeUnknown = false;
+    const attempt = async (): Promise<Res> => {
+      try {
+        const response = await this.#attempt(url, body, responseType, options.signal);
+        check?.(response);
+        return response;
+      } catch (error) {
+        if (error instanceof ConflictError && isWrite) error.afterAmbiguousAttempt = outcomeUnknown;
+        if (!provesNotApplied(error)) outcomeUnknown = true;
+        throw error;
+      }
+    };
+    try {
+      return await retry(attempt, options.retryPolicy ?? this.#retryPolicy, {
+        sleep: this.#sleep,
+        signal: options.signal,
+        onRetry: this.#onRetry && ((info) => this.#onRetry?.({ operation, ...info })),
+      });
+    } catch (error) {
+      if (error instanceof VssError) throw error;
+      // Only an aborted retry sleep gets here (attempts throw VssError only).
+      throw new VssClientError('aborted', `${operation} aborted by the caller`, { cause: error });
+    }
+  }
+
+  async #attempt<Res>(url: string, body: Uint8Array, responseType: MessageType<unknown, Res>, signal: AbortSignal | undefined): Promise<Res> {
+    let providerHeaders: Record<string, string>;
+    try {
+      providerHeaders = await this.#headerProvider.getHeaders(body);
+    } catch (cause) {
+      throw new AuthError((cause as Error)?.message ?? String(cause), { cause, fromHeaderProvider: true });
+    }
+    const headers: Record<string, string> = { 'content-type': 'application/octet-stream', ...providerHeaders };
+    try {
+      return await fetchWithDeadline(
+        this.#fetch,
+        url,
+        { method: 'POST', headers, body: body as BodyInit },
+        this.timeoutMs,
+        (response) => this.#interpret(response, responseType),
+        signal,
+      );
+    } catch (error) {
+      if (error instanceof AuthError && !error.fromHeaderProvider) this.#headerProvider.onAuthError?.(providerHeaders);
+      throw error;
+    }
+  }
+
+  async #interpret<Res>(response: Response, responseType: MessageType<unknown, Res>): Promise<Res> {
+    // The version gate comes first and applies to error replies too (spec §A1 step 5).
+    const served = response.headers.get(PROTOCOL_VERSION_HEADER);
+    if (served !== PROTOCOL_VERSION && !(served === null && this.#allowMissingProtocolVersion)) {
+      await discardBody(response);
+      throw new VersionMismatchError(served ?? undefined, { status: response.status });
+    }
+    const bytes = await readBodyCapped(response, MAX_RESPONSE_BYTES);
+    if (response.status >= 200 && response.status <= 299) {
+      try {
+        return responseType.decode(bytes);
+      } catch (cause) {
+        throw new VssClientError('decode', `undecodable ${response.status} response: ${(cause as Error).message}`, { status: response.status, cause });
+      }
+    }
+    let errorResponse: vss.ErrorResponse;
+    try {
+      errorResponse = vss.ErrorResponse.decode(bytes);
+    } catch (cause) {
+      throw new VssClientError(
+        'decode',
+        `Unable to decode ErrorResponse from server, HttpStatusCode: ${response.status}, DecodeErr: ${(cause as Error).message}`,
+        { status: response.status, cause },
+      );
+    }
+    throw errorFromResponse(errorResponse, response.status);
+  }
+}

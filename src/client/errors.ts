@@ -1,0 +1,141 @@
+/**
+ * Typed errors of the VSS client. Server errors are classified by the `ErrorResponse.error_code`
+ * in the body (as the reference client does), never by the HTTP status, and each carries the
+ * status and the server's message so callers can log and branch without parsing text.
+ */
+import { PROTOCOL_VERSION, vss } from '../protocol/index.js';
+
+/** Base class of every error the VSS client raises. */
+export class VssError extends Error {
+  /** HTTP status of the response that caused the error, when there was one. */
+  readonly status: number | undefined;
+  constructor(message: string, options?: { status?: number; cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.status = options?.status;
+  }
+}
+
+/** An error the server reported through a decodable `ErrorResponse`. */
+export class VssServerError extends VssError {
+  constructor(
+    readonly errorCode: vss.ErrorCode,
+    /** The `ErrorResponse.message` exactly as the server sent it. */
+    readonly serverMessage: string,
+    prefix: string,
+    options?: { status?: number; cause?: unknown },
+  ) {
+    super(`${prefix}${serverMessage}`, options);
+  }
+}
+
+/** NO_SUCH_KEY_EXCEPTION: the requested key does not exist. */
+export class NoSuchKeyError extends VssServerError {
+  constructor(serverMessage: string, options?: { status?: number }) {
+    super(vss.ErrorCode.NO_SUCH_KEY_EXCEPTION, serverMessage, 'Requested key does not exist: ', options);
+  }
+}
+
+/** INVALID_REQUEST_EXCEPTION: the server rejected the request as malformed. */
+export class InvalidRequestError extends VssServerError {
+  constructor(serverMessage: string, options?: { status?: number }) {
+    super(vss.ErrorCode.INVALID_REQUEST_EXCEPTION, serverMessage, 'Request sent to VSS Storage was invalid: ', options);
+  }
+}
+
+/**
+ * CONFLICT_EXCEPTION: a conditional write or delete found another version.
+ *
+ * `afterAmbiguousAttempt` is true when an EARLIER attempt of the same call failed in a way
+ * that does not prove the write was not applied (timeout, network error, 5xx, undecodable
+ * reply). The conflict may then be our own first attempt having committed: the caller must
+ * read the key back to find out, never assume either outcome.
+ */
+export class ConflictError extends VssServerError {
+  afterAmbiguousAttempt = false;
+  constructor(serverMessage: string, options?: { status?: number }) {
+    super(vss.ErrorCode.CONFLICT_EXCEPTION, serverMessage, 'Potential version conflict in write operation: ', options);
+  }
+}
+
+/**
+ * AUTH_EXCEPTION from the server, or a header provider that could not produce credentials
+ * (then `fromHeaderProvider` is true, `status` is undefined and `cause` holds the reason).
+ */
+export class AuthError extends VssServerError {
+  constructor(
+    serverMessage: string,
+    options?: { status?: number; cause?: unknown; fromHeaderProvider?: boolean },
+  ) {
+    super(vss.ErrorCode.AUTH_EXCEPTION, serverMessage, 'Authentication or Authorization failure: ', options);
+    this.fromHeaderProvider = options?.fromHeaderProvider ?? false;
+  }
+  readonly fromHeaderProvider: boolean;
+}
+
+/** INTERNAL_SERVER_EXCEPTION, or a 2xx reply that violates the API (GetObject without value). */
+export class InternalServerError extends VssServerError {
+  constructor(serverMessage: string, options?: { status?: number }) {
+    super(vss.ErrorCode.INTERNAL_SERVER_EXCEPTION, serverMessage, 'InternalServerError: ', options);
+  }
+}
+
+/** The server speaks another protocol version, or did not send the version header at all. */
+export class VersionMismatchError extends VssError {
+  readonly versionExpected = PROTOCOL_VERSION;
+  constructor(
+    readonly versionServed: string | undefined,
+    options?: { status?: number },
+  ) {
+    super(
+      versionServed === undefined
+        ? 'The server did not set the `vss-protocol-version` header'
+        : `The VSS server and client speak different versions of the VSS protocol, the server serves version ${versionServed}, client expects ${PROTOCOL_VERSION}`,
+      options,
+    );
+  }
+}
+
+/**
+ * Why a request failed on the client side:
+ * - `network`: the request could not be sent or the reply not received;
+ * - `timeout`: the per-attempt deadline passed;
+ * - `aborted`: the caller's AbortSignal fired;
+ * - `decode`: the reply was not the expected protobuf (or not a decodable ErrorResponse);
+ * - `unknown-error-code`: an ErrorResponse with UNKNOWN or an unrecognised code.
+ */
+export type VssClientFailure = 'network' | 'timeout' | 'aborted' | 'decode' | 'unknown-error-code';
+
+/** A client-side failure: network, timeout, abort, decoding, unknown error codes. */
+export class VssClientError extends VssError {
+  constructor(
+    readonly reason: VssClientFailure,
+    message: string,
+    options?: { status?: number; cause?: unknown },
+  ) {
+    super(`InternalError: ${message}`, options);
+  }
+}
+
+/** Builds the typed error for a decoded `ErrorResponse`, exactly as the reference maps codes. */
+export function errorFromResponse(response: vss.ErrorResponse, status: number): VssError {
+  const message = response.message ?? '';
+  switch (response.errorCode) {
+    case vss.ErrorCode.NO_SUCH_KEY_EXCEPTION:
+      return new NoSuchKeyError(message, { status });
+    case vss.ErrorCode.INVALID_REQUEST_EXCEPTION:
+      return new InvalidRequestError(message, { status });
+    case vss.ErrorCode.CONFLICT_EXCEPTION:
+      return new ConflictError(message, { status });
+    case vss.ErrorCode.AUTH_EXCEPTION:
+      return new AuthError(message, { status });
+    case vss.ErrorCode.INTERNAL_SERVER_EXCEPTION:
+      return new InternalServerError(message, { status });
+    default:
+      return new VssClientError(
+        'unknown-error-code',
+        `VSS responded with an unknown error code: ${response.errorCode}, message: ${message}`,
+        { status },
+      );
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * The little HTTP plumbing the client and the LNURL provider share: an injectable `fetch`,
+ * a deadline covering the whole exchange (request AND body), and a capped body read. Only
+ * web-standard APIs (fetch, AbortController, setTimeout) so it runs in browsers and React Native.
+ */
+import { VssClientError } from './errors.js';
+
+/** The subset of `fetch` the client uses; inject your own (custom agent, proxy, tests). */
+export type FetchFunction = (input: string, init: RequestInit) => Promise<Response>;
+
+/**
+ * Runs `fetch` and then `consume(response)` under one deadline of `timeoutMs`, also honouring
+ * `outerSignal`. Failures become `VssClientError` with reason `timeout`, `aborted` or `network`;
+ * errors thrown by `consume` itself pass through unchanged.
+ */
+export async function fetchWithDeadline<T>(
+  fetchFn: FetchFunction,
+  url: string,
+  init: RequestInit,
+  timeoutMs: number,
+  consume: (response: Response) => Promise<T>,
+  outerSignal?: AbortSignal,
+): Promise<T> {
+  if (outerSignal?.aborted) throw new VssClientError('aborted', 'request aborted by the caller', { cause: outerSignal.reason });
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort(new Error(`deadline of ${timeoutMs} ms exceeded`));
+  }, timeoutMs);
+  const onOuterAbort = () => controller.abort(outerSignal?.reason);
+  outerSignal?.addEventListener('abort', onOuterAbort, { once: true });
+  const failure = (stage: string, cause: unknown): VssClientError => {
+    if (timedOut) return new VssClientError('timeout', `${stage} ${url}: no complete response within ${timeoutMs} ms`, { cause });
+    if (outerSignal?.aborted) return new VssClientError('aborted', `${stage} ${url}: aborted by the caller`, { cause });
+    return new VssClientError('network', `${stage} ${url}: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+  };
+  try {
+    let response: Response;
+    try {
+      response = await fetchFn(url, { ...init, signal: controller.signal });
+    } catch (cause) {
+      throw failure('request to', cause);
+    }
+    try {
+      return await consume(response);
+    } catch (cause) {
+      // A body read interrupted by the deadline or the network is a transport failure; any
+      // other error from `consume` (a typed decode or protocol error) is the caller's own.
+      if (cause instanceof BodyReadError) throw failure('reading the response of', cause.cause);
+      throw cause;
+    }
+  } finally {
+    clearTimeout(timer);
+    outerSignal?.removeEventListener('abort', onOuterAbort);
+  }
+}
+
+/** A failure while receiving a response body (as opposed to interpreting it). */
+export class BodyReadError extends Error {
+  constructor(cause: unknown) {
+    super('failed to read the response body', { cause });
+    this.name = 'BodyReadError';
+  }
+}
+
+/** Reads the whole body, refusing more than `cap` bytes. */
+export async function readBodyCapped(response: Response, cap: number): Promise<Uint8Array> {
+  const declared = Number(response.headers.get('content-length'));
+  if (Number.isFinite(declared) && declared > cap) {
+    await response.body?.cancel().catch(() => undefined);
+    throw new VssClientError('decode', `response body of ${declared} bytes exceeds the ${cap}-byte limit`, { status: response.status });
+  }
+  let body: ArrayBuffer;
+  try {
+    body = await response.arrayBuffer();
+  } catch (cause) {
+    throw new BodyReadError(cause);
+  }
+  if (body.byteLength > cap) {
+    throw new VssClientError('decode', `response body of ${body.byteLength} bytes exceeds the ${cap}-byte limit`, { status: response.status });
+  }
+  return new Uint8Array(body);
+}
+
+/** Releases a response body we will not read, so the connection can be reused. */
+export async function discardBody(response: Response): Promise<void> {
+  try {
+    await response.body?.cancel();
+  } catch {
+    // Nothing useful to do: the connection is simply not reused.
+  }
+}

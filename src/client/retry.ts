@@ -1,0 +1,219 @@
+/**
+ * Retry policies composed like vss-client-ng's `util::retry`: a base schedule wrapped by
+ * decorators, where the outermost wrapper decides first. Delays are in milliseconds.
+ */
+import { ConflictError, InvalidRequestError, NoSuchKeyError, VersionMismatchError } from './errors.js';
+
+/** What a policy sees after a failed attempt. */
+export interface RetryContext {
+  /** Attempts made so far, including the one that just failed (1 after the first failure). */
+  readonly attemptsMade: number;
+  /** Sum of the delays slept so far (time spent inside attempts is not counted). */
+  readonly accumulatedDelayMs: number;
+  readonly error: unknown;
+}
+
+/** Decides whether and after how long to retry. `undefined` means give up. */
+export interface RetryPolicy {
+  nextDelay(context: RetryContext): number | undefined;
+}
+
+/** A policy with the reference's combinators; each returns a new policy wrapping this one. */
+export abstract class ComposableRetryPolicy implements RetryPolicy {
+  abstract nextDelay(context: RetryContext): number | undefined;
+
+  /** Stops once `maxAttempts` attempts (including the first) were made; 0 means no cap. */
+  withMaxAttempts(maxAttempts: number): MaxAttemptsRetryPolicy {
+    return new MaxAttemptsRetryPolicy(this, maxAttempts);
+  }
+
+  /** Stops when the next delay would push the slept total past `maxTotalDelayMs`. */
+  withMaxTotalDelay(maxTotalDelayMs: number): MaxTotalDelayRetryPolicy {
+    return new MaxTotalDelayRetryPolicy(this, maxTotalDelayMs);
+  }
+
+  /** Adds a uniform random delay in [0, maxJitterMs) to every retry. */
+  withMaxJitter(maxJitterMs: number, random: () => number = Math.random): JitteredRetryPolicy {
+    return new JitteredRetryPolicy(this, maxJitterMs, random);
+  }
+
+  /** Never retries an error for which `skip(error)` is true. */
+  skipRetryOnError(skip: (error: unknown) => boolean): FilteredRetryPolicy {
+    return new FilteredRetryPolicy(this, skip);
+  }
+}
+
+function checkNonNegative(name: string, value: number): void {
+  if (!Number.isFinite(value) || value < 0) throw new RangeError(`${name} must be a finite number >= 0, got ${value}`);
+}
+
+/** base · (2^n − 1) after the n-th failure: 1, 3, 7, 15 … times base (the reference's schedule). */
+export class ExponentialBackoffRetryPolicy extends ComposableRetryPolicy {
+  constructor(readonly baseDelayMs: number) {
+    super();
+    checkNonNegative('baseDelayMs', baseDelayMs);
+  }
+  nextDelay({ attemptsMade }: RetryContext): number {
+    return this.baseDelayMs * (2 ** attemptsMade - 1);
+  }
+}
+
+export class MaxAttemptsRetryPolicy extends ComposableRetryPolicy {
+  constructor(
+    readonly inner: RetryPolicy,
+    readonly maxAttempts: number,
+  ) {
+    super();
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 0) throw new RangeError(`maxAttempts must be an integer >= 0, got ${maxAttempts}`);
+  }
+  nextDelay(context: RetryContext): number | undefined {
+    if (this.maxAttempts !== 0 && context.attemptsMade >= this.maxAttempts) return undefined;
+    return this.inner.nextDelay(context);
+  }
+}
+
+export class MaxTotalDelayRetryPolicy extends ComposableRetryPolicy {
+  constructor(
+    readonly inner: RetryPolicy,
+    readonly maxTotalDelayMs: number,
+  ) {
+    super();
+    checkNonNegative('maxTotalDelayMs', maxTotalDelayMs);
+  }
+  nextDelay(context: RetryContext): number | undefined {
+    const delay = this.inner.nextDelay(context);
+    if (delay === undefined || context.accumulatedDelayMs + delay > this.maxTotalDelayMs) return undefined;
+    return delay;
+  }
+}
+
+export class JitteredRetryPolicy extends ComposableRetryPolicy {
+  constructor(
+    readonly inner: RetryPolicy,
+    readonly maxJitterMs: number,
+    private readonly random: () => number = Math.random,
+  ) {
+    super();
+    checkNonNegative('maxJitterMs', maxJitterMs);
+  }
+  nextDelay(context: RetryContext): number | undefined {
+    const delay = this.inner.nextDelay(context);
+    return delay === undefined ? undefined : delay + this.random() * this.maxJitterMs;
+  }
+}
+
+export class FilteredRetryPolicy extends ComposableRetryPolicy {
+  constructor(
+    readonly inner: RetryPolicy,
+    private readonly skip: (error: unknown) => boolean,
+  ) {
+    super();
+  }
+  nextDelay(context: RetryContext): number | undefined {
+    return this.skip(context.error) ? undefined : this.inner.nextDelay(context);
+  }
+}
+
+/** A policy that never retries. */
+export const NO_RETRY: RetryPolicy = Object.freeze({ nextDelay: () => undefined });
+
+/**
+ * Errors that retrying cannot fix: the key is missing, the request is malformed, the version
+ * conflicts (retrying a conditional write blindly could hide a concurrent writer), or the
+ * server speaks another protocol. Everything else (network, timeouts, 5xx, auth and
+ * header-provider failures, undecodable replies) is worth another attempt.
+ */
+export function isPermanentVssError(error: unknown): boolean {
+  return (
+    error instanceof NoSuchKeyError ||
+    error instanceof InvalidRequestError ||
+    error instanceof ConflictError ||
+    error instanceof VersionMismatchError
+  );
+}
+
+/** Plain-data retry settings (serializable across threads); see `retryPolicyFromSettings`. */
+export interface RetrySettings {
+  baseDelayMs: number;
+  /** Total attempts including the first; 0 means no attempt cap (then keep maxTotalDelayMs). */
+  maxAttempts: number;
+  maxTotalDelayMs: number;
+  maxJitterMs: number;
+}
+
+/**
+ * LDK Node's policy (spec §B5): 10 ms base, 100 attempts, 180 s of total sleep, up to 100 ms
+ * jitter. For a persistent failure that is 14 attempts over about 164 s, plus the attempts'
+ * own time (each bounded by the client's per-attempt timeout).
+ */
+export const DEFAULT_RETRY_SETTINGS: Readonly<RetrySettings> = Object.freeze({
+  baseDelayMs: 10,
+  maxAttempts: 100,
+  maxTotalDelayMs: 180_000,
+  maxJitterMs: 100,
+});
+
+/** Builds Exponential → MaxAttempts → MaxTotalDelay → Jitter → skip permanent errors. */
+export function retryPolicyFromSettings(settings: RetrySettings, random?: () => number): RetryPolicy {
+  return new ExponentialBackoffRetryPolicy(settings.baseDelayMs)
+    .withMaxAttempts(settings.maxAttempts)
+    .withMaxTotalDelay(settings.maxTotalDelayMs)
+    .withMaxJitter(settings.maxJitterMs, random)
+    .skipRetryOnError(isPermanentVssError);
+}
+
+/** The client's default policy: `retryPolicyFromSettings(DEFAULT_RETRY_SETTINGS)`. */
+export function defaultRetryPolicy(): RetryPolicy {
+  return retryPolicyFromSettings(DEFAULT_RETRY_SETTINGS);
+}
+
+/** Sleeps for `ms`; rejects with the signal's reason if it aborts first. */
+export type Sleep = (ms: number, signal?: AbortSignal) => Promise<void>;
+
+/** `setTimeout`-based sleep (so fake timers drive it in tests). */
+export const timerSleep: Sleep = (ms, signal) =>
+  new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+
+export interface RetryOptions {
+  sleep?: Sleep;
+  signal?: AbortSignal;
+  /** Called before each sleep; for logging and metrics. */
+  onRetry?: (info: { attemptsMade: number; delayMs: number; error: unknown }) => void;
+}
+
+/**
+ * Runs `operation` until it succeeds or `policy` gives up, then rethrows the last error.
+ * `operation` receives the 1-based attempt number.
+ */
+export async function retry<T>(operation: (attempt: number) => Promise<T>, policy: RetryPolicy, options: RetryOptions = {}): Promise<T> {
+  const sleep = options.sleep ?? timerSleep;
+  let attemptsMade = 0;
+  let accumulatedDelayMs = 0;
+  for (;;) {
+    try {
+      return await operation(attemptsMade + 1);
+    } catch (error) {
+      attemptsMade += 1;
+      if (options.signal?.aborted) throw error;
+      const delayMs = policy.nextDelay({ attemptsMade, accumulatedDelayMs, error });
+      if (delayMs === undefined) throw error;
+      options.onRetry?.({ attemptsMade, delayMs, error });
+      await sleep(delayMs, options.signal);
+      accumulatedDelayMs += delayMs;
+    }
+  }
+}
