@@ -1,0 +1,252 @@
+/**
+ * Environment configuration of `ldk-vss serve`, with the reference server's variable names
+ * plus DATABASE_URL, VSS_AUTH, VSS_DATA_DIR and the operator extras. Every problem is reported
+ * as a ConfigError naming the variable, which the CLI prints as one line before exiting.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { resolve } from 'node:path';
+import { JwtAuthorizer, JwtKeyError, parseRsaPublicKeyPem } from './auth/jwt.js';
+import { DEFAULT_HOST, DEFAULT_PORT, HEALTH_PATH, METRICS_PATH, VSS_BASE_PATH } from './constants.js';
+import { parseCorsOrigins } from './cors.js';
+import { DEFAULT_MAX_REQUEST_BODY_SIZE, MAX_REQUEST_BODY_SIZE_LIMIT } from './limits.js';
+import { parseRateLimit } from './rate-limit.js';
+import type { AuthOption, BackendOption, LogLevel, VssServerOptions } from './server.js';
+
+export { DEFAULT_PORT, DEFAULT_HOST, HEALTH_PATH, METRICS_PATH, VSS_BASE_PATH };
+
+/** Where the embedded backend keeps its files when VSS_DATA_DIR is not set. */
+export const DEFAULT_DATA_DIR = './.vss-data';
+
+/** Every environment variable the server reads, with what it means (for docs, `--help` and checks). */
+export const SERVER_ENV_DOCS = {
+  VSS_BIND_ADDRESS: `host:port to listen on (default ${DEFAULT_HOST}:${DEFAULT_PORT}; use 0.0.0.0:${DEFAULT_PORT} in containers)`,
+  VSS_MAX_REQUEST_BODY_SIZE: `request body limit in bytes (default ${DEFAULT_MAX_REQUEST_BODY_SIZE}, at most ${MAX_REQUEST_BODY_SIZE_LIMIT})`,
+  VSS_LOG_LEVEL: 'trace | debug | info | warn | error | fatal | off (default info); JSON lines on stdout',
+  VSS_AUTH: 'signature | jwt | noop (default: jwt when a JWT key is configured, else signature)',
+  VSS_JWT_RSA_PEM: 'RSA public key (PEM text or a path to a PEM file) for jwt auth',
+  VSS_JWT_JWKS_PATH: 'path to a JSON Web Key Set file for jwt auth (alternative to VSS_JWT_RSA_PEM)',
+  DATABASE_URL: 'postgres://user:password@host:port/database (selects the PostgreSQL backend)',
+  VSS_PSQL_USERNAME: 'PostgreSQL user (reference-style settings; selects the PostgreSQL backend)',
+  VSS_PSQL_PASSWORD: 'PostgreSQL password',
+  VSS_PSQL_ADDRESS: 'PostgreSQL host:port (default 127.0.0.1:5432)',
+  VSS_PSQL_DEFAULT_DB: 'database used to create the VSS database if missing (default postgres)',
+  VSS_PSQL_VSS_DB: 'the VSS database (default vss)',
+  VSS_PSQL_TLS: 'any value: connect to PostgreSQL over TLS, verifying against the system roots',
+  VSS_PSQL_CRT_PEM: 'root certificate (PEM text or path) to trust for PostgreSQL TLS; implies TLS',
+  VSS_PSQL_POOL_SIZE: 'PostgreSQL connection pool size (default 10)',
+  VSS_DATA_DIR: `directory of the embedded PGlite database used when no PostgreSQL is configured (default ${DEFAULT_DATA_DIR})`,
+  VSS_CORS_ORIGINS: 'comma-separated browser origins allowed to call the server, or * (default: CORS off)',
+  VSS_RATE_LIMIT: 'e.g. 100/s (per user and per IP) or user=100/s,ip=1000/min (default off)',
+  VSS_TRUST_PROXY: 'express trust-proxy setting (true, a hop count or subnets) so per-IP limits see real clients',
+  VSS_METRICS: `true to serve Prometheus metrics at ${METRICS_PATH} (default false)`,
+  VSS_SHUTDOWN_GRACE_MS: 'how long SIGTERM waits for in-flight requests before closing connections (default 10000)',
+} as const;
+
+export type ServerEnvVar = keyof typeof SERVER_ENV_DOCS;
+export const SERVER_ENV_VARS: readonly ServerEnvVar[] = Object.keys(SERVER_ENV_DOCS) as ServerEnvVar[];
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  constructor(
+    readonly variable: string,
+    readonly problem: string,
+  ) {
+    super(`${variable}: ${problem}`);
+  }
+}
+
+export interface ServeConfig {
+  options: VssServerOptions & { host: string; port: number; backend: BackendOption; auth: AuthOption; logLevel: LogLevel };
+  /** Where the data lives, for the startup log (never contains a password). */
+  storageDescription: string;
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+const LOG_LEVELS: Record<string, LogLevel> = {
+  trace: 'trace',
+  debug: 'debug',
+  info: 'info',
+  warn: 'warn',
+  error: 'error',
+  fatal: 'fatal',
+  off: 'silent',
+  silent: 'silent',
+};
+
+function value(env: Env, name: ServerEnvVar): string | undefined {
+  const raw = env[name];
+  return raw === undefined || raw.trim() === '' ? undefined : raw.trim();
+}
+
+/** Parses `host:port`, `[v6]:port` or a hostname (hostnames allowed, like the reference). */
+export function parseBindAddress(text: string): { host: string; port: number } {
+  const match = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
+  if (!match) throw new Error(`"${text}" is not host:port (e.g. 127.0.0.1:8080 or [::1]:8080)`);
+  const [, host, portText] = match;
+  const port = Number(portText);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`port ${portText} is out of range 0-65535`);
+  if (text.startsWith('[') && isIP(host) !== 6) throw new Error(`"${host}" is not an IPv6 address`);
+  return { host, port };
+}
+
+function parseInteger(name: ServerEnvVar, text: string, min: number, max: number): number {
+  if (!/^\d+$/.test(text)) throw new ConfigError(name, `"${text}" is not a non-negative integer`);
+  const parsed = Number(text);
+  if (!Number.isSafeInteger(parsed) || parsed < min || parsed > max) {
+    throw new ConfigError(name, `${text} is out of range (${min} to ${max})`);
+  }
+  return parsed;
+}
+
+function parseBoolean(name: ServerEnvVar, text: string): boolean {
+  const lowered = text.toLowerCase();
+  if (['1', 'true', 'yes', 'on'].includes(lowered)) return true;
+  if (['0', 'false', 'no', 'off'].includes(lowered)) return false;
+  throw new ConfigError(name, `"${text}" is not true or false`);
+}
+
+/** A PEM given inline or as a path to a file. */
+function pemText(name: ServerEnvVar, text: string): string {
+  if (text.includes('-----BEGIN')) return text.replace(/\\n/g, '\n');
+  if (!existsSync(text)) throw new ConfigError(name, 'is neither PEM text nor the path of an existing file');
+  try {
+    return readFileSync(text, 'utf8');
+  } catch (error) {
+    throw new ConfigError(name, `cannot read ${text}: ${(error as Error).message}`);
+  }
+}
+
+function redactedUrl(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.password) parsed.password = '***';
+  return parsed.toString();
+}
+
+function postgresBackend(env: Env): { backend: BackendOption; description: string } | undefined {
+  const databaseUrl = value(env, 'DATABASE_URL');
+  const partNames = ['VSS_PSQL_USERNAME', 'VSS_PSQL_PASSWORD', 'VSS_PSQL_ADDRESS', 'VSS_PSQL_VSS_DB'] as const;
+  const partsGiven = partNames.filter((name) => value(env, name) !== undefined);
+  let url: string;
+  if (databaseUrl !== undefined) {
+    if (partsGiven.length > 0) {
+      throw new ConfigError(partsGiven[0], 'conflicts with DATABASE_URL; configure PostgreSQL with one or the other');
+    }
+    let parsed: URL;
+    try {
+      parsed = new URL(databaseUrl);
+    } catch {
+      throw new ConfigError('DATABASE_URL', 'is not a URL such as postgres://user:password@host:5432/vss');
+    }
+    if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+      throw new ConfigError('DATABASE_URL', `scheme must be postgres:// or postgresql://, not ${parsed.protocol}//`);
+    }
+    url = databaseUrl;
+  } else if (partsGiven.length > 0) {
+    const address = value(env, 'VSS_PSQL_ADDRESS') ?? '127.0.0.1:5432';
+    try {
+      parseBindAddress(address);
+    } catch (error) {
+      throw new ConfigError('VSS_PSQL_ADDRESS', (error as Error).message);
+    }
+    const user = encodeURIComponent(value(env, 'VSS_PSQL_USERNAME') ?? 'postgres');
+    const password = value(env, 'VSS_PSQL_PASSWORD');
+    const credentials = password === undefined ? user : `${user}:${encodeURIComponent(password)}`;
+    url = `postgresql://${credentials}@${address}/${encodeURIComponent(value(env, 'VSS_PSQL_VSS_DB') ?? 'vss')}`;
+  } else {
+    return undefined;
+  }
+  const crt = value(env, 'VSS_PSQL_CRT_PEM');
+  const ssl = crt !== undefined ? { ca: pemText('VSS_PSQL_CRT_PEM', crt) } : value(env, 'VSS_PSQL_TLS') !== undefined ? true : undefined;
+  const poolText = value(env, 'VSS_PSQL_POOL_SIZE');
+  return {
+    backend: {
+      kind: 'postgres',
+      url,
+      ssl,
+      poolSize: poolText === undefined ? undefined : parseInteger('VSS_PSQL_POOL_SIZE', poolText, 1, 1000),
+      defaultDatabase: value(env, 'VSS_PSQL_DEFAULT_DB') ?? 'postgres',
+    },
+    description: `postgres ${redactedUrl(url)}${ssl ? ' (TLS)' : ''}`,
+  };
+}
+
+function authOption(env: Env): AuthOption {
+  const pem = value(env, 'VSS_JWT_RSA_PEM');
+  const jwksPath = value(env, 'VSS_JWT_JWKS_PATH');
+  const requested = value(env, 'VSS_AUTH')?.toLowerCase();
+  if (requested !== undefined && !['noop', 'jwt', 'signature'].includes(requested)) {
+    throw new ConfigError('VSS_AUTH', `"${requested}" is not one of signature, jwt, noop`);
+  }
+  const kind = requested ?? (pem !== undefined || jwksPath !== undefined ? 'jwt' : 'signature');
+  if (kind !== 'jwt') {
+    if (pem !== undefined) throw new ConfigError('VSS_JWT_RSA_PEM', `is set but VSS_AUTH=${kind}; remove one of them`);
+    if (jwksPath !== undefined) throw new ConfigError('VSS_JWT_JWKS_PATH', `is set but VSS_AUTH=${kind}; remove one of them`);
+    return { kind } as AuthOption;
+  }
+  if (pem !== undefined && jwksPath !== undefined) throw new ConfigError('VSS_JWT_JWKS_PATH', 'conflicts with VSS_JWT_RSA_PEM; set only one');
+  if (pem !== undefined) {
+    const text = pemText('VSS_JWT_RSA_PEM', pem);
+    try {
+      parseRsaPublicKeyPem(text);
+    } catch (error) {
+      throw new ConfigError('VSS_JWT_RSA_PEM', error instanceof JwtKeyError ? error.message : String(error));
+    }
+    return { kind: 'jwt', publicKeyPem: text };
+  }
+  if (jwksPath !== undefined) {
+    try {
+      new JwtAuthorizer({ jwks: JSON.parse(readFileSync(jwksPath, 'utf8')) });
+    } catch (error) {
+      throw new ConfigError('VSS_JWT_JWKS_PATH', `cannot use ${jwksPath}: ${(error as Error).message}`);
+    }
+    return { kind: 'jwt', jwksPath };
+  }
+  throw new ConfigError('VSS_JWT_RSA_PEM', 'VSS_AUTH=jwt needs VSS_JWT_RSA_PEM or VSS_JWT_JWKS_PATH');
+}
+
+function wrap<T>(name: ServerEnvVar, parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    throw new ConfigError(name, (error as Error).message);
+  }
+}
+
+/** Reads the server configuration from environment variables. Throws ConfigError. */
+export function loadServeConfig(env: Env = process.env): ServeConfig {
+  const bind = wrap('VSS_BIND_ADDRESS', () => parseBindAddress(value(env, 'VSS_BIND_ADDRESS') ?? `${DEFAULT_HOST}:${DEFAULT_PORT}`));
+  const bodyText = value(env, 'VSS_MAX_REQUEST_BODY_SIZE');
+  const maxRequestBodySize =
+    bodyText === undefined ? DEFAULT_MAX_REQUEST_BODY_SIZE : parseInteger('VSS_MAX_REQUEST_BODY_SIZE', bodyText, 0, MAX_REQUEST_BODY_SIZE_LIMIT);
+  const levelText = value(env, 'VSS_LOG_LEVEL')?.toLowerCase() ?? 'info';
+  const logLevel = LOG_LEVELS[levelText];
+  if (logLevel === undefined) throw new ConfigError('VSS_LOG_LEVEL', `"${levelText}" is not one of ${Object.keys(LOG_LEVELS).join(', ')}`);
+  const auth = authOption(env);
+  const postgres = postgresBackend(env);
+  const dataDir = resolve(value(env, 'VSS_DATA_DIR') ?? DEFAULT_DATA_DIR);
+  const backend: BackendOption = postgres?.backend ?? { kind: 'pglite', dataDir };
+  const corsText = value(env, 'VSS_CORS_ORIGINS');
+  const rateText = value(env, 'VSS_RATE_LIMIT');
+  const metricsText = value(env, 'VSS_METRICS');
+  const trustText = value(env, 'VSS_TRUST_PROXY');
+  const graceText = value(env, 'VSS_SHUTDOWN_GRACE_MS');
+  return {
+    options: {
+      host: bind.host,
+      port: bind.port,
+      backend,
+      auth,
+      logLevel,
+      maxRequestBodySize,
+      corsOrigins: corsText === undefined ? undefined : wrap('VSS_CORS_ORIGINS', () => parseCorsOrigins(corsText)),
+      rateLimit: rateText === undefined ? undefined : wrap('VSS_RATE_LIMIT', () => parseRateLimit(rateText)),
+      metrics: metricsText === undefined ? false : parseBoolean('VSS_METRICS', metricsText),
+      trustProxy: trustText === undefined ? undefined : /^(true|false)$/i.test(trustText) ? trustText.toLowerCase() === 'true' : /^\d+$/.test(trustText) ? Number(trustText) : trustText,
+      shutdownGraceMs: graceText === undefined ? undefined : parseInteger('VSS_SHUTDOWN_GRACE_MS', graceText, 0, 3_600_000),
+    },
+    storageDescription: postgres?.description ?? `pglite ${dataDir}`,
+  };
+}
