@@ -1,0 +1,50 @@
+/**
+ * Typed errors of the LDK layer. Restore fails closed: every way a node could come back
+ * wrong (or empty) has its own class so a wallet can tell the user what happened.
+ */
+
+export class LdkPersistenceError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** The store holds no ChannelManager and no monitors: there is nothing to restore. */
+export class NothingToRestoreError extends LdkPersistenceError {}
+
+/** Monitors exist but the ChannelManager is missing: restoring would lose every channel. */
+export class MissingChannelManagerError extends LdkPersistenceError {}
+
+/** The ChannelManager knows a channel whose monitor is not in the store. */
+export class MissingMonitorError extends LdkPersistenceError {
+  constructor(
+    message: string,
+    readonly channelId: string | undefined,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** A stored monitor is older than the ChannelManager (LDK's `DangerousValue`): using it could lose funds. */
+export class StaleMonitorError extends LdkPersistenceError {}
+
+/** Stored bytes are not a valid LDK object (a monitor, an update or the manager). */
+export class CorruptStateError extends LdkPersistenceError {
+  constructor(
+    message: string,
+    readonly primaryNamespace: string,
+    readonly secondaryNamespace: string,
+    readonly key: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** The persister was closed or failed; it accepts no further writes. */
+export class PersisterStoppedError extends LdkPersistenceError {}
+
+/** A copy made by `migrateStore` did not read back identical. */
+export class MigrationVerificationError extends LdkPersistenceError {}

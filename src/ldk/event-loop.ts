@@ -1,0 +1,204 @@
+/**
+ * The event-processing loop of an LDK node with the ChannelManager persistence rule built in:
+ * whenever `get_and_clear_needs_persistence()` says so, the manager is written and the write
+ * must be durable before the application sees further events. A restored manager is then
+ * never older than LDK tolerates relative to its monitors (an old manager makes LDK
+ * force-close channels).
+ *
+ * `poll()` never blocks, so an app (or the harness) can drive it from its own pump; `start()`
+ * runs it by itself, woken by LDK's futures.
+ */
+import { EventEmitter } from 'node:events';
+import * as ldk from 'lightningdevkit';
+import type { AsyncKVStore } from '../store/types.js';
+import { PersisterStoppedError } from './errors.js';
+import { describeError, stderrLogger, type PersistenceLogger } from './log.js';
+import { writeManagerBytes } from './manager.js';
+import { backoffDelay, isTransientStoreError, sleep, type BackoffOptions } from './retry.js';
+
+/**
+ * Handles one LDK event, synchronously, inside LDK's event processing (calling
+ * ChannelManager methods from here is allowed). Returning `false` asks LDK to hand the
+ * event again on the next pass.
+ */
+export type LdkEventHandler = (event: ldk.Event) => void | boolean;
+
+export interface LdkEventLoopOptions {
+  channelManager: ldk.ChannelManager;
+  chainMonitor: ldk.ChainMonitor;
+  /** Where the ChannelManager goes (`("", "", "manager")`). */
+  store: AsyncKVStore;
+  handleEvent: LdkEventHandler;
+  /** If given, `process_events()` runs after each pass so queued messages go out. */
+  peerManager?: ldk.PeerManager;
+  backoff?: BackoffOptions;
+  isTransient?: (err: unknown) => boolean;
+  log?: PersistenceLogger;
+}
+
+export interface ManagerPersistedEvent {
+  bytes: number;
+  latencyMs: number;
+  attempts: number;
+}
+
+export interface LdkEventLoopEvents {
+  'manager-persisted': [ManagerPersistedEvent];
+  retry: [{ attempt: number; delayMs: number; error: unknown }];
+  fatal: [Error];
+}
+
+export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
+  private readonly cm: ldk.ChannelManager;
+  private readonly log: PersistenceLogger;
+  private readonly isTransient: (err: unknown) => boolean;
+  private readonly abort = new AbortController();
+  private readonly handler: ldk.EventHandler;
+  private inFlight: Promise<void> | undefined;
+  private failure: Error | undefined;
+  private stopped = false;
+  private running: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  readonly stats = { managerWrites: 0, managerBytes: 0, eventsHandled: 0, retries: 0 };
+
+  constructor(private readonly options: LdkEventLoopOptions) {
+    super();
+    this.cm = options.channelManager;
+    this.log = options.log ?? stderrLogger;
+    this.isTransient = options.isTransient ?? isTransientStoreError;
+    this.handler = ldk.EventHandler.new_impl({
+      handle_event: (event: ldk.Event): ldk.Result_NoneReplayEventZ => {
+        this.stats.eventsHandled++;
+        let handled: void | boolean;
+        try {
+          handled = this.options.handleEvent(event);
+        } catch (err) {
+          // Never let an exception unwind through WASM; replaying is the safe answer.
+          this.log.error({ event: event.constructor.name, cause: describeError(err) }, 'event handler threw; LDK will replay the event');
+          handled = false;
+        }
+        return handled === false ? ldk.Result_NoneReplayEventZ.constructor_err(ldk.ReplayEvent.constructor_new()) : ldk.Result_NoneReplayEventZ.constructor_ok();
+      },
+    });
+  }
+
+  /** True while a manager write is in flight (events wait for it). */
+  get persisting(): boolean {
+    return this.inFlight !== undefined;
+  }
+
+  get fatalError(): Error | undefined {
+    return this.failure;
+  }
+
+  /**
+   * One non-blocking pass: if a manager write is in flight, nothing happens; else if LDK
+   * asks for persistence, the write starts (events wait for the next pass after it is
+   * durable); else pending events are handed to the handler. Returns true if it did work.
+   */
+  poll(): boolean {
+    if (this.failure || this.stopped || this.inFlight) return false;
+    if (this.cm.get_and_clear_needs_persistence()) {
+      this.startWrite();
+      return true;
+    }
+    const before = this.stats.eventsHandled;
+    this.options.chainMonitor.as_EventsProvider().process_pending_events(this.handler);
+    this.cm.as_EventsProvider().process_pending_events(this.handler);
+    this.options.peerManager?.process_events();
+    return this.stats.eventsHandled > before;
+  }
+
+  /** Resolves when no manager write is in flight. */
+  async idle(): Promise<void> {
+    while (this.inFlight) await this.inFlight;
+    if (this.failure) throw this.failure;
+  }
+
+  /** Persists the manager now if LDK asks for it, and waits until it is durable. */
+  async persistIfNeeded(): Promise<void> {
+    await this.idle();
+    if (this.cm.get_and_clear_needs_persistence()) {
+      this.startWrite();
+      await this.idle();
+    }
+  }
+
+  private startWrite(): void {
+    // persistWithRetry never rejects: failures are recorded in `failure`.
+    this.inFlight = this.persistWithRetry(Date.now()).finally(() => {
+      this.inFlight = undefined;
+      this.wake?.();
+    });
+  }
+
+  /** Runs the loop by itself until `stop()`, sleeping on LDK's futures when idle. */
+  start(): void {
+    if (this.running) return;
+    this.running = (async () => {
+      while (!this.stopped && !this.failure) {
+        const didWork = this.poll();
+        if (this.inFlight) await this.inFlight;
+        else if (!didWork) await this.waitForLdk(1_000);
+      }
+    })();
+  }
+
+  /** Stops the loop and retries; a manager write in flight is awaited (its outcome is not). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.abort.abort();
+    this.wake?.();
+    await this.running;
+    await this.inFlight;
+  }
+
+  private waitForLdk(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      let done = false;
+      const finish = (): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(finish, timeoutMs);
+      this.wake = finish;
+      // The callbacks may fire synchronously inside LDK; they only resolve a promise.
+      const callback = ldk.FutureCallback.new_impl({ call: () => queueMicrotask(finish) });
+      this.cm.get_event_or_persistence_needed_future().register_callback_fn(callback);
+      this.options.chainMonitor.get_update_future().register_callback_fn(callback);
+    });
+  }
+
+  private async persistWithRetry(started: number): Promise<void> {
+    // Serialize now: this is the state LDK asked to persist.
+    const bytes = this.cm.write();
+    for (let attempt = 1; ; attempt++) {
+      if (this.stopped) {
+        this.failure ??= new PersisterStoppedError('event loop stopped before the manager was durable');
+        return;
+      }
+      try {
+        await writeManagerBytes(bytes, this.options.store);
+        this.stats.managerWrites++;
+        this.stats.managerBytes += bytes.length;
+        this.emit('manager-persisted', { bytes: bytes.length, latencyMs: Date.now() - started, attempts: attempt });
+        return;
+      } catch (err) {
+        if (!this.isTransient(err)) {
+          this.failure = err instanceof Error ? err : new Error(String(err));
+          this.log.error({ cause: describeError(err) }, 'ChannelManager persistence stopped: this error is not retried; the node must shut down');
+          this.emit('fatal', this.failure);
+          return;
+        }
+        const delayMs = backoffDelay(attempt, this.options.backoff);
+        this.stats.retries++;
+        this.log.warn({ attempt, delayMs: Math.round(delayMs), cause: describeError(err) }, 'ChannelManager write failed, retrying');
+        this.emit('retry', { attempt, delayMs, error: err });
+        await sleep(delayMs, this.abort.signal);
+      }
+    }
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * Copying a whole store to another provider (VSS to VSS, or any LDK KVStore), verifying
+ * every copy by reading it back. Run it with the node stopped: a store written during the
+ * copy would not be copied consistently.
+ */
+import * as ldk from 'lightningdevkit';
+import type { AsyncKVStore, StoreKey, SyncKVStore } from '../store/types.js';
+import { KeyNotFoundError, StoreError } from '../store/errors.js';
+import { MigrationVerificationError } from './errors.js';
+import { CHANNEL_MANAGER_NAMESPACE } from './layout.js';
+import { createLimiter } from './concurrency.js';
+
+/** An LDK KVStore as a migration source: reads go to `kvStore`, the key listing to `migratable`. */
+export interface LdkMigrationSource {
+  kvStore: ldk.KVStore;
+  migratable: ldk.MigratableKVStore;
+}
+
+export type MigrationSource = AsyncKVStore | SyncKVStore | LdkMigrationSource;
+export type MigrationTarget = AsyncKVStore | SyncKVStore | ldk.KVStore;
+
+export interface MigrationProgress {
+  copied: number;
+  total: number;
+  bytes: number;
+  /** The key just copied and verified. */
+  last: StoreKey;
+}
+
+export interface MigrateStoreOptions {
+  onProgress?: (progress: MigrationProgress) => void;
+  /** Parallel copies. Default 8. */
+  concurrency?: number;
+  /**
+   * Allow keys that already exist in the target to be overwritten. Default false: copying
+   * over another wallet's data would mix two states.
+   */
+  overwrite?: boolean;
+}
+
+export interface MigrationResult {
+  keys: number;
+  bytes: number;
+  durationMs: number;
+}
+
+/** An LDK KVStore call failed; the IOError kind is all LDK tells us. */
+export class LdkKVStoreError extends StoreError {
+  constructor(
+    op: string,
+    readonly ioError: ldk.IOError,
+    where: StoreKey,
+  ) {
+    super(`LDK KVStore ${op} failed with ${ldk.IOError[ioError]} at ${JSON.stringify([where.primaryNamespace, where.secondaryNamespace, where.key])}`);
+  }
+}
+
+/** The operations migration needs, uniform over all store kinds. */
+interface Endpoint {
+  read(k: StoreKey): Promise<Uint8Array>;
+  write(k: StoreKey, value: Uint8Array): Promise<void>;
+  listAll?(): Promise<StoreKey[]>;
+}
+
+function isLdkSource(x: MigrationSource): x is LdkMigrationSource {
+  return 'kvStore' in x && x.kvStore instanceof ldk.KVStore;
+}
+
+function ldkEndpoint(kv: ldk.KVStore, migratable?: ldk.MigratableKVStore): Endpoint {
+  return {
+    async read(k) {
+      const res = kv.read(k.primaryNamespace, k.secondaryNamespace, k.key);
+      if (res instanceof ldk.Result_CVec_u8ZIOErrorZ_OK) return res.res;
+      const ioError = res instanceof ldk.Result_CVec_u8ZIOErrorZ_Err ? res.err : ldk.IOError.LDKIOError_Other;
+      if (ioError === ldk.IOError.LDKIOError_NotFound) throw new KeyNotFoundError(k.primaryNamespace, k.secondaryNamespace, k.key);
+      throw new LdkKVStoreError('read', ioError, k);
+    },
+    async write(k, value) {
+      const res = kv.write(k.primaryNamespace, k.secondaryNamespace, k.key, value);
+      if (!(res instanceof ldk.Result_NoneIOErrorZ_OK)) {
+        throw new LdkKVStoreError('write', res instanceof ldk.Result_NoneIOErrorZ_Err ? res.err : ldk.IOError.LDKIOError_Other, k);
+      }
+    },
+    listAll: migratable
+      ? async () => {
+          const res = migratable.list_all_keys();
+          if (!(res instanceof ldk.Result_CVec_C3Tuple_StrStrStrZZIOErrorZ_OK)) {
+            throw new LdkKVStoreError('list_all_keys', res instanceof ldk.Result_CVec_C3Tuple_StrStrStrZZIOErrorZ_Err ? res.err : ldk.IOError.LDKIOError_Other, { primaryNamespace: '', secondaryNamespace: '', key: '' });
+          }
+          return res.res.map((t) => ({ primaryNamespace: t.get_a(), secondaryNamespace: t.get_b(), key: t.get_c() }));
+        }
+      : undefined,
+  };
+}
+
+/** Async and sync stores share method names; awaiting a plain value is harmless. */
+function storeEndpoint(store: AsyncKVStore | SyncKVStore): Endpoint {
+  return {
+    read: async (k) => store.read(k.primaryNamespace, k.secondaryNamespace, k.key),
+    write: async (k, value) => {
+      await store.write(k.primaryNamespace, k.secondaryNamespace, k.key, value);
+    },
+    listAll: async () => store.listAll(),
+  };
+}
+
+function sourceEndpoint(source: MigrationSource): Endpoint {
+  return isLdkSource(source) ? ldkEndpoint(source.kvStore, source.migratable) : storeEndpoint(source);
+}
+
+function targetEndpoint(target: MigrationTarget): Endpoint {
+  return target instanceof ldk.KVStore ? ldkEndpoint(target) : storeEndpoint(target);
+}
+
+const label = (k: StoreKey): string => [k.primaryNamespace, k.secondaryNamespace, k.key].join('/');
+const isManager = (k: StoreKey): boolean =>
+  k.primaryNamespace === CHANNEL_MANAGER_NAMESPACE.primary && k.secondaryNamespace === CHANNEL_MANAGER_NAMESPACE.secondary && k.key === CHANNEL_MANAGER_NAMESPACE.key;
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/**
+ * Copies every key of `from` into `to` and reads each copy back to verify it. The
+ * ChannelManager is copied last, so an interrupted migration never leaves a target with a
+ * manager but without its monitors (restore refuses such a store rather than lose channels).
+ */
+export async function migrateStore(from: MigrationSource, to: MigrationTarget, options: MigrateStoreOptions = {}): Promise<MigrationResult> {
+  const started = performance.now();
+  const source = sourceEndpoint(from);
+  const target = targetEndpoint(to);
+  const keys = await source.listAll!();
+  const ordered = [...keys.filter((k) => !isManager(k)), ...keys.filter(isManager)];
+
+  if (!options.overwrite) {
+    const existing = target.listAll ? await target.listAll() : undefined;
+    if (existing) {
+      const present = new Set(existing.map(label));
+      const clash = ordered.find((k) => present.has(label(k)));
+      if (clash) throw new MigrationVerificationError(`target already holds ${label(clash)}; pass overwrite: true to replace existing keys`);
+    }
+  }
+
+  const limit = createLimiter(options.concurrency ?? 8);
+  let copied = 0;
+  let bytes = 0;
+  const copy = async (k: StoreKey): Promise<void> => {
+    const value = await source.read(k);
+    if (!options.overwrite && !target.listAll) {
+      // No listing on this target: probe the key itself before writing over it.
+      const exists = await target.read(k).then(
+        () => true,
+        (err: unknown) => {
+          if (err instanceof KeyNotFoundError) return false;
+          throw err;
+        },
+      );
+      if (exists) throw new MigrationVerificationError(`target already holds ${label(k)}; pass overwrite: true to replace existing keys`);
+    }
+    await target.write(k, value);
+    const back = await target.read(k);
+    if (!equalBytes(back, value)) throw new MigrationVerificationError(`copy of ${label(k)} reads back different (${back.length} bytes instead of ${value.length})`);
+    copied++;
+    bytes += value.length;
+    options.onProgress?.({ copied, total: ordered.length, bytes, last: k });
+  };
+  const bulk = ordered.filter((k) => !isManager(k));
+  await Promise.all(bulk.map((k) => limit(() => copy(k))));
+  for (const k of ordered.filter(isManager)) await copy(k);
+  return { keys: copied, bytes, durationMs: performance.now() - started };
+}

@@ -1,0 +1,491 @@
+/**
+ * VssPersister: an LDK `Persist` for ChainMonitor that never blocks the event loop.
+ *
+ * Every callback returns `InProgress` after queueing a write; the write goes to the store
+ * asynchronously and only once it is durable is `chainMonitor.channel_monitor_updated` called
+ * for each update id it covers. Until then LDK holds the channel: no message that depends on
+ * the update leaves the node, which is what keeps a lagging or unreachable server safe.
+ *
+ * Layout is LDK's MonitorUpdatingPersister's (full monitors with the 0xFF 0xFF sentinel under
+ * `monitors/<name>`, deltas under `monitor_updates/<name>/<id>`, a full monitor every N
+ * updates), so LDK's own reader restores it.
+ *
+ * Writes of one channel are applied strictly in order, one at a time: update N is sent only
+ * after update N-1 (or a full monitor covering it) is durable. A store therefore never holds
+ * update N without N-1, which would leave a gap LDK's reader silently stops at. Channels are
+ * independent and proceed in parallel.
+ */
+import { EventEmitter } from 'node:events';
+import * as ldk from 'lightningdevkit';
+import type { AsyncKVStore } from '../store/types.js';
+import { PersisterStoppedError } from './errors.js';
+import {
+  ARCHIVED_CHANNEL_MONITOR_NAMESPACE,
+  CHANNEL_MONITOR_NAMESPACE,
+  CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE,
+  LEGACY_CLOSED_CHANNEL_UPDATE_ID,
+  monitorName,
+  updateKey,
+  withSentinel,
+} from './layout.js';
+import { describeError, stderrLogger, type PersistenceLogger } from './log.js';
+import { readMonitorWithUpdates, type MonitorReadContext } from './monitors.js';
+import { backoffDelay, isTransientStoreError, sleep, type BackoffOptions } from './retry.js';
+import { isNullPointer } from './pointers.js';
+
+export interface VssPersisterOptions extends MonitorReadContext {
+  store: AsyncKVStore;
+  /**
+   * Write the full monitor instead of a delta for every update id that is a multiple of this
+   * (LDK's `maximum_pending_updates`). Bounds restore work and delta count. Default 100.
+   */
+  maximumPendingUpdates?: number;
+  /** Backoff between retries of a failed write. */
+  backoff?: BackoffOptions;
+  /** A write pending longer than this emits `stalled`. Default 10 s. */
+  stallThresholdMs?: number;
+  /** Decides which errors are retried; the rest stop the persister. Default `isTransientStoreError`. */
+  isTransient?: (err: unknown) => boolean;
+  /** Where retries, stalls and failures are reported (pino-compatible). */
+  log?: PersistenceLogger;
+}
+
+export type MonitorWriteKind = 'update' | 'full' | 'archive';
+
+/** A durable write and the update ids it released to LDK. */
+export interface DurableWriteEvent {
+  monitorName: string;
+  kind: MonitorWriteKind;
+  /** Update ids passed to `channel_monitor_updated` because of this write. */
+  completedUpdateIds: bigint[];
+  /** Highest update id the stored state now contains. */
+  coversUpdateId: bigint;
+  bytes: number;
+  /** Time from the LDK callback to durability. */
+  latencyMs: number;
+  attempts: number;
+}
+
+export interface PendingWriteInfo {
+  monitorName: string;
+  /** Update ids LDK is waiting on for this channel. */
+  awaitingUpdateIds: bigint[];
+  /** Writes queued (including the one in flight). */
+  queuedWrites: number;
+  /** Age of the oldest queued write. */
+  pendingMs: number;
+  /** Failed attempts of the write at the head of the queue. */
+  attempts: number;
+  lastError?: string;
+}
+
+export interface RetryEvent {
+  monitorName: string;
+  attempt: number;
+  delayMs: number;
+  error: unknown;
+}
+
+export interface VssPersisterEvents {
+  durable: [DurableWriteEvent];
+  stalled: [PendingWriteInfo];
+  recovered: [{ monitorName: string; pendingMs: number }];
+  retry: [RetryEvent];
+  fatal: [Error];
+}
+
+export interface VssPersisterStats {
+  /** Value bytes of successful writes. */
+  bytesWritten: number;
+  updateWrites: number;
+  fullWrites: number;
+  /** Lazy removals of deltas made obsolete by a full monitor. */
+  removals: number;
+  completedUpdates: number;
+  retries: number;
+}
+
+interface QueuedWrite {
+  kind: MonitorWriteKind;
+  /** Store key (secondary namespace and key; primary follows from kind). */
+  key: string;
+  bytes: Uint8Array;
+  /** Highest update id contained once this write is durable. */
+  coversUpdateId: bigint;
+  enqueuedAt: number;
+  attempts: number;
+  lastError?: unknown;
+}
+
+interface ChannelState {
+  name: string;
+  outpoint: ldk.OutPoint;
+  queue: QueuedWrite[];
+  /** Update ids LDK waits for, in the order LDK issued them. */
+  awaiting: bigint[];
+  /** Deltas known to be in the store (for cleanup after a full monitor write). */
+  storedUpdateIds: Set<bigint>;
+  draining: boolean;
+  /** When the current stall began (head write's enqueue time), if one was reported. */
+  stalledSince: number | undefined;
+  archived: boolean;
+}
+
+const IN_PROGRESS = ldk.ChannelMonitorUpdateStatus.LDKChannelMonitorUpdateStatus_InProgress;
+
+export class VssPersister extends EventEmitter<VssPersisterEvents> {
+  private readonly store: AsyncKVStore;
+  private readonly maxPending: bigint;
+  private readonly stallThresholdMs: number;
+  private readonly isTransient: (err: unknown) => boolean;
+  private readonly log: PersistenceLogger;
+  private readonly channels = new Map<string, ChannelState>();
+  /** Deltas reported by `noteStoredUpdates` for channels LDK has not mentioned yet. */
+  private readonly preStored = new Map<string, Set<bigint>>();
+  private readonly abort = new AbortController();
+  private readonly stallTimer: NodeJS.Timeout;
+  private chainMonitor: ldk.ChainMonitor | undefined;
+  /** Completions that arrived before `attach` (normally none). */
+  private readonly deferredCompletions: [ldk.OutPoint, bigint][] = [];
+  private failure: Error | undefined;
+  private closed = false;
+  private idleWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
+  private ldkPersist: ldk.Persist | undefined;
+  readonly stats: VssPersisterStats = { bytesWritten: 0, updateWrites: 0, fullWrites: 0, removals: 0, completedUpdates: 0, retries: 0 };
+
+  constructor(private readonly options: VssPersisterOptions) {
+    super();
+    this.store = options.store;
+    const max = options.maximumPendingUpdates ?? 100;
+    if (!Number.isInteger(max) || max < 1) throw new RangeError(`maximumPendingUpdates must be a positive integer, got ${max}`);
+    this.maxPending = BigInt(max);
+    this.stallThresholdMs = options.stallThresholdMs ?? 10_000;
+    this.isTransient = options.isTransient ?? isTransientStoreError;
+    this.log = options.log ?? stderrLogger;
+    this.stallTimer = setInterval(() => this.checkStalls(), Math.max(50, Math.min(1_000, this.stallThresholdMs / 2)));
+    this.stallTimer.unref();
+  }
+
+  /** The LDK `Persist` to hand to `ChainMonitor.constructor_new`. */
+  toLdkPersist(): ldk.Persist {
+    this.ldkPersist ??= ldk.Persist.new_impl({
+      persist_new_channel: (outpoint, monitor) => this.onNewChannel(outpoint, monitor),
+      update_persisted_channel: (outpoint, update, monitor) => this.onUpdate(outpoint, update, monitor),
+      archive_persisted_channel: (outpoint) => this.onArchive(outpoint),
+    });
+    return this.ldkPersist;
+  }
+
+  /** Connects the ChainMonitor that completions are reported to. Call right after building it. */
+  attach(chainMonitor: ldk.ChainMonitor): void {
+    this.chainMonitor = chainMonitor;
+    for (const [outpoint, id] of this.deferredCompletions.splice(0)) this.reportCompleted(outpoint, id);
+  }
+
+  /**
+   * Tells the persister which deltas a channel already has in the store (restore passes
+   * what it read), so they are removed once a full monitor makes them obsolete.
+   */
+  noteStoredUpdates(name: string, updateIds: Iterable<bigint>): void {
+    const ch = this.channels.get(name);
+    if (ch) for (const id of updateIds) ch.storedUpdateIds.add(id);
+    else this.preStored.set(name, new Set(updateIds));
+  }
+
+  /** The error that stopped the persister, if any (ConcurrentWriterError, RollbackDetectedError, ...). */
+  get fatalError(): Error | undefined {
+    return this.failure;
+  }
+
+  /** Channels with writes queued or in flight. */
+  pending(): PendingWriteInfo[] {
+    const now = Date.now();
+    const out: PendingWriteInfo[] = [];
+    for (const ch of this.channels.values()) {
+      if (ch.queue.length === 0 && ch.awaiting.length === 0) continue;
+      out.push(this.describe(ch, now));
+    }
+    return out;
+  }
+
+  /** True if any write has been pending longer than the stall threshold, or the persister failed. */
+  get blocked(): boolean {
+    if (this.failure) return true;
+    return this.pending().some((p) => p.pendingMs >= this.stallThresholdMs);
+  }
+
+  /** Resolves when every queued write is durable; rejects if the persister fails or is closed first. */
+  flush(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.isIdle()) return Promise.resolve();
+    if (this.closed) return Promise.reject(new PersisterStoppedError('persister closed with writes pending'));
+    return new Promise((resolve, reject) => this.idleWaiters.push({ resolve, reject }));
+  }
+
+  /**
+   * Stops retrying and accepts no further writes. Updates not yet durable are never
+   * reported complete, so LDK keeps those channels held (the safe outcome).
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.stallTimer);
+    this.abort.abort();
+    this.rejectWaiters(new PersisterStoppedError('persister closed with writes pending'));
+  }
+
+  // ---- LDK callbacks (synchronous, inside LDK: never call back into LDK from here) ----
+
+  private onNewChannel(outpoint: ldk.OutPoint, monitor: ldk.ChannelMonitor): ldk.ChannelMonitorUpdateStatus {
+    const ch = this.channel(outpoint);
+    const latest = monitor.get_latest_update_id();
+    ch.archived = false;
+    ch.awaiting.push(latest);
+    this.enqueue(ch, { kind: 'full', key: ch.name, bytes: withSentinel(monitor.write()), coversUpdateId: latest, enqueuedAt: Date.now(), attempts: 0 });
+    return IN_PROGRESS;
+  }
+
+  private onUpdate(outpoint: ldk.OutPoint, update: ldk.ChannelMonitorUpdate | null, monitor: ldk.ChannelMonitor): ldk.ChannelMonitorUpdateStatus {
+    const ch = this.channel(outpoint);
+    const now = Date.now();
+    if (update === null || isNullPointer(update)) {
+      // Chain sync: LDK awaits no id, but the whole monitor must be stored. Once durable it
+      // also covers every update id up to the monitor's latest.
+      this.enqueue(ch, { kind: 'full', key: ch.name, bytes: withSentinel(monitor.write()), coversUpdateId: monitor.get_latest_update_id(), enqueuedAt: now, attempts: 0 });
+      return IN_PROGRESS;
+    }
+    const id = update.get_update_id();
+    ch.awaiting.push(id);
+    if (id === LEGACY_CLOSED_CHANNEL_UPDATE_ID || id % this.maxPending === 0n) {
+      this.enqueue(ch, { kind: 'full', key: ch.name, bytes: withSentinel(monitor.write()), coversUpdateId: monitor.get_latest_update_id(), enqueuedAt: now, attempts: 0 });
+    } else {
+      this.enqueue(ch, { kind: 'update', key: updateKey(id), bytes: update.write(), coversUpdateId: id, enqueuedAt: now, attempts: 0 });
+    }
+    return IN_PROGRESS;
+  }
+
+  private onArchive(outpoint: ldk.OutPoint): void {
+    const ch = this.channel(outpoint);
+    ch.archived = true;
+    this.enqueue(ch, { kind: 'archive', key: ch.name, bytes: new Uint8Array(0), coversUpdateId: 0n, enqueuedAt: Date.now(), attempts: 0 });
+  }
+
+  // ---- queueing ----
+
+  private channel(outpoint: ldk.OutPoint): ChannelState {
+    const name = monitorName(outpoint);
+    let ch = this.channels.get(name);
+    if (!ch) {
+      ch = {
+        name,
+        // The callback's OutPoint points into LDK memory valid only during the call.
+        outpoint: outpoint.clone(),
+        queue: [],
+        awaiting: [],
+        storedUpdateIds: this.preStored.get(name) ?? new Set(),
+        draining: false,
+        stalledSince: undefined,
+        archived: false,
+      };
+      this.preStored.delete(name);
+      this.channels.set(name, ch);
+    }
+    return ch;
+  }
+
+  private enqueue(ch: ChannelState, write: QueuedWrite): void {
+    if (this.closed || this.failure) {
+      this.log.warn({ monitor: ch.name, kind: write.kind }, 'persister stopped: write not queued, the channel stays held');
+      return;
+    }
+    ch.queue.push(write);
+    if (!ch.draining) void this.drain(ch);
+  }
+
+  /**
+   * Index of the newest queued full-monitor write, if it supersedes earlier queued writes.
+   * Everything queued before a full monitor is contained in it.
+   */
+  private supersedingFull(ch: ChannelState): number {
+    for (let i = ch.queue.length - 1; i > 0; i--) if (ch.queue[i].kind === 'full') return i;
+    return -1;
+  }
+
+  private async drain(ch: ChannelState): Promise<void> {
+    ch.draining = true;
+    try {
+      while (ch.queue.length > 0 && !this.closed && !this.failure) {
+        const superseding = this.supersedingFull(ch);
+        if (superseding > 0 && ch.queue[0].kind !== 'archive' && !ch.queue.slice(0, superseding).some((w) => w.kind === 'archive')) {
+          // Older snapshots and deltas are contained in the newer full monitor: never send them
+          // (a retried older full monitor must not overwrite a newer one).
+          const dropped = ch.queue.splice(0, superseding);
+          ch.queue[0].enqueuedAt = Math.min(ch.queue[0].enqueuedAt, ...dropped.map((w) => w.enqueuedAt));
+        }
+        const write = ch.queue[0];
+        const outcome = await this.performWithRetry(ch, write);
+        if (outcome === 'stopped') return;
+        ch.queue.shift();
+        if (outcome === 'done') this.afterDurable(ch, write);
+      }
+    } finally {
+      ch.draining = false;
+      this.checkStalls();
+      if (this.isIdle()) for (const waiter of this.idleWaiters.splice(0)) waiter.resolve();
+    }
+  }
+
+  private async performWithRetry(ch: ChannelState, write: QueuedWrite): Promise<'done' | 'superseded' | 'stopped'> {
+    for (;;) {
+      try {
+        await this.perform(ch, write);
+        return 'done';
+      } catch (err) {
+        write.attempts++;
+        write.lastError = err;
+        if (!this.isTransient(err)) {
+          this.fail(err, ch, write);
+          return 'stopped';
+        }
+        const delayMs = backoffDelay(write.attempts, this.options.backoff);
+        this.stats.retries++;
+        this.log.warn({ monitor: ch.name, kind: write.kind, attempt: write.attempts, delayMs: Math.round(delayMs), cause: describeError(err) }, 'monitor write failed, retrying');
+        this.emit('retry', { monitorName: ch.name, attempt: write.attempts, delayMs, error: err });
+        await sleep(delayMs, this.abort.signal);
+        if (this.closed) return 'stopped';
+        // A newer full monitor arrived meanwhile: it replaces this write.
+        if (write.kind !== 'archive' && this.supersedingFull(ch) > 0) return 'superseded';
+      }
+    }
+  }
+
+  private async perform(ch: ChannelState, write: QueuedWrite): Promise<void> {
+    switch (write.kind) {
+      case 'update':
+        await this.store.write(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, ch.name, write.key, write.bytes);
+        return;
+      case 'full':
+        await this.store.write(CHANNEL_MONITOR_NAMESPACE.primary, CHANNEL_MONITOR_NAMESPACE.secondary, write.key, write.bytes);
+        return;
+      case 'archive':
+        await this.archive(ch);
+        return;
+    }
+  }
+
+  /** Copies the monitor (with its updates applied) to `archived_monitors`, then removes the live copy. */
+  private async archive(ch: ChannelState): Promise<void> {
+    const restored = await readMonitorWithUpdates(this.store, ch.name, this.options);
+    // LDK's MonitorUpdatingPersister archives the plain serialization, without the sentinel.
+    const bytes = restored.monitor.write();
+    await this.store.write(ARCHIVED_CHANNEL_MONITOR_NAMESPACE.primary, ARCHIVED_CHANNEL_MONITOR_NAMESPACE.secondary, ch.name, bytes);
+    this.stats.bytesWritten += bytes.length;
+    await this.store.remove(CHANNEL_MONITOR_NAMESPACE.primary, CHANNEL_MONITOR_NAMESPACE.secondary, ch.name, false);
+    const updates = [...restored.appliedUpdateIds, ...restored.staleUpdateIds, ...restored.orphanUpdateIds, ...ch.storedUpdateIds];
+    await Promise.all([...new Set(updates)].map((id) => this.store.remove(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, ch.name, updateKey(id), true)));
+    this.stats.removals += updates.length;
+    ch.storedUpdateIds.clear();
+  }
+
+  private afterDurable(ch: ChannelState, write: QueuedWrite): void {
+    const latencyMs = Date.now() - write.enqueuedAt;
+    if (write.kind === 'archive') {
+      this.log.info({ monitor: ch.name }, 'channel monitor archived');
+      if (ch.archived && ch.queue.length === 0) this.channels.delete(ch.name);
+      this.emit('durable', { monitorName: ch.name, kind: 'archive', completedUpdateIds: [], coversUpdateId: 0n, bytes: 0, latencyMs, attempts: write.attempts + 1 });
+      return;
+    }
+    this.stats.bytesWritten += write.bytes.length;
+    if (write.kind === 'update') {
+      this.stats.updateWrites++;
+      ch.storedUpdateIds.add(write.coversUpdateId);
+    } else {
+      this.stats.fullWrites++;
+      this.removeObsoleteUpdates(ch, write.coversUpdateId);
+    }
+    // Writes of a channel are sequential, so everything queued before this one is durable
+    // too: every awaited id up to what this write contains can be released.
+    const completed: bigint[] = [];
+    while (ch.awaiting.length > 0 && ch.awaiting[0] <= write.coversUpdateId) completed.push(ch.awaiting.shift()!);
+    for (const id of completed) this.reportCompleted(ch.outpoint, id);
+    this.stats.completedUpdates += completed.length;
+    this.emit('durable', { monitorName: ch.name, kind: write.kind, completedUpdateIds: completed, coversUpdateId: write.coversUpdateId, bytes: write.bytes.length, latencyMs, attempts: write.attempts + 1 });
+  }
+
+  /** Deltas contained in a durable full monitor are dead weight: remove them lazily. */
+  private removeObsoleteUpdates(ch: ChannelState, coveredUpTo: bigint): void {
+    for (const id of [...ch.storedUpdateIds]) {
+      if (id > coveredUpTo) continue;
+      ch.storedUpdateIds.delete(id);
+      this.stats.removals++;
+      this.store.remove(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, ch.name, updateKey(id), true).catch((err: unknown) => {
+        // Harmless: a leftover delta older than the full monitor is skipped by every reader.
+        this.log.debug({ monitor: ch.name, updateId: id.toString(), cause: describeError(err) }, 'could not remove an obsolete monitor update');
+      });
+    }
+  }
+
+  private reportCompleted(outpoint: ldk.OutPoint, updateId: bigint): void {
+    if (!this.chainMonitor) {
+      this.deferredCompletions.push([outpoint, updateId]);
+      return;
+    }
+    const res = this.chainMonitor.channel_monitor_updated(outpoint, updateId);
+    if (!res.is_ok()) {
+      // The channel is unknown to the ChainMonitor (e.g. archived meanwhile); nothing is held.
+      this.log.warn({ monitor: monitorName(outpoint), updateId: updateId.toString() }, 'channel_monitor_updated was refused');
+    }
+  }
+
+  // ---- failure, stalls, idleness ----
+
+  private fail(err: unknown, ch: ChannelState, write: QueuedWrite): void {
+    const error = err instanceof Error ? err : new Error(String(err));
+    this.failure = error;
+    this.abort.abort();
+    clearInterval(this.stallTimer);
+    this.log.error({ monitor: ch.name, kind: write.kind, cause: describeError(err) }, 'monitor persistence stopped: this error is not retried; the node must shut down');
+    this.rejectWaiters(error);
+    this.emit('fatal', error);
+  }
+
+  private rejectWaiters(err: Error): void {
+    for (const waiter of this.idleWaiters.splice(0)) waiter.reject(err);
+  }
+
+  private isIdle(): boolean {
+    for (const ch of this.channels.values()) if (ch.queue.length > 0 || ch.draining) return false;
+    return true;
+  }
+
+  private describe(ch: ChannelState, now: number): PendingWriteInfo {
+    const head = ch.queue[0];
+    return {
+      monitorName: ch.name,
+      awaitingUpdateIds: [...ch.awaiting],
+      queuedWrites: ch.queue.length,
+      pendingMs: head ? now - head.enqueuedAt : 0,
+      attempts: head?.attempts ?? 0,
+      lastError: head?.lastError === undefined ? undefined : describeError(head.lastError),
+    };
+  }
+
+  private checkStalls(): void {
+    const now = Date.now();
+    for (const ch of this.channels.values()) {
+      const head = ch.queue[0];
+      const pendingMs = head ? now - head.enqueuedAt : 0;
+      if (head && pendingMs >= this.stallThresholdMs && ch.stalledSince === undefined) {
+        ch.stalledSince = head.enqueuedAt;
+        const info = this.describe(ch, now);
+        this.log.warn({ monitor: ch.name, pendingMs, attempts: info.attempts, lastError: info.lastError }, 'monitor write stalled: the channel is held until it is durable');
+        this.emit('stalled', info);
+      } else if (ch.stalledSince !== undefined && (!head || pendingMs < this.stallThresholdMs)) {
+        const stalledMs = now - ch.stalledSince;
+        ch.stalledSince = undefined;
+        this.log.info({ monitor: ch.name, stalledMs }, 'monitor writes durable again');
+        this.emit('recovered', { monitorName: ch.name, pendingMs: stalledMs });
+      }
+    }
+  }
+}

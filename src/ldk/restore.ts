@@ -1,0 +1,204 @@
+/**
+ * Rebuilding a node (ChainMonitor + ChannelManager) from a store alone. It fails closed:
+ * every way the stored state could be incomplete or inconsistent is a typed error, never a
+ * node that starts empty. Monitors, their updates and the manager are read in parallel.
+ */
+import * as ldk from 'lightningdevkit';
+import type { AsyncKVStore } from '../store/types.js';
+import { CorruptStateError, MissingChannelManagerError, MissingMonitorError, NothingToRestoreError, StaleMonitorError } from './errors.js';
+import { CHANNEL_MANAGER_NAMESPACE } from './layout.js';
+import { stderrLogger, type PersistenceLogger } from './log.js';
+import { readManagerBytes } from './manager.js';
+import { readChannelMonitors, type RestoredMonitor } from './monitors.js';
+import { VssPersister } from './persister.js';
+import { createLimiter } from './concurrency.js';
+
+export interface RestoreNodeOptions {
+  store: AsyncKVStore;
+  entropySource: ldk.EntropySource;
+  nodeSigner: ldk.NodeSigner;
+  signerProvider: ldk.SignerProvider;
+  feeEstimator: ldk.FeeEstimator;
+  broadcaster: ldk.BroadcasterInterface;
+  /**
+   * LDK's log sink. Give the JavaScript implementation (`{ log(record) }`) rather than an
+   * `ldk.Logger`: LDK explains why a manager does not load only through its log, and only a
+   * JavaScript logger can be wrapped to tell a missing monitor from corrupt data.
+   */
+  logger: ldk.LoggerInterface | ldk.Logger;
+  router: ldk.Router;
+  messageRouter: ldk.MessageRouter;
+  config: ldk.UserConfig;
+  /**
+   * Persistence of the rebuilt ChainMonitor: a VssPersister (attached automatically, and told
+   * which stored deltas exist so it can clean them up) or any LDK Persist.
+   */
+  persister: VssPersister | ldk.Persist;
+  filter?: ldk.Filter;
+  /**
+   * Reads the monitors instead of the built-in parallel reader (e.g. with LDK's
+   * MonitorUpdatingPersister via `readChannelMonitorsWithLdk`).
+   */
+  readMonitors?: () => Promise<RestoredMonitor[]> | RestoredMonitor[];
+  /**
+   * Called after the manager is rebuilt and before the monitors are handed to the
+   * ChainMonitor: the place to replay blocks the node missed (to the manager and to each
+   * monitor from its own best block).
+   */
+  beforeWatch?: (node: { channelManager: ldk.ChannelManager; monitors: RestoredMonitor[] }) => void | Promise<void>;
+  /** Parallel store requests. Default 16. */
+  concurrency?: number;
+  /** Where problems are reported (the errors thrown carry the same information). */
+  log?: PersistenceLogger;
+}
+
+export interface RestoredNode {
+  channelManager: ldk.ChannelManager;
+  chainMonitor: ldk.ChainMonitor;
+  monitors: RestoredMonitor[];
+  /** Best block of the restored manager (internal byte order). */
+  managerBlockHash: Uint8Array;
+  stats: { monitors: number; updatesApplied: number; bytesRead: number; durationMs: number };
+}
+
+/**
+ * A logger wrapper handed to the ChannelManager reader. LDK reports *why* a manager does
+ * not load only through its log, so errors logged during the read are captured to pick the
+ * right typed error. The manager keeps this logger for its lifetime; afterwards it only forwards.
+ */
+class CapturingLogger {
+  private capturing = true;
+  readonly errors: string[] = [];
+  readonly ldkLogger: ldk.Logger;
+
+  constructor(inner: ldk.LoggerInterface | ldk.Logger) {
+    if (inner instanceof ldk.Logger) {
+      // Opaque: LDK's reasons cannot be observed; failures are classified by error kind only.
+      this.ldkLogger = inner;
+      return;
+    }
+    this.ldkLogger = ldk.Logger.new_impl({
+      log: (record: ldk.Record) => {
+        if (this.capturing && record.get_level() === ldk.Level.LDKLevel_Error) this.errors.push(record.get_args());
+        inner.log(record);
+      },
+    });
+  }
+
+  stop(): void {
+    this.capturing = false;
+    this.errors.length = 0;
+  }
+}
+
+function channelIdFromLog(errors: string[]): string | undefined {
+  for (const line of errors) {
+    const match = /Missing ChannelMonitor for channel ([0-9a-f]{64})/.exec(line);
+    if (match) return match[1];
+  }
+  return undefined;
+}
+
+function decodeManager(
+  bytes: Uint8Array,
+  monitors: RestoredMonitor[],
+  chainMonitor: ldk.ChainMonitor,
+  options: RestoreNodeOptions,
+): { channelManager: ldk.ChannelManager; blockHash: Uint8Array } {
+  const capture = new CapturingLogger(options.logger);
+  const res = ldk.UtilMethods.constructor_C2Tuple_ThirtyTwoBytesChannelManagerZ_read(
+    bytes,
+    options.entropySource,
+    options.nodeSigner,
+    options.signerProvider,
+    options.feeEstimator,
+    chainMonitor.as_Watch(),
+    options.broadcaster,
+    options.router,
+    options.messageRouter,
+    capture.ldkLogger,
+    options.config,
+    monitors.map((m) => m.monitor),
+  );
+  const logged = [...capture.errors];
+  capture.stop();
+  if (res instanceof ldk.Result_C2Tuple_ThirtyTwoBytesChannelManagerZDecodeErrorZ_OK) {
+    return { channelManager: res.res.get_b(), blockHash: res.res.get_a() };
+  }
+  const err = res instanceof ldk.Result_C2Tuple_ThirtyTwoBytesChannelManagerZDecodeErrorZ_Err ? res.err : undefined;
+  const detail = logged.length > 0 ? `: ${logged.join(' | ')}` : '';
+  if (err instanceof ldk.DecodeError_DangerousValue) {
+    throw new StaleMonitorError(`a stored ChannelMonitor is older than the stored ChannelManager; starting would risk funds${detail}`);
+  }
+  const missing = logged.some((l) => l.includes('Missing ChannelMonitor'));
+  if (missing) {
+    const channelId = channelIdFromLog(logged);
+    throw new MissingMonitorError(`the ChannelManager knows channel ${channelId ?? '(unknown)'} but the store has no monitor for it${detail}`, channelId);
+  }
+  const kind = err ? err.constructor.name.replace(/^DecodeError_/, '') : 'unknown';
+  throw new CorruptStateError(
+    `stored ChannelManager does not load (${kind})${detail}`,
+    CHANNEL_MANAGER_NAMESPACE.primary,
+    CHANNEL_MANAGER_NAMESPACE.secondary,
+    CHANNEL_MANAGER_NAMESPACE.key,
+  );
+}
+
+/**
+ * Restores a node from `store`: every monitor with its updates applied, then the
+ * ChannelManager over them, then each monitor re-registered with `watch_channel`.
+ */
+export async function restoreNode(options: RestoreNodeOptions): Promise<RestoredNode> {
+  const started = performance.now();
+  const log = options.log ?? stderrLogger;
+  const ldkLogger = options.logger instanceof ldk.Logger ? options.logger : ldk.Logger.new_impl(options.logger);
+  const limiter = createLimiter(options.concurrency ?? 16);
+  const readContext = {
+    entropySource: options.entropySource,
+    signerProvider: options.signerProvider,
+    broadcaster: options.broadcaster,
+    feeEstimator: options.feeEstimator,
+    logger: ldkLogger,
+  };
+  const [monitors, managerBytes] = await Promise.all([
+    options.readMonitors ? Promise.resolve(options.readMonitors()) : readChannelMonitors(options.store, readContext, { limiter }),
+    limiter(() => readManagerBytes(options.store)),
+  ]);
+  if (!managerBytes) {
+    if (monitors.length > 0) {
+      throw new MissingChannelManagerError(`the store has ${monitors.length} channel monitor(s) but no ChannelManager; refusing to start a node without its channels`);
+    }
+    throw new NothingToRestoreError('the store holds no ChannelManager and no channel monitors');
+  }
+  for (const m of monitors) {
+    if (m.orphanUpdateIds.length > 0) {
+      log.warn({ monitor: m.name, orphanUpdateIds: m.orphanUpdateIds.map(String) }, 'monitor updates after a gap are ignored (as LDK does)');
+    }
+  }
+
+  const persist = options.persister instanceof VssPersister ? options.persister.toLdkPersist() : options.persister;
+  const filter = options.filter ? ldk.Option_FilterZ.constructor_some(options.filter) : ldk.Option_FilterZ.constructor_none();
+  const chainMonitor = ldk.ChainMonitor.constructor_new(filter, options.broadcaster, ldkLogger, options.feeEstimator, persist);
+  if (options.persister instanceof VssPersister) {
+    options.persister.attach(chainMonitor);
+    for (const m of monitors) options.persister.noteStoredUpdates(m.name, [...m.appliedUpdateIds, ...m.staleUpdateIds]);
+  }
+
+  const { channelManager, blockHash } = decodeManager(managerBytes, monitors, chainMonitor, options);
+  await options.beforeWatch?.({ channelManager, monitors });
+
+  for (const m of monitors) {
+    const outpoint = m.monitor.get_funding_txo().get_a();
+    const res = chainMonitor.as_Watch().watch_channel(outpoint, m.monitor);
+    if (!res.is_ok()) {
+      log.error({ monitor: m.name }, 'ChainMonitor refused a restored monitor');
+      throw new CorruptStateError(`ChainMonitor refused restored monitor ${m.name} (duplicate or invalid)`, 'monitors', '', m.name);
+    }
+  }
+
+  const durationMs = performance.now() - started;
+  const updatesApplied = monitors.reduce((n, m) => n + m.appliedUpdateIds.length, 0);
+  const bytesRead = managerBytes.length + monitors.reduce((n, m) => n + m.bytesRead, 0);
+  log.info({ monitors: monitors.length, updatesApplied, bytesRead, durationMs: Math.round(durationMs) }, 'node restored');
+  return { channelManager, chainMonitor, monitors, managerBlockHash: blockHash, stats: { monitors: monitors.length, updatesApplied, bytesRead, durationMs } };
+}

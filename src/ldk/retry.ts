@@ -1,0 +1,58 @@
+/**
+ * Retry policy for persistence writes. A wallet must keep trying through an outage (its
+ * channels stay safely frozen meanwhile) but must stop at once on errors that retrying
+ * cannot fix and that signal possible data loss (another writer, a rolled-back server).
+ */
+import {
+  ConcurrentWriterError,
+  DataIntegrityError,
+  InvalidKeyError,
+  RollbackDetectedError,
+  StoreClosedError,
+} from '../store/errors.js';
+
+export interface BackoffOptions {
+  /** First delay after a failure. Default 100 ms. */
+  initialDelayMs?: number;
+  /** Upper bound of a single delay. Default 10 s. */
+  maxDelayMs?: number;
+  /** Growth factor per attempt. Default 2. */
+  factor?: number;
+}
+
+/** Delay before retry number `attempt` (1-based), with up to 20% random jitter. */
+export function backoffDelay(attempt: number, options: BackoffOptions = {}): number {
+  const initial = options.initialDelayMs ?? 100;
+  const max = options.maxDelayMs ?? 10_000;
+  const factor = options.factor ?? 2;
+  const base = Math.min(max, initial * factor ** Math.max(0, attempt - 1));
+  return base * (0.8 + Math.random() * 0.2);
+}
+
+/**
+ * True for errors worth retrying (network, timeouts, 5xx, ...). False for errors that mean
+ * the data or the store's ownership is in question; those are surfaced, never retried.
+ */
+export function isTransientStoreError(err: unknown): boolean {
+  return !(
+    err instanceof ConcurrentWriterError ||
+    err instanceof RollbackDetectedError ||
+    err instanceof DataIntegrityError ||
+    err instanceof InvalidKeyError ||
+    err instanceof StoreClosedError
+  );
+}
+
+/** Resolves after `ms`, or early (without error) when `signal` aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
