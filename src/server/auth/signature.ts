@@ -35,14 +35,25 @@ export function signatureMessage(pubkey: Uint8Array, time: string): Uint8Array {
 export interface SignatureAuthorizerOptions {
   /** Clock for tests; returns UNIX seconds. */
   now?: () => number;
+  /** How many recently verified headers to remember (0 disables the cache). Default 10,000. */
+  verifiedCacheSize?: number;
 }
 
 export class SignatureAuthorizer implements Authorizer {
   readonly kind = 'signature';
   private readonly now: () => number;
+  private readonly cacheSize: number;
+  /**
+   * Headers whose signature already verified. ECDSA verification costs about a millisecond of
+   * CPU, and a client signing with deterministic nonces sends the identical header for every
+   * request within the same second. A header's validity depends only on its own bytes and the
+   * time window, which is re-checked on every use.
+   */
+  private readonly verified = new Set<string>();
 
   constructor(options: SignatureAuthorizerOptions = {}) {
     this.now = options.now ?? (() => Math.floor(Date.now() / 1000));
+    this.cacheSize = options.verifiedCacheSize ?? 10_000;
   }
 
   async authorize(headers: IncomingHttpHeaders): Promise<string> {
@@ -61,6 +72,7 @@ export class SignatureAuthorizer implements Authorizer {
     if (sentAt < now - SIGNATURE_TIME_WINDOW_SECONDS || sentAt > now + SIGNATURE_TIME_WINDOW_SECONDS) {
       throw new AuthError('Time is too far from now');
     }
+    if (this.verified.has(header)) return pubkeyHex;
     const pubkey = Buffer.from(pubkeyHex, 'hex');
     try {
       secp256k1.Point.fromBytes(pubkey);
@@ -82,6 +94,10 @@ export class SignatureAuthorizer implements Authorizer {
       valid = false;
     }
     if (!valid) throw new AuthError('Signature was invalid');
+    if (this.cacheSize > 0) {
+      if (this.verified.size >= this.cacheSize) this.verified.delete(this.verified.keys().next().value as string);
+      this.verified.add(header);
+    }
     return pubkeyHex;
   }
 }

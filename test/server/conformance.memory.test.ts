@@ -1,0 +1,4 @@
+import { backendCase } from './helpers.js';
+import { conformanceSuite } from './conformance-suite.js';
+
+conformanceSuite(backendCase('memory'));
