@@ -7,13 +7,18 @@
  *    and the image's build and start command work on this tree.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile, execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as dockerignoreModule from '@balena/dockerignore';
+import { DockerfileParser, type Copy, type Env, type From, type Instruction } from 'dockerfile-ast';
+import { validate as validateDockerfile } from 'dockerfile-utils';
+import pg from 'pg';
+import { parseDocument } from 'yaml';
 import {
   checkDocker,
   ComposeCommandError,
@@ -22,7 +27,10 @@ import {
   stackDown,
   stackStatus,
   stackUp,
+  VSS_CONTAINER_PORT,
+  VSS_SERVICE,
 } from '../../harness/compose.js';
+import { DEFAULT_PORT, HEALTH_PATH, loadServeConfig, parseBindAddress, SERVER_ENV_VARS } from '../../src/server/config.js';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const COMPOSE_SCRIPT = join(REPO_ROOT, 'harness/compose.ts');
@@ -284,5 +292,451 @@ describe('harness/compose.ts driver', () => {
       expect(cli.code).toBe(0);
       expect(cli.stdout.trim()).toBe('ldk-vss stack is down and its database volume deleted');
     });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// docker-compose.yml and the Dockerfile against the server's real configuration
+// ---------------------------------------------------------------------------------------------
+
+interface ComposeService {
+  image?: string;
+  build?: { context?: string; dockerfile?: string };
+  environment?: Record<string, string | number | boolean>;
+  depends_on?: Record<string, { condition?: string }>;
+  ports?: string[];
+  volumes?: string[];
+  healthcheck?: { test?: string[] | string; interval?: string; retries?: number };
+}
+
+interface ComposeFile {
+  name?: string;
+  services: Record<string, ComposeService>;
+  volumes?: Record<string, unknown>;
+}
+
+// A CommonJS module whose typings declare a default export: reach it the same way under tsc and vitest.
+const dockerignore = dockerignoreModule.default.default;
+
+const COMPOSE_TEXT = readFileSync(DEFAULT_COMPOSE_FILE, 'utf8');
+const DOCKERFILE_TEXT = readFileSync(join(REPO_ROOT, 'Dockerfile'), 'utf8');
+
+function loadCompose(): ComposeFile {
+  const document = parseDocument(COMPOSE_TEXT, { uniqueKeys: true, prettyErrors: true });
+  if (document.errors.length > 0) throw new Error(document.errors.map((e) => e.message).join('\n'));
+  return document.toJS() as ComposeFile;
+}
+
+/** Compose interpolation, limited to the one form the file may use: `${NAME:-default}`. */
+const INTERPOLATION = /\$\{([A-Z][A-Z0-9_]*):-([^}$]*)\}/g;
+
+function withDefaults(value: string | number | boolean, shell: Record<string, string> = {}): string {
+  return String(value).replace(INTERPOLATION, (_, name: string, fallback: string) => shell[name] || fallback);
+}
+
+/** The service's environment as the container sees it, with the file's defaults applied. */
+function serviceEnv(service: ComposeService, shell: Record<string, string> = {}): Record<string, string> {
+  return Object.fromEntries(Object.entries(service.environment ?? {}).map(([k, v]) => [k, withDefaults(v, shell)]));
+}
+
+interface Stage {
+  name: string | null;
+  instructions: Instruction[];
+}
+
+function dockerStages(): Stage[] {
+  const stages: Stage[] = [];
+  for (const instruction of DockerfileParser.parse(DOCKERFILE_TEXT).getInstructions()) {
+    if (instruction.getKeyword() === 'FROM') stages.push({ name: (instruction as From).getBuildStage(), instructions: [] });
+    stages.at(-1)?.instructions.push(instruction);
+  }
+  return stages;
+}
+
+function stageNamed(name: string): Stage {
+  const stage = dockerStages().find((s) => s.name === name);
+  if (!stage) throw new Error(`Dockerfile has no stage named ${name}`);
+  return stage;
+}
+
+function only(stage: Stage, keyword: string): Instruction[] {
+  return stage.instructions.filter((i) => i.getKeyword() === keyword);
+}
+
+/** The exec-form array of a CMD/HEALTHCHECK CMD/etc. instruction. */
+function execForm(instruction: Instruction): string[] {
+  const json = instruction.getArgumentsContent()?.replace(/^CMD\s+/, '') ?? '';
+  const parsed: unknown = JSON.parse(json);
+  if (!Array.isArray(parsed) || !parsed.every((p) => typeof p === 'string')) throw new Error(`not exec form: ${json}`);
+  return parsed as string[];
+}
+
+/** ENV of a stage, in order, later ones winning. */
+function stageEnv(stage: Stage): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const instruction of only(stage, 'ENV')) {
+    for (const property of (instruction as Env).getProperties()) env[property.getName()] = property.getValue() ?? '';
+  }
+  return env;
+}
+
+function workdirOf(stage: Stage): string {
+  const workdirs = only(stage, 'WORKDIR');
+  if (workdirs.length !== 1) throw new Error('expected exactly one WORKDIR per stage');
+  return workdirs[0]!.getArgumentsContent() ?? '';
+}
+
+/** The URL a health-check command fetches. */
+function probedUrl(command: readonly string[]): URL {
+  const match = /https?:\/\/[^'"\s)]+/.exec(command.join(' '));
+  if (!match) throw new Error(`no URL in health check ${command.join(' ')}`);
+  return new URL(match[0]);
+}
+
+/** The variables the reference server reads, which the compose file must configure for PostgreSQL. */
+const REFERENCE_POSTGRES_VARS = ['VSS_BIND_ADDRESS', 'VSS_PSQL_USERNAME', 'VSS_PSQL_PASSWORD', 'VSS_PSQL_ADDRESS', 'VSS_PSQL_DEFAULT_DB', 'VSS_PSQL_VSS_DB'];
+
+describe('docker-compose.yml against the server configuration', () => {
+  const compose = loadCompose();
+  const postgres = compose.services.postgres!;
+  const vss = compose.services[VSS_SERVICE]!;
+
+  it('is strict YAML (no duplicate keys) and only uses ${NAME:-default} interpolation', () => {
+    expect(compose.name).toBe('ldk-vss');
+    expect(Object.keys(compose.services).sort()).toEqual(['postgres', VSS_SERVICE]);
+    const scalars = JSON.stringify(compose).match(/"[^"]*\$[^"]*"/g) ?? [];
+    expect(scalars.length).toBeGreaterThan(0);
+    for (const scalar of scalars) expect(scalar.replace(INTERPOLATION, ''), scalar).not.toContain('$');
+  });
+
+  it('postgres: postgres:15, pg_isready health check over TCP, data on a named volume', () => {
+    expect(postgres.image).toBe('postgres:15');
+    const test = postgres.healthcheck?.test;
+    expect(Array.isArray(test) ? test.join(' ') : test).toMatch(/pg_isready .*-h 127\.0\.0\.1/);
+    const [volume, mountPoint] = (postgres.volumes ?? [])[0]!.split(':');
+    expect(mountPoint).toBe('/var/lib/postgresql/data');
+    expect(Object.keys(compose.volumes ?? {})).toContain(volume);
+  });
+
+  it('the server is built from this repository\'s Dockerfile and waits for a healthy database', () => {
+    expect(vss.build).toEqual({ context: '.', dockerfile: 'Dockerfile' });
+    expect(vss.depends_on).toEqual({ postgres: { condition: 'service_healthy' } });
+    expect(vss.healthcheck?.test).toBeDefined();
+  });
+
+  it('every variable set for the server is one the server reads', () => {
+    const set = Object.keys(vss.environment ?? {});
+    const unknown = set.filter((name) => !(SERVER_ENV_VARS as readonly string[]).includes(name));
+    expect(unknown).toEqual([]);
+    expect(set).toEqual(expect.arrayContaining([...REFERENCE_POSTGRES_VARS, 'VSS_AUTH', 'VSS_LOG_LEVEL']));
+    // The image's own ENV is read by the server too.
+    const imageVars = Object.keys(stageEnv(stageNamed('runtime'))).filter((name) => name.startsWith('VSS_') || name === 'DATABASE_URL');
+    expect(imageVars.filter((name) => !(SERVER_ENV_VARS as readonly string[]).includes(name))).toEqual([]);
+  });
+
+  it('the container environment (image ENV + compose) loads and points the server at the postgres service', () => {
+    const env = { ...stageEnv(stageNamed('runtime')), ...serviceEnv(vss) };
+    const config = loadServeConfig(env);
+    expect(config.options.host).toBe('0.0.0.0');
+    expect(config.options.port).toBe(DEFAULT_PORT);
+    expect(config.options.auth).toEqual({ kind: 'signature' });
+    expect(config.options.logLevel).toBe('info');
+    expect(config.options.metrics).toBe(true);
+    const backend = config.options.backend as { kind: string; url: string; defaultDatabase?: string };
+    expect(backend.kind).toBe('postgres');
+    const url = new URL(backend.url);
+    const db = serviceEnv(postgres);
+    expect(url.hostname).toBe('postgres'); // the compose service name
+    expect(url.port).toBe('5432');
+    expect(decodeURIComponent(url.username)).toBe(db.POSTGRES_USER);
+    expect(decodeURIComponent(url.password)).toBe(db.POSTGRES_PASSWORD);
+    expect(backend.defaultDatabase).toBe(db.POSTGRES_DB);
+  });
+
+  it('the documented overrides give valid configurations, and one password feeds both services', () => {
+    const shell = { VSS_AUTH: 'noop', VSS_LOG_LEVEL: 'debug', VSS_PSQL_PASSWORD: 's3cret/with:chars', VSS_HOST_PORT: '18080' };
+    const config = loadServeConfig({ ...stageEnv(stageNamed('runtime')), ...serviceEnv(vss, shell) });
+    expect(config.options.auth).toEqual({ kind: 'noop' });
+    expect(config.options.logLevel).toBe('debug');
+    const url = new URL((config.options.backend as { url: string }).url);
+    expect(decodeURIComponent(url.password)).toBe(serviceEnv(postgres, shell).POSTGRES_PASSWORD);
+    expect(decodeURIComponent(url.password)).toBe('s3cret/with:chars');
+    expect(withDefaults(vss.ports![0]!, shell)).toBe('127.0.0.1:18080:8080');
+    // A wrong value is caught by the same loader (so the checks above are real).
+    expect(() => loadServeConfig({ ...serviceEnv(vss, { VSS_AUTH: 'basic' }) })).toThrow(/VSS_AUTH/);
+  });
+
+  it('publishes the port the server binds, on loopback only, and health-checks HEALTH_PATH there', () => {
+    const bind = parseBindAddress(serviceEnv(vss).VSS_BIND_ADDRESS!);
+    expect(vss.ports).toHaveLength(1);
+    const [hostIp, hostPort, containerPort] = withDefaults(vss.ports![0]!).split(':');
+    expect(hostIp).toBe('127.0.0.1');
+    expect(Number(containerPort)).toBe(bind.port);
+    expect(Number(hostPort)).toBe(DEFAULT_PORT);
+    expect(VSS_CONTAINER_PORT).toBe(bind.port);
+    const probe = probedUrl(vss.healthcheck!.test as string[]);
+    expect(Number(probe.port)).toBe(bind.port);
+    expect(probe.pathname).toBe(HEALTH_PATH);
+  });
+});
+
+describe('Dockerfile against the server configuration', () => {
+  it('has no lint errors or warnings', () => {
+    const problems = validateDockerfile(DOCKERFILE_TEXT).filter((d) => d.severity !== undefined && d.severity <= 2);
+    expect(problems.map((d) => `line ${d.range.start.line + 1}: ${d.message}`)).toEqual([]);
+  });
+
+  it('builds in a full stage and runs from a slim stage with production dependencies, as a non-root user', () => {
+    const stages = dockerStages();
+    expect(stages.map((s) => s.name)).toEqual(['build', 'runtime']);
+    const build = stageNamed('build');
+    const runs = only(build, 'RUN').map((i) => i.getArgumentsContent());
+    expect(runs[0]).toMatch(/^npm ci\b/);
+    expect(runs).toContain('npm run build');
+    const runtime = stageNamed('runtime');
+    expect((runtime.instructions[0] as From).getImage()).toMatch(/slim|alpine/);
+    expect(only(runtime, 'RUN').some((i) => /npm ci .*--omit=dev/.test(i.getArgumentsContent() ?? ''))).toBe(true);
+    const users = only(runtime, 'USER').map((i) => i.getArgumentsContent());
+    expect(users.length).toBeGreaterThan(0);
+    expect(['root', '0', '0:0']).not.toContain(users.at(-1));
+    // Only compiled output comes over from the build stage.
+    const fromBuild = only(runtime, 'COPY').filter((i) => (i as Copy).getFromFlag()?.getValue() === 'build');
+    expect(fromBuild.map((i) => i.getArguments()[0]!.getValue())).toEqual([`${workdirOf(build)}/dist/src`]);
+  });
+
+  it('binds, exposes and health-checks the server\'s port and HEALTH_PATH', () => {
+    const runtime = stageNamed('runtime');
+    const env = stageEnv(runtime);
+    const config = loadServeConfig(env);
+    expect(config.options.host).toBe('0.0.0.0');
+    expect(only(runtime, 'EXPOSE').map((i) => Number(i.getArgumentsContent()))).toEqual([config.options.port]);
+    expect(config.options.port).toBe(DEFAULT_PORT);
+    const healthchecks = only(runtime, 'HEALTHCHECK');
+    expect(healthchecks).toHaveLength(1);
+    const probe = probedUrl(execForm(healthchecks[0]!));
+    expect(Number(probe.port)).toBe(config.options.port);
+    expect(probe.pathname).toBe(HEALTH_PATH);
+    // Without a database configured the image keeps its embedded data in its declared volume.
+    expect(config.options.backend).toEqual({ kind: 'pglite', dataDir: env.VSS_DATA_DIR });
+    expect(only(runtime, 'VOLUME').map((i) => execForm(i))).toEqual([[env.VSS_DATA_DIR]]);
+  });
+
+  it('starts the server the way `npm start` does', () => {
+    const cmd = execForm(only(stageNamed('runtime'), 'CMD')[0]!);
+    expect(cmd.join(' ')).toBe((JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start);
+  });
+
+  it('.dockerignore keeps local state out of the context but none of what the build copies', () => {
+    const ignored = dockerignore().add(readFileSync(join(REPO_ROOT, '.dockerignore'), 'utf8').split('\n'));
+    for (const path of ['node_modules', 'dist', '.git', '.vss-data', '.env']) expect(ignored.ignores(path), path).toBe(true);
+    for (const copy of contextCopies(stageNamed('build')).concat(contextCopies(stageNamed('runtime')))) {
+      for (const source of copy.sources) expect(ignored.ignores(source), source).toBe(false);
+    }
+  });
+});
+
+interface ContextCopy {
+  sources: string[];
+  dest: string;
+}
+
+/** The stage's COPY instructions that read from the build context (not from another stage). */
+function contextCopies(stage: Stage): ContextCopy[] {
+  return only(stage, 'COPY')
+    .filter((i) => (i as Copy).getFromFlag() === null)
+    .map((i) => {
+      const args = i.getArguments().map((a) => a.getValue());
+      return { sources: args.slice(0, -1), dest: args.at(-1)! };
+    });
+}
+
+/** Where a COPY destination lands, given the stage's WORKDIR mapped onto `root`. */
+function copyTarget(root: string, workdir: string, dest: string, source: string, manySources: boolean): string {
+  const base = dest.startsWith('/') ? join(root, relative(workdir, dest)) : join(root, dest);
+  return manySources || dest.endsWith('/') ? join(base, basename(source)) : base;
+}
+
+/** Top-level packages of the production dependency tree, per the lockfile (what `npm ci --omit=dev` installs). */
+function productionPackages(): string[] {
+  const lock = JSON.parse(readFileSync(join(REPO_ROOT, 'package-lock.json'), 'utf8')) as {
+    packages: Record<string, { dev?: boolean; devOptional?: boolean }>;
+  };
+  return Object.entries(lock.packages)
+    .filter(([path, info]) => /^node_modules\/(@[^/]+\/)?[^/]+$/.test(path) && !info.dev && !info.devOptional)
+    .map(([path]) => path.slice('node_modules/'.length));
+}
+
+async function freePort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+function exitOf(child: ChildProcess): Promise<number | null> {
+  return new Promise((r) => {
+    if (child.exitCode !== null) r(child.exitCode);
+    else child.once('exit', (code) => r(code));
+  });
+}
+
+/** Runs a health-check command (exec form) with the probed port replaced; returns its exit code. */
+function runHealthcheck(command: readonly string[], port: number): Promise<number | null> {
+  const rewritten = command.map((part) => part.replace(`:${DEFAULT_PORT}/`, `:${port}/`));
+  expect(rewritten.join(' ')).not.toBe(command.join(' '));
+  const [file, ...args] = rewritten;
+  expect(file).toBe('node');
+  return new Promise((r) => execFile(process.execPath, args, { timeout: 20_000 }, (error) => r(error === null ? 0 : typeof error.code === 'number' ? error.code : null)));
+}
+
+describe('the image, replayed on this tree without Docker', () => {
+  let root: string;
+  let buildRoot: string;
+  let runtimeRoot: string;
+  let buildOutput = '';
+  let cmd: string[];
+
+  beforeAll(() => {
+    root = mkdtempSync(join(tmpdir(), 'ldk-vss-image-'));
+    buildRoot = join(root, 'build');
+    runtimeRoot = join(root, 'runtime');
+    const ignored = dockerignore().add(readFileSync(join(REPO_ROOT, '.dockerignore'), 'utf8').split('\n'));
+    const fromContext = (path: string): boolean => {
+      const rel = relative(REPO_ROOT, path);
+      return rel === '' || !ignored.ignores(rel.split(sep).join('/'));
+    };
+    // Build stage: exactly the files its COPY instructions bring in (minus .dockerignore) …
+    const build = stageNamed('build');
+    for (const copy of contextCopies(build)) {
+      for (const source of copy.sources) {
+        cpSync(join(REPO_ROOT, source), copyTarget(buildRoot, workdirOf(build), copy.dest, source, copy.sources.length > 1), { recursive: true, filter: fromContext });
+      }
+    }
+    // … with this checkout's node_modules standing in for `npm ci` of the same lockfile.
+    symlinkSync(join(REPO_ROOT, 'node_modules'), join(buildRoot, 'node_modules'), 'dir');
+    try {
+      buildOutput = execFileSync('npm', ['run', 'build'], { cwd: buildRoot, encoding: 'utf8', stdio: 'pipe', timeout: 110_000 });
+    } catch (error) {
+      const failure = error as { stdout?: string; stderr?: string };
+      buildOutput = `BUILD FAILED\n${failure.stdout ?? ''}\n${failure.stderr ?? ''}`;
+    }
+    // Runtime stage: its context files, what it copies from the build stage, production packages only.
+    const runtime = stageNamed('runtime');
+    for (const copy of contextCopies(runtime)) {
+      for (const source of copy.sources) cpSync(join(REPO_ROOT, source), copyTarget(runtimeRoot, workdirOf(runtime), copy.dest, source, copy.sources.length > 1), { recursive: true });
+    }
+    for (const instruction of only(runtime, 'COPY').filter((i) => (i as Copy).getFromFlag()?.getValue() === 'build')) {
+      const [source, dest] = instruction.getArguments().map((a) => a.getValue());
+      const from = join(buildRoot, relative(workdirOf(build), source!));
+      if (existsSync(from)) cpSync(from, copyTarget(runtimeRoot, workdirOf(runtime), dest!, source!, false), { recursive: true });
+    }
+    for (const name of productionPackages()) {
+      mkdirSync(dirname(join(runtimeRoot, 'node_modules', name)), { recursive: true });
+      symlinkSync(join(REPO_ROOT, 'node_modules', name), join(runtimeRoot, 'node_modules', name), 'dir');
+    }
+    cmd = execForm(only(runtime, 'CMD')[0]!);
+  }, 120_000);
+
+  afterAll(() => {
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('npm run build on the copied files succeeds and produces the CMD\'s entry file', () => {
+    expect(buildOutput).not.toMatch(/^BUILD FAILED/);
+    // The runtime's packages are the production tree (`npm ci --omit=dev`): every dependency, no build or test tools.
+    const manifest = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as Record<string, Record<string, string>>;
+    const installed = readdirSync(join(runtimeRoot, 'node_modules')).flatMap((name) =>
+      name.startsWith('@') ? readdirSync(join(runtimeRoot, 'node_modules', name)).map((sub) => `${name}/${sub}`) : [name],
+    );
+    expect(installed).toEqual(expect.arrayContaining(Object.keys(manifest.dependencies!)));
+    expect(installed).not.toContain('typescript');
+    expect(installed).not.toContain('vitest');
+    expect(cmd[0]).toBe('node');
+    expect(existsSync(join(runtimeRoot, cmd[1]!)), `${cmd[1]} in the runtime stage`).toBe(true);
+  });
+
+  /** Starts the runtime stage's CMD with the given environment; resolves once /health answers 200. */
+  async function startImage(env: Record<string, string>, port: number): Promise<{ child: ChildProcess; output: () => string }> {
+    let output = '';
+    const [file, ...args] = cmd;
+    expect(file).toBe('node');
+    const child = spawn(process.execPath, args, { cwd: runtimeRoot, env: { PATH: process.env.PATH ?? '', HOME: root, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}:\n${output}`);
+      const ok = await fetch(`http://127.0.0.1:${port}${HEALTH_PATH}`).then((r) => r.ok, () => false);
+      if (ok) return { child, output: () => output };
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`no healthy server on port ${port} within 60 s:\n${output}`);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  /** What both runs check once the server is up: the VSS surface, both health checks, a clean SIGTERM stop. */
+  async function checkRunningImage(child: ChildProcess, port: number): Promise<void> {
+    const reply = await fetch(`http://127.0.0.1:${port}/vss/getObject`, { method: 'POST', body: new Uint8Array(0) });
+    expect(reply.status).toBe(401); // signature auth, no credentials
+    expect(reply.headers.get('vss-protocol-version')).toBe('0');
+    const imageCheck = execForm(only(stageNamed('runtime'), 'HEALTHCHECK')[0]!);
+    const composeCheck = loadCompose().services[VSS_SERVICE]!.healthcheck!.test as string[];
+    expect(composeCheck[0]).toBe('CMD');
+    expect(await runHealthcheck(imageCheck, port)).toBe(0);
+    expect(await runHealthcheck(composeCheck.slice(1), port)).toBe(0);
+    child.kill('SIGTERM'); // what `docker stop` sends
+    expect(await exitOf(child)).toBe(0);
+    expect(await runHealthcheck(imageCheck, port)).not.toBe(0);
+  }
+
+  it('`docker run` without a database: production dependencies only, embedded backend in VSS_DATA_DIR, healthy', async () => {
+    const port = await freePort();
+    const imageEnv = stageEnv(stageNamed('runtime'));
+    const dataDir = join(root, 'data');
+    const env = { ...imageEnv, VSS_BIND_ADDRESS: imageEnv.VSS_BIND_ADDRESS!.replace(`:${DEFAULT_PORT}`, `:${port}`), VSS_DATA_DIR: dataDir };
+    const { child, output } = await startImage(env, port);
+    try {
+      await checkRunningImage(child, port);
+    } finally {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+    expect(readdirSync(dataDir).length, output()).toBeGreaterThan(0);
+  });
+
+  const databaseUrl = process.env.TEST_DATABASE_URL;
+  it.skipIf(!databaseUrl)('the compose environment against real PostgreSQL (TEST_DATABASE_URL): healthy, creates its database', async () => {
+    const target = new URL(databaseUrl!);
+    const port = await freePort();
+    const database = `ldk_vss_compose_${process.pid}`;
+    const composeEnv = serviceEnv(loadCompose().services[VSS_SERVICE]!);
+    // Only what differs between the compose network and this machine: addresses and names.
+    const env = {
+      ...stageEnv(stageNamed('runtime')),
+      ...composeEnv,
+      VSS_BIND_ADDRESS: composeEnv.VSS_BIND_ADDRESS!.replace(`:${DEFAULT_PORT}`, `:${port}`),
+      VSS_PSQL_ADDRESS: `${target.hostname}:${target.port || '5432'}`,
+      VSS_PSQL_USERNAME: decodeURIComponent(target.username) || composeEnv.VSS_PSQL_USERNAME!,
+      VSS_PSQL_PASSWORD: decodeURIComponent(target.password) || composeEnv.VSS_PSQL_PASSWORD!,
+      VSS_PSQL_VSS_DB: database,
+    };
+    const admin = new pg.Client({ connectionString: databaseUrl });
+    await admin.connect();
+    try {
+      await admin.query(`DROP DATABASE IF EXISTS ${database}`);
+      const { child } = await startImage(env, port);
+      try {
+        await checkRunningImage(child, port);
+      } finally {
+        if (child.exitCode === null) child.kill('SIGKILL');
+      }
+      const created = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
+      expect(created.rowCount).toBe(1);
+    } finally {
+      await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`).catch(() => undefined);
+      await admin.end();
+    }
   });
 });
