@@ -168,9 +168,7 @@ export class WalletNetwork {
       while (!this.stopping) {
         const didWork = this.round();
         for (const resolve of this.roundWaiters.splice(0)) resolve();
-        if (didWork) {
-          await new Promise((r) => setImmediate(r));
-        } else {
+        if (!didWork) {
           await new Promise<void>((resolve) => {
             const timer = setTimeout(done, IDLE_POLL_MS);
             function done(): void {
@@ -181,6 +179,9 @@ export class WalletNetwork {
           });
           this.wakeUp = undefined;
         }
+        // Always give the event loop a full turn: wake-ups come from promise callbacks, and
+        // round -> wake -> round in microtasks alone would starve timers and I/O.
+        await new Promise((r) => setImmediate(r));
       }
     } catch (err) {
       this.pumpError = err instanceof Error ? err : new Error(String(err));
@@ -188,11 +189,9 @@ export class WalletNetwork {
     }
   }
 
+  /** Resolves after the pump's next round (it is not woken for this: waiting must not spin). */
   private nextRound(): Promise<void> {
-    return new Promise((resolve) => {
-      this.roundWaiters.push(resolve);
-      this.wake();
-    });
+    return new Promise((resolve) => this.roundWaiters.push(resolve));
   }
 
   /**
@@ -247,6 +246,13 @@ export class WalletNetwork {
     this.connections.push({ a, b, conn });
     const connected = (x: WalletNode, y: WalletNode): boolean => x.peerManager.list_peers().some((p) => hex(p.get_counterparty_node_id()) === y.nodeIdHex);
     await this.waitFor(() => connected(a, b) && connected(b, a), { what: `${a.name} <-> ${b.name} connected`, ...options });
+  }
+
+  /** Bytes `from` has delivered to `to` over their open connections (encrypted wire bytes). */
+  bytesSent(from: WalletNode, to: WalletNode): number {
+    return this.connections
+      .filter((c) => (c.a === from && c.b === to) || (c.a === to && c.b === from))
+      .reduce((n, c) => n + c.conn.bytesSentBy(from.peerManager), 0);
   }
 
   /** Closes every connection between the two nodes (both sides are told). */

@@ -8,7 +8,7 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import * as ldk from 'lightningdevkit';
-import { LdkEventLoop, restoreNode, type RestoredNode } from '../src/ldk/index.js';
+import { LdkEventLoop, restoreNode, silentLogger, type PersistenceLogger, type RestoredNode } from '../src/ldk/index.js';
 import { syntheticFundingTransaction, type Block, type SyntheticChain } from './chain.js';
 import type { NodeContext, NodePersistence, PersistenceFactory } from './persistence.js';
 import { memoryPersistence } from './persistence.js';
@@ -35,6 +35,8 @@ export interface WalletNodeOptions {
   logLevel?: ldk.Level;
   /** Fee rate every estimate returns, sat per 1000 weight. Default 253 (the floor). */
   feeRateSatPerKw?: number;
+  /** Where the node's persistence reports retries and failures. Default: silent. */
+  log?: PersistenceLogger;
 }
 
 export interface WalletNodeEvents {
@@ -86,9 +88,12 @@ export class WalletNode extends EventEmitter<WalletNodeEvents> {
   private crashedFlag = false;
   private forwardsPending = false;
   private readonly handler: ldk.EventHandler;
+  private eventsHandled = 0;
+  private readonly log: PersistenceLogger;
 
   private constructor(options: WalletNodeOptions, private readonly chain: SyntheticChain) {
     super();
+    this.log = options.log ?? silentLogger;
     this.name = options.name;
     this.seed = options.seed ?? randomBytes(32);
     if (this.seed.length !== 32) throw new RangeError('seed must be 32 bytes');
@@ -134,8 +139,10 @@ export class WalletNode extends EventEmitter<WalletNodeEvents> {
     if (!(nodeId instanceof ldk.Result_PublicKeyNoneZ_OK)) throw new Error(`${this.name}: no node id`);
     this.nodeId = nodeId.res;
     this.nodeIdHex = hex(this.nodeId);
+    // Used only by nodes without manager persistence (no LdkEventLoop).
     this.handler = ldk.EventHandler.new_impl({
       handle_event: (event: ldk.Event) => {
+        this.eventsHandled++;
         this.handleEvent(event);
         return ldk.Result_NoneReplayEventZ.constructor_ok();
       },
@@ -188,6 +195,7 @@ export class WalletNode extends EventEmitter<WalletNodeEvents> {
       messageRouter: node.messageRouter,
       config: node.config,
       persister: node.persistence.vssPersister ?? node.persistence.persist,
+      log: node.log,
       readMonitors: node.persistence.readMonitors,
       beforeWatch: ({ channelManager, monitors }) => {
         node.replayBlocks(channelManager.current_best_block(), (block, txdata) =>
@@ -232,7 +240,8 @@ export class WalletNode extends EventEmitter<WalletNodeEvents> {
         chainMonitor: this.chainMonitor,
         store,
         handleEvent: (event) => this.handleEvent(event),
-        log: undefined,
+        backoff: this.persistence.backoff,
+        log: this.log,
       });
       this.eventLoop.on('manager-persisted', () => this.emit('activity'));
     }
@@ -259,17 +268,10 @@ export class WalletNode extends EventEmitter<WalletNodeEvents> {
       didWork = this.eventLoop.poll() || didWork;
     } else {
       this.channelManager.get_and_clear_needs_persistence();
-      let handled = 0;
-      const counting = ldk.EventHandler.new_impl({
-        handle_event: (event: ldk.Event) => {
-          handled++;
-          this.handleEvent(event);
-          return ldk.Result_NoneReplayEventZ.constructor_ok();
-        },
-      });
-      this.chainMonitor.as_EventsProvider().process_pending_events(counting);
-      this.channelManager.as_EventsProvider().process_pending_events(counting);
-      didWork = handled > 0 || didWork;
+      const before = this.eventsHandled;
+      this.chainMonitor.as_EventsProvider().process_pending_events(this.handler);
+      this.channelManager.as_EventsProvider().process_pending_events(this.handler);
+      didWork = this.eventsHandled > before || didWork;
     }
     this.peerManager.process_events();
     return didWork;

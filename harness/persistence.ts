@@ -9,6 +9,7 @@ import {
   readChannelMonitorsWithLdk,
   silentLogger,
   toLdkKVStore,
+  type BackoffOptions,
   type PersistenceLogger,
   type RestoredMonitor,
   type VssPersisterOptions,
@@ -34,6 +35,8 @@ export interface NodePersistence {
   managerStore?: AsyncKVStore;
   /** Reads this strategy's monitors for a restore (default: the parallel async reader). */
   readMonitors?: () => RestoredMonitor[] | Promise<RestoredMonitor[]>;
+  /** Retry schedule for the node's ChannelManager writes (default: the event loop's). */
+  backoff?: BackoffOptions;
   /** Stops background work; called when the node crashes or shuts down. */
   close(): Promise<void>;
 }
@@ -75,6 +78,7 @@ export function vssPersistence(store: AsyncKVStore, options: VssPersistenceOptio
       persist: persister.toLdkPersist(),
       vssPersister: persister,
       managerStore: store,
+      backoff: options.backoff,
       close: () => persister.close(),
     };
   };

@@ -16,6 +16,8 @@ class SocketEnd {
   readPaused = false;
   /** LDK closed this descriptor itself (disconnect_socket): never tell it again. */
   closedByLdk = false;
+  /** Bytes this side's PeerManager wrote that were delivered to the other side. */
+  bytesDelivered = 0;
   readonly descriptor: ldk.SocketDescriptor;
 
   constructor(readonly peerManager: ldk.PeerManager, onActivity: () => void) {
@@ -75,6 +77,13 @@ export class MemoryConnection {
     return !this.closed;
   }
 
+  /** Bytes delivered so far that were written by `pm`'s side. */
+  bytesSentBy(pm: ldk.PeerManager): number {
+    if (this.outbound.peerManager === pm) return this.outbound.bytesDelivered;
+    if (this.inbound.peerManager === pm) return this.inbound.bytesDelivered;
+    return 0;
+  }
+
   /** True if `pm` is one of the two ends. */
   involves(pm: ldk.PeerManager): boolean {
     return this.outbound.peerManager === pm || this.inbound.peerManager === pm;
@@ -98,6 +107,7 @@ export class MemoryConnection {
       while (from.outbox.length > 0 && !to.readPaused && !this.closed) {
         const bytes = from.outbox.shift()!;
         moved = true;
+        from.bytesDelivered += bytes.length;
         const res = to.peerManager.read_event(to.descriptor, bytes);
         if (res instanceof ldk.Result_boolPeerHandleErrorZ_OK) {
           if (res.res) to.readPaused = true;

@@ -12,6 +12,7 @@ export {
   type VssPersisterStats,
   type DurableWriteEvent,
   type PendingWriteInfo,
+  type MonitorPersistenceState,
   type RetryEvent,
   type MonitorWriteKind,
 } from './persister.js';

@@ -79,6 +79,17 @@ export interface PendingWriteInfo {
   lastError?: string;
 }
 
+/** What the persister knows about one channel's monitor. */
+export interface MonitorPersistenceState {
+  monitorName: string;
+  /** Highest update id LDK handed over (a monitor's first persist counts its latest id). */
+  latestUpdateId: bigint;
+  /** Highest update id contained in durable storage. */
+  durableUpdateId: bigint | undefined;
+  /** Update ids LDK is waiting on. */
+  awaitingUpdateIds: bigint[];
+}
+
 export interface RetryEvent {
   monitorName: string;
   attempt: number;
@@ -125,6 +136,8 @@ interface ChannelState {
   awaiting: bigint[];
   /** Deltas known to be in the store (for cleanup after a full monitor write). */
   storedUpdateIds: Set<bigint>;
+  latestUpdateId: bigint;
+  durableUpdateId: bigint | undefined;
   draining: boolean;
   /** When the current stall began (head write's enqueue time), if one was reported. */
   stalledSince: number | undefined;
@@ -208,6 +221,16 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
     return out;
   }
 
+  /** Per-channel persistence state (for status displays and tests). */
+  monitors(): MonitorPersistenceState[] {
+    return [...this.channels.values()].map((ch) => ({
+      monitorName: ch.name,
+      latestUpdateId: ch.latestUpdateId,
+      durableUpdateId: ch.durableUpdateId,
+      awaitingUpdateIds: [...ch.awaiting],
+    }));
+  }
+
   /** True if any write has been pending longer than the stall threshold, or the persister failed. */
   get blocked(): boolean {
     if (this.failure) return true;
@@ -283,6 +306,8 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
         queue: [],
         awaiting: [],
         storedUpdateIds: this.preStored.get(name) ?? new Set(),
+        latestUpdateId: 0n,
+        durableUpdateId: undefined,
         draining: false,
         stalledSince: undefined,
         archived: false,
@@ -294,6 +319,7 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
   }
 
   private enqueue(ch: ChannelState, write: QueuedWrite): void {
+    if (write.kind !== 'archive' && write.coversUpdateId > ch.latestUpdateId) ch.latestUpdateId = write.coversUpdateId;
     if (this.closed || this.failure) {
       this.log.warn({ monitor: ch.name, kind: write.kind }, 'persister stopped: write not queued, the channel stays held');
       return;
@@ -396,6 +422,7 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
       return;
     }
     this.stats.bytesWritten += write.bytes.length;
+    if (ch.durableUpdateId === undefined || write.coversUpdateId > ch.durableUpdateId) ch.durableUpdateId = write.coversUpdateId;
     if (write.kind === 'update') {
       this.stats.updateWrites++;
       ch.storedUpdateIds.add(write.coversUpdateId);

@@ -1,0 +1,59 @@
+/**
+ * Shared setup for the two-node LDK tests: a network, node A persisting through VssPersister
+ * (or another strategy), node B in memory, connected, with one open channel.
+ */
+import * as ldk from 'lightningdevkit';
+import { randomBytes } from 'node:crypto';
+import { WalletNetwork, type OpenedChannel, type OpenChannelOptions } from '../../../harness/network.js';
+import type { WalletNode } from '../../../harness/node.js';
+import { vssPersistence, type PersistenceFactory, type VssPersistenceOptions } from '../../../harness/persistence.js';
+import type { AsyncKVStore } from '../../../src/store/types.js';
+import { readChannelMonitors, type RestoredMonitor, type VssPersister } from '../../../src/ldk/index.js';
+
+export interface Pair {
+  net: WalletNetwork;
+  a: WalletNode;
+  b: WalletNode;
+  channel: OpenedChannel;
+}
+
+export async function openPair(options: {
+  persistenceA: PersistenceFactory;
+  persistenceB?: PersistenceFactory;
+  channel?: OpenChannelOptions;
+  seedA?: Uint8Array;
+}): Promise<Pair> {
+  const net = await WalletNetwork.create();
+  const a = net.addNode({ name: 'A', seed: options.seedA ?? randomBytes(32), persistence: options.persistenceA });
+  const b = net.addNode({ name: 'B', persistence: options.persistenceB });
+  net.start();
+  await net.connect(a, b);
+  const channel = await net.openChannel(a, b, options.channel);
+  return { net, a, b, channel };
+}
+
+export function vssNode(store: AsyncKVStore, options: VssPersistenceOptions = {}): PersistenceFactory {
+  return vssPersistence(store, { backoff: { initialDelayMs: 20, maxDelayMs: 200 }, ...options });
+}
+
+export function persisterOf(node: WalletNode): VssPersister {
+  const p = node.persistence.vssPersister;
+  if (!p) throw new Error(`${node.name} has no VssPersister`);
+  return p;
+}
+
+/**
+ * Reads every monitor from `store` as a new device would (a fresh KeysManager from the
+ * node's seed), independently of the node's own objects.
+ */
+export async function readMonitorsAsNewDevice(store: AsyncKVStore, seed: Uint8Array): Promise<RestoredMonitor[]> {
+  const keys = ldk.KeysManager.constructor_new(seed, BigInt(Math.floor(Date.now() / 1000)), 7);
+  const logger = ldk.Logger.new_impl({ log: () => {} });
+  return readChannelMonitors(store, {
+    entropySource: keys.as_EntropySource(),
+    signerProvider: keys.as_SignerProvider(),
+    broadcaster: ldk.BroadcasterInterface.new_impl({ broadcast_transactions: () => {} }),
+    feeEstimator: ldk.FeeEstimator.new_impl({ get_est_sat_per_1000_weight: () => 253 }),
+    logger,
+  });
+}
