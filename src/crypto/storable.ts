@@ -1,6 +1,10 @@
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { randomBytes as cryptoRandomBytes } from '@noble/hashes/utils.js';
+import protobuf from 'protobufjs/minimal.js';
 import { bigIntToInt64, int64ToBigInt, vss } from '../protocol/index.js';
+
+const { Writer } = protobuf;
+type Writer = protobuf.Writer;
 import { InvalidCryptoInputError, StorableDecryptionError } from './errors.js';
 
 /** The `cipher_format` string the reference writes (and ignores on read). */
@@ -8,11 +12,25 @@ export const STORABLE_CIPHER_FORMAT = 'ChaCha20Poly1305';
 const NONCE_LENGTH = 12;
 const TAG_LENGTH = 16;
 const EMPTY = new Uint8Array(0);
+/** Upper bound of a PlaintextBlob's bytes beyond its value (2 tags, a length, an int64). */
+const BLOB_OVERHEAD = 1 + 5 + 1 + 10;
+/** Upper bound of a Storable's bytes beyond its data (data header + metadata message). */
+const STORABLE_OVERHEAD = 1 + 5 + 1 + 1 + (1 + 1 + STORABLE_CIPHER_FORMAT.length) + (2 + NONCE_LENGTH) + (2 + TAG_LENGTH);
+
+/**
+ * A protobufjs writer whose backing buffer already has `capacity` bytes, so encoding a large
+ * message neither grows (re-allocating and copying) nor needs a final copy.
+ */
+function presizedWriter(capacity: number): Writer {
+  const writer = Writer.create();
+  writer.buf = (writer.constructor as unknown as { alloc(size: number): Uint8Array }).alloc(capacity);
+  return writer;
+}
 
 export interface EncryptStorableOptions {
   /** Additional authenticated data; LDK Node V1 uses the full store key, V0 none. */
   aad?: Uint8Array;
-  /** Source of the 12-byte nonce; defaults to the platform CSPRNG (`crypto.getRandomValues`). */
+  /** Source of the 12-byte nonce; defaults to the platform CSPRNG (`crypto.getRandomValues`, pooled). */
   randomBytes?: (n: number) => Uint8Array;
 }
 
@@ -20,6 +38,24 @@ export interface DecryptedStorable {
   value: Uint8Array;
   /** The version sealed inside the ciphertext (LDK Node writes -1 and ignores it). */
   version: bigint;
+}
+
+/**
+ * Nonces come from a pool filled by the platform CSPRNG in 3 KiB batches: one
+ * `crypto.getRandomValues` call costs about as much as encrypting a small value, and every
+ * byte is still used exactly once.
+ */
+const NONCE_POOL_SIZE = 256 * NONCE_LENGTH;
+let noncePool = new Uint8Array(0);
+let noncePoolOffset = 0;
+function pooledNonce(): Uint8Array {
+  if (noncePoolOffset + NONCE_LENGTH > noncePool.length) {
+    noncePool = cryptoRandomBytes(NONCE_POOL_SIZE);
+    noncePoolOffset = 0;
+  }
+  const nonce = noncePool.slice(noncePoolOffset, noncePoolOffset + NONCE_LENGTH);
+  noncePoolOffset += NONCE_LENGTH;
+  return nonce;
 }
 
 function checkDataKey(key: Uint8Array): void {
@@ -40,16 +76,27 @@ export function encryptStorable(
   options: EncryptStorableOptions = {},
 ): Uint8Array {
   checkDataKey(dataEncryptionKey);
-  const nonce = (options.randomBytes ?? cryptoRandomBytes)(NONCE_LENGTH);
+  const nonce = options.randomBytes ? options.randomBytes(NONCE_LENGTH) : pooledNonce();
   if (!(nonce instanceof Uint8Array) || nonce.length !== NONCE_LENGTH) {
     throw new InvalidCryptoInputError(`randomBytes must return ${NONCE_LENGTH} bytes`);
   }
-  const blob = vss.PlaintextBlob.encode({ value, version: bigIntToInt64(version) }).finish();
-  const sealed = chacha20poly1305(dataEncryptionKey, nonce, options.aad ?? EMPTY).encrypt(blob);
-  return vss.Storable.encode({
-    data: sealed.subarray(0, blob.length),
-    encryptionMetadata: { cipherFormat: STORABLE_CIPHER_FORMAT, nonce, tag: sealed.subarray(blob.length) },
-  }).finish();
+  // Large values dominate the cost, so each is copied as little as possible: the blob is
+  // encoded into a buffer with room for the tag and encrypted in place, and the Storable
+  // is encoded into a buffer of the right size (see bench/crypto.ts for the effect).
+  const blobWriter = vss.PlaintextBlob.encode(
+    { value, version: bigIntToInt64(version) },
+    presizedWriter(value.length + BLOB_OVERHEAD + TAG_LENGTH),
+  );
+  const blobLength = blobWriter.pos;
+  const sealed = blobWriter.buf.subarray(0, blobLength + TAG_LENGTH);
+  chacha20poly1305(dataEncryptionKey, nonce, options.aad ?? EMPTY).encrypt(sealed.subarray(0, blobLength), sealed);
+  return vss.Storable.encode(
+    {
+      data: sealed.subarray(0, blobLength),
+      encryptionMetadata: { cipherFormat: STORABLE_CIPHER_FORMAT, nonce, tag: sealed.subarray(blobLength) },
+    },
+    presizedWriter(blobLength + STORABLE_OVERHEAD),
+  ).finish(true);
 }
 
 /**
