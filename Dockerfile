@@ -12,7 +12,6 @@ COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY scripts ./scripts
-COPY proto ./proto
 COPY src ./src
 COPY harness ./harness
 RUN npm run build
