@@ -354,6 +354,43 @@ describe('FaultProxy', () => {
     });
   });
 
+  it('fetch (undici, what the VSS client uses) sees each fault as its own error', async () => {
+    const outcome = async (): Promise<string> => {
+      try {
+        const reply = await fetch(`${proxy.url}/f`, { method: 'POST', body: 'x', signal: AbortSignal.timeout(400) });
+        return `${reply.status} ${await reply.text()}`;
+      } catch (error) {
+        const cause = (error as { cause?: { code?: string } }).cause;
+        return cause?.code ?? (error as Error).name;
+      }
+    };
+    const seen: Record<string, string> = {};
+    seen.normal = await outcome();
+    await proxy.reset();
+    seen.reset = await outcome();
+    await proxy.drop();
+    seen.drop = await outcome();
+    await proxy.reset({ at: 'response' });
+    seen.resetAtResponse = await outcome();
+    await proxy.blackHole();
+    seen.blackHole = await outcome();
+    await proxy.outage();
+    seen.outage = await outcome();
+    await proxy.normal();
+    seen.normalAgain = await outcome();
+    expect(seen).toEqual({
+      normal: '200 ok /f',
+      reset: 'ECONNRESET',
+      drop: 'UND_ERR_SOCKET', // "other side closed"
+      resetAtResponse: 'ECONNRESET',
+      blackHole: 'TimeoutError',
+      outage: 'ECONNREFUSED',
+      normalAgain: '200 ok /f',
+    });
+    // Only the request cut at the response, and the two normal ones, reached the server.
+    expect(upstream.received).toEqual(['/f', '/f', '/f']);
+  });
+
   it('close(): stops listening and ends open connections', async () => {
     const socket = connect({ host: '127.0.0.1', port: proxy.port });
     await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
