@@ -97,7 +97,11 @@ function run(file: string, args: string[], env: NodeJS.ProcessEnv | undefined): 
         resolvePromise({ code: 0, stdout, stderr });
         return;
       }
-      const errno = error as NodeJS.ErrnoException & { code?: string | number };
+      const errno = error as NodeJS.ErrnoException & { code?: string | number; killed?: boolean };
+      if (errno.killed) {
+        resolvePromise({ code: 1, stdout, stderr: `'${file} ${args.join(' ')}' did not answer within 30 s` });
+        return;
+      }
       if (typeof errno.code === 'string') {
         // The executable could not be started at all (ENOENT, EACCES).
         resolvePromise({ code: -1, stdout, stderr, spawnError: errno });
@@ -192,7 +196,7 @@ export async function stackUp(options: ComposeDriverOptions = {}): Promise<Stack
   const origin = `http://${host.includes(':') ? `[${host}]` : host}:${mapped.data.port}`;
   const endpoints = { vssUrl: `${origin}/vss`, healthUrl: `${origin}/health` };
   // Compose saw the container healthy from inside; make sure the published port works too.
-  const health = await fetch(endpoints.healthUrl).catch((error: unknown) => {
+  const health = await fetch(endpoints.healthUrl, { signal: AbortSignal.timeout(10_000) }).catch((error: unknown) => {
     throw new ComposeCommandError('up', 0, `the stack is up but ${endpoints.healthUrl} is unreachable: ${String(error)}`);
   });
   if (!health.ok) throw new ComposeCommandError('up', 0, `the stack is up but ${endpoints.healthUrl} answered ${health.status}`);
