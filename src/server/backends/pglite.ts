@@ -13,6 +13,8 @@ import type { SqlDriver, SqlQuery, SqlResult, SqlSession } from './sql-driver.js
 export interface PgliteBackendOptions extends SqlBackendOptions {
   /** Directory for the database files; undefined keeps everything in memory. */
   dataDir?: string;
+  /** An already created PGlite instance to use instead (the backend takes ownership and closes it). */
+  db?: PGlite;
   logger?: Logger;
 }
 
@@ -23,7 +25,7 @@ async function run(db: Queryable, query: SqlQuery, params?: readonly unknown[]):
   return { rows: result.rows, rowCount: result.affectedRows ?? 0 };
 }
 
-class PgliteDriver implements SqlDriver {
+export class PgliteDriver implements SqlDriver {
   constructor(readonly db: PGlite) {}
 
   query(query: SqlQuery, params?: readonly unknown[]): Promise<SqlResult> {
@@ -54,8 +56,8 @@ export class PgliteBackend extends SqlBackend {
   }
 
   static async open(options: PgliteBackendOptions = {}): Promise<PgliteBackend> {
-    if (options.dataDir !== undefined) await mkdir(options.dataDir, { recursive: true });
-    const db = await PGlite.create(options.dataDir);
+    if (options.db === undefined && options.dataDir !== undefined) await mkdir(options.dataDir, { recursive: true });
+    const db = options.db ?? (await PGlite.create(options.dataDir));
     const driver = new PgliteDriver(db);
     try {
       const migration = await migrate(driver);

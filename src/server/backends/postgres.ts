@@ -46,7 +46,7 @@ class PgSession implements SqlSession {
   }
 }
 
-class PgPoolDriver implements SqlDriver {
+export class PgPoolDriver implements SqlDriver {
   constructor(readonly pool: pg.Pool) {}
 
   async query(query: SqlQuery, params?: readonly unknown[]): Promise<SqlResult> {
@@ -109,7 +109,9 @@ export async function ensureDatabase(url: string, database: string, defaultDatab
       await client.query(`CREATE DATABASE ${quoteIdentifier(database)}`);
       return true;
     } catch (error) {
+      // A concurrent creator wins the race with 42P04, or with a unique violation on pg_database.
       if (sqlState(error) === DUPLICATE_DATABASE) return false;
+      if ((await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database])).rowCount) return false;
       throw error;
     }
   } finally {
