@@ -112,7 +112,7 @@ function pemText(name: ServerEnvVar, text: string): string {
   if (text.includes('-----BEGIN')) return text.replace(/\\n/g, '\n');
   if (!existsSync(text)) throw new ConfigError(name, 'is neither PEM text nor the path of an existing file');
   try {
-    return readFileSync(text, 'utf8');
+    return readFileSync(text, 'utf8').trim();
   } catch (error) {
     throw new ConfigError(name, `cannot read ${text}: ${(error as Error).message}`);
   }

@@ -1,0 +1,201 @@
+/**
+ * Server lifecycle and the operator features: graceful close with in-flight requests,
+ * restarting on the same port and data, /health, /metrics, CORS and rate limits.
+ */
+import http from 'node:http';
+import { describe, expect, it } from 'vitest';
+import { keyValue, vss } from '../../src/protocol/index.js';
+import { MemoryBackend, startVssServer } from '../../src/server/index.js';
+import { errorOf, newIdentity, send, TestClient, text } from './helpers.js';
+
+const origin = (url: string) => url.replace(/\/vss$/, '');
+
+describe('close()', () => {
+  it('finishes an in-flight request before stopping, refuses new connections afterwards, and keeps a caller-owned backend', async () => {
+    const backend = new MemoryBackend();
+    const server = await startVssServer({ backend, auth: { kind: 'noop' } });
+    const body = Buffer.from(vss.PutObjectRequest.encode({ storeId: 's', transactionItems: [keyValue('k', 0n, new Uint8Array(200_000))] }).finish());
+    // Send half the body, start closing, then send the rest: the request must still succeed.
+    const inFlight = new Promise<number>((resolve, reject) => {
+      const request = http.request(`${server.url}/putObjects`, { method: 'POST', headers: { 'content-length': body.length } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      request.on('error', reject);
+      request.write(body.subarray(0, 100_000), () => {
+        closing = server.close();
+        setTimeout(() => request.end(body.subarray(100_000)), 100);
+      });
+    });
+    let closing: Promise<void> | undefined;
+    expect(await inFlight).toBe(200);
+    await closing;
+    await expect(fetch(`${server.url}/getObject`, { method: 'POST' })).rejects.toThrow();
+    // The backend the caller passed in is still open and holds the write.
+    expect((await backend.get('unauth-user', 's', 'k'))?.version).toBe(1n);
+
+    // Restart on the same port and data.
+    const restarted = await startVssServer({ backend, auth: { kind: 'noop' }, port: server.port });
+    try {
+      expect(restarted.url).toBe(server.url);
+      expect((await new TestClient(restarted.url, 's').get('k')).version).toBe(1n);
+    } finally {
+      await restarted.close();
+    }
+  });
+
+  it('closes a backend it created itself, and close() is idempotent', async () => {
+    const server = await startVssServer({ auth: { kind: 'noop' } });
+    await Promise.all([server.close(), server.close()]);
+    await expect(server.backend.checkHealth()).rejects.toThrow();
+  });
+
+  it('cuts connections that outlive the grace period', async () => {
+    const server = await startVssServer({ auth: { kind: 'noop' }, shutdownGraceMs: 200 });
+    const stuck = new Promise<string>((resolve) => {
+      const request = http.request(`${server.url}/putObjects`, { method: 'POST', headers: { 'content-length': 1000 } }, () => resolve('answered'));
+      request.on('error', () => resolve('cut'));
+      request.write('x'.repeat(10));
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    const started = Date.now();
+    await server.close();
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(await stuck).toBe('cut');
+  });
+
+  it('restored MemoryBackend snapshots bring back old data and new keys still sort first', async () => {
+    const backend = new MemoryBackend();
+    const server = await startVssServer({ backend, auth: { kind: 'noop' } });
+    try {
+      const client = new TestClient(server.url, 'snap');
+      await client.put(0n, [{ key: 'a', version: 0n, value: 'a1' }]);
+      const snapshot = backend.snapshot();
+      await client.put(1n, [{ key: 'a', version: 1n, value: 'a2' }, { key: 'b', version: 0n, value: 'b1' }]);
+      backend.restore(snapshot);
+      expect((await client.get('a')).version).toBe(1n);
+      await expect(client.get('b')).rejects.toMatchObject({ status: 404 });
+      expect((await client.get('global_version')).version).toBe(1n);
+      await client.put(1n, [{ key: 'c', version: 0n, value: 'c1' }]);
+      expect((await client.list()).keys.map((k) => k.key)).toEqual(['c', 'a']);
+      // Snapshots are deep copies: mutating the server does not change them.
+      expect(snapshot.rows.map((r) => r.key).sort()).toEqual(['a', 'global_version']);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('operator features', () => {
+  it('GET /health reports the backend', async () => {
+    const server = await startVssServer({ auth: { kind: 'noop' } });
+    try {
+      const response = await send(`${origin(server.url)}/health`, undefined, { method: 'GET' });
+      expect(response.status).toBe(200);
+      expect(JSON.parse(response.body.toString())).toEqual({ status: 'ok', backend: 'memory' });
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('serves Prometheus metrics per operation and status only when enabled', async () => {
+    const off = await startVssServer({ auth: { kind: 'noop' } });
+    try {
+      expect((await send(`${origin(off.url)}/metrics`, undefined, { method: 'GET' })).status).toBe(400);
+    } finally {
+      await off.close();
+    }
+    const server = await startVssServer({ auth: { kind: 'noop' }, metrics: true });
+    try {
+      const client = new TestClient(server.url, 'm');
+      await client.put(undefined, [{ key: 'k', version: 0n, value: 'v' }]);
+      await client.get('k');
+      await expect(client.get('missing')).rejects.toMatchObject({ status: 404 });
+      const response = await send(`${origin(server.url)}/metrics`, undefined, { method: 'GET' });
+      expect(response.status).toBe(200);
+      const exposition = response.body.toString();
+      expect(exposition).toMatch(/vss_http_requests_total\{operation="getObject",status="200"\} 1/);
+      expect(exposition).toMatch(/vss_http_requests_total\{operation="getObject",status="404"\} 1/);
+      expect(exposition).toMatch(/vss_http_requests_total\{operation="putObjects",status="200"\} 1/);
+      expect(exposition).toMatch(/vss_http_request_duration_seconds_bucket\{le="[0-9.]+",operation="putObjects",status="200"\} 1/);
+      expect(exposition).toContain('process_cpu_user_seconds_total');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('CORS: allowed origins get headers and preflights, others get none', async () => {
+    const server = await startVssServer({ auth: { kind: 'signature' }, corsOrigins: ['https://wallet.example'] });
+    try {
+      const preflight = await send(`${server.url}/putObjects`, undefined, {
+        method: 'OPTIONS',
+        headers: { origin: 'https://wallet.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization' },
+      });
+      expect(preflight.status).toBe(204);
+      expect(preflight.headers['access-control-allow-origin']).toBe('https://wallet.example');
+      expect(String(preflight.headers['access-control-allow-headers'])).toContain('authorization');
+      const identity = newIdentity();
+      const allowed = await send(`${server.url}/getObject`, vss.GetObjectRequest.encode({ key: 'global_version' }).finish(), {
+        headers: { origin: 'https://wallet.example', authorization: identity.header() },
+      });
+      expect(allowed.status).toBe(200);
+      expect(allowed.headers['access-control-allow-origin']).toBe('https://wallet.example');
+      expect(String(allowed.headers['access-control-expose-headers'])).toContain('vss-protocol-version');
+      const denied = await send(`${server.url}/getObject`, new Uint8Array(0), { headers: { origin: 'https://evil.example' } });
+      expect(denied.status).toBe(401);
+      expect(denied.headers['access-control-allow-origin']).toBeUndefined();
+      const deniedPreflight = await send(`${server.url}/putObjects`, undefined, {
+        method: 'OPTIONS',
+        headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' },
+      });
+      expect(deniedPreflight.headers['access-control-allow-origin']).toBeUndefined();
+      expect(deniedPreflight.status).toBe(401);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('rate limits per user token with 429, Retry-After and a retryable ErrorResponse; other users are unaffected', async () => {
+    const server = await startVssServer({ rateLimit: { perUser: { limit: 3, windowMs: 60_000 } } });
+    try {
+      const alice = newIdentity();
+      const bob = newIdentity();
+      const get = (identity: typeof alice) =>
+        send(`${server.url}/getObject`, vss.GetObjectRequest.encode({ key: 'global_version' }).finish(), { headers: { authorization: identity.header() } });
+      for (let i = 0; i < 3; i++) expect((await get(alice)).status).toBe(200);
+      const limited = await get(alice);
+      expect(limited.status).toBe(429);
+      expect(Number(limited.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      expect(errorOf(limited).code).toBe(vss.ErrorCode.INTERNAL_SERVER_EXCEPTION);
+      expect((await get(bob)).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('rate limits per client address before authentication', async () => {
+    const server = await startVssServer({ auth: { kind: 'noop' }, rateLimit: 'ip=2/min' });
+    try {
+      const body = vss.GetObjectRequest.encode({ key: 'global_version' }).finish();
+      expect((await send(`${server.url}/getObject`, body)).status).toBe(200);
+      expect((await send(`${server.url}/getObject`, body)).status).toBe(200);
+      expect((await send(`${server.url}/getObject`, body)).status).toBe(429);
+      // Health checks are not operations and stay reachable.
+      expect((await send(`${origin(server.url)}/health`, undefined, { method: 'GET' })).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('streams large values through without corrupting them', async () => {
+    const server = await startVssServer({ auth: { kind: 'noop' }, maxRequestBodySize: 8 * 1024 * 1024 });
+    try {
+      const client = new TestClient(server.url, 'big');
+      const value = text('0123456789abcdef'.repeat(256 * 1024));
+      await client.put(undefined, [{ key: 'big', version: -1n, value }]);
+      expect(Buffer.compare(Buffer.from((await client.get('big')).value), Buffer.from(value))).toBe(0);
+    } finally {
+      await server.close();
+    }
+  });
+});
