@@ -339,8 +339,21 @@ export class WalletNetwork {
   }
 
   /**
+   * True when no HTLC is in flight on any channel between the two nodes and neither has
+   * monitor updates pending: every commitment dance is over.
+   */
+  quiescent(a: WalletNode, b: WalletNode): boolean {
+    const idle = (x: WalletNode, y: WalletNode): boolean =>
+      x
+        .channels()
+        .filter((c) => hex(c.get_counterparty().get_node_id()) === y.nodeIdHex)
+        .every((c) => c.get_pending_inbound_htlcs().length === 0 && c.get_pending_outbound_htlcs().length === 0);
+    return idle(a, b) && idle(b, a) && a.pendingMonitorUpdates().length === 0 && b.pendingMonitorUpdates().length === 0;
+  }
+
+  /**
    * Waits until the sender saw PaymentSent and the receiver PaymentClaimed. With
-   * `settled`, also until neither side has monitor updates pending.
+   * `settled`, also until the channel is quiescent (see `quiescent`).
    */
   async waitForPayment(handle: PaymentHandle, options: WaitOptions & { settled?: boolean } = {}): Promise<void> {
     await this.waitFor(
@@ -349,7 +362,7 @@ export class WalletNetwork {
         if (sender?.status === 'failed') throw new Error(`payment ${handle.paymentHash.slice(0, 8)} failed: ${sender.failureReason}`);
         const done = sender?.status === 'succeeded' && receiver?.status === 'succeeded';
         if (!done || !options.settled) return done;
-        return handle.from.pendingMonitorUpdates().length === 0 && handle.to.pendingMonitorUpdates().length === 0;
+        return this.quiescent(handle.from, handle.to);
       },
       { what: `payment ${handle.paymentHash.slice(0, 8)} ${handle.from.name} -> ${handle.to.name}`, ...options },
     );

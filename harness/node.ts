@@ -240,10 +240,12 @@ export class WalletNode extends EventEmitter<WalletNodeEvents> {
         chainMonitor: this.chainMonitor,
         store,
         handleEvent: (event) => this.handleEvent(event),
+        persister: this.persistence.vssPersister,
         backoff: this.persistence.backoff,
         log: this.log,
       });
       this.eventLoop.on('manager-persisted', () => this.emit('activity'));
+      this.eventLoop.on('persist-requested', () => this.emit('activity'));
     }
     this.persistence.vssPersister?.on('durable', () => this.emit('activity'));
   }

@@ -15,6 +15,7 @@ import { PersisterStoppedError } from './errors.js';
 import { describeError, stderrLogger, type PersistenceLogger } from './log.js';
 import { writeManagerBytes } from './manager.js';
 import { backoffDelay, isTransientStoreError, sleep, type BackoffOptions } from './retry.js';
+import type { ManagerWriteTracker, VssPersister } from './persister.js';
 
 /**
  * Handles one LDK event, synchronously, inside LDK's event processing (calling
@@ -31,6 +32,12 @@ export interface LdkEventLoopOptions {
   handleEvent: LdkEventHandler;
   /** If given, `process_events()` runs after each pass so queued messages go out. */
   peerManager?: ldk.PeerManager;
+  /**
+   * The node's VssPersister. Linking them orders monitor writes after the manager writes
+   * that know about them, so a crash at any point never leaves a stored manager older than
+   * its monitors (which LDK answers with a force-close). Strongly recommended.
+   */
+  persister?: VssPersister;
   backoff?: BackoffOptions;
   isTransient?: (err: unknown) => boolean;
   log?: PersistenceLogger;
@@ -44,6 +51,8 @@ export interface ManagerPersistedEvent {
 
 export interface LdkEventLoopEvents {
   'manager-persisted': [ManagerPersistedEvent];
+  /** The persister asked for a manager write (for apps that drive `poll()` themselves). */
+  'persist-requested': [];
   retry: [{ attempt: number; delayMs: number; error: unknown }];
   fatal: [Error];
 }
@@ -59,6 +68,9 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
   private stopped = false;
   private running: Promise<void> | undefined;
   private wake: (() => void) | undefined;
+  private readonly tracker: ManagerWriteTracker | undefined;
+  /** A manager write was requested by the persister (LDK's own flag is checked as well). */
+  private forced = false;
   readonly stats = { managerWrites: 0, managerBytes: 0, eventsHandled: 0, retries: 0 };
 
   constructor(private readonly options: LdkEventLoopOptions) {
@@ -66,6 +78,13 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
     this.cm = options.channelManager;
     this.log = options.log ?? stderrLogger;
     this.isTransient = options.isTransient ?? isTransientStoreError;
+    this.tracker = options.persister?.linkManagerWriter({
+      requestPersist: () => {
+        this.forced = true;
+        this.wake?.();
+        this.emit('persist-requested');
+      },
+    });
     this.handler = ldk.EventHandler.new_impl({
       handle_event: (event: ldk.Event): ldk.Result_NoneReplayEventZ => {
         this.stats.eventsHandled++;
@@ -98,7 +117,7 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
    */
   poll(): boolean {
     if (this.failure || this.stopped || this.inFlight) return false;
-    if (this.cm.get_and_clear_needs_persistence()) {
+    if (this.needsPersistence()) {
       this.startWrite();
       return true;
     }
@@ -118,10 +137,18 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
   /** Persists the manager now if LDK asks for it, and waits until it is durable. */
   async persistIfNeeded(): Promise<void> {
     await this.idle();
-    if (this.cm.get_and_clear_needs_persistence()) {
+    if (this.needsPersistence()) {
       this.startWrite();
       await this.idle();
     }
+  }
+
+  private needsPersistence(): boolean {
+    // Always clear LDK's flag, even when a write was requested anyway.
+    const ldkAsked = this.cm.get_and_clear_needs_persistence();
+    const requested = this.forced;
+    this.forced = false;
+    return ldkAsked || requested;
   }
 
   private startWrite(): void {
@@ -173,7 +200,9 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
   }
 
   private async persistWithRetry(started: number): Promise<void> {
-    // Serialize now: this is the state LDK asked to persist.
+    // Serialize now: this is the state LDK asked to persist, and it knows every monitor
+    // update handed to the persister up to this tick.
+    const tick = this.tracker?.tickNow();
     const bytes = this.cm.write();
     for (let attempt = 1; ; attempt++) {
       if (this.stopped) {
@@ -184,6 +213,7 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
         await writeManagerBytes(bytes, this.options.store);
         this.stats.managerWrites++;
         this.stats.managerBytes += bytes.length;
+        if (tick !== undefined) this.tracker?.durable(tick);
         this.emit('manager-persisted', { bytes: bytes.length, latencyMs: Date.now() - started, attempts: attempt });
         return;
       } catch (err) {

@@ -13,6 +13,8 @@ export {
   type DurableWriteEvent,
   type PendingWriteInfo,
   type MonitorPersistenceState,
+  type ManagerWriter,
+  type ManagerWriteTracker,
   type RetryEvent,
   type MonitorWriteKind,
 } from './persister.js';

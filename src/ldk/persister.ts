@@ -76,6 +76,8 @@ export interface PendingWriteInfo {
   pendingMs: number;
   /** Failed attempts of the write at the head of the queue. */
   attempts: number;
+  /** The head write waits for a ChannelManager write that knows its update. */
+  waitingForManager: boolean;
   lastError?: string;
 }
 
@@ -126,6 +128,25 @@ interface QueuedWrite {
   enqueuedAt: number;
   attempts: number;
   lastError?: unknown;
+  /**
+   * The write may only be sent once a ChannelManager serialized at or after this tick is
+   * durable (see `linkManagerWriter`). 0 = no constraint.
+   */
+  gateTick: number;
+}
+
+/** Hooks an event loop gives the persister so monitor writes can wait for the manager. */
+export interface ManagerWriter {
+  /** Persist the ChannelManager soon, even if LDK has not asked. */
+  requestPersist(): void;
+}
+
+/** What the persister gives back to the manager's writer. */
+export interface ManagerWriteTracker {
+  /** Call synchronously right before serializing the manager. */
+  tickNow(): number;
+  /** Call when the manager serialized at `tick` is durable. */
+  durable(tick: number): void;
 }
 
 interface ChannelState {
@@ -136,8 +157,11 @@ interface ChannelState {
   awaiting: bigint[];
   /** Deltas known to be in the store (for cleanup after a full monitor write). */
   storedUpdateIds: Set<bigint>;
+  waitingForManager: boolean;
   latestUpdateId: bigint;
   durableUpdateId: bigint | undefined;
+  /** Tick at which LDK handed over each update id not yet durable. */
+  updateTicks: Map<bigint, number>;
   draining: boolean;
   /** When the current stall began (head write's enqueue time), if one was reported. */
   stalledSince: number | undefined;
@@ -162,6 +186,11 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
   private readonly deferredCompletions: [ldk.OutPoint, bigint][] = [];
   private failure: Error | undefined;
   private closed = false;
+  /** Counts LDK's update callbacks; orders monitor writes against manager serializations. */
+  private tick = 0;
+  private managerDurableTick = 0;
+  private managerWriter: ManagerWriter | undefined;
+  private managerWaiters: { tick: number; resolve: () => void }[] = [];
   private idleWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
   private ldkPersist: ldk.Persist | undefined;
   readonly stats: VssPersisterStats = { bytesWritten: 0, updateWrites: 0, fullWrites: 0, removals: 0, completedUpdates: 0, retries: 0 };
@@ -262,35 +291,79 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
   private onNewChannel(outpoint: ldk.OutPoint, monitor: ldk.ChannelMonitor): ldk.ChannelMonitorUpdateStatus {
     const ch = this.channel(outpoint);
     const latest = monitor.get_latest_update_id();
+    const tick = ++this.tick;
     ch.archived = false;
     ch.awaiting.push(latest);
-    this.enqueue(ch, { kind: 'full', key: ch.name, bytes: withSentinel(monitor.write()), coversUpdateId: latest, enqueuedAt: Date.now(), attempts: 0 });
+    this.enqueue(ch, this.fullWrite(ch, monitor, latest, tick));
     return IN_PROGRESS;
   }
 
   private onUpdate(outpoint: ldk.OutPoint, update: ldk.ChannelMonitorUpdate | null, monitor: ldk.ChannelMonitor): ldk.ChannelMonitorUpdateStatus {
     const ch = this.channel(outpoint);
-    const now = Date.now();
     if (update === null || isNullPointer(update)) {
       // Chain sync: LDK awaits no id, but the whole monitor must be stored. Once durable it
-      // also covers every update id up to the monitor's latest.
-      this.enqueue(ch, { kind: 'full', key: ch.name, bytes: withSentinel(monitor.write()), coversUpdateId: monitor.get_latest_update_id(), enqueuedAt: now, attempts: 0 });
+      // also covers every update id up to the monitor's latest. It contains those updates,
+      // so it waits for the manager exactly as long as the newest of them would.
+      const latest = monitor.get_latest_update_id();
+      this.enqueue(ch, this.fullWrite(ch, monitor, latest, ch.updateTicks.get(latest) ?? 0));
       return IN_PROGRESS;
     }
     const id = update.get_update_id();
+    const tick = ++this.tick;
+    ch.updateTicks.set(id, tick);
     ch.awaiting.push(id);
     if (id === LEGACY_CLOSED_CHANNEL_UPDATE_ID || id % this.maxPending === 0n) {
-      this.enqueue(ch, { kind: 'full', key: ch.name, bytes: withSentinel(monitor.write()), coversUpdateId: monitor.get_latest_update_id(), enqueuedAt: now, attempts: 0 });
+      this.enqueue(ch, this.fullWrite(ch, monitor, monitor.get_latest_update_id(), tick));
     } else {
-      this.enqueue(ch, { kind: 'update', key: updateKey(id), bytes: update.write(), coversUpdateId: id, enqueuedAt: now, attempts: 0 });
+      this.enqueue(ch, { kind: 'update', key: updateKey(id), bytes: update.write(), coversUpdateId: id, enqueuedAt: Date.now(), attempts: 0, gateTick: tick });
     }
     return IN_PROGRESS;
+  }
+
+  private fullWrite(ch: ChannelState, monitor: ldk.ChannelMonitor, covers: bigint, gateTick: number): QueuedWrite {
+    return { kind: 'full', key: ch.name, bytes: withSentinel(monitor.write()), coversUpdateId: covers, enqueuedAt: Date.now(), attempts: 0, gateTick };
   }
 
   private onArchive(outpoint: ldk.OutPoint): void {
     const ch = this.channel(outpoint);
     ch.archived = true;
-    this.enqueue(ch, { kind: 'archive', key: ch.name, bytes: new Uint8Array(0), coversUpdateId: 0n, enqueuedAt: Date.now(), attempts: 0 });
+    this.enqueue(ch, { kind: 'archive', key: ch.name, bytes: new Uint8Array(0), coversUpdateId: 0n, enqueuedAt: Date.now(), attempts: 0, gateTick: 0 });
+  }
+
+  // ---- ordering against the ChannelManager ----
+
+  /**
+   * Links the ChannelManager's writer (LdkEventLoop does this when given the persister).
+   *
+   * LDK force-closes a channel on restore if its monitor contains an update the stored
+   * manager never heard of ("ChannelManager is stale"). A monitor update therefore must not
+   * become durable before a manager that knows it (as in flight) is durable: after a crash
+   * at any point, LDK then either never saw the update or replays it. Linked, every monitor
+   * write waits until a manager serialized after the update was handed over is durable,
+   * asking the writer for one if needed.
+   */
+  linkManagerWriter(writer: ManagerWriter): ManagerWriteTracker {
+    this.managerWriter = writer;
+    return {
+      tickNow: () => this.tick,
+      durable: (tick) => {
+        if (tick <= this.managerDurableTick) return;
+        this.managerDurableTick = tick;
+        const ready = this.managerWaiters.filter((w) => w.tick <= tick);
+        this.managerWaiters = this.managerWaiters.filter((w) => w.tick > tick);
+        for (const w of ready) w.resolve();
+      },
+    };
+  }
+
+  /** Resolves once a manager covering `tick` is durable (immediately if unlinked or already so). */
+  private managerCovering(tick: number): Promise<void> | undefined {
+    if (!this.managerWriter || tick <= this.managerDurableTick) return undefined;
+    this.managerWriter.requestPersist();
+    return new Promise((resolve) => {
+      this.managerWaiters.push({ tick, resolve });
+      this.abort.signal.addEventListener('abort', () => resolve(), { once: true });
+    });
   }
 
   // ---- queueing ----
@@ -306,8 +379,10 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
         queue: [],
         awaiting: [],
         storedUpdateIds: this.preStored.get(name) ?? new Set(),
+        waitingForManager: false,
         latestUpdateId: 0n,
         durableUpdateId: undefined,
+        updateTicks: new Map(),
         draining: false,
         stalledSince: undefined,
         archived: false,
@@ -362,6 +437,14 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
   }
 
   private async performWithRetry(ch: ChannelState, write: QueuedWrite): Promise<'done' | 'superseded' | 'stopped'> {
+    const gate = this.managerCovering(write.gateTick);
+    if (gate) {
+      ch.waitingForManager = true;
+      await gate;
+      ch.waitingForManager = false;
+      if (this.closed || this.failure) return 'stopped';
+      if (write.kind !== 'archive' && this.supersedingFull(ch) > 0) return 'superseded';
+    }
     for (;;) {
       try {
         await this.perform(ch, write);
@@ -434,6 +517,7 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
     // too: every awaited id up to what this write contains can be released.
     const completed: bigint[] = [];
     while (ch.awaiting.length > 0 && ch.awaiting[0] <= write.coversUpdateId) completed.push(ch.awaiting.shift()!);
+    for (const id of ch.updateTicks.keys()) if (id <= write.coversUpdateId) ch.updateTicks.delete(id);
     for (const id of completed) this.reportCompleted(ch.outpoint, id);
     this.stats.completedUpdates += completed.length;
     this.emit('durable', { monitorName: ch.name, kind: write.kind, completedUpdateIds: completed, coversUpdateId: write.coversUpdateId, bytes: write.bytes.length, latencyMs, attempts: write.attempts + 1 });
@@ -493,6 +577,7 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
       queuedWrites: ch.queue.length,
       pendingMs: head ? now - head.enqueuedAt : 0,
       attempts: head?.attempts ?? 0,
+      waitingForManager: ch.waitingForManager,
       lastError: head?.lastError === undefined ? undefined : describeError(head.lastError),
     };
   }

@@ -10,6 +10,7 @@ import {
   RollbackDetectedError,
   StoreClosedError,
 } from '../store/errors.js';
+import { ConflictError, InvalidRequestError, VersionMismatchError } from '../client/errors.js';
 
 export interface BackoffOptions {
   /** First delay after a failure. Default 100 ms. */
@@ -30,8 +31,10 @@ export function backoffDelay(attempt: number, options: BackoffOptions = {}): num
 }
 
 /**
- * True for errors worth retrying (network, timeouts, 5xx, ...). False for errors that mean
- * the data or the store's ownership is in question; those are surfaced, never retried.
+ * True for errors worth retrying (network, timeouts, 5xx, authentication that may refresh).
+ * False for errors that mean the data or the store's ownership is in question (another
+ * writer, a rolled-back server, undecryptable data) or that no retry can fix (an invalid
+ * request, an incompatible server, a closed store); those are surfaced, never retried.
  */
 export function isTransientStoreError(err: unknown): boolean {
   return !(
@@ -39,7 +42,10 @@ export function isTransientStoreError(err: unknown): boolean {
     err instanceof RollbackDetectedError ||
     err instanceof DataIntegrityError ||
     err instanceof InvalidKeyError ||
-    err instanceof StoreClosedError
+    err instanceof StoreClosedError ||
+    err instanceof ConflictError ||
+    err instanceof InvalidRequestError ||
+    err instanceof VersionMismatchError
   );
 }
 

@@ -22,6 +22,8 @@ export class RecordingStore implements AsyncKVStore {
   failWritesTo: KeyFilter | undefined;
   /** Every operation fails (transiently) while true. */
   outage = false;
+  /** Called synchronously when a write has resolved (before the caller continues). */
+  afterWrite: ((w: RecordedWrite) => void) | undefined;
 
   constructor(readonly inner: AsyncKVStore) {}
 
@@ -46,7 +48,9 @@ export class RecordingStore implements AsyncKVStore {
     const key = { primaryNamespace: p, secondaryNamespace: s, key: k };
     if (this.failWritesTo?.(key)) throw connectionRefused();
     await this.inner.write(p, s, k, value);
-    this.writes.push({ key, bytes: value.length, resolvedAt: performance.now() });
+    const recorded = { key, bytes: value.length, resolvedAt: performance.now() };
+    this.writes.push(recorded);
+    this.afterWrite?.(recorded);
   }
 
   async remove(p: string, s: string, k: string, lazy: boolean): Promise<void> {

@@ -1,0 +1,400 @@
+/**
+ * The LDK layer's pieces on their own (real LDK WASM, no nodes): layout helpers, the sync
+ * KVStore bridge and its error mapping, migration, the event loop's ordering, limits.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as ldk from 'lightningdevkit';
+import {
+  LdkEventLoop,
+  LdkVssStore,
+  MigrationVerificationError,
+  PersisterStoppedError,
+  backoffDelay,
+  classifyUpdateIds,
+  initLdk,
+  ioErrorFor,
+  isTransientStoreError,
+  migrateStore,
+  monitorName,
+  parseMonitorName,
+  parseUpdateKey,
+  toLdkKVStore,
+  toLdkMigratableKVStore,
+  withSentinel,
+  withoutSentinel,
+  type PersistenceLogger,
+} from '../../src/ldk/index.js';
+import { createLimiter } from '../../src/ldk/concurrency.js';
+import {
+  ConcurrentWriterError,
+  DataIntegrityError,
+  InvalidKeyError,
+  KeyNotFoundError,
+  RollbackDetectedError,
+  StoreClosedError,
+  StoreTimeoutError,
+} from '../../src/store/errors.js';
+import { ConflictError, InvalidRequestError, VssClientError } from '../../src/client/errors.js';
+import type { AsyncKVStore, StoreKey, SyncKVStore } from '../../src/store/types.js';
+import { MemoryKVStore, MemoryServer, connectionRefused } from './helpers/memory-store.js';
+
+beforeAll(async () => {
+  await initLdk();
+});
+
+function capturingLogger(): PersistenceLogger & { lines: { level: string; fields: Record<string, unknown>; message: string }[] } {
+  const lines: { level: string; fields: Record<string, unknown>; message: string }[] = [];
+  const at = (level: string) => (fields: Record<string, unknown>, message: string) => lines.push({ level, fields, message });
+  return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+}
+
+describe('layout', () => {
+  it('names monitors like LDK (display-order txid, index) and parses them back', () => {
+    const txid = Uint8Array.from({ length: 32 }, (_, i) => i);
+    const name = monitorName(ldk.OutPoint.constructor_new(txid, 3));
+    expect(name).toBe(`${Buffer.from(txid).reverse().toString('hex')}_3`);
+    const parsed = parseMonitorName(name)!;
+    expect([...parsed.txid]).toEqual([...txid]);
+    expect(parsed.index).toBe(3);
+    expect(parseMonitorName('xyz_1')).toBeUndefined();
+    expect(parseMonitorName(`${'a'.repeat(64)}_70000`)).toBeUndefined();
+  });
+
+  it('accepts only canonical decimal u64 update keys', () => {
+    expect(parseUpdateKey('0')).toBe(0n);
+    expect(parseUpdateKey('18446744073709551615')).toBe(0xffff_ffff_ffff_ffffn);
+    for (const bad of ['', '01', '-1', '1.0', '18446744073709551616', 'ten']) expect(parseUpdateKey(bad)).toBeUndefined();
+  });
+
+  it('adds and strips the MonitorUpdatingPersister sentinel', () => {
+    const monitor = Uint8Array.of(1, 2, 3);
+    expect([...withSentinel(monitor)]).toEqual([0xff, 0xff, 1, 2, 3]);
+    expect([...withoutSentinel(withSentinel(monitor))]).toEqual([1, 2, 3]);
+    expect([...withoutSentinel(monitor)]).toEqual([1, 2, 3]);
+  });
+
+  it('splits listed updates into stale, the consecutive run LDK applies, and orphans after a gap', () => {
+    expect(classifyUpdateIds(10n, ['3', '10', '11', '12', '14', '15', 'junk'])).toEqual({
+      stale: [3n, 10n],
+      consecutive: [11n, 12n],
+      orphans: [14n, 15n],
+    });
+    expect(classifyUpdateIds(0n, [])).toEqual({ stale: [], consecutive: [], orphans: [] });
+  });
+});
+
+describe('error classification', () => {
+  it('maps store errors to the IOError LDK expects', () => {
+    expect(ioErrorFor(new KeyNotFoundError('a', '', 'k'))).toBe(ldk.IOError.LDKIOError_NotFound);
+    expect(ioErrorFor(new StoreTimeoutError('slow'))).toBe(ldk.IOError.LDKIOError_TimedOut);
+    expect(ioErrorFor(new InvalidKeyError('bad'))).toBe(ldk.IOError.LDKIOError_InvalidInput);
+    expect(ioErrorFor(new DataIntegrityError('tag'))).toBe(ldk.IOError.LDKIOError_InvalidData);
+    expect(ioErrorFor(new RollbackDetectedError('old'))).toBe(ldk.IOError.LDKIOError_InvalidData);
+    expect(ioErrorFor(new StoreClosedError('closed'))).toBe(ldk.IOError.LDKIOError_NotConnected);
+    expect(ioErrorFor(connectionRefused())).toBe(ldk.IOError.LDKIOError_ConnectionRefused);
+    expect(ioErrorFor(new Error('wrapped', { cause: Object.assign(new Error('reset'), { code: 'ECONNRESET' }) }))).toBe(ldk.IOError.LDKIOError_ConnectionReset);
+    expect(ioErrorFor(new ConcurrentWriterError('conflict'))).toBe(ldk.IOError.LDKIOError_Other);
+    expect(ioErrorFor('weird')).toBe(ldk.IOError.LDKIOError_Other);
+  });
+
+  it('retries outages but never conflicts, rollbacks, undecryptable data or invalid requests', () => {
+    expect(isTransientStoreError(connectionRefused())).toBe(true);
+    expect(isTransientStoreError(new StoreTimeoutError('slow'))).toBe(true);
+    expect(isTransientStoreError(new VssClientError('network', 'down'))).toBe(true);
+    for (const fatal of [
+      new ConcurrentWriterError('x'),
+      new RollbackDetectedError('x'),
+      new DataIntegrityError('x'),
+      new InvalidKeyError('x'),
+      new StoreClosedError('x'),
+      new ConflictError('x'),
+      new InvalidRequestError('x'),
+    ]) {
+      expect(isTransientStoreError(fatal)).toBe(false);
+    }
+  });
+
+  it('backs off exponentially within bounds', () => {
+    for (let attempt = 1; attempt <= 20; attempt++) {
+      const d = backoffDelay(attempt, { initialDelayMs: 10, maxDelayMs: 1_000 });
+      const base = Math.min(1_000, 10 * 2 ** (attempt - 1));
+      expect(d).toBeGreaterThanOrEqual(base * 0.8);
+      expect(d).toBeLessThanOrEqual(base);
+    }
+  });
+});
+
+describe('LDK KVStore over a SyncKVStore', () => {
+  it('reads, writes, lists and removes through LDK; a missing key is NotFound and not logged', () => {
+    const server = new MemoryServer();
+    const log = capturingLogger();
+    const kv = toLdkKVStore(new MemoryKVStore(server).toSyncStore(), { log });
+    const buf = Uint8Array.of(9, 8, 7);
+    expect(kv.write('monitors', '', 'k1', buf)).toBeInstanceOf(ldk.Result_NoneIOErrorZ_OK);
+    buf[0] = 0; // the store kept its own copy
+    const read = kv.read('monitors', '', 'k1');
+    expect(read).toBeInstanceOf(ldk.Result_CVec_u8ZIOErrorZ_OK);
+    expect([...(read as ldk.Result_CVec_u8ZIOErrorZ_OK).res]).toEqual([9, 8, 7]);
+    const listed = kv.list('monitors', '');
+    expect((listed as ldk.Result_CVec_StrZIOErrorZ_OK).res).toEqual(['k1']);
+    expect(kv.remove('monitors', '', 'k1', false)).toBeInstanceOf(ldk.Result_NoneIOErrorZ_OK);
+    const missing = kv.read('monitors', '', 'k1');
+    expect(missing).toBeInstanceOf(ldk.Result_CVec_u8ZIOErrorZ_Err);
+    expect((missing as ldk.Result_CVec_u8ZIOErrorZ_Err).err).toBe(ldk.IOError.LDKIOError_NotFound);
+    expect(log.lines).toEqual([]);
+  });
+
+  it('turns failures into IOError results (never exceptions into WASM) and logs the cause', () => {
+    const store = new MemoryKVStore();
+    const log = capturingLogger();
+    const kv = toLdkKVStore(store.toSyncStore(), { log });
+    store.failNext(1, () => new StoreTimeoutError('deadline passed'));
+    expect((kv.write('a', '', 'k', Uint8Array.of(1)) as ldk.Result_NoneIOErrorZ_Err).err).toBe(ldk.IOError.LDKIOError_TimedOut);
+    expect((kv.read('a', '', 'bad key!') as ldk.Result_CVec_u8ZIOErrorZ_Err).err).toBe(ldk.IOError.LDKIOError_InvalidInput);
+    store.outage = true;
+    expect((kv.list('a', '') as ldk.Result_CVec_StrZIOErrorZ_Err).err).toBe(ldk.IOError.LDKIOError_ConnectionRefused);
+    expect(log.lines.map((l) => [l.level, l.fields.op, l.fields.ioError])).toEqual([
+      ['error', 'write', 'LDKIOError_TimedOut'],
+      ['error', 'read', 'LDKIOError_InvalidInput'],
+      ['error', 'list', 'LDKIOError_ConnectionRefused'],
+    ]);
+    expect(String(log.lines[0].fields.cause)).toContain('deadline passed');
+  });
+
+  it('lists every key as a MigratableKVStore, and LDK migrates between two of them', () => {
+    const source = new MemoryKVStore();
+    const sync = source.toSyncStore();
+    sync.write('', '', 'manager', Uint8Array.of(1));
+    sync.write('monitors', '', 'm', Uint8Array.of(2));
+    sync.write('monitor_updates', 'm', '7', Uint8Array.of(3));
+    const migratable = toLdkMigratableKVStore(sync);
+    const all = migratable.list_all_keys() as ldk.Result_CVec_C3Tuple_StrStrStrZZIOErrorZ_OK;
+    expect(all.res.map((t) => [t.get_a(), t.get_b(), t.get_c()]).sort()).toEqual([
+      ['', '', 'manager'],
+      ['monitor_updates', 'm', '7'],
+      ['monitors', '', 'm'],
+    ]);
+    const target = new MemoryKVStore();
+    const res = ldk.UtilMethods.constructor_migrate_kv_store_data(migratable, toLdkMigratableKVStore(target.toSyncStore()));
+    expect(res).toBeInstanceOf(ldk.Result_NoneIOErrorZ_OK);
+    expect([...target.server.get('monitor_updates', 'm', '7')!]).toEqual([3]);
+  });
+
+  it('LdkVssStore hands out LDK views of a store that can block', () => {
+    const store = new MemoryKVStore();
+    const wrapped = new LdkVssStore({ ...asyncView(store), toSyncStore: () => store.toSyncStore() });
+    expect(wrapped.toLdkKVStore().write('x', '', 'k', Uint8Array.of(5))).toBeInstanceOf(ldk.Result_NoneIOErrorZ_OK);
+    expect(wrapped.syncStore.read('x', '', 'k')).toEqual(Uint8Array.of(5));
+  });
+});
+
+function asyncView(store: MemoryKVStore): AsyncKVStore {
+  return {
+    read: (p, s, k) => store.read(p, s, k),
+    write: (p, s, k, v) => store.write(p, s, k, v),
+    remove: (p, s, k, lazy) => store.remove(p, s, k, lazy),
+    list: (p, s) => store.list(p, s),
+    listAll: () => store.listAll(),
+  };
+}
+
+async function fill(store: AsyncKVStore, n: number): Promise<void> {
+  await store.write('', '', 'manager', Uint8Array.of(0xaa));
+  for (let i = 0; i < n; i++) await store.write('monitor_updates', 'chan', String(i), Uint8Array.of(i, i));
+}
+
+describe('migrateStore', () => {
+  it('copies every key, verifies it, reports progress, and copies the manager last', async () => {
+    const from = new MemoryKVStore();
+    await fill(from, 20);
+    const to = new MemoryKVStore();
+    const progress: number[] = [];
+    const result = await migrateStore(from, to, { onProgress: (p) => progress.push(p.copied), concurrency: 4 });
+    expect(result.keys).toBe(21);
+    expect(result.bytes).toBe(41);
+    expect(progress).toEqual(Array.from({ length: 21 }, (_, i) => i + 1));
+    expect(to.server.keys().length).toBe(21);
+    const lastWrite = to.server.log.filter((op) => op.op === 'write').at(-1)!;
+    expect(lastWrite.key).toEqual({ primaryNamespace: '', secondaryNamespace: '', key: 'manager' });
+  });
+
+  it('refuses a target that already holds data unless told to overwrite', async () => {
+    const from = new MemoryKVStore();
+    await fill(from, 2);
+    const to = new MemoryKVStore();
+    await to.write('monitor_updates', 'chan', '1', Uint8Array.of(9));
+    await expect(migrateStore(from, to)).rejects.toBeInstanceOf(MigrationVerificationError);
+    expect(to.server.keys().length).toBe(1);
+    await migrateStore(from, to, { overwrite: true });
+    expect([...(await to.read('monitor_updates', 'chan', '1'))]).toEqual([1, 1]);
+  });
+
+  it('detects a copy that does not read back identical', async () => {
+    const from = new MemoryKVStore();
+    await fill(from, 3);
+    const inner = new MemoryKVStore();
+    const lossy: AsyncKVStore = { ...asyncView(inner), write: (p, s, k, v) => inner.write(p, s, k, v.subarray(0, v.length - 1)) };
+    await expect(migrateStore(from, lossy)).rejects.toThrow(/reads back different/);
+  });
+
+  it('copies between an LDK KVStore and async/sync stores in both directions', async () => {
+    const from = new MemoryKVStore();
+    await fill(from, 5);
+    const ldkTarget = new MemoryKVStore();
+    await migrateStore(from, toLdkKVStore(ldkTarget.toSyncStore()));
+    expect(ldkTarget.server.keys().length).toBe(6);
+
+    const back = new MemoryKVStore();
+    const source = { kvStore: toLdkKVStore(ldkTarget.toSyncStore()), migratable: toLdkMigratableKVStore(ldkTarget.toSyncStore()) };
+    const result = await migrateStore(source, back.toSyncStore() as SyncKVStore);
+    expect(result.keys).toBe(6);
+    expect([...(await back.read('', '', 'manager'))]).toEqual([0xaa]);
+  });
+
+  it('propagates a failing source instead of copying part of a store silently', async () => {
+    const from = new MemoryKVStore();
+    await fill(from, 5);
+    from.failNext(1, () => new DataIntegrityError('bad tag'));
+    await expect(migrateStore(from, new MemoryKVStore())).rejects.toBeInstanceOf(DataIntegrityError);
+  });
+});
+
+/** A stand-in ChannelManager / ChainMonitor exposing only what LdkEventLoop calls. */
+function fakeNode() {
+  const state = { needsPersistence: false, pending: [] as ldk.Event[], writes: 0 };
+  const provider = (take: () => ldk.Event[]) => ({
+    process_pending_events(handler: ldk.EventHandler) {
+      for (const e of take()) handler.handle_event(e);
+    },
+  });
+  const channelManager = {
+    get_and_clear_needs_persistence: () => {
+      const v = state.needsPersistence;
+      state.needsPersistence = false;
+      return v;
+    },
+    write: () => Uint8Array.of(++state.writes),
+    as_EventsProvider: () => provider(() => state.pending.splice(0)),
+    get_event_or_persistence_needed_future: () => ({ register_callback_fn: () => {} }),
+  } as unknown as ldk.ChannelManager;
+  const chainMonitor = {
+    as_EventsProvider: () => provider(() => []),
+    get_update_future: () => ({ register_callback_fn: () => {} }),
+  } as unknown as ldk.ChainMonitor;
+  return { state, channelManager, chainMonitor };
+}
+
+/** A store whose writes resolve only when the test says so. */
+function gatedStore(): AsyncKVStore & { release(err?: Error): void; writes: StoreKey[]; waiting: number } {
+  const inner = new MemoryKVStore();
+  const queue: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  const store = {
+    ...asyncView(inner),
+    writes: [] as StoreKey[],
+    waiting: 0,
+    write: async (p: string, s: string, k: string, v: Uint8Array) => {
+      store.waiting++;
+      await new Promise<void>((resolve, reject) => queue.push({ resolve, reject }));
+      store.waiting--;
+      await inner.write(p, s, k, v);
+      store.writes.push({ primaryNamespace: p, secondaryNamespace: s, key: k });
+    },
+    release: (err?: Error) => {
+      const next = queue.shift();
+      if (err) next?.reject(err);
+      else next?.resolve();
+    },
+  };
+  return store;
+}
+
+describe('LdkEventLoop', () => {
+  it('hands no event to the app until the manager write LDK asked for is durable', async () => {
+    const { state, channelManager, chainMonitor } = fakeNode();
+    const store = gatedStore();
+    const handled: string[] = [];
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: (e) => void handled.push(e.constructor.name) });
+    state.needsPersistence = true;
+    state.pending.push(ldk.Event.constructor_pending_htlcs_forwardable(0n));
+    expect(loop.poll()).toBe(true); // starts the manager write
+    expect(loop.persisting).toBe(true);
+    expect(loop.poll()).toBe(false);
+    expect(handled).toEqual([]);
+
+    store.release();
+    await loop.idle();
+    expect(store.writes).toEqual([{ primaryNamespace: '', secondaryNamespace: '', key: 'manager' }]);
+    expect(loop.poll()).toBe(true);
+    expect(handled).toEqual(['Event_PendingHTLCsForwardable']);
+    expect(loop.stats.managerWrites).toBe(1);
+  });
+
+  it('retries a failed manager write, and stops for good on ConcurrentWriterError', async () => {
+    const { state, channelManager, chainMonitor } = fakeNode();
+    const store = gatedStore();
+    const fatal: Error[] = [];
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: () => {}, backoff: { initialDelayMs: 1, maxDelayMs: 2 }, log: capturingLogger() });
+    loop.on('fatal', (e) => fatal.push(e));
+    state.needsPersistence = true;
+    loop.poll();
+    store.release(connectionRefused());
+    await new Promise((r) => setTimeout(r, 20));
+    expect(loop.stats.retries).toBe(1);
+    store.release(new ConcurrentWriterError('someone else wrote the manager'));
+    await expect(loop.idle()).rejects.toBeInstanceOf(ConcurrentWriterError);
+    expect(fatal).toHaveLength(1);
+    expect(loop.poll()).toBe(false);
+  });
+
+  it('an event handler that throws makes LDK replay the event instead of crashing WASM', () => {
+    const { state, channelManager, chainMonitor } = fakeNode();
+    let calls = 0;
+    const loop = new LdkEventLoop({
+      channelManager,
+      chainMonitor,
+      store: new MemoryKVStore(),
+      handleEvent: () => {
+        calls++;
+        throw new Error('app bug');
+      },
+      log: capturingLogger(),
+    });
+    state.pending.push(ldk.Event.constructor_pending_htlcs_forwardable(0n));
+    expect(loop.poll()).toBe(true);
+    expect(calls).toBe(1);
+  });
+
+  it('stop() ends a write still retrying with PersisterStoppedError', async () => {
+    const { state, channelManager, chainMonitor } = fakeNode();
+    const store = new MemoryKVStore();
+    store.outage = true;
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: () => {}, backoff: { initialDelayMs: 5, maxDelayMs: 5 }, log: capturingLogger() });
+    state.needsPersistence = true;
+    loop.poll();
+    await new Promise((r) => setTimeout(r, 30));
+    await loop.stop();
+    expect(loop.fatalError).toBeInstanceOf(PersisterStoppedError);
+  });
+});
+
+describe('createLimiter', () => {
+  it('never runs more than the limit at once and keeps all results', async () => {
+    const limit = createLimiter(3);
+    let active = 0;
+    let peak = 0;
+    const results = await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        limit(async () => {
+          active++;
+          peak = Math.max(peak, active);
+          await new Promise((r) => setTimeout(r, 2));
+          active--;
+          return i;
+        }),
+      ),
+    );
+    expect(peak).toBe(3);
+    expect(results).toEqual(Array.from({ length: 12 }, (_, i) => i));
+    expect(() => createLimiter(0)).toThrow(RangeError);
+  });
+});
