@@ -3,9 +3,8 @@ import {
   AuthError,
   ConflictError,
   errorFromResponse,
+  errorProvesNotApplied,
   InternalServerError,
-  InvalidRequestError,
-  NoSuchKeyError,
   VersionMismatchError,
   VssClientError,
   VssError,
@@ -53,19 +52,6 @@ export interface VssCallOptions {
 interface MessageType<Req, Res> {
   encode(message: Req): { finish(): Uint8Array };
   decode(bytes: Uint8Array): Res;
-}
-
-/**
- * Errors that prove a write attempt was NOT applied: the server rejected it with a definite
- * answer, or the request was never sent. Anything else leaves a write's outcome unknown.
- */
-function provesNotApplied(error: unknown): boolean {
-  return (
-    error instanceof NoSuchKeyError ||
-    error instanceof InvalidRequestError ||
-    error instanceof ConflictError ||
-    error instanceof AuthError
-  );
 }
 
 /**
@@ -149,7 +135,7 @@ export class VssClient {
         return response;
       } catch (error) {
         if (error instanceof ConflictError && isWrite) error.afterAmbiguousAttempt = outcomeUnknown;
-        if (!provesNotApplied(error)) outcomeUnknown = true;
+        if (!errorProvesNotApplied(error)) outcomeUnknown = true;
         throw error;
       }
     };

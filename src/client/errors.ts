@@ -117,6 +117,20 @@ export class VssClientError extends VssError {
   }
 }
 
+/**
+ * Whether a failed write attempt is known NOT to have been applied: the server answered with
+ * a definite rejection, or the request was never sent (header provider failure). Any other
+ * failure (timeout, network, 5xx, undecodable reply) leaves the write's outcome unknown.
+ */
+export function errorProvesNotApplied(error: unknown): boolean {
+  return (
+    error instanceof NoSuchKeyError ||
+    error instanceof InvalidRequestError ||
+    error instanceof ConflictError ||
+    error instanceof AuthError
+  );
+}
+
 /** Builds the typed error for a decoded `ErrorResponse`, exactly as the reference maps codes. */
 export function errorFromResponse(response: vss.ErrorResponse, status: number): VssError {
   const message = response.message ?? '';

@@ -46,3 +46,18 @@ export class StoreOpenError extends StoreError {}
 
 /** The store was closed and accepts no further operations. */
 export class StoreClosedError extends StoreError {}
+
+/**
+ * The server could not be reached, refused the request, or failed (network, timeout, auth,
+ * 5xx, protocol mismatch). `cause` carries the client's typed error. Usually transient: the
+ * data is untouched and the operation may be retried.
+ */
+export class StoreIOError extends StoreError {}
+
+/**
+ * A synchronous write or remove found an asynchronous write or remove of the SAME key still
+ * in flight. The blocking call cannot wait for it (the event loop that would finish it is
+ * the one being blocked), and running both could reorder them, so it fails instead. Nothing
+ * was sent; retry once the asynchronous operation has settled.
+ */
+export class KeyBusyError extends StoreError {}

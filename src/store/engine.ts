@@ -1,0 +1,476 @@
+/**
+ * The store's state and its operations (as effect generators, see effects.ts): key layout,
+ * encryption, the versions this store believes the server holds, conditional writes, the
+ * read-back that settles ambiguous writes, and schema detection at open.
+ */
+import { sha256 } from '@noble/hashes/sha2.js';
+import { ConflictError, errorProvesNotApplied, NoSuchKeyError, VssError } from '../client/index.js';
+import { CryptoError, decryptStorable, encryptStorable, type KeyObfuscator } from '../crypto/index.js';
+import { int64ToBigInt, keyValue, UNCONDITIONAL_VERSION, type vss } from '../protocol/index.js';
+import { call, record, type Operation } from './effects.js';
+import {
+  ConcurrentWriterError,
+  DataIntegrityError,
+  KeyNotFoundError,
+  RollbackDetectedError,
+  StoreError,
+  StoreIOError,
+  StoreOpenError,
+} from './errors.js';
+import { decodeSchemaVersion, encodeSchemaVersion, StoreLayout, V0_PROBE_PREFIX, type SchemaVersion, type StoreAddress } from './layout.js';
+import type { StoreKey } from './types.js';
+import { versionId, type VersionChange } from './version-ledger.js';
+import { KeyedWriteQueue } from './write-queue.js';
+
+export type WriteMode = 'conditional' | 'unconditional';
+
+/** A write or remove whose outcome is unknown (its reply was lost); settled by reading back. */
+interface UncertainWrite {
+  kind: 'write' | 'remove';
+  /** The version the key had before the attempt (0 = did not exist). */
+  expected: bigint;
+  /** SHA-256 of the value a write attempted to store. */
+  digest?: Uint8Array;
+}
+
+export interface EngineConfig {
+  storeId: string;
+  dataEncryptionKey: Uint8Array;
+  obfuscator: KeyObfuscator;
+  mode: WriteMode;
+}
+
+/** Where an operation's key lives, in both the caller's and the server's terms. */
+export interface Target {
+  where: StoreKey;
+  address: StoreAddress;
+}
+
+const describe = (where: StoreKey) => JSON.stringify([where.primaryNamespace, where.secondaryNamespace, where.key]);
+
+const bytesEqual = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/** Maps any failure to the store's typed errors, keeping the original as `cause`. */
+export function storeFailure(error: unknown, context: string): StoreError {
+  if (error instanceof StoreError) return error;
+  if (error instanceof CryptoError) return new DataIntegrityError(`${context}: ${error.message}`, { cause: error });
+  if (error instanceof VssError) return new StoreIOError(`${context}: ${error.message}`, { cause: error });
+  return new StoreIOError(`${context}: ${(error as Error)?.message ?? String(error)}`, { cause: error });
+}
+
+export class StoreEngine {
+  readonly storeId: string;
+  readonly mode: WriteMode;
+  readonly queue = new KeyedWriteQueue();
+  layout: StoreLayout | undefined;
+  /** Server versions this store believes current, by store key (absent = no such key). */
+  readonly versions = new Map<string, bigint>();
+  readonly #uncertain = new Map<string, UncertainWrite>();
+  /** Keys whose last conditional write met another version; writes fail fast until a read. */
+  readonly #conflicted = new Set<string>();
+  /** Sequence number of the last local change per key, so stale reads/lists never teach us. */
+  readonly #lastChange = new Map<string, number>();
+  #sequence = 0;
+  readonly #dataKey: Uint8Array;
+  readonly #obfuscator: KeyObfuscator;
+
+  constructor(config: EngineConfig) {
+    this.storeId = config.storeId;
+    this.mode = config.mode;
+    this.#dataKey = config.dataEncryptionKey;
+    this.#obfuscator = config.obfuscator;
+  }
+
+  get conditional(): boolean {
+    return this.mode === 'conditional';
+  }
+
+  target(primaryNamespace: string, secondaryNamespace: string, key: string): Target {
+    const where = { primaryNamespace, secondaryNamespace, key };
+    return { where, address: this.#layout().address(primaryNamespace, secondaryNamespace, key) };
+  }
+
+  /** Ledger id of a store key. */
+  id(storeKey: string): string {
+    return versionId(this.storeId, storeKey);
+  }
+
+  // ---------------------------------------------------------------- open
+
+  /**
+   * Determines the schema (reading the marker, else probing for V0, else creating the V1
+   * marker on a definitely empty store) and learns every key's version with one paginated
+   * listing. Anything other than a readable marker, a recognisable V0 store or an empty
+   * store fails: never treat an unreadable store as empty.
+   */
+  *open(): Operation<{ schema: SchemaVersion; created: boolean }> {
+    const v1 = new StoreLayout(1, this.#obfuscator);
+    const marker = v1.schemaMarker();
+    for (let attempt = 0; attempt < 2; attempt++) {
+      let schema: SchemaVersion | undefined;
+      try {
+        const found = yield* call('getObject', { storeId: this.storeId, key: marker.storeKey });
+        const { value } = decryptStorable(found.value?.value ?? new Uint8Array(), this.#dataKey, marker.aad);
+        schema = decodeSchemaVersion(value);
+      } catch (error) {
+        if (error instanceof CryptoError) {
+          throw new StoreOpenError('the schema marker does not decrypt with this key: wrong seed/keys, or the marker was tampered with', {
+            cause: new DataIntegrityError('schema marker failed authentication', { cause: error }),
+          });
+        }
+        if (!(error instanceof NoSuchKeyError)) throw storeFailure(error, 'reading the schema marker');
+      }
+      const listed = yield* this.#listEverything();
+      let created = false;
+      if (schema === undefined) {
+        if (listed.size === 0) {
+          const storable = encryptStorable(encodeSchemaVersion(1), UNCONDITIONAL_VERSION, this.#dataKey, { aad: marker.aad });
+          try {
+            yield* call('putObjects', {
+              storeId: this.storeId,
+              transactionItems: [keyValue(marker.storeKey, this.conditional ? 0n : UNCONDITIONAL_VERSION, storable)],
+            });
+          } catch (error) {
+            // Another instance created the store at the same moment: start over and read its marker.
+            if (error instanceof ConflictError && attempt === 0) continue;
+            throw storeFailure(error, 'creating the schema marker');
+          }
+          listed.set(marker.storeKey, 1n);
+          schema = 1;
+          created = true;
+        } else if ([...listed.keys()].some((k) => k.startsWith(V0_PROBE_PREFIX))) {
+          schema = 0;
+        } else {
+          throw new StoreOpenError(
+            `store ${JSON.stringify(this.storeId)} holds ${listed.size} keys but no schema marker readable with these keys: wrong seed/keys, or not an LDK Node store`,
+          );
+        }
+      }
+      this.layout = new StoreLayout(schema, this.#obfuscator);
+      if (schema === 0) this.#checkV0Ownership(listed);
+      for (const [storeKey, version] of listed) this.versions.set(storeKey, version);
+      return { schema, created };
+    }
+    throw new StoreOpenError('the schema marker appeared and vanished while opening the store');
+  }
+
+  /** A V0 store has no marker to authenticate the keys; deobfuscating some of its keys does. */
+  #checkV0Ownership(listed: Map<string, bigint>): void {
+    const layout = this.#layout();
+    let checked = 0;
+    for (const storeKey of listed.keys()) {
+      if (checked++ >= 16) break;
+      try {
+        layout.parse(storeKey);
+      } catch (error) {
+        throw new StoreOpenError('this V0 store\'s keys do not deobfuscate with these keys: wrong seed/keys', { cause: error });
+      }
+    }
+  }
+
+  *#listEverything(): Operation<Map<string, bigint>> {
+    const listed = new Map<string, bigint>();
+    yield* this.#paginate(undefined, (kv) => {
+      listed.set(kv.key ?? '', int64ToBigInt(kv.version));
+    });
+    return listed;
+  }
+
+  /**
+   * Compares the versions a ledger remembers with the server's; a key that is older on the
+   * server, or missing, means the server lost writes this device saw acknowledged.
+   */
+  rollbackCheck(saved: ReadonlyMap<string, bigint>): { changes: VersionChange[] } {
+    const server = new Map<string, bigint>();
+    for (const [storeKey, version] of this.versions) server.set(this.id(storeKey), version);
+    let behind = 0;
+    let missing = 0;
+    for (const [id, version] of saved) {
+      const current = server.get(id);
+      if (current === undefined) missing += 1;
+      else if (current < version) behind += 1;
+    }
+    if (behind + missing > 0) {
+      throw new RollbackDetectedError(
+        `the server is behind what this device saw: ${behind} keys have older versions and ${missing} are missing. ` +
+          'The server went back in time (restored from an old backup or lost writes), or another writer rewrote the store. Refusing to open.',
+      );
+    }
+    const changes: VersionChange[] = [];
+    for (const [id, version] of server) if (saved.get(id) !== version) changes.push({ id, version });
+    return { changes };
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  *read(target: Target): Operation<Uint8Array> {
+    const { storeKey, aad } = target.address;
+    const startedAt = this.#sequence;
+    let found: vss.GetObjectResponse;
+    try {
+      found = yield* call('getObject', { storeId: this.storeId, key: storeKey });
+    } catch (error) {
+      if (error instanceof NoSuchKeyError) {
+        yield* this.#learn(storeKey, null, startedAt);
+        throw new KeyNotFoundError(target.where.primaryNamespace, target.where.secondaryNamespace, target.where.key, { cause: error });
+      }
+      throw storeFailure(error, `reading ${describe(target.where)}`);
+    }
+    const serverVersion = int64ToBigInt(found.value?.version);
+    let opened: { value: Uint8Array; version: bigint };
+    try {
+      opened = decryptStorable(found.value?.value ?? new Uint8Array(), this.#dataKey, aad);
+    } catch (error) {
+      throw storeFailure(error, `value of ${describe(target.where)} failed to decrypt`);
+    }
+    // Values written conditionally seal their version; a mismatch means the server serves a
+    // ciphertext under a version it was not written for (a replayed or rolled-back value).
+    if (opened.version !== UNCONDITIONAL_VERSION && opened.version !== serverVersion) {
+      throw new DataIntegrityError(
+        `value of ${describe(target.where)} was sealed for version ${opened.version} but is served as version ${serverVersion}`,
+      );
+    }
+    yield* this.#learn(storeKey, serverVersion, startedAt);
+    return opened.value;
+  }
+
+  *list(primaryNamespace: string, secondaryNamespace: string): Operation<string[]> {
+    const layout = this.#layout();
+    const marker = layout.schemaMarker().storeKey;
+    const startedAt = this.#sequence;
+    const keys: string[] = [];
+    const learned: Array<[string, bigint]> = [];
+    yield* this.#paginate(layout.listPrefix(primaryNamespace, secondaryNamespace), (kv) => {
+      const storeKey = kv.key ?? '';
+      if (storeKey === marker) return;
+      const key = layout.keyInNamespace(storeKey, primaryNamespace, secondaryNamespace);
+      if (key === undefined) return;
+      keys.push(key);
+      learned.push([storeKey, int64ToBigInt(kv.version)]);
+    });
+    for (const [storeKey, version] of learned) yield* this.#learn(storeKey, version, startedAt);
+    return keys;
+  }
+
+  *listAll(): Operation<StoreKey[]> {
+    const layout = this.#layout();
+    const marker = layout.schemaMarker().storeKey;
+    const startedAt = this.#sequence;
+    const keys: StoreKey[] = [];
+    const learned: Array<[string, bigint]> = [];
+    yield* this.#paginate(undefined, (kv) => {
+      const storeKey = kv.key ?? '';
+      if (storeKey === marker) return;
+      keys.push(layout.parse(storeKey));
+      learned.push([storeKey, int64ToBigInt(kv.version)]);
+    });
+    for (const [storeKey, version] of learned) yield* this.#learn(storeKey, version, startedAt);
+    return keys;
+  }
+
+  *#paginate(keyPrefix: string | undefined, onKey: (kv: vss.KeyValue.$Properties) => void): Operation<void> {
+    let pageToken: string | undefined;
+    const seenTokens = new Set<string>();
+    do {
+      let page: vss.ListKeyVersionsResponse;
+      try {
+        page = yield* call('listKeyVersions', {
+          storeId: this.storeId,
+          ...(keyPrefix !== undefined ? { keyPrefix } : {}),
+          ...(pageToken !== undefined ? { pageToken } : {}),
+        });
+      } catch (error) {
+        throw storeFailure(error, 'listing keys');
+      }
+      for (const kv of page.keyVersions) {
+        try {
+          onKey(kv);
+        } catch (error) {
+          throw storeFailure(error, 'listing keys');
+        }
+      }
+      pageToken = page.nextPageToken || undefined;
+      if (pageToken !== undefined) {
+        if (seenTokens.has(pageToken)) throw new StoreIOError('the server repeated a page token while listing keys');
+        seenTokens.add(pageToken);
+      }
+    } while (pageToken !== undefined);
+  }
+
+  /**
+   * Adopts a version the server showed us, unless a local change to the key happened since
+   * the request was made (then the answer may predate it). A version LOWER than one this
+   * store already knew is a rollback and is refused.
+   */
+  *#learn(storeKey: string, version: bigint | null, startedAt: number): Operation<void> {
+    if (!this.conditional) return;
+    if (!this.queue.isIdle(storeKey) || this.#uncertain.has(storeKey)) return;
+    if ((this.#lastChange.get(storeKey) ?? -1) > startedAt) return;
+    const known = this.versions.get(storeKey);
+    if (known !== undefined && (version === null || version < known)) {
+      throw new RollbackDetectedError(
+        `the server holds ${version === null ? 'no' : `version ${version} of the`} key this store last saw at version ${known}: ` +
+          'the server went back in time, or another writer deleted and re-created it',
+      );
+    }
+    this.#conflicted.delete(storeKey);
+    if (version === null || known === version) return;
+    this.versions.set(storeKey, version);
+    yield* record([{ id: this.id(storeKey), version }]);
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  *write(target: Target, value: Uint8Array): Operation<void> {
+    const { storeKey, aad } = target.address;
+    if (!this.conditional) {
+      const storable = encryptStorable(value, UNCONDITIONAL_VERSION, this.#dataKey, { aad });
+      try {
+        yield* call('putObjects', { storeId: this.storeId, transactionItems: [keyValue(storeKey, UNCONDITIONAL_VERSION, storable)] });
+      } catch (error) {
+        throw storeFailure(error, `writing ${describe(target.where)}`);
+      }
+      this.#touch(storeKey);
+      this.versions.set(storeKey, 1n);
+      return;
+    }
+    yield* this.#settleUncertain(target);
+    this.#failIfConflicted(target);
+    const expected = this.versions.get(storeKey) ?? 0n;
+    const next = expected + 1n;
+    const storable = encryptStorable(value, next, this.#dataKey, { aad });
+    try {
+      yield* call('putObjects', { storeId: this.storeId, transactionItems: [keyValue(storeKey, expected, storable)] });
+    } catch (error) {
+      yield* this.#afterFailedWrite(error, target, { kind: 'write', expected, digest: sha256(value) }, 'writing');
+      return;
+    }
+    this.#touch(storeKey);
+    this.versions.set(storeKey, next);
+    yield* record([{ id: this.id(storeKey), version: next }]);
+  }
+
+  *remove(target: Target): Operation<void> {
+    const { storeKey } = target.address;
+    if (!this.conditional) {
+      try {
+        yield* call('deleteObject', { storeId: this.storeId, keyValue: keyValue(storeKey, UNCONDITIONAL_VERSION) });
+      } catch (error) {
+        throw storeFailure(error, `removing ${describe(target.where)}`);
+      }
+      this.#touch(storeKey);
+      this.versions.delete(storeKey);
+      return;
+    }
+    yield* this.#settleUncertain(target);
+    this.#failIfConflicted(target);
+    const expected = this.versions.get(storeKey);
+    // The whole store was listed at open and every change since went through here, so a key
+    // with no known version does not exist: removing it is a no-op, as LDK expects.
+    if (expected === undefined) return;
+    // Forget the version BEFORE deleting: a ledger may under-state what the server holds
+    // (less detection) but must never over-state it (a false rollback alarm).
+    yield* record([{ id: this.id(storeKey), version: null }]);
+    try {
+      // DeleteObject ignores versions; a delete item inside a put is checked (409 on mismatch).
+      yield* call('putObjects', { storeId: this.storeId, deleteItems: [keyValue(storeKey, expected)] });
+    } catch (error) {
+      if (errorProvesNotApplied(error) && !(error instanceof ConflictError)) yield* record([{ id: this.id(storeKey), version: expected }]);
+      yield* this.#afterFailedWrite(error, target, { kind: 'remove', expected }, 'removing');
+      return;
+    }
+    this.#touch(storeKey);
+    this.versions.delete(storeKey);
+  }
+
+  /** Returns normally only if a read-back proved the failed attempt committed after all. */
+  *#afterFailedWrite(error: unknown, target: Target, attempt: UncertainWrite, verb: string): Operation<void> {
+    const { storeKey } = target.address;
+    this.#touch(storeKey);
+    if (error instanceof ConflictError) {
+      if (error.afterAmbiguousAttempt) {
+        // Our own earlier attempt may have committed; only the server's current state can tell.
+        this.#uncertain.set(storeKey, attempt);
+        if ((yield* this.#settleUncertain(target)) === 'committed') return;
+      }
+      this.#conflicted.add(storeKey);
+      throw new ConcurrentWriterError(
+        `${verb} ${describe(target.where)}: the server's version is not ${attempt.expected}, the one this store last saw. ` +
+          'Another writer changed the key, or the server lost writes. Nothing was overwritten.',
+        { cause: error },
+      );
+    }
+    if (!errorProvesNotApplied(error)) this.#uncertain.set(storeKey, attempt);
+    throw storeFailure(error, `${verb} ${describe(target.where)}`);
+  }
+
+  /**
+   * Settles a write or remove whose reply was lost by reading the key back: our value at the
+   * next version means it committed; the old version means it did not; anything else is
+   * another writer's doing. Network failures leave it unsettled (to be retried).
+   */
+  *#settleUncertain(target: Target): Operation<'none' | 'committed' | 'not-committed'> {
+    const { storeKey, aad } = target.address;
+    const attempt = this.#uncertain.get(storeKey);
+    if (!attempt) return 'none';
+    let found: vss.KeyValue.$Properties | undefined;
+    try {
+      found = (yield* call('getObject', { storeId: this.storeId, key: storeKey })).value ?? undefined;
+    } catch (error) {
+      if (!(error instanceof NoSuchKeyError)) throw storeFailure(error, `checking the outcome of an earlier write of ${describe(target.where)}`);
+    }
+    const current = found ? int64ToBigInt(found.version) : undefined;
+    this.#uncertain.delete(storeKey);
+    this.#touch(storeKey);
+    if (attempt.kind === 'write') {
+      if (current === attempt.expected || (current === undefined && attempt.expected === 0n)) return 'not-committed';
+      if (current === attempt.expected + 1n && found && this.#holds(found, aad, current, attempt.digest)) {
+        this.versions.set(storeKey, current);
+        yield* record([{ id: this.id(storeKey), version: current }]);
+        return 'committed';
+      }
+    } else {
+      if (current === undefined) {
+        this.versions.delete(storeKey);
+        return 'committed';
+      }
+      if (current === attempt.expected) {
+        yield* record([{ id: this.id(storeKey), version: current }]);
+        return 'not-committed';
+      }
+    }
+    this.#conflicted.add(storeKey);
+    throw new ConcurrentWriterError(
+      `an earlier ${attempt.kind} of ${describe(target.where)} had an unknown outcome, and the server now holds ` +
+        `${current === undefined ? 'no value' : `version ${current}`} that is neither the old state nor ours: another writer changed the key`,
+    );
+  }
+
+  /** Whether a stored value is exactly what we attempted to write at `version`. */
+  #holds(found: vss.KeyValue.$Properties, aad: Uint8Array, version: bigint, digest: Uint8Array | undefined): boolean {
+    try {
+      const opened = decryptStorable(found.value ?? new Uint8Array(), this.#dataKey, aad);
+      return opened.version === version && digest !== undefined && bytesEqual(sha256(opened.value), digest);
+    } catch {
+      return false;
+    }
+  }
+
+  #failIfConflicted(target: Target): void {
+    if (this.#conflicted.has(target.address.storeKey)) {
+      throw new ConcurrentWriterError(
+        `${describe(target.where)} was changed by another writer; read it before writing it again (nothing was sent)`,
+      );
+    }
+  }
+
+  #touch(storeKey: string): void {
+    this.#lastChange.set(storeKey, ++this.#sequence);
+  }
+
+  #layout(): StoreLayout {
+    if (!this.layout) throw new StoreOpenError('the store is not open');
+    return this.layout;
+  }
+}
+

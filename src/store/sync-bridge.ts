@@ -1,0 +1,117 @@
+/**
+ * Blocking VSS requests for synchronous callers (LDK code that needs a sync KVStore).
+ * JavaScript cannot block on a network call, so a worker thread performs the request while
+ * this thread sleeps in `Atomics.wait` on a shared counter; the answer's bytes arrive with
+ * `receiveMessageOnPort`. A deadline bounds every wait: a slow or dead worker becomes a
+ * `StoreTimeoutError`, never a hang.
+ *
+ * Node-only, but loaded without static `node:` imports (via `process.getBuiltinModule`) so
+ * that bundling the package for a browser does not break on this module.
+ */
+import type { VssClientConfig } from '../client/index.js';
+import type { VssOperation } from '../protocol/index.js';
+import { StoreIOError, StoreOpenError, StoreTimeoutError } from './errors.js';
+import { fromWireError, type WireError } from './wire.js';
+
+type WorkerThreads = typeof import('node:worker_threads');
+
+type Outbound = { type: 'ready' } | { type: 'fatal'; message: string } | { type: 'result'; id: number; ok: true; body: Uint8Array } | { type: 'result'; id: number; ok: false; error: WireError };
+
+function workerThreads(): WorkerThreads {
+  const builtin = (globalThis.process as { getBuiltinModule?: (id: string) => unknown } | undefined)?.getBuiltinModule?.('node:worker_threads');
+  if (!builtin) throw new StoreOpenError('the synchronous store API needs Node.js worker_threads');
+  return builtin as WorkerThreads;
+}
+
+/**
+ * Starts the worker from compiled JavaScript (dist/) directly, or, when running from the
+ * TypeScript sources (vitest, tsx), through tsx's `tsImport` in a tiny bootstrap: a worker's
+ * `execArgv: ['--import', 'tsx']` does not apply to the worker's entry module in Node 20.
+ */
+function spawnWorker(threads: WorkerThreads, workerData: unknown, transferList: Transferable[]): InstanceType<WorkerThreads['Worker']> {
+  const fromSources = import.meta.url.endsWith('.ts');
+  const entry = new URL(fromSources ? './sync-worker.ts' : './sync-worker.js', import.meta.url);
+  if (!fromSources) return new threads.Worker(entry, { workerData, transferList: transferList as never });
+  const tsxApi = import.meta.resolve('tsx/esm/api');
+  const bootstrap = `import(${JSON.stringify(tsxApi)}).then(({ tsImport }) => tsImport(${JSON.stringify(entry.href)}, ${JSON.stringify(entry.href)}));`;
+  return new threads.Worker(bootstrap, { eval: true, workerData, transferList: transferList as never });
+}
+
+export class SyncBridge {
+  readonly #threads: WorkerThreads;
+  readonly #worker: InstanceType<WorkerThreads['Worker']>;
+  readonly #port: import('node:worker_threads').MessagePort;
+  readonly #counter: Int32Array;
+  #nextId = 0;
+  #failure: Error | undefined;
+  #closed = false;
+
+  /** Starts the worker and blocks until it is ready (or `startupTimeoutMs` passes). */
+  constructor(config: VssClientConfig, startupTimeoutMs: number) {
+    this.#threads = workerThreads();
+    const signal = new SharedArrayBuffer(4);
+    this.#counter = new Int32Array(signal);
+    const { port1, port2 } = new this.#threads.MessageChannel();
+    this.#port = port1;
+    this.#worker = spawnWorker(this.#threads, { port: port2, signal, config }, [port2]);
+    // The worker must never keep the process alive, and its crash must not crash us; a dead
+    // worker shows up as deadlines passing (the event loop may be blocked when it dies).
+    this.#worker.unref();
+    this.#worker.on('error', (error) => {
+      this.#failure ??= new StoreIOError('the sync bridge worker crashed', { cause: error });
+    });
+    this.#worker.on('exit', (code) => {
+      if (!this.#closed) this.#failure ??= new StoreIOError(`the sync bridge worker exited (code ${code})`);
+    });
+    try {
+      this.#await((message) => (message.type === 'ready' ? true : undefined), Date.now() + startupTimeoutMs, 'starting the sync bridge worker');
+    } catch (error) {
+      this.close();
+      throw error instanceof StoreTimeoutError ? error : new StoreOpenError('the sync bridge worker failed to start', { cause: error });
+    }
+  }
+
+  /** Performs one VSS request, blocking until its response bytes arrive or `deadlineAt`. */
+  call(operation: VssOperation, body: Uint8Array, deadlineAt: number): Uint8Array {
+    if (this.#closed) throw new StoreIOError('the sync bridge is closed');
+    if (this.#failure) throw this.#failure;
+    const id = ++this.#nextId;
+    this.#port.postMessage({ type: 'call', id, operation, body });
+    try {
+      return this.#await((message) => {
+        if (message.type !== 'result' || message.id !== id) return undefined; // a late answer to an abandoned call
+        if (message.ok) return message.body;
+        throw fromWireError(message.error);
+      }, deadlineAt, `${operation}`);
+    } catch (error) {
+      if (error instanceof StoreTimeoutError) this.#port.postMessage({ type: 'cancel', id });
+      throw error;
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#port.close();
+    void this.#worker.terminate();
+  }
+
+  #await<T>(accept: (message: Outbound) => T | undefined, deadlineAt: number, what: string): T {
+    let seen = Atomics.load(this.#counter, 0);
+    for (;;) {
+      for (let next = this.#threads.receiveMessageOnPort(this.#port); next !== undefined; next = this.#threads.receiveMessageOnPort(this.#port)) {
+        const message = next.message as Outbound;
+        if (message.type === 'fatal') {
+          this.#failure = new StoreIOError(message.message);
+          throw this.#failure;
+        }
+        const accepted = accept(message);
+        if (accepted !== undefined) return accepted;
+      }
+      const remaining = deadlineAt - Date.now();
+      if (remaining <= 0) throw new StoreTimeoutError(`${what}: no answer from the VSS server within the deadline`);
+      Atomics.wait(this.#counter, 0, seen, remaining);
+      seen = Atomics.load(this.#counter, 0);
+    }
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * A device-local record of the key versions this device last saw on the server, so that a
+ * server which went back in time (restored from an old backup, lost recent writes) is
+ * detected at the next open instead of silently handing back old channel state.
+ *
+ * Versions are keyed by an opaque id (a hash of store id and store key), so the ledger
+ * reveals neither keys nor contents.
+ */
+import { sha256 } from '@noble/hashes/sha2.js';
+import { base64urlnopad } from '@scure/base';
+import { StoreOpenError } from './errors.js';
+
+/** One key's new last-seen version; `null` means the key is known to be gone. */
+export interface VersionChange {
+  id: string;
+  version: bigint | null;
+}
+
+/**
+ * Where last-seen versions are kept. `record` must be durable when it resolves (the store
+ * acknowledges a write only afterwards). `recordSync` is required to use the store's
+ * synchronous API. Implement it over any local storage, or use `fileVersionLedger`.
+ */
+export interface VersionLedger {
+  /** Everything recorded so far (an empty map on a new device). */
+  load(): Promise<ReadonlyMap<string, bigint>>;
+  record(changes: readonly VersionChange[]): Promise<void>;
+  recordSync?(changes: readonly VersionChange[]): void;
+  close?(): Promise<void> | void;
+}
+
+const utf8 = new TextEncoder();
+
+/** The ledger id of a store key: 128 bits of SHA-256(storeId ‖ 0x00 ‖ storeKey), base64url. */
+export function versionId(storeId: string, storeKey: string): string {
+  return base64urlnopad.encode(sha256(utf8.encode(`${storeId}\u0000${storeKey}`)).subarray(0, 16));
+}
+
+const HEADER = 'ldk-vss-versions 1';
+const ID_PATTERN = /^[A-Za-z0-9_-]{22}$/;
+
+type Fs = typeof import('node:fs');
+
+function nodeFs(): Fs {
+  const fs = (globalThis.process as { getBuiltinModule?: (id: string) => unknown } | undefined)?.getBuiltinModule?.('node:fs') as Fs | undefined;
+  if (!fs) throw new TypeError('fileVersionLedger needs Node.js (node:fs); supply your own VersionLedger elsewhere');
+  return fs;
+}
+
+export interface FileVersionLedgerOptions {
+  /** fdatasync after every append (default true): a write is acknowledged only once recorded. */
+  fsync?: boolean;
+}
+
+/**
+ * A `VersionLedger` in one local file: an append-only log of `<id> <version>` lines
+ * (`-` for deleted), compacted when it grows to several times its live size. Appends are
+ * synchronous so records land in exactly the order they were made, from both the async and
+ * the sync API. A torn last line (crash mid-append) is ignored; any other malformed content
+ * fails the open (fail closed; delete the file deliberately to reset the device's memory).
+ */
+export function fileVersionLedger(path: string, options: FileVersionLedgerOptions = {}): VersionLedger {
+  const fsync = options.fsync ?? true;
+  let live = new Map<string, bigint>();
+  let lines = 0;
+  let fd: number | undefined;
+
+  const open = (fs: Fs): number => {
+    if (fd === undefined) {
+      fd = fs.openSync(path, 'a');
+      if (fs.fstatSync(fd).size === 0) fs.writeSync(fd, `${HEADER}\n`);
+    }
+    return fd;
+  };
+
+  const compact = (fs: Fs): void => {
+    const tmp = `${path}.tmp`;
+    const body = [HEADER, ...Array.from(live, ([id, v]) => `${id} ${v}`)].join('\n') + '\n';
+    const tmpFd = fs.openSync(tmp, 'w');
+    try {
+      fs.writeSync(tmpFd, body);
+      if (fsync) fs.fdatasyncSync(tmpFd);
+    } finally {
+      fs.closeSync(tmpFd);
+    }
+    if (fd !== undefined) fs.closeSync(fd);
+    fd = undefined;
+    fs.renameSync(tmp, path);
+    lines = live.size;
+  };
+
+  const recordSync = (changes: readonly VersionChange[]): void => {
+    if (changes.length === 0) return;
+    const fs = nodeFs();
+    const handle = open(fs);
+    fs.writeSync(handle, changes.map((c) => `${c.id} ${c.version === null ? '-' : c.version}`).join('\n') + '\n');
+    if (fsync) fs.fdatasyncSync(handle);
+    for (const c of changes) {
+      if (c.version === null) live.delete(c.id);
+      else live.set(c.id, c.version);
+    }
+    lines += changes.length;
+    if (lines > 1000 && lines > 4 * live.size) compact(fs);
+  };
+
+  return {
+    async load() {
+      const fs = nodeFs();
+      let text: string;
+      try {
+        text = fs.readFileSync(path, 'utf8');
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
+        throw new StoreOpenError(`cannot read the version ledger ${path}`, { cause: error });
+      }
+      const rows = text.split('\n');
+      // A file not ending in a newline ends in a torn append: drop that partial line.
+      if (rows[rows.length - 1] !== '') rows[rows.length - 1] = '';
+      rows.pop();
+      if (rows.length === 0) return new Map();
+      if (rows[0] !== HEADER) throw new StoreOpenError(`${path} is not an ldk-vss version ledger`);
+      const map = new Map<string, bigint>();
+      for (let i = 1; i < rows.length; i++) {
+        const [id, version, extra] = rows[i].split(' ');
+        if (!ID_PATTERN.test(id ?? '') || extra !== undefined || !/^(-|-1|\d+)$/.test(version ?? '')) {
+          throw new StoreOpenError(`version ledger ${path} is corrupt at line ${i + 1}`);
+        }
+        if (version === '-') map.delete(id);
+        else map.set(id, BigInt(version));
+      }
+      live = new Map(map);
+      lines = rows.length - 1;
+      return map;
+    },
+    async record(changes) {
+      recordSync(changes);
+    },
+    recordSync,
+    close() {
+      if (fd !== undefined) nodeFs().closeSync(fd);
+      fd = undefined;
+    },
+  };
+}
