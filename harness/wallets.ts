@@ -1,0 +1,222 @@
+/**
+ * Wallets that persist to a store and can be crashed and restored: the layer the end-to-end
+ * tests, the demo and the benchmark drive.
+ *
+ * A wallet is identified by what a user keeps: its seed and its store id. Restoring opens a
+ * brand-new store client from those two alone (nothing carries over from the crashed
+ * instance) and rebuilds the node with `restoreNode`, then reconnects it to its peers.
+ *
+ * Every store is wrapped in a `CrashableStore`, so a crash can be placed at an exact
+ * persistence step; a plain `crash()` drops the node and cuts its store at once (no further
+ * write reaches the server).
+ */
+import { randomBytes } from 'node:crypto';
+import { HDKey } from '@scure/bip32';
+import type { AsyncKVStore, SyncKVStore } from '../src/store/types.js';
+import type { RestoredNode } from '../src/ldk/index.js';
+import { CrashableStore, type CrashEvent, type CrashPoint } from './crash-store.js';
+import { WalletNetwork, type OpenChannelOptions, type OpenedChannel, type PaymentHandle, type WaitOptions } from './network.js';
+import type { WalletNode } from './node.js';
+import { ldkMonitorUpdatingPersistence, vssPersistence, type PersistenceFactory, type VssPersistenceOptions } from './persistence.js';
+import { PaymentLedger } from './wallet-ledger.js';
+
+/** A store client opened for one wallet. */
+export interface WalletStoreHandle {
+  store: AsyncKVStore;
+  /** A blocking view of the same store (needed for the `ldk-sync` mode). */
+  syncStore?: () => SyncKVStore;
+  /** Releases the client (called when the wallet is crashed or shut down). */
+  close?: () => Promise<void>;
+}
+
+/** What a wallet can be restored from: nothing but these. */
+export interface WalletIdentity {
+  name: string;
+  storeId: string;
+  /** The wallet's 64-byte seed: LDK node keys and VSS keys both derive from it. */
+  seed: Uint8Array;
+}
+
+/** Opens a fresh store client for a wallet (a real VssStore, or a test double). */
+export type WalletStoreOpener = (identity: WalletIdentity) => Promise<WalletStoreHandle>;
+
+/**
+ * - `vss-persister`: monitors through VssPersister (async, InProgress until durable), the
+ *   manager through the event loop.
+ * - `ldk-sync`: LDK's own MonitorUpdatingPersister over the blocking store view.
+ */
+export type PersistenceMode = 'vss-persister' | 'ldk-sync';
+
+export interface AddWalletOptions {
+  seed?: Uint8Array;
+  storeId?: string;
+  mode?: PersistenceMode;
+  /** VssPersister options (backoff, maximumPendingUpdates, stall threshold...). */
+  persister?: VssPersistenceOptions;
+}
+
+export interface Wallet extends WalletIdentity {
+  mode: PersistenceMode;
+  node: WalletNode;
+  store: CrashableStore;
+  handle: WalletStoreHandle;
+  /** 1 for the first instance, +1 for every restore. */
+  incarnation: number;
+  /** Set on restored instances. */
+  restoreStats?: RestoredNode['stats'];
+}
+
+/** The 32-byte LDK KeysManager seed of a 64-byte wallet seed (as LDK Node: the BIP32 master private key). */
+export function nodeSeedOf(walletSeed: Uint8Array): Uint8Array {
+  if (walletSeed.length !== 64) throw new RangeError(`wallet seeds are 64 bytes, got ${walletSeed.length}`);
+  const key = HDKey.fromMasterSeed(walletSeed).privateKey;
+  if (!key) throw new Error('the seed has no master private key');
+  return key;
+}
+
+const FAST_BACKOFF = { initialDelayMs: 20, maxDelayMs: 500 };
+
+export class WalletFleet {
+  readonly ledger = new PaymentLedger();
+  private readonly wallets = new Map<string, Wallet>();
+  private readonly peers: [string, string][] = [];
+
+  private constructor(
+    readonly net: WalletNetwork,
+    private readonly openStore: WalletStoreOpener,
+    private readonly storeIdPrefix: string,
+  ) {}
+
+  /** A fleet on a new network (the pump is started). */
+  static async create(openStore: WalletStoreOpener, options: { storeIdPrefix?: string } = {}): Promise<WalletFleet> {
+    const net = await WalletNetwork.create();
+    net.start();
+    return new WalletFleet(net, openStore, options.storeIdPrefix ?? `wallet-${randomBytes(4).toString('hex')}`);
+  }
+
+  wallet(name: string): Wallet {
+    const w = this.wallets.get(name);
+    if (!w) throw new Error(`no wallet ${name}`);
+    return w;
+  }
+
+  node(name: string): WalletNode {
+    return this.wallet(name).node;
+  }
+
+  private persistence(mode: PersistenceMode, store: CrashableStore, handle: WalletStoreHandle, options: AddWalletOptions): PersistenceFactory {
+    if (mode === 'ldk-sync') {
+      if (!handle.syncStore) throw new Error('the ldk-sync mode needs a store with a blocking view');
+      return ldkMonitorUpdatingPersistence(handle.syncStore(), store, { maximumPendingUpdates: options.persister?.maximumPendingUpdates });
+    }
+    return vssPersistence(store, { backoff: FAST_BACKOFF, ...options.persister });
+  }
+
+  /** Creates a wallet with a new (or given) seed and store id. */
+  async addWallet(name: string, options: AddWalletOptions = {}): Promise<Wallet> {
+    if (this.wallets.has(name)) throw new Error(`wallet ${name} exists`);
+    const identity: WalletIdentity = { name, seed: options.seed ?? randomBytes(64), storeId: options.storeId ?? `${this.storeIdPrefix}-${name}` };
+    const handle = await this.openStore(identity);
+    const store = new CrashableStore(handle.store);
+    const mode = options.mode ?? 'vss-persister';
+    const node = this.net.addNode({ name, seed: nodeSeedOf(identity.seed), persistence: this.persistence(mode, store, handle, options) });
+    const wallet: Wallet = { ...identity, mode, node, store, handle, incarnation: 1 };
+    this.wallets.set(name, wallet);
+    this.ledger.track(node);
+    return wallet;
+  }
+
+  /** Connects two wallets (remembered: restored wallets reconnect to the same peers). */
+  async connect(a: string, b: string, options: WaitOptions = {}): Promise<void> {
+    if (!this.peers.some(([x, y]) => (x === a && y === b) || (x === b && y === a))) this.peers.push([a, b]);
+    await this.net.connect(this.node(a), this.node(b), options);
+  }
+
+  async openChannel(from: string, to: string, options: OpenChannelOptions = {}): Promise<OpenedChannel> {
+    return this.net.openChannel(this.node(from), this.node(to), options);
+  }
+
+  /** Starts a payment and records its intent in the ledger. */
+  sendPayment(from: string, to: string, amountMsat: bigint): PaymentHandle {
+    const handle = this.net.sendPayment(this.node(from), this.node(to), amountMsat);
+    this.ledger.expect(handle.paymentHash, from, to, amountMsat);
+    return handle;
+  }
+
+  async pay(from: string, to: string, amountMsat: bigint, options: WaitOptions & { settled?: boolean } = {}): Promise<PaymentHandle> {
+    const handle = this.sendPayment(from, to, amountMsat);
+    await this.net.waitForPayment(handle, options);
+    return handle;
+  }
+
+  /**
+   * Crashes a wallet now: its store is cut off (nothing more reaches the server, pending
+   * operations fail) and the node is dropped without another call into it.
+   */
+  async crash(name: string): Promise<void> {
+    const w = this.wallet(name);
+    w.store.crash();
+    await this.net.crash(w.node);
+    this.release(w);
+  }
+
+  /**
+   * Arms a crash at an exact persistence step of `name`. Resolves once the crash happened
+   * (the store was cut at the step and the node dropped).
+   */
+  crashAt(name: string, point: CrashPoint): Promise<CrashEvent> {
+    const w = this.wallet(name);
+    return new Promise((resolve, reject) => {
+      w.store.crashAt(point, (event) => {
+        // Called synchronously from inside the write; the node is dropped once the current
+        // synchronous work returns (nothing durable-dependent can leave it meanwhile: the
+        // store is already cut and LDK holds what the write would have released).
+        queueMicrotask(() => {
+          this.net.crash(w.node).then(
+            () => {
+              this.release(w);
+              resolve(event);
+            },
+            reject,
+          );
+        });
+      });
+    });
+  }
+
+  /** Lets go of a crashed wallet's store client (whatever it still had on the wire may land). */
+  private release(w: Wallet): void {
+    w.handle.close?.().catch(() => {});
+  }
+
+  /**
+   * Restores a crashed wallet from its seed and store id alone, on a new store client, and
+   * reconnects it to its peers.
+   */
+  async restore(name: string, options: { mode?: PersistenceMode; persister?: VssPersistenceOptions; reconnect?: boolean } = {}): Promise<Wallet> {
+    const old = this.wallet(name);
+    if (!old.node.crashed) throw new Error(`wallet ${name} is running; crash it first`);
+    const identity: WalletIdentity = { name: old.name, storeId: old.storeId, seed: old.seed };
+    const handle = await this.openStore(identity);
+    const store = new CrashableStore(handle.store);
+    const mode = options.mode ?? old.mode;
+    const { node, restored } = await this.net.restoreNode({ name, seed: nodeSeedOf(identity.seed), persistence: this.persistence(mode, store, handle, options) });
+    const wallet: Wallet = { ...identity, mode, node, store, handle, incarnation: old.incarnation + 1, restoreStats: restored.stats };
+    this.wallets.set(name, wallet);
+    this.ledger.track(node);
+    if (options.reconnect ?? true) {
+      for (const [a, b] of this.peers) {
+        if (a !== name && b !== name) continue;
+        const other = a === name ? b : a;
+        if (!this.node(other).crashed) await this.net.connect(node, this.node(other));
+      }
+    }
+    return wallet;
+  }
+
+  /** Stops the network and every wallet's persistence. */
+  async shutdown(): Promise<void> {
+    await this.net.shutdown();
+    await Promise.all([...this.wallets.values()].map((w) => w.handle.close?.().catch(() => {})));
+  }
+}
