@@ -361,8 +361,15 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
     if (!this.managerWriter || tick <= this.managerDurableTick) return undefined;
     this.managerWriter.requestPersist();
     return new Promise((resolve) => {
-      this.managerWaiters.push({ tick, resolve });
-      this.abort.signal.addEventListener('abort', () => resolve(), { once: true });
+      const onAbort = (): void => resolve();
+      this.abort.signal.addEventListener('abort', onAbort, { once: true });
+      this.managerWaiters.push({
+        tick,
+        resolve: () => {
+          this.abort.signal.removeEventListener('abort', onAbort);
+          resolve();
+        },
+      });
     });
   }
 

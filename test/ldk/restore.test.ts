@@ -2,7 +2,7 @@
  * Restoring LDK nodes from a store alone (real WASM): parallel reads, LDK's own
  * MonitorUpdatingPersister over the sync KVStore, and every way restore must fail closed.
  */
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import {
   CorruptStateError,
@@ -13,9 +13,10 @@ import {
   initLdk,
 } from '../../src/ldk/index.js';
 import type { AsyncKVStore } from '../../src/store/types.js';
+import { DataIntegrityError, StoreIOError, StoreOpenError } from '../../src/store/errors.js';
 import { WalletNetwork } from '../../harness/network.js';
 import { ldkMonitorUpdatingPersistence } from '../../harness/persistence.js';
-import { memoryBackend, type StoreBackend } from './helpers/backends.js';
+import { storeSeed, vssBackend, type StoreBackend } from './helpers/backends.js';
 import { RecordingStore } from './helpers/recording-store.js';
 import { openPair, readMonitorsAsNewDevice, vssNode, type Pair } from './helpers/nodes.js';
 
@@ -26,7 +27,11 @@ const nextStoreId = (): string => `restore-${process.pid}-${++storeSeq}`;
 
 beforeAll(async () => {
   await initLdk();
-  backend = memoryBackend();
+  backend = await vssBackend();
+}, 60_000);
+
+afterAll(async () => {
+  await backend?.close();
 });
 
 afterEach(async () => {
@@ -44,10 +49,12 @@ async function snapshot(store: AsyncKVStore): Promise<Map<string, Uint8Array>> {
 
 /** A with a VssPersister and one channel to B, `payments` payments made, then crashed. */
 async function crashedAfterPayments(storeId: string, payments: number): Promise<Pair> {
-  const p = await openPair({ persistenceA: vssNode(await backend.open(storeId)) });
+  const store = await backend.open(storeId);
+  const p = await openPair({ persistenceA: vssNode(store) });
   for (let i = 0; i < payments; i++) await p.net.pay(p.a, p.b, 10_000n, { settled: true });
   await p.a.eventLoop!.persistIfNeeded();
   await p.net.crash(p.a);
+  await (store as { flush?: () => Promise<void> }).flush?.();
   return p;
 }
 
@@ -168,14 +175,32 @@ describe('restoreNode', () => {
     expect((badMonitor as CorruptStateError).primaryNamespace).toBe('monitors');
   });
 
+  it('refuses a tampered value (DataIntegrityError from decryption), never a partial node', async () => {
+    const storeId = nextStoreId();
+    pair = await crashedAfterPayments(storeId, 1);
+    await backend.tamper!(storeId, 'monitors', '', pair.channel.monitorName);
+    await expect(restoreA(pair, await backend.open(storeId))).rejects.toBeInstanceOf(DataIntegrityError);
+    expect(pair.net.liveNodes().map((n) => n.name)).toEqual(['B']);
+  });
+
+  it('a wrong key fails when the store opens (StoreOpenError), never as an empty store', async () => {
+    const storeId = nextStoreId();
+    pair = await crashedAfterPayments(storeId, 1);
+    const wrongSeed = storeSeed(`${storeId}-other`);
+    const err = await backend.open(storeId, { seed: wrongSeed }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StoreOpenError);
+    // The right key still restores the node.
+    const { node } = await restoreA(pair, await backend.open(storeId));
+    expect(node.channels()).toHaveLength(1);
+  });
+
   it('fails with the store error while the server is down, never an empty node', async () => {
     const storeId = nextStoreId();
     pair = await crashedAfterPayments(storeId, 1);
     const store = await backend.open(storeId);
     await backend.stop();
     const err = await restoreA(pair, store).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(Error);
-    expect(err).not.toBeInstanceOf(NothingToRestoreError);
+    expect(err).toBeInstanceOf(StoreIOError);
     expect(pair.net.liveNodes().map((n) => n.name)).toEqual(['B']);
   });
 });

@@ -2,7 +2,7 @@
  * Two in-process LDK nodes (real WASM), A persisting through VssPersister: the guarantees
  * the adapter exists for. One file so the WASM loads once.
  */
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import * as ldk from 'lightningdevkit';
 import { initLdk } from '../../src/ldk/index.js';
 import { ConcurrentWriterError } from '../../src/store/errors.js';
@@ -14,7 +14,8 @@ import {
   toLdkKVStore,
   type DurableWriteEvent,
 } from '../../src/ldk/index.js';
-import { memoryBackend, type StoreBackend } from './helpers/backends.js';
+import { postgresServerOption, vssBackend, type StoreBackend } from './helpers/backends.js';
+import type { AsyncKVStore } from '../../src/store/types.js';
 import { RecordingStore } from './helpers/recording-store.js';
 import { openPair, persisterOf, readMonitorsAsNewDevice, vssNode, type Pair } from './helpers/nodes.js';
 
@@ -25,7 +26,11 @@ const nextStoreId = (): string => `two-node-${process.pid}-${++storeSeq}`;
 
 beforeAll(async () => {
   await initLdk();
-  backend = memoryBackend();
+  backend = await vssBackend();
+}, 60_000);
+
+afterAll(async () => {
+  await backend?.close();
 });
 
 afterEach(async () => {
@@ -33,6 +38,11 @@ afterEach(async () => {
   pair = undefined;
   await backend.resume();
 });
+
+/** Waits until a crashed node's last requests have settled (a real crash cuts them off). */
+async function settle(store: AsyncKVStore): Promise<void> {
+  await (store as { flush?: () => Promise<void> }).flush?.().catch(() => {});
+}
 
 describe('VssPersister between two LDK nodes', () => {
   it('tells LDK an update is complete only after it is durable, and a finished payment is entirely on the server', async () => {
@@ -269,6 +279,7 @@ describe('ordering of monitor and manager writes', () => {
       const handle = net.sendPayment(a, b, 20_000n);
       await net.waitFor(() => crashed !== undefined, { what: `monitor update ${target} durable` });
       await crashed;
+      await settle(store.inner);
 
       const { node: a2, restored } = await net.restoreNode({ name: 'A', seed: a.seed, persistence: vssNode(await backend.open(storeId)) });
       expect(restored.monitors[0].monitor.get_latest_update_id()).toBeGreaterThanOrEqual(BigInt(target));
@@ -295,5 +306,48 @@ describe('ordering of monitor and manager writes', () => {
     await net.waitFor(() => a.eventLoop!.fatalError !== undefined, { what: 'the event loop to stop' });
     expect(a.eventLoop!.fatalError).toBeInstanceOf(ConcurrentWriterError);
     await expect(a.eventLoop!.idle()).rejects.toBeInstanceOf(ConcurrentWriterError);
+  });
+});
+
+const postgres = postgresServerOption(`ldk_vss_ldk_${process.pid}`);
+describe.skipIf(!postgres)(`on PostgreSQL${postgres ? '' : ' (SKIPPED: TEST_DATABASE_URL not set)'}`, () => {
+  let pg: StoreBackend;
+  beforeAll(async () => {
+    pg = await vssBackend(postgres);
+  }, 60_000);
+  afterAll(async () => {
+    await pg?.close();
+  });
+  afterEach(async () => {
+    await pg.resume();
+  });
+
+  it('durable before release, held during an outage, restored from the store alone', async () => {
+    const storeId = nextStoreId();
+    pair = await openPair({ persistenceA: vssNode(await pg.open(storeId)) });
+    const { net, a, b, channel } = pair;
+    await net.pay(a, b, 10_000n, { settled: true });
+    const [onServer] = await readMonitorsAsNewDevice(await pg.open(storeId), a.seed);
+    expect(onServer.monitor.get_latest_update_id()).toBe(persisterOf(a).monitors()[0].latestUpdateId);
+
+    await pg.stop();
+    const sent = net.bytesSent(a, b);
+    const handle = net.sendPayment(a, b, 10_000n);
+    await net.runFor(800);
+    expect(net.bytesSent(a, b)).toBe(sent);
+    expect(net.paymentState(handle).receiver).toBeUndefined();
+    await pg.resume();
+    await net.waitForPayment(handle, { settled: true });
+
+    const balance = a.outboundCapacityMsat();
+    await a.eventLoop!.persistIfNeeded();
+    await net.crash(a);
+    const { node: a2, restored } = await net.restoreNode({ name: 'A', seed: a.seed, persistence: vssNode(await pg.open(storeId)) });
+    expect(restored.monitors.map((m) => m.name)).toEqual([channel.monitorName]);
+    await net.connect(a2, b);
+    await net.waitFor(() => a2.channelManager.list_usable_channels().length === 1, { what: 'channel usable after restore' });
+    expect(a2.outboundCapacityMsat()).toBe(balance);
+    await net.pay(a2, b, 10_000n, { settled: true });
+    expect([...a2.closures, ...b.closures]).toEqual([]);
   });
 });

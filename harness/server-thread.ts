@@ -1,0 +1,87 @@
+/**
+ * A VSS server in its own worker thread. Tests and benchmarks need this when the calling
+ * thread blocks (the sync KVStore waits with Atomics.wait, so a server on the same thread
+ * could never answer) and to keep server work off the wallet's event loop, as in a real
+ * deployment. The listener can be stopped and resumed on the same port with the same data
+ * (an outage that the wallet sees as refused connections).
+ */
+import { Worker } from 'node:worker_threads';
+import type { BackendOption, StorageBackend } from '../src/server/index.js';
+
+export type ThreadBackendOption = Exclude<BackendOption, StorageBackend>;
+
+interface Reply {
+  id: number;
+  ok: boolean;
+  error?: string;
+}
+
+function spawn(workerData: unknown): Worker {
+  const fromSources = import.meta.url.endsWith('.ts');
+  const entry = new URL(fromSources ? './server-worker.ts' : './server-worker.js', import.meta.url);
+  if (!fromSources) return new Worker(entry, { workerData });
+  // Node 20 does not apply --import hooks to a worker's entry module: load it through tsx.
+  const tsxApi = import.meta.resolve('tsx/esm/api');
+  const bootstrap = `import(${JSON.stringify(tsxApi)}).then(({ tsImport }) => tsImport(${JSON.stringify(entry.href)}, ${JSON.stringify(entry.href)}));`;
+  return new Worker(bootstrap, { eval: true, workerData });
+}
+
+export class VssServerThread {
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
+  private closed = false;
+
+  private constructor(
+    private readonly worker: Worker,
+    /** Base URL including /vss. */
+    readonly url: string,
+    readonly port: number,
+  ) {
+    worker.on('message', (msg: Reply) => {
+      const waiter = this.pending.get(msg.id);
+      if (!waiter) return;
+      this.pending.delete(msg.id);
+      if (msg.ok) waiter.resolve();
+      else waiter.reject(new Error(`VSS server thread: ${msg.error}`));
+    });
+  }
+
+  /** Starts a server (noop auth) on a free loopback port. Default backend: in-memory PGlite. */
+  static async start(backend: ThreadBackendOption = { kind: 'pglite' }): Promise<VssServerThread> {
+    const worker = spawn({ backend });
+    const ready = await new Promise<{ ready: boolean; url?: string; port?: number; error?: string }>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    if (!ready.ready) {
+      await worker.terminate();
+      throw new Error(`VSS server thread failed to start: ${ready.error}`);
+    }
+    return new VssServerThread(worker, ready.url!, ready.port!);
+  }
+
+  private command(cmd: 'stop' | 'resume' | 'close'): Promise<void> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, cmd });
+    });
+  }
+
+  /** Closes the listener; data stays. Clients now get refused connections. */
+  stop(): Promise<void> {
+    return this.command('stop');
+  }
+
+  /** Listens again on the same port with the same data. */
+  resume(): Promise<void> {
+    return this.command('resume');
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.command('close').catch(() => {});
+    await this.worker.terminate();
+  }
+}
