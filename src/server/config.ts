@@ -38,7 +38,7 @@ export const SERVER_ENV_DOCS = {
   VSS_DATA_DIR: `directory of the embedded PGlite database used when no PostgreSQL is configured (default ${DEFAULT_DATA_DIR})`,
   VSS_CORS_ORIGINS: 'comma-separated browser origins allowed to call the server, or * (default: CORS off)',
   VSS_RATE_LIMIT: 'e.g. 100/s (per user and per IP) or user=100/s,ip=1000/min (default off)',
-  VSS_TRUST_PROXY: 'express trust-proxy setting (true, a hop count or subnets) so per-IP limits see real clients',
+  VSS_TRUST_PROXY: 'reverse proxies in front of the server, for per-IP limits: a hop count (e.g. 1) or true for the whole X-Forwarded-For chain',
   VSS_METRICS: `true to serve Prometheus metrics at ${METRICS_PATH} (default false)`,
   VSS_SHUTDOWN_GRACE_MS: 'how long SIGTERM waits for in-flight requests before closing connections (default 10000)',
 } as const;
@@ -105,6 +105,13 @@ function parseBoolean(name: ServerEnvVar, text: string): boolean {
   if (['1', 'true', 'yes', 'on'].includes(lowered)) return true;
   if (['0', 'false', 'no', 'off'].includes(lowered)) return false;
   throw new ConfigError(name, `"${text}" is not true or false`);
+}
+
+function parseTrustProxy(text: string): boolean | number {
+  const lowered = text.toLowerCase();
+  if (lowered === 'true') return true;
+  if (lowered === 'false') return false;
+  return parseInteger('VSS_TRUST_PROXY', text, 0, 100);
 }
 
 /** A PEM given inline or as a path to a file. */
@@ -244,7 +251,7 @@ export function loadServeConfig(env: Env = process.env): ServeConfig {
       corsOrigins: corsText === undefined ? undefined : wrap('VSS_CORS_ORIGINS', () => parseCorsOrigins(corsText)),
       rateLimit: rateText === undefined ? undefined : wrap('VSS_RATE_LIMIT', () => parseRateLimit(rateText)),
       metrics: metricsText === undefined ? false : parseBoolean('VSS_METRICS', metricsText),
-      trustProxy: trustText === undefined ? undefined : /^(true|false)$/i.test(trustText) ? trustText.toLowerCase() === 'true' : /^\d+$/.test(trustText) ? Number(trustText) : trustText,
+      trustProxy: trustText === undefined ? undefined : parseTrustProxy(trustText),
       shutdownGraceMs: graceText === undefined ? undefined : parseInteger('VSS_SHUTDOWN_GRACE_MS', graceText, 0, 3_600_000),
     },
     storageDescription: postgres?.description ?? `pglite ${dataDir}`,

@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import pino, { type Level, type Logger } from 'pino';
 import { PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, vss } from '../protocol/index.js';
-import { createVssApp } from './app.js';
+import { createVssHandler } from './app.js';
 import { JwtAuthorizer } from './auth/jwt.js';
 import { NoopAuthorizer } from './auth/noop.js';
 import { SignatureAuthorizer } from './auth/signature.js';
@@ -60,8 +60,8 @@ export interface VssServerOptions {
   rateLimit?: RateLimitOptions | string;
   /** Serve Prometheus metrics at /metrics. Default false. */
   metrics?: boolean;
-  /** Express `trust proxy` setting (for per-IP limits behind a reverse proxy). */
-  trustProxy?: boolean | number | string;
+  /** Reverse proxies to trust for per-IP limits: true = all X-Forwarded-For hops, n = n hops. */
+  trustProxy?: boolean | number;
   /** How long close() waits for in-flight requests before cutting connections. Default 10 s. */
   shutdownGraceMs?: number;
 }
@@ -160,7 +160,7 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
   const authorizer = await createAuthorizer(options.auth ?? { kind: 'signature' }, logger);
   const { backend, owned } = await openBackend(options.backend ?? 'memory', logger);
   const metrics = options.metrics ? new ServerMetrics({ processMetrics: true }) : undefined;
-  const app = createVssApp({
+  const handler = createVssHandler({
     backend,
     authorizer,
     logger,
@@ -171,7 +171,7 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
     trustProxy: options.trustProxy,
   });
 
-  const server: Server = createServer({ keepAliveTimeout: 65_000 }, app);
+  const server: Server = createServer({ keepAliveTimeout: 65_000 }, handler);
   server.on('clientError', answerClientError);
   const host = options.host ?? DEFAULT_HOST;
   try {

@@ -169,6 +169,7 @@ describe('loadServeConfig', () => {
     [{ VSS_RATE_LIMIT: 'users=5/s' }, 'VSS_RATE_LIMIT'],
     [{ VSS_METRICS: 'maybe' }, 'VSS_METRICS'],
     [{ VSS_SHUTDOWN_GRACE_MS: '-5' }, 'VSS_SHUTDOWN_GRACE_MS'],
+    [{ VSS_TRUST_PROXY: '10.0.0.0/8' }, 'VSS_TRUST_PROXY'],
   ])('refuses %j naming %s', (env, variable) => {
     const error = configError(env as Record<string, string>);
     expect(error.variable).toBe(variable);

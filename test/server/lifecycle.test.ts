@@ -5,7 +5,7 @@
 import http from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { keyValue, vss } from '../../src/protocol/index.js';
-import { MemoryBackend, startVssServer } from '../../src/server/index.js';
+import { clientAddress, MemoryBackend, startVssServer } from '../../src/server/index.js';
 import { errorOf, newIdentity, send, TestClient, text } from './helpers.js';
 
 const origin = (url: string) => url.replace(/\/vss$/, '');
@@ -185,6 +185,25 @@ describe('operator features', () => {
     } finally {
       await server.close();
     }
+  });
+
+  it('behind trusted proxies, per-IP limits key on the X-Forwarded-For client address', async () => {
+    const server = await startVssServer({ auth: { kind: 'noop' }, rateLimit: { perIp: { limit: 1, windowMs: 60_000 } }, trustProxy: 1 });
+    try {
+      const body = vss.GetObjectRequest.encode({ key: 'global_version' }).finish();
+      // One trusted proxy (the peer) appends the address it saw; a client-supplied entry before it is ignored.
+      const from = (client: string, spoofed = '192.0.2.66') => send(`${server.url}/getObject`, body, { headers: { 'x-forwarded-for': `${spoofed}, ${client}` } });
+      expect((await from('198.51.100.1')).status).toBe(200);
+      expect((await from('198.51.100.2')).status).toBe(200);
+      expect((await from('198.51.100.1', '192.0.2.77')).status).toBe(429);
+    } finally {
+      await server.close();
+    }
+    expect(clientAddress({ socket: { remoteAddress: '127.0.0.1' }, headers: { 'x-forwarded-for': '203.0.113.9, 10.0.0.1' } } as never, 1)).toBe('10.0.0.1');
+    expect(clientAddress({ socket: { remoteAddress: '127.0.0.1' }, headers: { 'x-forwarded-for': '203.0.113.9, 10.0.0.1' } } as never, 2)).toBe('203.0.113.9');
+    expect(clientAddress({ socket: { remoteAddress: '127.0.0.1' }, headers: { 'x-forwarded-for': '203.0.113.9, 10.0.0.1' } } as never, true)).toBe('203.0.113.9');
+    expect(clientAddress({ socket: { remoteAddress: '127.0.0.1' }, headers: { 'x-forwarded-for': '203.0.113.9' } } as never, false)).toBe('127.0.0.1');
+    expect(clientAddress({ socket: { remoteAddress: '127.0.0.1' }, headers: {} } as never, 1)).toBe('127.0.0.1');
   });
 
   it('streams large values through without corrupting them', async () => {

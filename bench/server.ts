@@ -1,0 +1,224 @@
+/**
+ * npm run bench:server
+ *
+ * The same workload two ways, in one run and one process tree, against the same PostgreSQL:
+ *   raw    — this process talks to PostgreSQL through `pg`, running exactly the statements the
+ *            server runs (the reference's upsert, and the keyed select);
+ *   server — `ldk-vss serve` in a child process (PostgreSQL backend, default signature auth),
+ *            driven over HTTP/1.1 keep-alive with protobuf PutObjects (one item, version -1,
+ *            as LDK Node writes) and GetObject.
+ * 1 KiB values, 1/16/64 concurrent clients, puts and gets of keys drawn from a pre-filled set
+ * (so both sides upsert and read the same rows). Prints ops/s, p50/p99 latency and the
+ * server/raw throughput ratio. Target: ≥ 0.8x at concurrency 16.
+ *
+ * Database: DATABASE_URL, else TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres;
+ * the benchmark uses (and afterwards drops) its own database `ldkvss_bench_<pid>` on that server.
+ * Knobs: BENCH_SECONDS (per phase, default 3), BENCH_KEYS (default 5000), BENCH_POOL (default 32).
+ */
+import { secp256k1 } from '@noble/curves/secp256k1.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { keyValue, vss } from '../src/protocol/index.js';
+
+const BASE_URL = process.env.DATABASE_URL ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const DATABASE = `ldkvss_bench_${process.pid}`;
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const WARMUP_SECONDS = 0.5;
+const KEY_COUNT = Number(process.env.BENCH_KEYS ?? 5000);
+const POOL_SIZE = Number(process.env.BENCH_POOL ?? 32);
+const CONCURRENCY = [1, 16, 64];
+const VALUE = randomBytes(1024);
+const STORE_ID = 'bench';
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+
+function databaseUrl(name: string): string {
+  const url = new URL(BASE_URL);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+// The statements the server's SQL backend runs (src/server/backends/sql-backend.ts).
+const UPSERT = {
+  name: 'bench_upsert',
+  text: `INSERT INTO vss_db (user_token, store_id, key, value, version, created_at, last_updated_at)
+    VALUES ($1, $2, $3, $4, 1, now(), now())
+    ON CONFLICT (user_token, store_id, key) DO UPDATE
+    SET value = EXCLUDED.value, version = 1, last_updated_at = EXCLUDED.last_updated_at`,
+};
+const SELECT = { name: 'bench_select', text: 'SELECT version, value FROM vss_db WHERE user_token = $1 AND store_id = $2 AND key = $3' };
+
+// --- signature auth, as a client would produce it (one signature per second) ----------------
+const SALT = new TextEncoder().encode('VSS Signature Authorizer Signing Salt Constant..................');
+const secretKey = secp256k1.utils.randomSecretKey();
+const pubkey = secp256k1.getPublicKey(secretKey, true);
+const USER_TOKEN = Buffer.from(pubkey).toString('hex');
+let cachedHeader = { time: '', value: '' };
+function authorization(): string {
+  const time = String(Math.floor(Date.now() / 1000));
+  if (cachedHeader.time !== time) {
+    const message = new Uint8Array([...SALT, ...pubkey, ...new TextEncoder().encode(time)]);
+    const signature = secp256k1.sign(sha256(message), secretKey, { prehash: false });
+    cachedHeader = { time, value: USER_TOKEN + Buffer.from(signature).toString('hex') + time };
+  }
+  return cachedHeader.value;
+}
+
+// --- measurement -------------------------------------------------------------------------------
+interface Result {
+  opsPerSecond: number;
+  p50: number;
+  p99: number;
+}
+
+const randomKey = () => `key-${Math.floor(Math.random() * KEY_COUNT)}`;
+
+/** Runs `op` from `concurrency` loops for `seconds`; latencies in ms. */
+async function measure(concurrency: number, seconds: number, op: (key: string) => Promise<void>): Promise<Result> {
+  const latencies: number[] = [];
+  const deadline = performance.now() + seconds * 1000;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < deadline) {
+        const t0 = performance.now();
+        await op(randomKey());
+        latencies.push(performance.now() - t0);
+      }
+    }),
+  );
+  const elapsed = (performance.now() - started) / 1000;
+  latencies.sort((a, b) => a - b);
+  const pick = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
+  return { opsPerSecond: latencies.length / elapsed, p50: pick(0.5), p99: pick(0.99) };
+}
+
+async function phase(concurrency: number, op: (key: string) => Promise<void>): Promise<Result> {
+  await measure(concurrency, WARMUP_SECONDS, op);
+  return measure(concurrency, SECONDS, op);
+}
+
+// --- server child process ----------------------------------------------------------------------
+async function startServer(): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve'], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      DATABASE_URL: databaseUrl(DATABASE),
+      VSS_BIND_ADDRESS: '127.0.0.1:0',
+      VSS_PSQL_POOL_SIZE: String(POOL_SIZE),
+      VSS_LOG_LEVEL: 'info',
+      VSS_AUTH: 'signature',
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  const url = await new Promise<string>((resolve, reject) => {
+    lines.on('line', (line) => {
+      try {
+        const entry = JSON.parse(line) as { msg?: string; url?: string };
+        if (entry.msg === 'VSS server listening' && entry.url) resolve(entry.url);
+      } catch {
+        /* not a log line */
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+  });
+  return { child, url };
+}
+
+function post(agent: http.Agent, url: string, body: Uint8Array): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const request = http.request(
+      url,
+      { method: 'POST', agent, headers: { 'content-type': 'application/octet-stream', 'content-length': body.length, authorization: authorization() } },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on('data', (chunk: Buffer) => chunks.push(chunk));
+        response.on('end', () => (response.statusCode === 200 ? resolve(Buffer.concat(chunks)) : reject(new Error(`HTTP ${response.statusCode}`))));
+        response.on('error', reject);
+      },
+    );
+    request.on('error', reject);
+    request.end(body);
+  });
+}
+
+// --- main ------------------------------------------------------------------------------------
+const fmt = (n: number, digits = 0) => n.toFixed(digits).padStart(8);
+
+async function main(): Promise<void> {
+  const admin = new pg.Client({ connectionString: BASE_URL });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS "${DATABASE}" WITH (FORCE)`);
+  const server = await startServer(); // creates the database and applies the migrations
+  const rows: string[] = [];
+  try {
+    // Pre-fill the key set so raw and server both upsert and read existing rows.
+    const fill = new pg.Pool({ connectionString: databaseUrl(DATABASE), max: 4 });
+    for (let i = 0; i < KEY_COUNT; i += 500) {
+      const keys = Array.from({ length: Math.min(500, KEY_COUNT - i) }, (_, j) => `key-${i + j}`);
+      await fill.query(
+        `INSERT INTO vss_db (user_token, store_id, key, value, version, created_at, last_updated_at)
+         SELECT $1, $2, k, $3, 1, now(), now() FROM unnest($4::text[]) AS k`,
+        [USER_TOKEN, STORE_ID, VALUE, keys],
+      );
+    }
+    await fill.query('VACUUM ANALYZE vss_db');
+    await fill.end();
+
+    console.log(`ldk-vss server benchmark: 1 KiB values, ${KEY_COUNT} keys, ${SECONDS}s per phase, pools of ≤ ${POOL_SIZE} connections`);
+    console.log(`PostgreSQL ${(await admin.query('SHOW server_version')).rows[0].server_version} at ${new URL(BASE_URL).host}, database ${DATABASE}\n`);
+    const header = `${'op'.padEnd(4)} ${'conc'.padStart(4)} | ${'raw ops/s'.padStart(9)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} | ${'srv ops/s'.padStart(9)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} | ratio`;
+    console.log(header);
+    console.log('-'.repeat(header.length));
+    const ratios: Record<string, number> = {};
+    for (const concurrency of CONCURRENCY) {
+      const pool = new pg.Pool({ connectionString: databaseUrl(DATABASE), max: Math.min(concurrency, POOL_SIZE) });
+      const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+      const rawPut = (key: string) => pool.query({ ...UPSERT, values: [USER_TOKEN, STORE_ID, key, VALUE] }).then(() => undefined);
+      const rawGet = (key: string) =>
+        pool.query({ ...SELECT, values: [USER_TOKEN, STORE_ID, key] }).then((r) => {
+          if (r.rows[0]?.value?.length !== VALUE.length) throw new Error('raw get returned the wrong value');
+        });
+      const serverPut = (key: string) =>
+        post(agent, `${server.url}/putObjects`, vss.PutObjectRequest.encode({ storeId: STORE_ID, transactionItems: [keyValue(key, -1n, VALUE)] }).finish()).then(() => undefined);
+      const serverGet = (key: string) =>
+        post(agent, `${server.url}/getObject`, vss.GetObjectRequest.encode({ storeId: STORE_ID, key }).finish()).then((body) => {
+          if (vss.GetObjectResponse.decode(body).value?.value?.length !== VALUE.length) throw new Error('server get returned the wrong value');
+        });
+      for (const [name, raw, served] of [
+        ['put', rawPut, serverPut],
+        ['get', rawGet, serverGet],
+      ] as const) {
+        const r = await phase(concurrency, raw);
+        const s = await phase(concurrency, served);
+        const ratio = s.opsPerSecond / r.opsPerSecond;
+        ratios[`${name}@${concurrency}`] = ratio;
+        const row = `${name.padEnd(4)} ${String(concurrency).padStart(4)} | ${fmt(r.opsPerSecond).padStart(9)} ${fmt(r.p50, 2)} ${fmt(r.p99, 2)} | ${fmt(s.opsPerSecond).padStart(9)} ${fmt(s.p50, 2)} ${fmt(s.p99, 2)} | ${ratio.toFixed(2)}x`;
+        rows.push(row);
+        console.log(row);
+      }
+      await pool.end();
+      agent.destroy();
+    }
+    const atTarget = ['put@16', 'get@16'].map((k) => `${k} ${ratios[k].toFixed(2)}x`).join(', ');
+    const met = ratios['put@16'] >= 0.8 && ratios['get@16'] >= 0.8;
+    console.log(`\ntarget ≥ 0.80x of raw PostgreSQL at concurrency 16: ${atTarget} — ${met ? 'met' : 'NOT met'}`);
+  } finally {
+    const exited = new Promise((resolve) => server.child.once('exit', resolve));
+    server.child.kill('SIGTERM');
+    await exited;
+    await admin.query(`DROP DATABASE IF EXISTS "${DATABASE}" WITH (FORCE)`);
+    await admin.end();
+  }
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
