@@ -139,5 +139,10 @@ export function decryptStorable(storable: Uint8Array, dataEncryptionKey: Uint8Ar
   } catch (cause) {
     throw new StorableDecryptionError('blob', 'decrypted Storable is not a PlaintextBlob', { cause });
   }
-  return { value: blob.value, version: int64ToBigInt(blob.version) };
+  // protobufjs hands out Node Buffers under Node; callers get a plain Uint8Array (same memory).
+  const value = blob.value ?? EMPTY;
+  return {
+    value: value.constructor === Uint8Array ? value : new Uint8Array(value.buffer, value.byteOffset, value.byteLength),
+    version: int64ToBigInt(blob.version),
+  };
 }

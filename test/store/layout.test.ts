@@ -1,20 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { deriveVssKeys, KeyObfuscator } from '../../src/crypto/index.js';
 import { DataIntegrityError, decodeSchemaVersion, encodeSchemaVersion, StoreLayout } from '../../src/store/index.js';
+import { SPEC_MONITOR as MONITOR, SPEC_SEED as SEED, V0_MANAGER, V1_MANAGER, V1_MONITOR, V1_SCHEMA_KEY } from './helpers/vectors.js';
 
-const SEED = Uint8Array.from({ length: 64 }, (_, i) => i);
 const obfuscator = new KeyObfuscator(deriveVssKeys(SEED).obfuscationMasterKey);
-const MONITOR = 'deadbeef'.repeat(8) + '_1';
 const utf8 = (s: string) => new TextEncoder().encode(s);
-
-// Spec §B3, seed 0x00..0x3f.
-const V1_SCHEMA_KEY =
-  'zAFWxEyRX5by7HK/cWKE1BNnGT3uYb0mo26LYuK7AvrIxdzgx0hugSW1+6pD#VTPFTAJaU/exWkbWSsfSGZP2KebniIRaXoZSRE0u0+RNMgLe4ygCFsy9cJE+8EioW06pDSl67QiwUiK0Pug';
-const V1_MANAGER =
-  'zAFWxEyRX5by7HK/cWKE1BNnGT3uYb0mo26LYuK7AvrIxdzgx0hugSW1+6pD#Vl6GlKf1fo6OxqCoqWahsOd/66y9GcMpNBEnlmtlr3+aw553TsZrSGYw2wdFsLbkbFIW';
-const V1_MONITOR =
-  'IypYfetDVHWBNmZlyBjDQnuIsNc9Ih1t3ddR9RIq5F4Vg08lDvzjNQ+gAGXzws61BPMJeoY#KJTj2mQoMbnRaxcGEKBi+lJy7wZfXWAIsGXU6jAgRuIWBoGvC4AtvT0YbthUljGEUn/uGLP3y8v/+jRwqc8fHmpPUFQZcJdlNlnChY1yyBwLqs2mz7gTH6wln3w2I6Ch18BAXJVl4xSPlX4rFus';
-const V0_MANAGER = 'Vl6GlKf1fo6OxqCoqWahsOd/66y9GcMpNBEnlmtlr3+aw553TsZrSGYw2wdFsLbkbFIW';
 
 describe('V1 layout (LDK Node current)', () => {
   const layout = new StoreLayout(1, obfuscator);

@@ -7,6 +7,9 @@ import type { MemorySnapshot, VssServerOptions } from '../../../src/server/index
 
 export interface ServerThread {
   url: string;
+  /** The same server through a proxy that `blackhole(true)` turns into a black hole. */
+  proxyUrl: string;
+  blackhole(on: boolean): Promise<void>;
   /** MemoryBackend only. */
   snapshot(): Promise<MemorySnapshot>;
   restore(snapshot: MemorySnapshot): Promise<void>;
@@ -20,12 +23,12 @@ export async function startServerThread(options: Pick<VssServerOptions, 'backend
     eval: true,
     workerData: options,
   });
-  const url = await new Promise<string>((resolve, reject) => {
+  const { url, proxyUrl } = await new Promise<{ url: string; proxyUrl: string }>((resolve, reject) => {
     worker.once('error', reject);
-    worker.on('message', function onReady(message: { ready?: boolean; url?: string }) {
+    worker.on('message', function onReady(message: { ready?: boolean; url?: string; proxyUrl?: string }) {
       if (message.ready) {
         worker.off('message', onReady);
-        resolve(message.url!);
+        resolve({ url: message.url!, proxyUrl: message.proxyUrl! });
       }
     });
   });
@@ -45,6 +48,8 @@ export async function startServerThread(options: Pick<VssServerOptions, 'backend
   };
   return {
     url,
+    proxyUrl,
+    blackhole: (on) => request<void>({ type: 'blackhole', on }),
     snapshot: () => request<MemorySnapshot>({ type: 'snapshot' }),
     restore: (snapshot) => request<void>({ type: 'restore', snapshot }),
     close: async () => {

@@ -1,0 +1,199 @@
+/**
+ * The blocking store API (worker-thread bridge). The server runs in a worker thread of its
+ * own: an in-process server would be frozen while this thread blocks in Atomics.wait.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  ConcurrentWriterError,
+  InvalidKeyError,
+  KeyBusyError,
+  KeyNotFoundError,
+  RollbackDetectedError,
+  StoreError,
+  StoreIOError,
+  StoreTimeoutError,
+  VssStore,
+  type VssStoreOptions,
+} from '../../src/store/index.js';
+import { VssClient } from '../../src/client/index.js';
+import { keyValue } from '../../src/protocol/index.js';
+import { STORE_TEST_BACKENDS, type TestBackend } from './helpers/backends.js';
+import { startServerThread, type ServerThread } from './helpers/server-thread.js';
+
+const bytes = (s: string) => new TextEncoder().encode(s);
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+const SEED = new Uint8Array(64).fill(0x17);
+const FAST_RETRY = { baseDelayMs: 1, maxAttempts: 2, maxTotalDelayMs: 50, maxJitterMs: 0 };
+
+function syncSuite(backend: TestBackend): void {
+  let server: ServerThread;
+  beforeAll(async () => {
+    server = await startServerThread({ backend: backend.option, auth: { kind: 'noop' } });
+  }, 120_000);
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  const open = (extra: Partial<VssStoreOptions> = {}, storeId = `sync-${randomUUID().slice(0, 20)}`) =>
+    VssStore.open({ storeId, client: { baseUrl: server.url, retry: FAST_RETRY }, keys: { seed: SEED }, ...extra });
+
+  it('implements the KVStore contract synchronously', async () => {
+    const store = await open();
+    const sync = store.toSyncStore();
+    sync.write('ns', 'sub', 'k1', bytes('v1'));
+    sync.write('', '', 'root', bytes('r'));
+    expect(text(sync.read('ns', 'sub', 'k1'))).toBe('v1');
+    expect(sync.list('ns', 'sub')).toEqual(['k1']);
+    expect(sync.list('', '')).toEqual(['root']);
+    sync.write('ns', 'sub', 'k1', bytes('v2'));
+    expect(text(sync.read('ns', 'sub', 'k1'))).toBe('v2');
+    expect(sync.listAll().map((k) => k.key).sort()).toEqual(['k1', 'root']);
+    sync.remove('ns', 'sub', 'k1', false);
+    expect(sync.list('ns', 'sub')).toEqual([]);
+    expect(() => sync.read('ns', 'sub', 'k1')).toThrow(KeyNotFoundError);
+    expect(() => sync.write('', 'sub', 'k', bytes('x'))).toThrow(InvalidKeyError);
+    expect(() => sync.read('ns', '', '')).toThrow(InvalidKeyError);
+    const big = new Uint8Array(1 << 20).map((_, i) => i % 253);
+    sync.write('big', '', 'v', big);
+    expect(sync.read('big', '', 'v')).toEqual(big);
+    await store.close();
+  });
+
+  it('shares one state with the async API: versions and values line up both ways', async () => {
+    const store = await open();
+    const sync = store.toSyncStore();
+    await store.write('m', '', 'k', bytes('async 1'));
+    expect(text(sync.read('m', '', 'k'))).toBe('async 1');
+    sync.write('m', '', 'k', bytes('sync 2'));
+    expect(text(await store.read('m', '', 'k'))).toBe('sync 2');
+    await store.write('m', '', 'k', bytes('async 3'));
+    sync.write('m', '', 'k', bytes('sync 4'));
+    await store.remove('m', '', 'k', false);
+    sync.write('m', '', 'k', bytes('sync 5'));
+    expect(text(await store.read('m', '', 'k'))).toBe('sync 5');
+    await store.close();
+  });
+
+  it('reports another writer as ConcurrentWriterError, synchronously', async () => {
+    const storeId = `sync-${randomUUID().slice(0, 20)}`;
+    const a = await open({}, storeId);
+    const b = await open({}, storeId);
+    const syncA = a.toSyncStore();
+    syncA.write('', '', 'manager', bytes('a'));
+    await b.read('', '', 'manager');
+    await b.write('', '', 'manager', bytes('b'));
+    expect(() => syncA.write('', '', 'manager', bytes('a2'))).toThrow(ConcurrentWriterError);
+    expect(text(await b.read('', '', 'manager'))).toBe('b');
+    await a.close();
+    await b.close();
+  });
+
+  it('fails a sync write of a key whose async write is in flight (KeyBusyError), and supersedes a queued one', async () => {
+    const store = await open();
+    const sync = store.toSyncStore();
+    const pending = store.write('busy', '', 'k', bytes('async'));
+    await Promise.resolve();
+    await Promise.resolve(); // the queue has started the async write
+    expect(() => sync.write('busy', '', 'k', bytes('sync'))).toThrow(KeyBusyError);
+    await pending;
+    sync.write('busy', '', 'k', bytes('sync after'));
+    expect(text(await store.read('busy', '', 'k'))).toBe('sync after');
+
+    // Queued in the same synchronous stretch: the sync write supersedes it; its caller resolves.
+    const queued = store.write('busy', '', 'q', bytes('queued async'));
+    sync.write('busy', '', 'q', bytes('sync wins'));
+    await queued;
+    expect(text(await store.read('busy', '', 'q'))).toBe('sync wins');
+    await store.close();
+  });
+
+  it('lazy removes return at once and complete on the async path', async () => {
+    const store = await open();
+    const sync = store.toSyncStore();
+    sync.write('lazy', '', 'k', bytes('x'));
+    sync.remove('lazy', '', 'k', true);
+    await store.flush();
+    expect(sync.list('lazy', '')).toEqual([]);
+    await store.close();
+  });
+
+  it('records versions through the ledger from the sync path too', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ldk-vss-sync-'));
+    try {
+      const storeId = `sync-${randomUUID().slice(0, 20)}`;
+      const path = join(dir, 'versions.log');
+      const store = await open({ versionLedger: path }, storeId);
+      const sync = store.toSyncStore();
+      sync.write('l', '', 'k', bytes('1'));
+      sync.write('l', '', 'k', bytes('2'));
+      await store.close();
+      // Put the key back to version 1 behind the store's back (a restored backup of that row).
+      const raw = new VssClient(server.url);
+      const listing = await raw.listKeyVersions({ storeId });
+      const dataKey = listing.keyVersions.find((kv) => kv.version?.toString() === '2')!.key!;
+      const value = (await raw.getObject({ storeId, key: dataKey })).value!.value!;
+      await raw.putObjects({ storeId, transactionItems: [keyValue(dataKey, -1n, value)] });
+      await expect(open({ versionLedger: path }, storeId)).rejects.toBeInstanceOf(RollbackDetectedError);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('turns a server that never answers into StoreTimeoutError at the deadline, never a hang', async () => {
+    const store = await VssStore.open({
+      storeId: `sync-${randomUUID().slice(0, 20)}`,
+      client: { baseUrl: server.proxyUrl, retry: FAST_RETRY },
+      keys: { seed: SEED },
+    });
+    const sync = store.toSyncStore({ deadlineMs: 1500 });
+    sync.write('t', '', 'k', bytes('before'));
+    await server.blackhole(true);
+    try {
+      const started = Date.now();
+      expect(() => sync.read('t', '', 'k')).toThrow(StoreTimeoutError);
+      const waited = Date.now() - started;
+      expect(waited).toBeGreaterThanOrEqual(1400);
+      expect(waited).toBeLessThan(10_000);
+      // A write that timed out has an unknown outcome ...
+      expect(() => sync.write('t', '', 'k', bytes('lost'))).toThrow(StoreTimeoutError);
+    } finally {
+      await server.blackhole(false);
+    }
+    // ... and the next write reads back first (the swallowed write never arrived) and succeeds.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    sync.write('t', '', 'k', bytes('after'));
+    expect(text(sync.read('t', '', 'k'))).toBe('after');
+    await store.close();
+  }, 60_000);
+
+  it('fails cleanly when the worker cannot start in time, and after close', async () => {
+    const store = await open();
+    expect(() => store.toSyncStore({ startupTimeoutMs: 1 })).toThrow(StoreTimeoutError);
+    const sync = store.toSyncStore();
+    sync.close();
+    expect(() => sync.list('a', '')).toThrow(StoreIOError);
+    await store.close();
+    expect(() => store.toSyncStore()).toThrow(StoreError);
+  });
+
+  it('needs a plain client config to build its worker', async () => {
+    const store = await VssStore.open({
+      storeId: `sync-${randomUUID().slice(0, 20)}`,
+      client: new VssClient(server.url),
+      keys: { seed: SEED },
+    });
+    expect(() => store.toSyncStore()).toThrow(/VssClientConfig/);
+    await store.close();
+  });
+}
+
+for (const backend of STORE_TEST_BACKENDS) {
+  describe.skipIf(backend.skipReason !== undefined)(
+    `VssStore sync API on ${backend.label}${backend.skipReason ? ` — SKIPPED: ${backend.skipReason}` : ''}`,
+    () => syncSuite(backend),
+  );
+}
