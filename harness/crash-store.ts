@@ -21,8 +21,10 @@ export type CrashTiming =
 export type WriteKind = 'monitor-update' | 'monitor' | 'manager' | 'other';
 
 export interface WriteRecord {
-  /** 1-based position among this store's writes. */
+  /** 1-based position among this store's durable writes. */
   seq: number;
+  /** 1-based position among this store's write calls (see `onCall`). */
+  callSeq: number;
   kind: WriteKind;
   key: StoreKey;
   bytes: number;
@@ -36,6 +38,8 @@ export interface CrashPoint {
   /** Crash at the n-th matching write after arming (1-based). */
   ordinal: number;
   timing: CrashTiming;
+  /** Only writes made while this holds count (e.g. to avoid a window with a known issue). */
+  when?: (kind: WriteKind, key: StoreKey) => boolean;
 }
 
 export interface CrashEvent {
@@ -74,6 +78,8 @@ export class CrashableStore implements AsyncKVStore {
   /** Rejections of operations parked when the crash happened. */
   private readonly parked = new Set<(err: Error) => void>();
   private readonly listeners = new Set<(w: WriteRecord) => void>();
+  private readonly callListeners = new Set<(callSeq: number, kind: WriteKind, key: StoreKey) => void>();
+  private calls = 0;
 
   constructor(readonly inner: AsyncKVStore) {}
 
@@ -106,6 +112,12 @@ export class CrashableStore implements AsyncKVStore {
     return () => this.listeners.delete(listener);
   }
 
+  /** Called when a write is made, before it is sent (and before a crash point is checked). */
+  onCall(listener: (callSeq: number, kind: WriteKind, key: StoreKey) => void): () => void {
+    this.callListeners.add(listener);
+    return () => this.callListeners.delete(listener);
+  }
+
   /** Runs `op` unless crashed; if the store crashes while it runs, the caller never hears back. */
   private guarded<T>(op: () => Promise<T>): Promise<T> {
     if (this.cut) return Promise.reject(new SimulatedCrashError());
@@ -125,11 +137,12 @@ export class CrashableStore implements AsyncKVStore {
   }
 
   /** True if this write is the armed crash point (counting it). */
-  private hits(kind: WriteKind): Armed | undefined {
+  private hits(kind: WriteKind, key: StoreKey): Armed | undefined {
     const armed = this.armed;
     if (!armed) return undefined;
     const kinds = armed.point.kind === undefined ? undefined : Array.isArray(armed.point.kind) ? armed.point.kind : [armed.point.kind];
     if (kinds && !kinds.includes(kind)) return undefined;
+    if (armed.point.when && !armed.point.when(kind, key)) return undefined;
     armed.seen++;
     return armed.seen === armed.point.ordinal ? armed : undefined;
   }
@@ -143,7 +156,9 @@ export class CrashableStore implements AsyncKVStore {
     const storeKey = { primaryNamespace, secondaryNamespace, key };
     const kind = writeKind(storeKey);
     if (this.cut) return Promise.reject(new SimulatedCrashError());
-    const hit = this.hits(kind);
+    const callSeq = ++this.calls;
+    for (const listener of this.callListeners) listener(callSeq, kind, storeKey);
+    const hit = this.hits(kind, storeKey);
     if (hit?.point.timing === 'before-durable') {
       this.fire(hit, storeKey, kind);
       return Promise.reject(new SimulatedCrashError());
@@ -151,7 +166,7 @@ export class CrashableStore implements AsyncKVStore {
     const started = performance.now();
     return this.guarded(async () => {
       await this.inner.write(primaryNamespace, secondaryNamespace, key, value);
-      const record: WriteRecord = { seq: ++this.seq, kind, key: storeKey, bytes: value.length, latencyMs: performance.now() - started };
+      const record: WriteRecord = { seq: ++this.seq, callSeq, kind, key: storeKey, bytes: value.length, latencyMs: performance.now() - started };
       this.writes.push(record);
       for (const listener of this.listeners) listener(record);
       if (hit) this.fire(hit, storeKey, kind);

@@ -28,7 +28,15 @@ function hex(bytes: Uint8Array): string {
   return Buffer.from(bytes).toString('hex');
 }
 
+export interface ClosureRecord {
+  node: string;
+  channelId: string;
+  reason: string;
+}
+
 export class PaymentLedger {
+  /** Every ChannelClosed any incarnation of any tracked node reported. */
+  readonly closures: ClosureRecord[] = [];
   private readonly entries = new Map<string, LedgerEntry>();
   private readonly tracked = new WeakSet<WalletNode>();
 
@@ -57,7 +65,9 @@ export class PaymentLedger {
   }
 
   private onEvent(node: WalletNode, event: ldk.Event): void {
-    if (event instanceof ldk.Event_PaymentSent) {
+    if (event instanceof ldk.Event_ChannelClosed) {
+      this.closures.push({ node: node.name, channelId: hex(event.channel_id.get_a()), reason: event.reason.constructor.name.replace(/^ClosureReason_/, '') });
+    } else if (event instanceof ldk.Event_PaymentSent) {
       const e = this.entry(hex(event.payment_hash), node, 0n);
       e.sent = true;
       if (e.from === '?') e.from = node.name;

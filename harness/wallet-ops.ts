@@ -135,6 +135,13 @@ export async function forceCloseChannel(net: WalletNetwork, closer: WalletNode, 
 
 // ---- maturing and sweeping ----
 
+/** Waits until no live node has a monitor or manager write queued. */
+export async function waitPersisted(net: WalletNetwork, options: WaitOptions = {}): Promise<void> {
+  const idle = (n: WalletNode): boolean => (n.persistence.vssPersister?.pending().length ?? 0) === 0 && !n.eventLoop?.persisting;
+  await net.waitFor(() => net.liveNodes().every(idle), { what: 'every node persisted', ...options });
+  await new Promise((r) => setImmediate(r));
+}
+
 /**
  * Mines one block at a time (letting the nodes react between blocks) until `predicate`
  * holds. Returns the number of blocks mined; throws after `maxBlocks`.
@@ -142,9 +149,9 @@ export async function forceCloseChannel(net: WalletNetwork, closer: WalletNode, 
 export async function mineUntil(net: WalletNetwork, predicate: () => boolean, options: { maxBlocks?: number; what?: string } = {}): Promise<number> {
   const maxBlocks = options.maxBlocks ?? 500;
   for (let mined = 0; ; mined++) {
-    // Let the nodes handle the previous block's events before checking.
-    await net.waitFor(() => true);
-    await new Promise((r) => setImmediate(r));
+    // Let the nodes persist and react to the previous block before checking: LDK releases
+    // a monitor's events (e.g. SpendableOutputs) only once its chain-sync write is durable.
+    await waitPersisted(net);
     if (predicate()) return mined;
     if (mined >= maxBlocks) throw new Error(`still waiting for ${options.what ?? 'a condition'} after mining ${maxBlocks} blocks`);
     net.mine(1);

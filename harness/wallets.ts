@@ -80,6 +80,7 @@ export class WalletFleet {
   readonly ledger = new PaymentLedger();
   private readonly wallets = new Map<string, Wallet>();
   private readonly peers: [string, string][] = [];
+  private readonly walletListeners: ((wallet: Wallet) => void)[] = [];
 
   private constructor(
     readonly net: WalletNetwork,
@@ -92,6 +93,11 @@ export class WalletFleet {
     const net = await WalletNetwork.create();
     net.start();
     return new WalletFleet(net, openStore, options.storeIdPrefix ?? `wallet-${randomBytes(4).toString('hex')}`);
+  }
+
+  /** Called with every new wallet instance (created or restored), before it runs. */
+  onWallet(listener: (wallet: Wallet) => void): void {
+    this.walletListeners.push(listener);
   }
 
   wallet(name: string): Wallet {
@@ -123,6 +129,7 @@ export class WalletFleet {
     const wallet: Wallet = { ...identity, mode, node, store, handle, incarnation: 1 };
     this.wallets.set(name, wallet);
     this.ledger.track(node);
+    for (const listener of this.walletListeners) listener(wallet);
     return wallet;
   }
 
@@ -204,6 +211,7 @@ export class WalletFleet {
     const wallet: Wallet = { ...identity, mode, node, store, handle, incarnation: old.incarnation + 1, restoreStats: restored.stats };
     this.wallets.set(name, wallet);
     this.ledger.track(node);
+    for (const listener of this.walletListeners) listener(wallet);
     if (options.reconnect ?? true) {
       for (const [a, b] of this.peers) {
         if (a !== name && b !== name) continue;
