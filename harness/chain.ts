@@ -91,6 +91,22 @@ export class SyntheticChain {
     return block;
   }
 
+  /**
+   * Appends a block mined elsewhere (e.g. the harness's chain in another process, mirrored
+   * into a child wallet's). It must extend the tip.
+   */
+  append(block: Block): void {
+    const prev = this.tip;
+    if (block.height !== prev.height + 1 || Buffer.compare(Buffer.from(block.header.subarray(4, 36)), Buffer.from(prev.hash)) !== 0) {
+      throw new Error(`block ${block.height} does not extend the tip ${prev.height}`);
+    }
+    const copy: Block = { height: block.height, hash: Uint8Array.from(block.hash), header: Uint8Array.from(block.header), transactions: block.transactions.map((t) => Uint8Array.from(t)) };
+    for (const tx of copy.transactions) this.minedTxids.add(txidHex(tx));
+    const remaining = this.mempool.filter((t) => !this.minedTxids.has(txidHex(t)));
+    this.mempool.splice(0, this.mempool.length, ...remaining);
+    this.blocks.push(copy);
+  }
+
   mineBlocks(count: number): Block[] {
     const mined: Block[] = [];
     for (let i = 0; i < count; i++) mined.push(this.mine(i === 0 ? undefined : []));
