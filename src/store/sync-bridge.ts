@@ -32,7 +32,12 @@ function spawnWorker(threads: WorkerThreads, workerData: unknown, transferList: 
   const fromSources = import.meta.url.endsWith('.ts');
   const entry = new URL(fromSources ? './sync-worker.ts' : './sync-worker.js', import.meta.url);
   if (!fromSources) return new threads.Worker(entry, { workerData, transferList: transferList as never });
-  const tsxApi = import.meta.resolve('tsx/esm/api');
+  let tsxApi: string;
+  try {
+    tsxApi = import.meta.resolve('tsx/esm/api');
+  } catch (cause) {
+    throw new StoreOpenError('running the sync bridge from TypeScript sources needs the tsx package (use the compiled dist/ otherwise)', { cause });
+  }
   const bootstrap = `import(${JSON.stringify(tsxApi)}).then(({ tsImport }) => tsImport(${JSON.stringify(entry.href)}, ${JSON.stringify(entry.href)}));`;
   return new threads.Worker(bootstrap, { eval: true, workerData, transferList: transferList as never });
 }
