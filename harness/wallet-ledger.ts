@@ -82,6 +82,14 @@ export class PaymentLedger {
     }
   }
 
+  /** Outcomes reported from elsewhere (e.g. a wallet in another process). */
+  report(paymentHash: string, outcome: 'sent' | 'failed'): void {
+    const e = this.entries.get(paymentHash);
+    if (!e) throw new Error(`unknown payment ${paymentHash}`);
+    if (outcome === 'sent') e.sent = true;
+    else e.failed = true;
+  }
+
   get(paymentHash: string): LedgerEntry | undefined {
     return this.entries.get(paymentHash);
   }

@@ -75,6 +75,34 @@ export function pendingOutboundPayments(node: WalletNode): number {
   return node.channelManager.list_recent_payments().filter((p) => p instanceof ldk.RecentPaymentDetails_Pending || p instanceof ldk.RecentPaymentDetails_AwaitingInvoice).length;
 }
 
+/** An invoice's essentials, as a payee hands them to a payer (possibly in another process). */
+export interface InvoiceData {
+  payeeNodeId: Uint8Array;
+  paymentHash: Uint8Array;
+  paymentSecret: Uint8Array;
+  amountMsat: bigint;
+}
+
+/** Creates an inbound payment on `payee` (what an invoice carries). */
+export function createInvoice(payee: WalletNode, amountMsat: bigint): InvoiceData {
+  const inbound = payee.channelManager.create_inbound_payment(ldk.Option_u64Z.constructor_some(amountMsat), 3600, ldk.Option_u16Z.constructor_none());
+  if (!(inbound instanceof ldk.Result_C2Tuple_ThirtyTwoBytesThirtyTwoBytesZNoneZ_OK)) throw new Error(`${payee.name}: create_inbound_payment failed`);
+  return { payeeNodeId: payee.nodeId, paymentHash: inbound.res.get_a(), paymentSecret: inbound.res.get_b(), amountMsat };
+}
+
+/** Pays an invoice from `payer` over its direct channels; the outcome arrives as events. */
+export function payInvoice(payer: WalletNode, invoice: InvoiceData, paymentId: Uint8Array): void {
+  const params = ldk.RouteParameters.constructor_from_payment_params_and_value(ldk.PaymentParameters.constructor_from_node_id(invoice.payeeNodeId, 40), invoice.amountMsat);
+  const hashHex = hex(invoice.paymentHash);
+  payer.payments.set(hashHex, { paymentHash: hashHex, direction: 'outbound', amountMsat: invoice.amountMsat, status: 'pending' });
+  const sent = payer.channelManager.send_payment(invoice.paymentHash, ldk.RecipientOnionFields.constructor_secret_only(invoice.paymentSecret), paymentId, params, ldk.Retry.constructor_attempts(3));
+  if (!sent.is_ok()) {
+    payer.payments.set(hashHex, { paymentHash: hashHex, direction: 'outbound', amountMsat: invoice.amountMsat, status: 'failed', failureReason: 'send_payment refused' });
+    throw new Error(`${payer.name}: send_payment failed`);
+  }
+  payer.emit('activity');
+}
+
 // ---- closing ----
 
 export interface ClosedChannel {

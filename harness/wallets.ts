@@ -55,6 +55,13 @@ export interface AddWalletOptions {
   persister?: VssPersistenceOptions;
 }
 
+export interface RestoreWalletOptions {
+  mode?: PersistenceMode;
+  persister?: VssPersistenceOptions;
+  /** Reconnect to the peers the wallet had in this fleet (default true). */
+  reconnect?: boolean;
+}
+
 export interface Wallet extends WalletIdentity {
   mode: PersistenceMode;
   node: WalletNode;
@@ -200,23 +207,41 @@ export class WalletFleet {
    * Restores a crashed wallet from its seed and store id alone, on a new store client, and
    * reconnects it to its peers.
    */
-  async restore(name: string, options: { mode?: PersistenceMode; persister?: VssPersistenceOptions; reconnect?: boolean } = {}): Promise<Wallet> {
+  async restore(name: string, options: RestoreWalletOptions = {}): Promise<Wallet> {
     const old = this.wallet(name);
     if (!old.node.crashed) throw new Error(`wallet ${name} is running; crash it first`);
-    const identity: WalletIdentity = { name: old.name, storeId: old.storeId, seed: old.seed };
+    return this.restoreIdentity({ name: old.name, storeId: old.storeId, seed: old.seed }, options.mode ?? old.mode, old.incarnation + 1, options);
+  }
+
+  /**
+   * Restores a wallet this fleet has never run (a new device or a new process) from its seed
+   * and store id. Connect it to peers with `connect`.
+   */
+  async restoreFrom(identity: WalletIdentity, options: RestoreWalletOptions = {}): Promise<Wallet> {
+    if (this.wallets.has(identity.name) && !this.node(identity.name).crashed) throw new Error(`wallet ${identity.name} is running`);
+    return this.restoreIdentity(identity, options.mode ?? 'vss-persister', 1, { ...options, reconnect: false });
+  }
+
+  private async restoreIdentity(identity: WalletIdentity, mode: PersistenceMode, incarnation: number, options: RestoreWalletOptions): Promise<Wallet> {
+    const name = identity.name;
     const handle = await this.openStore(identity);
     const store = new CrashableStore(handle.store);
-    const mode = options.mode ?? old.mode;
-    const { node, restored } = await this.net.restoreNode({ name, seed: nodeSeedOf(identity.seed), persistence: this.persistence(mode, store, handle, options) });
-    const wallet: Wallet = { ...identity, mode, node, store, handle, incarnation: old.incarnation + 1, restoreStats: restored.stats };
+    let result;
+    try {
+      result = await this.net.restoreNode({ name, seed: nodeSeedOf(identity.seed), persistence: this.persistence(mode, store, handle, options) });
+    } catch (err) {
+      handle.close?.().catch(() => {});
+      throw err;
+    }
+    const wallet: Wallet = { ...identity, mode, node: result.node, store, handle, incarnation, restoreStats: result.restored.stats };
     this.wallets.set(name, wallet);
-    this.ledger.track(node);
+    this.ledger.track(result.node);
     for (const listener of this.walletListeners) listener(wallet);
     if (options.reconnect ?? true) {
       for (const [a, b] of this.peers) {
         if (a !== name && b !== name) continue;
         const other = a === name ? b : a;
-        if (!this.node(other).crashed) await this.net.connect(node, this.node(other));
+        if (!this.node(other).crashed) await this.net.connect(result.node, this.node(other));
       }
     }
     return wallet;
