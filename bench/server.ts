@@ -20,6 +20,8 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
+import { cpus, loadavg } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
@@ -73,13 +75,49 @@ interface Result {
   opsPerSecond: number;
   p50: number;
   p99: number;
+  /** CPU time per operation in µs: this process (the client), the server process, PostgreSQL. */
+  cpu: { client: number; server: number; postgres: number };
+}
+
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** user+system CPU seconds of a process, from /proc (0 if it is gone or /proc is unavailable). */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return 0;
+  }
+}
+
+interface CpuProbe {
+  /** CPU seconds used so far by the client, the server and this benchmark's PostgreSQL backends. */
+  read(): Promise<{ client: number; server: number; postgres: number }>;
+}
+
+/** Counts only the PostgreSQL backends connected to the benchmark database (the machine may be shared). */
+function cpuProbe(admin: pg.Client, serverPid: number): CpuProbe {
+  return {
+    async read() {
+      const backends = await admin.query('SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [DATABASE]);
+      const client = process.cpuUsage();
+      return {
+        client: (client.user + client.system) / 1e6,
+        server: cpuSeconds(serverPid),
+        postgres: backends.rows.reduce((sum: number, row: { pid: number }) => sum + cpuSeconds(row.pid), 0),
+      };
+    },
+  };
 }
 
 const randomKey = () => `key-${Math.floor(Math.random() * KEY_COUNT)}`;
 
 /** Runs `op` from `concurrency` loops for `seconds`; latencies in ms. */
-async function measure(concurrency: number, seconds: number, op: (key: string) => Promise<void>): Promise<Result> {
+async function measure(concurrency: number, seconds: number, op: (key: string) => Promise<void>, probe: CpuProbe): Promise<Result> {
   const latencies: number[] = [];
+  const cpuBefore = await probe.read();
   const deadline = performance.now() + seconds * 1000;
   const started = performance.now();
   await Promise.all(
@@ -92,18 +130,25 @@ async function measure(concurrency: number, seconds: number, op: (key: string) =
     }),
   );
   const elapsed = (performance.now() - started) / 1000;
+  const cpuAfter = await probe.read();
   latencies.sort((a, b) => a - b);
   const pick = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
-  return { opsPerSecond: latencies.length / elapsed, p50: pick(0.5), p99: pick(0.99) };
+  const perOp = (key: keyof typeof cpuAfter) => ((cpuAfter[key] - cpuBefore[key]) * 1e6) / latencies.length;
+  return {
+    opsPerSecond: latencies.length / elapsed,
+    p50: pick(0.5),
+    p99: pick(0.99),
+    cpu: { client: perOp('client'), server: perOp('server'), postgres: perOp('postgres') },
+  };
 }
 
-async function phase(concurrency: number, op: (key: string) => Promise<void>): Promise<Result> {
-  await measure(concurrency, WARMUP_SECONDS, op);
-  return measure(concurrency, SECONDS, op);
+async function phase(concurrency: number, op: (key: string) => Promise<void>, probe: CpuProbe): Promise<Result> {
+  await measure(concurrency, WARMUP_SECONDS, op, probe);
+  return measure(concurrency, SECONDS, op, probe);
 }
 
 // --- server child process ----------------------------------------------------------------------
-async function startServer(): Promise<{ child: ChildProcess; url: string }> {
+async function startServer(): Promise<{ child: ChildProcess; url: string; close(): Promise<void> }> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve'], {
     cwd: ROOT,
     env: {
@@ -128,7 +173,15 @@ async function startServer(): Promise<{ child: ChildProcess; url: string }> {
     });
     child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
   });
-  return { child, url };
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  return {
+    child,
+    url,
+    async close() {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
 }
 
 function post(agent: http.Agent, url: string, body: Uint8Array): Promise<Buffer> {
@@ -149,14 +202,11 @@ function post(agent: http.Agent, url: string, body: Uint8Array): Promise<Buffer>
 }
 
 // --- main ------------------------------------------------------------------------------------
-const fmt = (n: number, digits = 0) => n.toFixed(digits).padStart(8);
-
 async function main(): Promise<void> {
   const admin = new pg.Client({ connectionString: BASE_URL });
   await admin.connect();
   await admin.query(`DROP DATABASE IF EXISTS "${DATABASE}" WITH (FORCE)`);
   const server = await startServer(); // creates the database and applies the migrations
-  const rows: string[] = [];
   try {
     // Pre-fill the key set so raw and server both upsert and read existing rows.
     const fill = new pg.Pool({ connectionString: databaseUrl(DATABASE), max: 4 });
@@ -172,10 +222,14 @@ async function main(): Promise<void> {
     await fill.end();
 
     console.log(`ldk-vss server benchmark: 1 KiB values, ${KEY_COUNT} keys, ${SECONDS}s per phase, pools of ≤ ${POOL_SIZE} connections`);
-    console.log(`PostgreSQL ${(await admin.query('SHOW server_version')).rows[0].server_version} at ${new URL(BASE_URL).host}, database ${DATABASE}\n`);
-    const header = `${'op'.padEnd(4)} ${'conc'.padStart(4)} | ${'raw ops/s'.padStart(9)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} | ${'srv ops/s'.padStart(9)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)} | ratio`;
+    console.log(`PostgreSQL ${(await admin.query('SHOW server_version')).rows[0].server_version} at ${new URL(BASE_URL).host}, database ${DATABASE}; ${cpus().length} CPUs, load average ${loadavg()[0].toFixed(1)}`);
+    console.log('cpu µs/op = CPU time per operation of client / server / PostgreSQL backends (raw has no server)\n');
+    const header = `${'op'.padEnd(4)} ${'conc'.padStart(4)} | ${'raw ops/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'cpu µs/op'.padStart(15)} | ${'srv ops/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'cpu µs/op'.padStart(15)} | ratio`;
     console.log(header);
     console.log('-'.repeat(header.length));
+    const probe = cpuProbe(admin, server.child.pid as number);
+    const cpuText = (r: Result, withServer: boolean) =>
+      (withServer ? `${r.cpu.client.toFixed(0)}/${r.cpu.server.toFixed(0)}/${r.cpu.postgres.toFixed(0)}` : `${r.cpu.client.toFixed(0)}/-/${r.cpu.postgres.toFixed(0)}`).padStart(15);
     const ratios: Record<string, number> = {};
     for (const concurrency of CONCURRENCY) {
       const pool = new pg.Pool({ connectionString: databaseUrl(DATABASE), max: Math.min(concurrency, POOL_SIZE) });
@@ -195,13 +249,14 @@ async function main(): Promise<void> {
         ['put', rawPut, serverPut],
         ['get', rawGet, serverGet],
       ] as const) {
-        const r = await phase(concurrency, raw);
-        const s = await phase(concurrency, served);
+        const r = await phase(concurrency, raw, probe);
+        const s = await phase(concurrency, served, probe);
         const ratio = s.opsPerSecond / r.opsPerSecond;
         ratios[`${name}@${concurrency}`] = ratio;
-        const row = `${name.padEnd(4)} ${String(concurrency).padStart(4)} | ${fmt(r.opsPerSecond).padStart(9)} ${fmt(r.p50, 2)} ${fmt(r.p99, 2)} | ${fmt(s.opsPerSecond).padStart(9)} ${fmt(s.p50, 2)} ${fmt(s.p99, 2)} | ${ratio.toFixed(2)}x`;
-        rows.push(row);
-        console.log(row);
+        console.log(
+          `${name.padEnd(4)} ${String(concurrency).padStart(4)} | ${r.opsPerSecond.toFixed(0).padStart(9)} ${r.p50.toFixed(2).padStart(7)} ${r.p99.toFixed(2).padStart(7)} ${cpuText(r, false)} | ` +
+            `${s.opsPerSecond.toFixed(0).padStart(9)} ${s.p50.toFixed(2).padStart(7)} ${s.p99.toFixed(2).padStart(7)} ${cpuText(s, true)} | ${ratio.toFixed(2)}x`,
+        );
       }
       await pool.end();
       agent.destroy();
@@ -210,9 +265,7 @@ async function main(): Promise<void> {
     const met = ratios['put@16'] >= 0.8 && ratios['get@16'] >= 0.8;
     console.log(`\ntarget ≥ 0.80x of raw PostgreSQL at concurrency 16: ${atTarget} — ${met ? 'met' : 'NOT met'}`);
   } finally {
-    const exited = new Promise((resolve) => server.child.once('exit', resolve));
-    server.child.kill('SIGTERM');
-    await exited;
+    await server.close();
     await admin.query(`DROP DATABASE IF EXISTS "${DATABASE}" WITH (FORCE)`);
     await admin.end();
   }
