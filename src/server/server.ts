@@ -143,11 +143,11 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
   const body = Buffer.from(
     vss.ErrorResponse.encode({ errorCode: vss.ErrorCode.INVALID_REQUEST_EXCEPTION, message: 'Malformed HTTP request' }).finish(),
   );
-  socket.end(
+  socket.write(
     `HTTP/1.1 ${status} Bad Request\r\n${PROTOCOL_VERSION_HEADER}: ${PROTOCOL_VERSION}\r\ncontent-type: application/octet-stream\r\n` +
       `content-length: ${body.length}\r\nconnection: close\r\n\r\n`,
   );
-  socket.destroy();
+  socket.end(body);
 }
 
 export async function startVssServer(options: VssServerOptions = {}): Promise<StartedVssServer> {

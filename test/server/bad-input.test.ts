@@ -218,6 +218,8 @@ describe('bad input against a noop-auth server', () => {
     });
     expect(raw).toMatch(/^HTTP\/1\.1 400/);
     expect(raw.toLowerCase()).toContain('vss-protocol-version: 0');
+    const body = Buffer.from(raw.slice(raw.indexOf('\r\n\r\n') + 4), 'latin1');
+    expect(vss.ErrorResponse.decode(body).errorCode).toBe(INVALID);
   });
 
   it('survives clients that hang up in the middle of a body', async () => {

@@ -462,6 +462,57 @@ export function conformanceSuite(backendCase: BackendCase): void {
       });
     });
 
+    describe('concurrency', () => {
+      it('concurrent creates of one key: exactly one wins, the rest conflict', async () => {
+        const c = newClient();
+        const outcomes = await Promise.allSettled(Array.from({ length: 12 }, (_, i) => c.put(undefined, [{ key: 'race', version: 0n, value: `w${i}` }])));
+        expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(1);
+        for (const o of outcomes) if (o.status === 'rejected') expect(o.reason).toMatchObject(CONFLICT);
+        expect((await c.get('race')).version).toBe(1n);
+      });
+
+      it('compare-and-set increments from concurrent writers are never lost', async () => {
+        const c = newClient();
+        await c.put(undefined, [{ key: 'counter', version: 0n, value: '0' }]);
+        let successes = 0;
+        await Promise.all(
+          Array.from({ length: 6 }, async () => {
+            for (let round = 0; round < 5; round++) {
+              const current = await c.get('counter');
+              const next = String(Number(str(current.value)) + 1);
+              try {
+                // Multi-item requests (with the global version) take the transactional path.
+                await c.put(undefined, [{ key: 'counter', version: current.version, value: next }, { key: `log-${current.version}`, version: -1n, value: next }]);
+                successes++;
+              } catch (error) {
+                expect(error).toMatchObject(CONFLICT);
+              }
+            }
+          }),
+        );
+        const final = await c.get('counter');
+        expect(successes).toBeGreaterThan(0);
+        expect(final.version).toBe(BigInt(1 + successes));
+        expect(str(final.value)).toBe(String(successes));
+      });
+
+      it('a rolled-back transaction does not take concurrent single-item writes with it', async () => {
+        const c = newClient();
+        await c.put(undefined, [{ key: 'exists', version: 0n, value: 'v' }]);
+        const writes = Array.from({ length: 20 }, (_, i) => c.put(undefined, [{ key: `single-${i}`, version: -1n, value: 'v' }]));
+        const failing = Array.from({ length: 5 }, (_, i) =>
+          c.put(undefined, [{ key: `tx-${i}-a`, version: 0n, value: 'v' }, { key: 'exists', version: 0n, value: 'conflict' }]).then(
+            () => 'committed',
+            () => 'rolled back',
+          ),
+        );
+        await Promise.all(writes);
+        expect(await Promise.all(failing)).toEqual(Array(5).fill('rolled back'));
+        for (let i = 0; i < 20; i++) expect((await c.get(`single-${i}`)).version).toBe(1n);
+        for (let i = 0; i < 5; i++) await expectFailure(c.get(`tx-${i}-a`), NO_SUCH_KEY);
+      });
+    });
+
     describe('deliberate improvements over the reference', () => {
       it('key_prefix is matched literally: _ % and \\ are not wildcards', async () => {
         const c = newClient();
