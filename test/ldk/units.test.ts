@@ -262,9 +262,16 @@ describe('migrateStore', () => {
 /** A stand-in ChannelManager / ChainMonitor exposing only what LdkEventLoop calls. */
 function fakeNode() {
   const state = { needsPersistence: false, pending: [] as ldk.Event[], writes: 0 };
-  const provider = (take: () => ldk.Event[]) => ({
+  // Like LDK: an event the handler hands back (ReplayEvent) stays queued with those after it.
+  const provider = (queue: ldk.Event[]) => ({
     process_pending_events(handler: ldk.EventHandler) {
-      for (const e of take()) handler.handle_event(e);
+      while (queue.length > 0) {
+        if (!handler.handle_event(queue[0]).is_ok()) {
+          state.needsPersistence = true;
+          return;
+        }
+        queue.shift();
+      }
     },
   });
   const channelManager = {
@@ -274,11 +281,11 @@ function fakeNode() {
       return v;
     },
     write: () => Uint8Array.of(++state.writes),
-    as_EventsProvider: () => provider(() => state.pending.splice(0)),
+    as_EventsProvider: () => provider(state.pending),
     get_event_or_persistence_needed_future: () => ({ register_callback_fn: () => {} }),
   } as unknown as ldk.ChannelManager;
   const chainMonitor = {
-    as_EventsProvider: () => provider(() => []),
+    as_EventsProvider: () => provider([]),
     get_update_future: () => ({ register_callback_fn: () => {} }),
   } as unknown as ldk.ChainMonitor;
   return { state, channelManager, chainMonitor };
@@ -316,24 +323,44 @@ describe('LdkEventLoop', () => {
     const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: (e) => void handled.push(e.constructor.name) });
     state.needsPersistence = true;
     state.pending.push(ldk.Event.constructor_pending_htlcs_forwardable(0n));
-    expect(loop.poll()).toBe(true); // starts the manager write
+    expect(loop.poll()).toBe(true); // the event is handed back; the manager write starts
     expect(loop.persisting).toBe(true);
+    expect(state.pending).toHaveLength(1);
     expect(loop.poll()).toBe(false);
     expect(handled).toEqual([]);
 
     store.release();
     await loop.idle();
     expect(store.writes).toEqual([{ primaryNamespace: '', secondaryNamespace: '', key: 'manager' }]);
+    // Handing the event back made LDK ask again; the event still goes out now, and the
+    // renewed request is written later (coalesced), not in a loop.
     expect(loop.poll()).toBe(true);
     expect(handled).toEqual(['Event_PendingHTLCsForwardable']);
     expect(loop.stats.managerWrites).toBe(1);
+    expect(loop.persisting).toBe(false);
+  });
+
+  it('coalesces manager writes LDK asks for while nothing needs them, up to coalesceMs', async () => {
+    const { state, channelManager, chainMonitor } = fakeNode();
+    const store = new MemoryKVStore();
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: () => {}, coalesceMs: 40 });
+    for (let i = 0; i < 5; i++) {
+      state.needsPersistence = true;
+      expect(loop.poll()).toBe(false); // owed, not due yet
+    }
+    expect(loop.managerWriteDueInMs).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(loop.poll()).toBe(true);
+    await loop.idle();
+    expect(loop.stats.managerWrites).toBe(1);
+    expect(loop.managerWriteDueInMs).toBeUndefined();
   });
 
   it('retries a failed manager write, and stops for good on ConcurrentWriterError', async () => {
     const { state, channelManager, chainMonitor } = fakeNode();
     const store = gatedStore();
     const fatal: Error[] = [];
-    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: () => {}, backoff: { initialDelayMs: 1, maxDelayMs: 2 }, log: capturingLogger() });
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: () => {}, backoff: { initialDelayMs: 1, maxDelayMs: 2 }, coalesceMs: 0, log: capturingLogger() });
     loop.on('fatal', (e) => fatal.push(e));
     state.needsPersistence = true;
     loop.poll();
@@ -368,7 +395,7 @@ describe('LdkEventLoop', () => {
     const { state, channelManager, chainMonitor } = fakeNode();
     const store = new MemoryKVStore();
     store.outage = true;
-    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: () => {}, backoff: { initialDelayMs: 5, maxDelayMs: 5 }, log: capturingLogger() });
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: () => {}, backoff: { initialDelayMs: 5, maxDelayMs: 5 }, coalesceMs: 0, log: capturingLogger() });
     state.needsPersistence = true;
     loop.poll();
     await new Promise((r) => setTimeout(r, 30));

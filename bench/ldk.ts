@@ -1,0 +1,236 @@
+/**
+ * npm run bench:ldk
+ *
+ * Two in-process LDK nodes (real WASM) paying each other, persisting with:
+ *   (a) an in-memory persister that completes every update at once (the baseline),
+ *   (b) VssPersister + VssStore over HTTP to the VSS server on the embedded backend (PGlite),
+ *   (c) the same on PostgreSQL when TEST_DATABASE_URL is set.
+ * The VSS server runs in a worker thread, as a separate server would.
+ *
+ * Reported: payments/s one at a time (every payment waits for its own round trips) and with
+ * several in flight (LDK batches HTLCs into shared commitment updates), each as the ratio
+ * to the baseline measured in the same run, alternating rounds so machine noise hits both;
+ * bytes written per payment after 10 and after 1,000 payments; restore time of a node with
+ * 20 channels and 1,000 payments, with parallel reads and with one read at a time.
+ *
+ * Environment: BENCH_PAYMENTS (per round, default 20), BENCH_ROUNDS (default 5),
+ * BENCH_CONCURRENCY (default 5), BENCH_LONG_PAYMENTS (default 1000), BENCH_CHANNELS (default 20).
+ */
+import * as ldk from 'lightningdevkit';
+import { randomBytes } from 'node:crypto';
+import { WalletNetwork } from '../harness/network.js';
+import type { WalletNode } from '../harness/node.js';
+import { memoryPersistence, vssPersistence, type PersistenceFactory } from '../harness/persistence.js';
+import { VssServerThread, type ThreadBackendOption } from '../harness/server-thread.js';
+import { initLdk, readChannelMonitors } from '../src/ldk/index.js';
+import { VssStore } from '../src/store/index.js';
+import type { AsyncKVStore, StoreKey } from '../src/store/types.js';
+
+const PAYMENTS = Number(process.env.BENCH_PAYMENTS ?? 20);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 5);
+const LONG_PAYMENTS = Number(process.env.BENCH_LONG_PAYMENTS ?? 1000);
+const CHANNELS = Number(process.env.BENCH_CHANNELS ?? 20);
+const TARGET_RATIO = 0.5;
+const AMOUNT_MSAT = 1_000n;
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+/** Counts the plaintext bytes handed to the store, split by what they are. */
+class CountingStore implements AsyncKVStore {
+  monitorBytes = 0;
+  updateBytes = 0;
+  managerBytes = 0;
+  writes = 0;
+  constructor(readonly inner: AsyncKVStore) {}
+  get total(): number {
+    return this.monitorBytes + this.updateBytes + this.managerBytes;
+  }
+  read(p: string, s: string, k: string): Promise<Uint8Array> {
+    return this.inner.read(p, s, k);
+  }
+  async write(p: string, s: string, k: string, v: Uint8Array): Promise<void> {
+    await this.inner.write(p, s, k, v);
+    this.writes++;
+    if (p === 'monitor_updates') this.updateBytes += v.length;
+    else if (p === 'monitors') this.monitorBytes += v.length;
+    else this.managerBytes += v.length;
+  }
+  remove(p: string, s: string, k: string, lazy: boolean): Promise<void> {
+    return this.inner.remove(p, s, k, lazy);
+  }
+  list(p: string, s: string): Promise<string[]> {
+    return this.inner.list(p, s);
+  }
+  listAll(): Promise<StoreKey[]> {
+    return this.inner.listAll();
+  }
+}
+
+interface Setup {
+  label: string;
+  net: WalletNetwork;
+  a: WalletNode;
+  b: WalletNode;
+  storeA?: CountingStore;
+}
+
+/** Wallet seeds of the stores opened here, so a restore can reopen them as a new device. */
+const storeSeeds = new Map<string, Uint8Array>();
+
+async function openStore(url: string, storeId: string): Promise<VssStore> {
+  const seed = storeSeeds.get(storeId) ?? new Uint8Array(randomBytes(64));
+  storeSeeds.set(storeId, seed);
+  return VssStore.open({ storeId, client: { baseUrl: url }, keys: { seed } });
+}
+
+async function setup(label: string, persistence: () => Promise<{ a: PersistenceFactory; b: PersistenceFactory; storeA?: CountingStore }>, channels = 1): Promise<Setup> {
+  const net = await WalletNetwork.create();
+  const p = await persistence();
+  const a = net.addNode({ name: 'A', persistence: p.a });
+  const b = net.addNode({ name: 'B', persistence: p.b });
+  net.start();
+  await net.connect(a, b);
+  for (let i = 0; i < channels; i++) await net.openChannel(a, b, { capacitySat: 10_000_000n, timeoutMs: 60_000 });
+  return { label, net, a, b, storeA: p.storeA };
+}
+
+function vssSetup(url: string): () => Promise<{ a: PersistenceFactory; b: PersistenceFactory; storeA: CountingStore }> {
+  return async () => {
+    const storeA = new CountingStore(await openStore(url, `bench-a-${randomBytes(4).toString('hex')}`));
+    const storeB = await openStore(url, `bench-b-${randomBytes(4).toString('hex')}`);
+    return { a: vssPersistence(storeA), b: vssPersistence(storeB), storeA };
+  };
+}
+
+/** payments/s for `count` payments with `concurrency` in flight (each waits until settled). */
+async function run(s: Setup, count: number, concurrency: number): Promise<number> {
+  const started = performance.now();
+  for (let done = 0; done < count; done += concurrency) {
+    const batch = Array.from({ length: Math.min(concurrency, count - done) }, () => s.net.sendPayment(s.a, s.b, AMOUNT_MSAT));
+    for (const h of batch) await s.net.waitForPayment(h, { settled: true, timeoutMs: 120_000 });
+  }
+  return (count * 1000) / (performance.now() - started);
+}
+
+/** Alternating rounds over every setup (only the measured network pumps); median per setup. */
+async function compare(setups: Setup[], concurrency: number): Promise<number[]> {
+  const rates: number[][] = setups.map(() => []);
+  for (const s of setups) await s.net.stop();
+  for (let round = -1; round < ROUNDS; round++) {
+    for (const [i, s] of setups.entries()) {
+      s.net.start();
+      const rate = await run(s, round < 0 ? Math.max(5, concurrency) : PAYMENTS, concurrency);
+      await s.net.stop();
+      if (round >= 0) rates[i].push(rate);
+    }
+  }
+  for (const s of setups) s.net.start();
+  return rates.map(median);
+}
+
+function row(cells: (string | number)[], widths: number[]): string {
+  return cells.map((c, i) => String(c).padEnd(widths[i])).join('  ');
+}
+
+async function main(): Promise<void> {
+  await initLdk();
+  console.log(`bench:ldk  ${PAYMENTS} payments x ${ROUNDS} rounds (alternating), ${CONCURRENCY} in flight for the concurrent figure\n`);
+  const pglite = await VssServerThread.start({ kind: 'pglite' });
+  const pgUrl = process.env.TEST_DATABASE_URL;
+  let postgres: VssServerThread | undefined;
+  if (pgUrl) {
+    const url = new URL(pgUrl);
+    url.pathname = '/ldk_vss_bench_ldk';
+    postgres = await VssServerThread.start({ kind: 'postgres', url: url.toString(), createDatabase: true } as ThreadBackendOption);
+  }
+
+  const setups: Setup[] = [
+    await setup('(a) memory, always Completed', async () => ({ a: memoryPersistence(), b: memoryPersistence() })),
+    await setup('(b) VssPersister, HTTP, PGlite', vssSetup(pglite.url)),
+  ];
+  if (postgres) setups.push(await setup('(c) VssPersister, HTTP, PostgreSQL', vssSetup(postgres.url)));
+
+  const sequential = await compare(setups, 1);
+  const concurrent = await compare(setups, CONCURRENCY);
+  const widths = [36, 14, 10, 22, 10];
+  console.log(row(['persistence', 'one at a time', 'ratio', `${CONCURRENCY} in flight`, 'ratio'], widths));
+  setups.forEach((s, i) => {
+    console.log(
+      row(
+        [s.label, `${sequential[i].toFixed(1)}/s`, `${(sequential[i] / sequential[0]).toFixed(2)}x`, `${concurrent[i].toFixed(1)}/s`, `${(concurrent[i] / concurrent[0]).toFixed(2)}x`],
+        widths,
+      ),
+    );
+  });
+  if (!postgres) console.log(row(['(c) PostgreSQL', 'SKIPPED (TEST_DATABASE_URL not set)'], widths));
+  const ratioB = concurrent[1] / concurrent[0];
+  console.log(`\n(b)/(a): ${(sequential[1] / sequential[0]).toFixed(2)}x one at a time, ${ratioB.toFixed(2)}x with ${CONCURRENCY} in flight (target >= ${TARGET_RATIO}x)`);
+  for (const s of setups) await s.net.shutdown();
+
+  // ---- bytes per payment and restore time on a long-lived node ----
+  console.log(`\nlong run: ${CHANNELS} channels, ${LONG_PAYMENTS} payments (VssPersister on PGlite)`);
+  const long = await setup('long', vssSetup(pglite.url), CHANNELS);
+  const storeA = long.storeA!;
+  const window = async (label: string): Promise<void> => {
+    const before = { total: storeA.total, monitor: storeA.monitorBytes, update: storeA.updateBytes, manager: storeA.managerBytes, writes: storeA.writes };
+    await run(long, 10, 1);
+    const per = (x: number): string => `${Math.round(x / 10)} B`;
+    console.log(
+      `  ${label.padEnd(20)} ${per(storeA.total - before.total).padStart(8)} per payment (updates ${per(storeA.updateBytes - before.update)}, full monitors ${per(storeA.monitorBytes - before.monitor)}, manager ${per(storeA.managerBytes - before.manager)}; ${((storeA.writes - before.writes) / 10).toFixed(1)} writes)`,
+    );
+  };
+  await window('payments 1-10');
+  const started = performance.now();
+  await run(long, LONG_PAYMENTS - 20, CONCURRENCY);
+  console.log(`  (payments 11-${LONG_PAYMENTS - 10}: ${(((LONG_PAYMENTS - 20) * 1000) / (performance.now() - started)).toFixed(1)}/s with ${CONCURRENCY} in flight)`);
+  await window(`payments ${LONG_PAYMENTS - 9}-${LONG_PAYMENTS}`);
+
+  await long.a.eventLoop!.persistIfNeeded();
+  await long.a.persistence.vssPersister!.flush();
+  const storeId = (storeA.inner as VssStore).storeId;
+  const seed = long.a.seed;
+  await long.net.crash(long.a);
+  await (storeA.inner as VssStore).flush();
+  const keysInStore = (await storeA.listAll()).length;
+
+  // Reading every monitor with its updates, in parallel and one request at a time.
+  const keys = ldk.KeysManager.constructor_new(seed, BigInt(Math.floor(Date.now() / 1000)), 1);
+  const ctx = {
+    entropySource: keys.as_EntropySource(),
+    signerProvider: keys.as_SignerProvider(),
+    broadcaster: long.a.broadcaster,
+    feeEstimator: long.a.feeEstimator,
+    logger: long.a.logger,
+  };
+  const readTime = async (concurrency: number): Promise<number> => {
+    const t = performance.now();
+    const monitors = await readChannelMonitors(storeA.inner, ctx, { concurrency });
+    if (monitors.length !== CHANNELS) throw new Error(`read ${monitors.length} monitors, expected ${CHANNELS}`);
+    return performance.now() - t;
+  };
+  const sequentialRead = await readTime(1);
+  const parallelRead = await readTime(16);
+
+  // A new device: open the store (one listing of every key), then restore the node.
+  const restoreStarted = performance.now();
+  const fresh = await openStore(pglite.url, storeId);
+  const openMs = performance.now() - restoreStarted;
+  const { restored } = await long.net.restoreNode({ name: 'A', seed, persistence: vssPersistence(fresh) });
+  const restoreMs = performance.now() - restoreStarted;
+  console.log(
+    `  store holds ${keysInStore} keys; restore on a new device: ${restoreMs.toFixed(0)} ms (store open ${openMs.toFixed(0)} ms, restoreNode ${restored.stats.durationMs.toFixed(0)} ms: ${restored.stats.monitors} monitors, ${restored.stats.updatesApplied} updates replayed, ${Math.round(restored.stats.bytesRead / 1024)} KiB read)`,
+  );
+  console.log(`  reading all monitors with updates: ${parallelRead.toFixed(0)} ms with 16 requests in flight, ${sequentialRead.toFixed(0)} ms one at a time (${(sequentialRead / parallelRead).toFixed(1)}x)`);
+  await long.net.shutdown();
+  await pglite.close();
+  await postgres?.close();
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
