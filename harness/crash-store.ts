@@ -78,6 +78,8 @@ export class CrashableStore implements AsyncKVStore {
   /** Rejections of operations parked when the crash happened. */
   private readonly parked = new Set<(err: Error) => void>();
   private readonly listeners = new Set<(w: WriteRecord) => void>();
+  /** While set, writes wait for it before going to the server (see `pauseWrites`). */
+  private paused: Promise<void> | undefined;
   private readonly callListeners = new Set<(callSeq: number, kind: WriteKind, key: StoreKey) => void>();
   private calls = 0;
 
@@ -110,6 +112,19 @@ export class CrashableStore implements AsyncKVStore {
   onWrite(listener: (w: WriteRecord) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
+  }
+
+  /**
+   * Holds every write until the returned function is called (reads go through): places
+   * another writer's activity between this store's reads and its writes, deterministically.
+   */
+  pauseWrites(): () => void {
+    let release!: () => void;
+    this.paused = new Promise<void>((resolve) => (release = resolve));
+    return () => {
+      this.paused = undefined;
+      release();
+    };
   }
 
   /** Called when a write is made, before it is sent (and before a crash point is checked). */
@@ -164,7 +179,10 @@ export class CrashableStore implements AsyncKVStore {
       return Promise.reject(new SimulatedCrashError());
     }
     const started = performance.now();
+    const paused = this.paused;
     return this.guarded(async () => {
+      if (paused) await paused;
+      if (this.cut) throw new SimulatedCrashError();
       await this.inner.write(primaryNamespace, secondaryNamespace, key, value);
       const record: WriteRecord = { seq: ++this.seq, callSeq, kind, key: storeKey, bytes: value.length, latencyMs: performance.now() - started };
       this.writes.push(record);

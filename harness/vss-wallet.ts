@@ -4,7 +4,7 @@
  * new device. The seed gives everything, like in LDK Node: the LDK node keys (the BIP32
  * master private key) and the VSS keys (data encryption, key obfuscation, signature auth).
  */
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deriveVssKeys } from '../src/crypto/index.js';
 import type { RetrySettings, VssClientConfig } from '../src/client/index.js';
@@ -51,6 +51,12 @@ export function versionLedgerPath(options: VssWalletOptions, storeId: string): s
   return join(options.versionLedgerDir, `${storeId}.versions`);
 }
 
+/** True if a ledger file holds at least one recorded version (more than its header line). */
+function hasVersionRecords(path: string): boolean {
+  if (!existsSync(path)) return false;
+  return readFileSync(path, 'utf8').split('\n').filter((line) => line.trim() !== '').length > 1;
+}
+
 /** Opens a wallet's VssStore from its seed and store id. */
 export async function openVssWalletStore(identity: Pick<WalletIdentity, 'seed' | 'storeId'>, options: VssWalletOptions): Promise<VssStore> {
   return VssStore.open({
@@ -65,9 +71,12 @@ export async function openVssWalletStore(identity: Pick<WalletIdentity, 'seed' |
 /** A `WalletStoreOpener` for `WalletFleet`: each call opens a new VssStore client. */
 export function vssStoreOpener(options: VssWalletOptions): WalletStoreOpener {
   return async (identity): Promise<WalletStoreHandle> => {
+    const ledger = versionLedgerPath(options, identity.storeId);
+    const hadLocalRecord = ledger === undefined ? false : hasVersionRecords(ledger);
     const store = await openVssWalletStore(identity, options);
     return {
       store,
+      hadLocalRecord,
       syncStore: () => store.toSyncStore(),
       close: () => store.close(),
     };

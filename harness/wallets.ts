@@ -17,6 +17,7 @@ import type { RestoredNode } from '../src/ldk/index.js';
 import { CrashableStore, type CrashEvent, type CrashPoint } from './crash-store.js';
 import { WalletNetwork, type OpenChannelOptions, type OpenedChannel, type PaymentHandle, type WaitOptions } from './network.js';
 import type { WalletNode } from './node.js';
+import type { SyntheticChain } from './chain.js';
 import { ldkMonitorUpdatingPersistence, vssPersistence, type PersistenceFactory, type VssPersistenceOptions } from './persistence.js';
 import { PaymentLedger } from './wallet-ledger.js';
 
@@ -27,6 +28,21 @@ export interface WalletStoreHandle {
   syncStore?: () => SyncKVStore;
   /** Releases the client (called when the wallet is crashed or shut down). */
   close?: () => Promise<void>;
+  /**
+   * Whether this device had its own record of the store's versions (so a server that went
+   * back in time would have been refused at open). Unknown if absent.
+   */
+  hadLocalRecord?: boolean;
+}
+
+/** What a restore used, so a wallet can tell its user. */
+export interface RestoreReport {
+  /** No local record of the store's versions: the server's state was taken as it is. */
+  newDevice: boolean | undefined;
+  /** Each channel monitor restored and the update id it is at. */
+  monitors: { name: string; updateId: bigint }[];
+  /** The restore's own figures. */
+  stats: RestoredNode['stats'];
 }
 
 /** What a wallet can be restored from: nothing but these. */
@@ -71,6 +87,7 @@ export interface Wallet extends WalletIdentity {
   incarnation: number;
   /** Set on restored instances. */
   restoreStats?: RestoredNode['stats'];
+  restoreReport?: RestoreReport;
 }
 
 /** The 32-byte LDK KeysManager seed of a 64-byte wallet seed (as LDK Node: the BIP32 master private key). */
@@ -100,6 +117,17 @@ export class WalletFleet {
     const net = await WalletNetwork.create();
     net.start();
     return new WalletFleet(net, openStore, options.storeIdPrefix ?? `wallet-${randomBytes(4).toString('hex')}`);
+  }
+
+  /**
+   * Appends the blocks of another chain this fleet's chain lacks (another "device" sees the
+   * same blockchain) and hands them to the running nodes.
+   */
+  syncChainFrom(chain: SyntheticChain): void {
+    for (const block of chain.blocksAfter(this.net.chain.height)) {
+      this.net.chain.append(block);
+      for (const node of this.net.liveNodes()) node.connectBlock(block);
+    }
   }
 
   /** Called with every new wallet instance (created or restored), before it runs. */
@@ -233,7 +261,12 @@ export class WalletFleet {
       handle.close?.().catch(() => {});
       throw err;
     }
-    const wallet: Wallet = { ...identity, mode, node: result.node, store, handle, incarnation, restoreStats: result.restored.stats };
+    const restoreReport: RestoreReport = {
+      newDevice: handle.hadLocalRecord === undefined ? undefined : !handle.hadLocalRecord,
+      monitors: result.restored.monitors.map((m) => ({ name: m.name, updateId: m.monitor.get_latest_update_id() })),
+      stats: result.restored.stats,
+    };
+    const wallet: Wallet = { ...identity, mode, node: result.node, store, handle, incarnation, restoreStats: result.restored.stats, restoreReport };
     this.wallets.set(name, wallet);
     this.ledger.track(result.node);
     for (const listener of this.walletListeners) listener(wallet);
