@@ -10,10 +10,15 @@
  * `monitors/<name>`, deltas under `monitor_updates/<name>/<id>`, a full monitor every N
  * updates), so LDK's own reader restores it.
  *
- * Writes of one channel are applied strictly in order, one at a time: update N is sent only
- * after update N-1 (or a full monitor covering it) is durable. A store therefore never holds
- * update N without N-1, which would leave a gap LDK's reader silently stops at. Channels are
- * independent and proceed in parallel.
+ * Ordering. Linked to the node's ChannelManager writer (LdkEventLoop does it), every monitor
+ * write waits until a manager that knows the update is durable, so a restored manager is
+ * never older than its monitors (LDK would force-close). Deltas of one channel may then be in
+ * flight together: if a crash leaves a gap, the stored manager still holds the missing
+ * updates as in flight and LDK re-issues exactly the same bytes on restart. Unlinked, deltas
+ * of a channel are written one at a time so the store never holds update N without N-1
+ * (LDK's reader stops at the first gap). At most one full monitor per channel is in flight,
+ * and a newer one replaces queued or failing older writes it contains, so an old snapshot is
+ * never written over a newer one. Channels proceed in parallel.
  */
 import { EventEmitter } from 'node:events';
 import * as ldk from 'lightningdevkit';
@@ -35,6 +40,11 @@ import { isNullPointer } from './pointers.js';
 
 export interface VssPersisterOptions extends MonitorReadContext {
   store: AsyncKVStore;
+  /**
+   * Deltas of one channel in flight at once when linked to a manager writer (unlinked: 1).
+   * Default 8.
+   */
+  maxConcurrentWritesPerChannel?: number;
   /**
    * Write the full monitor instead of a delta for every update id that is a multiple of this
    * (LDK's `maximum_pending_updates`). Bounds restore work and delta count. Default 100.
@@ -74,9 +84,9 @@ export interface PendingWriteInfo {
   queuedWrites: number;
   /** Age of the oldest queued write. */
   pendingMs: number;
-  /** Failed attempts of the write at the head of the queue. */
+  /** Failed attempts of the write that has failed most often. */
   attempts: number;
-  /** The head write waits for a ChannelManager write that knows its update. */
+  /** A write waits for a ChannelManager write that knows its update. */
   waitingForManager: boolean;
   lastError?: string;
 }
@@ -133,6 +143,8 @@ interface QueuedWrite {
    * durable (see `linkManagerWriter`). 0 = no constraint.
    */
   gateTick: number;
+  /** Started, but waiting for a manager write that knows the update. */
+  waitingForManager?: boolean;
 }
 
 /** Hooks an event loop gives the persister so monitor writes can wait for the manager. */
@@ -152,18 +164,21 @@ export interface ManagerWriteTracker {
 interface ChannelState {
   name: string;
   outpoint: ldk.OutPoint;
-  queue: QueuedWrite[];
+  /** Writes not started yet, in the order LDK handed them over. */
+  pending: QueuedWrite[];
+  /** Writes started: waiting for the manager, being written, or retrying. */
+  running: Set<QueuedWrite>;
   /** Update ids LDK waits for, in the order LDK issued them. */
   awaiting: bigint[];
   /** Deltas known to be in the store (for cleanup after a full monitor write). */
   storedUpdateIds: Set<bigint>;
-  waitingForManager: boolean;
+  /** Highest update id contained in the newest durable full monitor. */
+  durableFullCovers: bigint | undefined;
   latestUpdateId: bigint;
   durableUpdateId: bigint | undefined;
   /** Tick at which LDK handed over each update id not yet durable. */
   updateTicks: Map<bigint, number>;
-  draining: boolean;
-  /** When the current stall began (head write's enqueue time), if one was reported. */
+  /** When the current stall began (oldest write's enqueue time), if one was reported. */
   stalledSince: number | undefined;
   archived: boolean;
 }
@@ -244,7 +259,7 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
     const now = Date.now();
     const out: PendingWriteInfo[] = [];
     for (const ch of this.channels.values()) {
-      if (ch.queue.length === 0 && ch.awaiting.length === 0) continue;
+      if (ch.pending.length === 0 && ch.running.size === 0 && ch.awaiting.length === 0) continue;
       out.push(this.describe(ch, now));
     }
     return out;
@@ -383,14 +398,14 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
         name,
         // The callback's OutPoint points into LDK memory valid only during the call.
         outpoint: outpoint.clone(),
-        queue: [],
+        pending: [],
+        running: new Set(),
         awaiting: [],
         storedUpdateIds: this.preStored.get(name) ?? new Set(),
-        waitingForManager: false,
+        durableFullCovers: undefined,
         latestUpdateId: 0n,
         durableUpdateId: undefined,
         updateTicks: new Map(),
-        draining: false,
         stalledSince: undefined,
         archived: false,
       };
@@ -406,52 +421,72 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
       this.log.warn({ monitor: ch.name, kind: write.kind }, 'persister stopped: write not queued, the channel stays held');
       return;
     }
-    ch.queue.push(write);
-    if (!ch.draining) void this.drain(ch);
+    if (write.kind === 'full') {
+      // Queued writes (after the last queued archive) that this full monitor contains are
+      // never sent; it completes their ids when durable.
+      const barrier = ch.pending.map((w) => w.kind).lastIndexOf('archive');
+      const kept: QueuedWrite[] = [];
+      ch.pending.forEach((w, i) => {
+        if (i > barrier && w.coversUpdateId <= write.coversUpdateId) write.enqueuedAt = Math.min(write.enqueuedAt, w.enqueuedAt);
+        else kept.push(w);
+      });
+      ch.pending = kept;
+    }
+    ch.pending.push(write);
+    this.schedule(ch);
   }
 
-  /**
-   * Index of the newest queued full-monitor write, if it supersedes earlier queued writes.
-   * Everything queued before a full monitor is contained in it.
-   */
-  private supersedingFull(ch: ChannelState): number {
-    for (let i = ch.queue.length - 1; i > 0; i--) if (ch.queue[i].kind === 'full') return i;
-    return -1;
+  private concurrencyLimit(): number {
+    return this.managerWriter ? Math.max(1, this.options.maxConcurrentWritesPerChannel ?? 8) : 1;
   }
 
-  private async drain(ch: ChannelState): Promise<void> {
-    ch.draining = true;
-    try {
-      while (ch.queue.length > 0 && !this.closed && !this.failure) {
-        const superseding = this.supersedingFull(ch);
-        if (superseding > 0 && ch.queue[0].kind !== 'archive' && !ch.queue.slice(0, superseding).some((w) => w.kind === 'archive')) {
-          // Older snapshots and deltas are contained in the newer full monitor: never send them
-          // (a retried older full monitor must not overwrite a newer one).
-          const dropped = ch.queue.splice(0, superseding);
-          ch.queue[0].enqueuedAt = Math.min(ch.queue[0].enqueuedAt, ...dropped.map((w) => w.enqueuedAt));
-        }
-        const write = ch.queue[0];
-        const outcome = await this.performWithRetry(ch, write);
-        if (outcome === 'stopped') return;
-        ch.queue.shift();
-        if (outcome === 'done') this.afterDurable(ch, write);
+  /** Starts queued writes of a channel as far as the ordering rules allow. */
+  private schedule(ch: ChannelState): void {
+    while (ch.pending.length > 0 && !this.closed && !this.failure) {
+      const next = ch.pending[0];
+      const running = [...ch.running];
+      if (next.kind === 'archive') {
+        if (running.length > 0) return;
+      } else if (running.some((w) => w.kind === 'archive')) {
+        return;
+      } else if (next.kind === 'full') {
+        if (running.some((w) => w.kind === 'full')) return;
+      } else if (running.filter((w) => w.kind === 'update').length >= this.concurrencyLimit()) {
+        return;
       }
-    } finally {
-      ch.draining = false;
+      ch.pending.shift();
+      this.start(ch, next);
+    }
+  }
+
+  private start(ch: ChannelState, write: QueuedWrite): void {
+    ch.running.add(write);
+    void this.performWithRetry(ch, write).then((outcome) => {
+      ch.running.delete(write);
+      if (outcome === 'done') this.afterDurable(ch, write);
+      this.schedule(ch);
       this.checkStalls();
       if (this.isIdle()) for (const waiter of this.idleWaiters.splice(0)) waiter.resolve();
-    }
+    });
+  }
+
+  /** A newer full monitor that contains this write is queued, in flight, or durable. */
+  private superseded(ch: ChannelState, write: QueuedWrite): boolean {
+    if (write.kind === 'archive') return false;
+    if (write.kind === 'update' && ch.durableFullCovers !== undefined && ch.durableFullCovers >= write.coversUpdateId) return true;
+    if (ch.pending.some((w) => w.kind === 'full' && w.coversUpdateId >= write.coversUpdateId)) return true;
+    return write.kind === 'update' && [...ch.running].some((w) => w.kind === 'full' && w.coversUpdateId >= write.coversUpdateId);
   }
 
   private async performWithRetry(ch: ChannelState, write: QueuedWrite): Promise<'done' | 'superseded' | 'stopped'> {
     const gate = this.managerCovering(write.gateTick);
     if (gate) {
-      ch.waitingForManager = true;
+      write.waitingForManager = true;
       await gate;
-      ch.waitingForManager = false;
+      write.waitingForManager = false;
       if (this.closed || this.failure) return 'stopped';
-      if (write.kind !== 'archive' && this.supersedingFull(ch) > 0) return 'superseded';
     }
+    if (this.superseded(ch, write)) return 'superseded';
     for (;;) {
       try {
         await this.perform(ch, write);
@@ -468,9 +503,8 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
         this.log.warn({ monitor: ch.name, kind: write.kind, attempt: write.attempts, delayMs: Math.round(delayMs), cause: describeError(err) }, 'monitor write failed, retrying');
         this.emit('retry', { monitorName: ch.name, attempt: write.attempts, delayMs, error: err });
         await sleep(delayMs, this.abort.signal);
-        if (this.closed) return 'stopped';
-        // A newer full monitor arrived meanwhile: it replaces this write.
-        if (write.kind !== 'archive' && this.supersedingFull(ch) > 0) return 'superseded';
+        if (this.closed || this.failure) return 'stopped';
+        if (this.superseded(ch, write)) return 'superseded';
       }
     }
   }
@@ -507,25 +541,37 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
     const latencyMs = Date.now() - write.enqueuedAt;
     if (write.kind === 'archive') {
       this.log.info({ monitor: ch.name }, 'channel monitor archived');
-      if (ch.archived && ch.queue.length === 0) this.channels.delete(ch.name);
+      if (ch.archived && ch.pending.length === 0 && ch.running.size === 0) this.channels.delete(ch.name);
       this.emit('durable', { monitorName: ch.name, kind: 'archive', completedUpdateIds: [], coversUpdateId: 0n, bytes: 0, latencyMs, attempts: write.attempts + 1 });
       return;
     }
     this.stats.bytesWritten += write.bytes.length;
-    if (ch.durableUpdateId === undefined || write.coversUpdateId > ch.durableUpdateId) ch.durableUpdateId = write.coversUpdateId;
+    let completed: bigint[];
     if (write.kind === 'update') {
       this.stats.updateWrites++;
-      ch.storedUpdateIds.add(write.coversUpdateId);
+      const id = write.coversUpdateId;
+      ch.storedUpdateIds.add(id);
+      // Landed after a full monitor that contains it: already obsolete.
+      if (ch.durableFullCovers !== undefined && id <= ch.durableFullCovers) this.removeObsoleteUpdates(ch, ch.durableFullCovers);
+      completed = ch.awaiting.filter((a) => a === id);
     } else {
       this.stats.fullWrites++;
+      if (ch.durableFullCovers === undefined || write.coversUpdateId > ch.durableFullCovers) ch.durableFullCovers = write.coversUpdateId;
       this.removeObsoleteUpdates(ch, write.coversUpdateId);
+      // A full monitor contains every update up to its latest id, whether or not the deltas
+      // of those updates were written.
+      completed = ch.awaiting.filter((a) => a <= write.coversUpdateId);
     }
-    // Writes of a channel are sequential, so everything queued before this one is durable
-    // too: every awaited id up to what this write contains can be released.
-    const completed: bigint[] = [];
-    while (ch.awaiting.length > 0 && ch.awaiting[0] <= write.coversUpdateId) completed.push(ch.awaiting.shift()!);
-    for (const id of ch.updateTicks.keys()) if (id <= write.coversUpdateId) ch.updateTicks.delete(id);
-    for (const id of completed) this.reportCompleted(ch.outpoint, id);
+    ch.awaiting = ch.awaiting.filter((a) => !completed.includes(a));
+    // The durable prefix: the newest full monitor plus the consecutive deltas after it.
+    let prefix = ch.durableFullCovers ?? -1n;
+    if (ch.durableUpdateId !== undefined && ch.durableUpdateId > prefix) prefix = ch.durableUpdateId;
+    while (ch.storedUpdateIds.has(prefix + 1n)) prefix++;
+    ch.durableUpdateId = prefix >= 0n ? prefix : undefined;
+    for (const id of completed) {
+      ch.updateTicks.delete(id);
+      this.reportCompleted(ch.outpoint, id);
+    }
     this.stats.completedUpdates += completed.length;
     this.emit('durable', { monitorName: ch.name, kind: write.kind, completedUpdateIds: completed, coversUpdateId: write.coversUpdateId, bytes: write.bytes.length, latencyMs, attempts: write.attempts + 1 });
   }
@@ -572,27 +618,36 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
   }
 
   private isIdle(): boolean {
-    for (const ch of this.channels.values()) if (ch.queue.length > 0 || ch.draining) return false;
+    for (const ch of this.channels.values()) if (ch.pending.length > 0 || ch.running.size > 0) return false;
     return true;
   }
 
+  /** The oldest queued or running write of a channel. */
+  private oldest(ch: ChannelState): QueuedWrite | undefined {
+    let oldest: QueuedWrite | undefined;
+    for (const w of [...ch.running, ...ch.pending]) if (!oldest || w.enqueuedAt < oldest.enqueuedAt) oldest = w;
+    return oldest;
+  }
+
   private describe(ch: ChannelState, now: number): PendingWriteInfo {
-    const head = ch.queue[0];
+    const oldest = this.oldest(ch);
+    const running = [...ch.running];
+    const failing = running.reduce<QueuedWrite | undefined>((worst, w) => (!worst || w.attempts > worst.attempts ? w : worst), undefined);
     return {
       monitorName: ch.name,
       awaitingUpdateIds: [...ch.awaiting],
-      queuedWrites: ch.queue.length,
-      pendingMs: head ? now - head.enqueuedAt : 0,
-      attempts: head?.attempts ?? 0,
-      waitingForManager: ch.waitingForManager,
-      lastError: head?.lastError === undefined ? undefined : describeError(head.lastError),
+      queuedWrites: ch.pending.length + ch.running.size,
+      pendingMs: oldest ? now - oldest.enqueuedAt : 0,
+      attempts: failing?.attempts ?? 0,
+      waitingForManager: running.some((w) => w.waitingForManager === true),
+      lastError: failing?.lastError === undefined ? undefined : describeError(failing.lastError),
     };
   }
 
   private checkStalls(): void {
     const now = Date.now();
     for (const ch of this.channels.values()) {
-      const head = ch.queue[0];
+      const head = this.oldest(ch);
       const pendingMs = head ? now - head.enqueuedAt : 0;
       if (head && pendingMs >= this.stallThresholdMs && ch.stalledSince === undefined) {
         ch.stalledSince = head.enqueuedAt;

@@ -295,6 +295,42 @@ describe('ordering of monitor and manager writes', () => {
     });
   }
 
+  it('a gap in the stored deltas (update 7 lost, 8 stored) restores by LDK re-issuing the missing updates', async () => {
+    const storeId = nextStoreId();
+    const store = new RecordingStore(await backend.open(storeId));
+    pair = await openPair({ persistenceA: vssNode(store) });
+    const { net, a, b, channel } = pair;
+    await net.pay(a, b, 10_000n, { settled: true });
+    // Updates 7 and 8 (B's revoke_and_ack and commitment_signed) reach A together.
+    store.failWritesTo = (k) => k.primaryNamespace === 'monitor_updates' && k.key === '7';
+    let crashed: Promise<void> | undefined;
+    store.afterWrite = (w) => {
+      if (w.key.primaryNamespace === 'monitor_updates' && w.key.key === '8' && !crashed) {
+        store.outage = true;
+        crashed = net.crash(a);
+      }
+    };
+    net.sendPayment(a, b, 20_000n);
+    await net.waitFor(() => crashed !== undefined, { what: 'update 8 stored while 7 fails' });
+    await crashed;
+    await settle(store.inner);
+
+    const view = await backend.open(storeId);
+    const stored = await view.list('monitor_updates', channel.monitorName);
+    expect(stored).toContain('8');
+    expect(stored).not.toContain('7');
+    const { node: a2, restored } = await net.restoreNode({ name: 'A', seed: a.seed, persistence: vssNode(await backend.open(storeId)) });
+    expect(restored.monitors[0].orphanUpdateIds).toEqual([8n]);
+    expect(restored.monitors[0].monitor.get_latest_update_id()).toBe(6n);
+    await net.connect(a2, b);
+    await net.waitFor(() => a2.channelManager.list_usable_channels().length === 1 && net.quiescent(a2, b), { what: 'channel usable and idle after restore' });
+    expect([...a2.closures, ...b.closures]).toEqual([]);
+    const [onServer] = await readMonitorsAsNewDevice(await backend.open(storeId), a.seed);
+    expect(onServer.orphanUpdateIds).toEqual([]);
+    expect(onServer.monitor.get_latest_update_id()).toBeGreaterThanOrEqual(8n);
+    await net.pay(a2, b, 10_000n, { settled: true });
+  });
+
   it('stops on ConcurrentWriterError for the manager and surfaces it', async () => {
     const storeId = nextStoreId();
     pair = await openPair({ persistenceA: vssNode(await backend.open(storeId)) });
