@@ -11,6 +11,7 @@ import {
   NothingToRestoreError,
   StaleMonitorError,
   initLdk,
+  migrateStore,
 } from '../../src/ldk/index.js';
 import type { AsyncKVStore } from '../../src/store/types.js';
 import { DataIntegrityError, StoreIOError, StoreOpenError } from '../../src/store/errors.js';
@@ -110,6 +111,27 @@ describe('restoreNode', () => {
     expect(a2.outboundCapacityMsat()).toBe(balance);
     await net.pay(a2, b, 15_000n, { settled: true });
     expect(a2.closures).toEqual([]);
+  });
+
+  it('migrates a node to another store (new store id and keys), verifies every copy, and the node restores from the copy', async () => {
+    const storeId = nextStoreId();
+    pair = await crashedAfterPayments(storeId, 2);
+    const source = await backend.open(storeId);
+    const targetId = `${storeId}-moved`;
+    const target = await backend.open(targetId);
+    const progress: number[] = [];
+    const result = await migrateStore(source, target, { onProgress: (p) => progress.push(p.copied) });
+    const keys = await source.listAll();
+    expect(result.keys).toBe(keys.length);
+    expect(progress.at(-1)).toBe(keys.length);
+    expect((await target.listAll()).length).toBe(keys.length);
+
+    const { node, restored } = await pair.net.restoreNode({ name: 'A', seed: pair.a.seed, persistence: vssNode(await backend.open(targetId)) });
+    expect(restored.monitors.map((m) => m.name)).toEqual([pair.channel.monitorName]);
+    await pair.net.connect(node, pair.b);
+    await pair.net.waitFor(() => node.channelManager.list_usable_channels().length === 1, { what: 'channel usable after migration' });
+    await pair.net.pay(node, pair.b, 10_000n, { settled: true });
+    expect([...node.closures, ...pair.b.closures]).toEqual([]);
   });
 
   it('refuses an empty store (NothingToRestoreError), never an empty node', async () => {

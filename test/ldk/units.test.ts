@@ -22,6 +22,12 @@ import {
   toLdkMigratableKVStore,
   withSentinel,
   withoutSentinel,
+  CorruptStateError,
+  persistNetworkGraph,
+  persistScorer,
+  readManagerBytes,
+  readNetworkGraph,
+  readScorer,
   type PersistenceLogger,
 } from '../../src/ldk/index.js';
 import { createLimiter } from '../../src/ldk/concurrency.js';
@@ -401,6 +407,36 @@ describe('LdkEventLoop', () => {
     await new Promise((r) => setTimeout(r, 30));
     await loop.stop();
     expect(loop.fatalError).toBeInstanceOf(PersisterStoppedError);
+  });
+});
+
+describe('network graph and scorer helpers', () => {
+  const logger = () => ldk.Logger.new_impl({ log: () => {} });
+
+  it('round-trip in LDK\'s layout, start fresh when absent, and refuse corrupt bytes', async () => {
+    const store = new MemoryKVStore();
+    const graph = await readNetworkGraph(store, ldk.Network.LDKNetwork_Regtest, logger());
+    expect(graph).toBeInstanceOf(ldk.NetworkGraph);
+    const graphBytes = await persistNetworkGraph(graph, store);
+    expect(store.server.get('', '', 'network_graph')!.length).toBe(graphBytes);
+    expect(await readNetworkGraph(store, ldk.Network.LDKNetwork_Regtest, logger())).toBeInstanceOf(ldk.NetworkGraph);
+
+    const scorer = await readScorer(store, graph, logger());
+    await persistScorer(scorer, store);
+    expect(store.server.has('', '', 'scorer')).toBe(true);
+    expect(await readScorer(store, graph, logger())).toBeInstanceOf(ldk.ProbabilisticScorer);
+
+    await store.write('', '', 'network_graph', Uint8Array.of(1, 2, 3));
+    await expect(readNetworkGraph(store, ldk.Network.LDKNetwork_Regtest, logger())).rejects.toBeInstanceOf(CorruptStateError);
+    await store.write('', '', 'scorer', Uint8Array.of(9));
+    await expect(readScorer(store, graph, logger())).rejects.toBeInstanceOf(CorruptStateError);
+  });
+
+  it('readManagerBytes: undefined only for a missing manager; other errors propagate', async () => {
+    const store = new MemoryKVStore();
+    expect(await readManagerBytes(store)).toBeUndefined();
+    store.outage = true;
+    await expect(readManagerBytes(store)).rejects.toThrow(/ECONNREFUSED/);
   });
 });
 
