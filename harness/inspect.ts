@@ -1,0 +1,356 @@
+/**
+ * `ldk-vss inspect`: what did my wallet actually store?
+ *
+ * Lists a VSS store's keys in LDK's terms (namespaces and key deobfuscated, what each entry
+ * is, its version, stored and plaintext sizes) and dumps one decrypted value. Works with the
+ * wallet's 64-byte seed (LDK Node's derivation, signature auth from the same seed) or with
+ * explicit keys. Read-only: it never writes to the store.
+ *
+ *   ldk-vss inspect --server-url http://127.0.0.1:8080/vss --store-id my-wallet --seed <128 hex>
+ *   ldk-vss inspect ... --dump monitors//<txid>_<index> --format base64
+ */
+import { parseArgs } from 'node:util';
+import { VssClient, vssClientFromConfig, NoSuchKeyError, type VssAuthConfig } from '../src/client/index.js';
+import { decryptStorable, deriveVssKeys, KeyObfuscator } from '../src/crypto/index.js';
+import { int64ToBigInt } from '../src/protocol/index.js';
+import { StoreLayout, VSS_SCHEMA_VERSION_KEY, decodeSchemaVersion, type SchemaVersion } from '../src/store/index.js';
+import type { StoreKey } from '../src/store/index.js';
+import {
+  ARCHIVED_CHANNEL_MONITOR_NAMESPACE,
+  CHANNEL_MANAGER_NAMESPACE,
+  CHANNEL_MONITOR_NAMESPACE,
+  CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE,
+  NETWORK_GRAPH_NAMESPACE,
+  OUTPUT_SWEEPER_NAMESPACE,
+  SCORER_NAMESPACE,
+} from '../src/ldk/layout.js';
+import { formatBytes, table } from './stats.js';
+
+export type InspectKeys = { seed: Uint8Array } | { dataEncryptionKey: Uint8Array; obfuscationMasterKey: Uint8Array };
+
+export interface InspectOptions {
+  serverUrl: string;
+  storeId: string;
+  keys: InspectKeys;
+  /** Default: signature auth from the seed; `none` with explicit keys. */
+  auth?: VssAuthConfig;
+  /** Parallel reads when measuring values. Default 16. */
+  concurrency?: number;
+  timeoutMs?: number;
+}
+
+export interface InspectedKey {
+  /** The key as the server stores it (obfuscated). */
+  storeKey: string;
+  /** LDK's address, if the key deobfuscates with these keys. */
+  address?: StoreKey;
+  /** What the entry is in LDK's layout. */
+  meaning: string;
+  version: bigint;
+  /** Bytes on the server (the encrypted Storable). */
+  storedBytes: number;
+  /** Bytes after decryption. */
+  plaintextBytes?: number;
+  /** Why the entry could not be read or decrypted. */
+  problem?: string;
+}
+
+export interface StoreInspection {
+  storeId: string;
+  /** 1: LDK Node's current layout; 0: ldk-node ≤ 0.6; undefined: empty store. */
+  schema: SchemaVersion | undefined;
+  keys: InspectedKey[];
+  totalStoredBytes: number;
+}
+
+/** The inspected store cannot be read as asked (bad keys, unknown key, unreachable server...). */
+export class InspectError extends Error {
+  override name = 'InspectError';
+}
+
+const utf8 = new TextEncoder();
+const EMPTY = new Uint8Array(0);
+
+function resolveKeys(keys: InspectKeys): { dataEncryptionKey: Uint8Array; obfuscationMasterKey: Uint8Array } {
+  if ('seed' in keys) {
+    const derived = deriveVssKeys(keys.seed);
+    return { dataEncryptionKey: derived.dataEncryptionKey, obfuscationMasterKey: derived.obfuscationMasterKey };
+  }
+  return keys;
+}
+
+/** What an LDK (or LDK Node) key is. */
+export function ldkMeaning(k: StoreKey): string {
+  const { primaryNamespace: p, secondaryNamespace: s, key } = k;
+  if (p === CHANNEL_MANAGER_NAMESPACE.primary && s === '' && key === CHANNEL_MANAGER_NAMESPACE.key) return 'ChannelManager';
+  if (p === '' && s === '' && key === NETWORK_GRAPH_NAMESPACE.key) return 'NetworkGraph';
+  if (p === '' && s === '' && key === SCORER_NAMESPACE.key) return 'scorer';
+  if (p === '' && s === '' && key === OUTPUT_SWEEPER_NAMESPACE.key) return 'OutputSweeper state';
+  if (p === '' && s === '' && key === VSS_SCHEMA_VERSION_KEY) return 'VSS schema version marker';
+  if (p === CHANNEL_MONITOR_NAMESPACE.primary && s === '') return `ChannelMonitor of ${key}`;
+  if (p === CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE) return `ChannelMonitorUpdate ${key} of ${s}`;
+  if (p === ARCHIVED_CHANNEL_MONITOR_NAMESPACE.primary && s === '') return `archived ChannelMonitor of ${key}`;
+  if (p === 'payments') return 'LDK Node payment';
+  if (p.startsWith('bdk_wallet')) return 'BDK on-chain wallet';
+  if (p === '' && s === '' && key === 'peers') return 'LDK Node peer store';
+  if (p === '' && s === '' && key === 'node_metrics') return 'LDK Node metrics';
+  return 'application data';
+}
+
+/** The address of a listed store key under either schema, or undefined. */
+function parseKey(storeKey: string, layouts: StoreLayout[]): StoreKey | undefined {
+  for (const layout of layouts) {
+    try {
+      return layout.parse(storeKey);
+    } catch {
+      // not this schema (or not our key)
+    }
+  }
+  return undefined;
+}
+
+class StoreReader {
+  readonly client: VssClient;
+  readonly dataKey: Uint8Array;
+  readonly v1: StoreLayout;
+  readonly v0: StoreLayout;
+
+  constructor(readonly options: InspectOptions) {
+    const keys = resolveKeys(options.keys);
+    const auth: VssAuthConfig = options.auth ?? ('seed' in options.keys ? { kind: 'sigs', secretKey: deriveVssKeys(options.keys.seed).sigsAuthSecretKey } : { kind: 'none' });
+    this.client = vssClientFromConfig({ baseUrl: options.serverUrl, auth, timeoutMs: options.timeoutMs ?? 10_000, retry: { baseDelayMs: 50, maxAttempts: 3, maxTotalDelayMs: 2_000, maxJitterMs: 20 } });
+    this.dataKey = keys.dataEncryptionKey;
+    const obfuscator = new KeyObfuscator(keys.obfuscationMasterKey);
+    this.v1 = new StoreLayout(1, obfuscator);
+    this.v0 = new StoreLayout(0, obfuscator);
+  }
+
+  async listAll(): Promise<{ key: string; version: bigint }[]> {
+    const out: { key: string; version: bigint }[] = [];
+    let pageToken: string | undefined;
+    do {
+      const res = await this.client.listKeyVersions({ storeId: this.options.storeId, ...(pageToken ? { pageToken } : {}) });
+      for (const kv of res.keyVersions ?? []) out.push({ key: kv.key ?? '', version: int64ToBigInt(kv.version) });
+      pageToken = res.nextPageToken || undefined;
+    } while (pageToken);
+    return out;
+  }
+
+  /** The stored bytes of a key, or undefined if it does not exist. */
+  async get(storeKey: string): Promise<{ storable: Uint8Array; version: bigint } | undefined> {
+    try {
+      const res = await this.client.getObject({ storeId: this.options.storeId, key: storeKey });
+      return { storable: res.value?.value ?? EMPTY, version: int64ToBigInt(res.value?.version) };
+    } catch (err) {
+      if (err instanceof NoSuchKeyError) return undefined;
+      throw err;
+    }
+  }
+
+  async schema(): Promise<SchemaVersion | undefined> {
+    const marker = this.v1.schemaMarker();
+    const found = await this.get(marker.storeKey);
+    if (found) return decodeSchemaVersion(decryptStorable(found.storable, this.dataKey, marker.aad).value);
+    return undefined;
+  }
+}
+
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]);
+    }
+  });
+  await Promise.all(workers);
+  return results;
+}
+
+/** Lists every key of a store with what it is, its version and sizes (reads every value once). */
+export async function inspectStore(options: InspectOptions): Promise<StoreInspection> {
+  const reader = new StoreReader(options);
+  const listed = await reader.listAll();
+  const schema = listed.length === 0 ? undefined : ((await reader.schema()) ?? 0);
+  const layouts = schema === 0 ? [reader.v0, reader.v1] : [reader.v1, reader.v0];
+  const keys = await mapLimit(listed, options.concurrency ?? 16, async ({ key: storeKey, version }): Promise<InspectedKey> => {
+    const address = parseKey(storeKey, layouts);
+    const entry: InspectedKey = { storeKey, address, meaning: address ? ldkMeaning(address) : 'not an LDK key of these keys', version, storedBytes: 0 };
+    const found = await reader.get(storeKey);
+    if (!found) {
+      entry.problem = 'removed while listing';
+      return entry;
+    }
+    entry.storedBytes = found.storable.length;
+    const v1Key = address && storeKey.includes('#') && reader.v1.address(address.primaryNamespace, address.secondaryNamespace, address.key).storeKey === storeKey;
+    const aad = storeKey === reader.v1.schemaMarker().storeKey || v1Key ? utf8.encode(storeKey) : EMPTY;
+    try {
+      entry.plaintextBytes = decryptStorable(found.storable, reader.dataKey, aad).value.length;
+    } catch (err) {
+      entry.problem = `does not decrypt with these keys (${(err as Error).message})`;
+    }
+    return entry;
+  });
+  keys.sort((a, b) => (a.address && b.address ? [a.address.primaryNamespace, a.address.secondaryNamespace, a.address.key].join('/').localeCompare([b.address.primaryNamespace, b.address.secondaryNamespace, b.address.key].join('/'), 'en', { numeric: true }) : a.storeKey.localeCompare(b.storeKey)));
+  return { storeId: options.storeId, schema, keys, totalStoredBytes: keys.reduce((n, k) => n + k.storedBytes, 0) };
+}
+
+/** Reads and decrypts one value by its LDK address. */
+export async function readDecrypted(options: InspectOptions, address: StoreKey): Promise<{ value: Uint8Array; version: bigint; storeKey: string }> {
+  const reader = new StoreReader(options);
+  const schema = (await reader.schema()) ?? 0;
+  const layout = schema === 1 ? reader.v1 : reader.v0;
+  const target = layout.address(address.primaryNamespace, address.secondaryNamespace, address.key);
+  const found = await reader.get(target.storeKey);
+  if (!found) throw new InspectError(`no value at ${formatAddress(address)} in store ${JSON.stringify(options.storeId)}`);
+  try {
+    return { value: decryptStorable(found.storable, reader.dataKey, target.aad).value, version: found.version, storeKey: target.storeKey };
+  } catch (err) {
+    throw new InspectError(`the value at ${formatAddress(address)} does not decrypt with these keys: ${(err as Error).message}`);
+  }
+}
+
+export function formatAddress(k: StoreKey): string {
+  return `${k.primaryNamespace}/${k.secondaryNamespace}/${k.key}`;
+}
+
+/** `primary/secondary/key` (each part may be empty: `//manager`). */
+export function parseAddress(text: string): StoreKey {
+  const parts = text.split('/');
+  if (parts.length !== 3 || parts[2] === '') throw new InspectError(`--dump takes primary/secondary/key (e.g. //manager or monitor_updates/<monitor>/7), got ${JSON.stringify(text)}`);
+  return { primaryNamespace: parts[0], secondaryNamespace: parts[1], key: parts[2] };
+}
+
+// ---- the CLI command ----
+
+export interface InspectIo {
+  env: Readonly<Record<string, string | undefined>>;
+  stdout: (line: string) => void;
+  stderr: (line: string) => void;
+}
+
+export function inspectUsage(): string {
+  return [
+    'Usage: ldk-vss inspect --server-url URL --store-id ID (--seed HEX | --data-key HEX --obfuscation-key HEX) [options]',
+    '',
+    'Lists what a wallet stored in VSS, in LDK terms, or dumps one decrypted value. Read-only.',
+    '',
+    '  --server-url URL        VSS base URL including /vss (or VSS_URL)',
+    '  --store-id ID           the wallet\'s store id',
+    '  --seed HEX              the wallet\'s 64-byte seed (128 hex chars; or VSS_INSPECT_SEED)',
+    '  --data-key HEX          32-byte data encryption key (instead of --seed)',
+    '  --obfuscation-key HEX   32-byte key obfuscation master key (instead of --seed)',
+    '  --auth sigs|none        signature auth from the seed (default with --seed) or none',
+    '  --header "Name: value"  extra request header (repeatable; e.g. a bearer token)',
+    '  --dump P/S/K            print one decrypted value, e.g. //manager or monitors//<txid>_0',
+    '  --format hex|base64     encoding of --dump (default hex)',
+    '  --json                  machine-readable output',
+  ].join('\n');
+}
+
+function hexBytes(name: string, text: string, length: number): Uint8Array {
+  if (!/^[0-9a-fA-F]*$/.test(text) || text.length !== length * 2) throw new InspectError(`${name} must be ${length} bytes of hex (${length * 2} characters)`);
+  return Uint8Array.from(Buffer.from(text, 'hex'));
+}
+
+function jsonReplacer(_key: string, value: unknown): unknown {
+  return typeof value === 'bigint' ? value.toString() : value;
+}
+
+export async function runInspect(args: readonly string[], io: InspectIo): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: [...args],
+      options: {
+        'server-url': { type: 'string' },
+        'store-id': { type: 'string' },
+        seed: { type: 'string' },
+        'data-key': { type: 'string' },
+        'obfuscation-key': { type: 'string' },
+        auth: { type: 'string' },
+        header: { type: 'string', multiple: true },
+        dump: { type: 'string' },
+        format: { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    io.stderr(`ldk-vss inspect: ${(err as Error).message}\n${inspectUsage()}`);
+    return 2;
+  }
+  if (values.help) {
+    io.stdout(inspectUsage());
+    return 0;
+  }
+  try {
+    const serverUrl = values['server-url'] ?? io.env.VSS_URL;
+    const storeId = values['store-id'];
+    if (!serverUrl || !storeId) throw new InspectError('--server-url and --store-id are required');
+    const seedHex = values.seed ?? io.env.VSS_INSPECT_SEED;
+    let keys: InspectKeys;
+    if (seedHex) keys = { seed: hexBytes('--seed', seedHex, 64) };
+    else if (values['data-key'] && values['obfuscation-key']) keys = { dataEncryptionKey: hexBytes('--data-key', values['data-key'], 32), obfuscationMasterKey: hexBytes('--obfuscation-key', values['obfuscation-key'], 32) };
+    else throw new InspectError('give --seed, or both --data-key and --obfuscation-key');
+    const headers: Record<string, string> = {};
+    for (const h of values.header ?? []) {
+      const colon = h.indexOf(':');
+      if (colon <= 0) throw new InspectError(`--header takes "Name: value", got ${JSON.stringify(h)}`);
+      headers[h.slice(0, colon).trim()] = h.slice(colon + 1).trim();
+    }
+    const authKind = values.auth ?? ('seed' in keys ? 'sigs' : 'none');
+    let auth: VssAuthConfig;
+    if (authKind === 'sigs') {
+      if (!('seed' in keys)) throw new InspectError('--auth sigs needs --seed (the auth key derives from it)');
+      auth = { kind: 'sigs', secretKey: deriveVssKeys(keys.seed).sigsAuthSecretKey, headers };
+    } else if (authKind === 'none') {
+      auth = { kind: 'fixed', headers };
+    } else {
+      throw new InspectError(`--auth must be sigs or none, got ${JSON.stringify(authKind)}`);
+    }
+    const format = values.format ?? 'hex';
+    if (format !== 'hex' && format !== 'base64') throw new InspectError(`--format must be hex or base64, got ${JSON.stringify(format)}`);
+    const options: InspectOptions = { serverUrl, storeId, keys, auth };
+
+    if (values.dump !== undefined) {
+      const address = parseAddress(values.dump);
+      const { value, version, storeKey } = await readDecrypted(options, address);
+      const encoded = Buffer.from(value).toString(format);
+      if (values.json) io.stdout(JSON.stringify({ address, storeKey, version, bytes: value.length, format, value: encoded }, jsonReplacer));
+      else io.stdout(encoded);
+      return 0;
+    }
+
+    const inspection = await inspectStore(options);
+    if (values.json) {
+      io.stdout(JSON.stringify(inspection, jsonReplacer));
+      return 0;
+    }
+    io.stdout(`store ${JSON.stringify(storeId)} on ${serverUrl}: ${inspection.keys.length} keys, ${formatBytes(inspection.totalStoredBytes)} stored, schema ${inspection.schema === undefined ? '(empty store)' : `V${inspection.schema}`}`);
+    if (inspection.keys.length > 0) {
+      const rows = [
+        ['namespace', 'key', 'what', 'version', 'stored', 'plain'],
+        ...inspection.keys.map((k) => [
+          k.address ? `${k.address.primaryNamespace}/${k.address.secondaryNamespace}` : '?',
+          k.address?.key ?? k.storeKey,
+          k.problem ? `${k.meaning} (${k.problem})` : k.meaning,
+          k.version.toString(),
+          String(k.storedBytes),
+          k.plaintextBytes === undefined ? '-' : String(k.plaintextBytes),
+        ]),
+      ];
+      io.stdout(table(rows));
+    }
+    const problems = inspection.keys.filter((k) => k.problem || !k.address).length;
+    if (problems > 0) {
+      io.stderr(`ldk-vss inspect: ${problems} key(s) could not be read with these keys (wrong seed, or data written by someone else)`);
+      return 1;
+    }
+    return 0;
+  } catch (err) {
+    io.stderr(`ldk-vss inspect: ${err instanceof Error ? `${err.name === 'Error' ? '' : `${err.name}: `}${err.message}` : String(err)}`);
+    return 1;
+  }
+}
