@@ -1,8 +1,9 @@
 /**
- * The HTTP face of the server: the four VSS operations plus /health and /metrics. Request pipeline for an operation, in the reference's order:
- * (per-IP limit) → authorize → (per-user limit) → read the body under the size limit →
- * decode → run → encode. Every response, errors included, carries `vss-protocol-version: 0`
- * and every error is a protobuf ErrorResponse.
+ * The HTTP face of the server: the four VSS operations plus /health and /metrics.
+ * Pipeline of an operation, in the reference's order: (per-IP limit) → authorize →
+ * (per-user limit) → read the body under the size limit → decode → run → encode.
+ * Every response, errors included, carries `vss-protocol-version: 0`, and every error
+ * is a protobuf ErrorResponse.
  */
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { IncomingMessage, ServerResponse } from 'node:http';
