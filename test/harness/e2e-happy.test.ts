@@ -7,6 +7,14 @@ import type { StartedVssServer } from '../../src/server/index.js';
 import { channelView, closeChannel, forceCloseChannel, mineUntil, sweepSpendableOutputs, walletScript } from '../../harness/wallet-ops.js';
 import { expectConsistent, openPair, startServer, type Pair } from './helpers/e2e.js';
 
+const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL;
+
+function databaseUrl(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${database}`;
+  return parsed.toString();
+}
+
 let server: StartedVssServer;
 let pair: Pair | undefined;
 
@@ -126,5 +134,29 @@ describe('e2e happy path', () => {
     const sweepB = await sweepSpendableOutputs(fleet.net, fleet.node('B'));
     expect(sweepB.sweptValueSat).toBeGreaterThan(300_000n);
     expect(sweepB.sweptValueSat).toBeLessThanOrEqual(305_000n);
+  });
+});
+
+describe.skipIf(!TEST_DATABASE_URL)(`e2e on PostgreSQL${TEST_DATABASE_URL ? '' : ' (SKIPPED: TEST_DATABASE_URL is not set)'}`, () => {
+  it('payments, a crash mid-payment and a restore from seed + store id, on a server backed by PostgreSQL', async () => {
+    const pgServer = await startServer({ kind: 'postgres', url: databaseUrl(TEST_DATABASE_URL!, 'ldk_vss_harness_e2e'), createDatabase: true });
+    try {
+      pair = await openPair(pgServer.url);
+      const { fleet, channel } = pair;
+      const initialA = channelView(fleet.node('A'), channel)!.outboundMsat;
+      for (let i = 0; i < 10; i++) await fleet.pay(i % 2 ? 'B' : 'A', i % 2 ? 'A' : 'B', 20_000n, { settled: true });
+      const crashed = fleet.crashAt('A', { kind: 'monitor-update', ordinal: 2, timing: 'after-durable' });
+      fleet.sendPayment('A', 'B', 33_000n);
+      await crashed;
+      const restored = await fleet.restore('A');
+      expect(restored.restoreStats!.monitors).toBe(1);
+      await expectConsistent(pair, initialA);
+      await fleet.pay('A', 'B', 1_000n, { settled: true });
+      await expectConsistent(pair, initialA);
+    } finally {
+      await pair?.fleet.shutdown();
+      pair = undefined;
+      await pgServer.close();
+    }
   });
 });
