@@ -7,6 +7,10 @@
  *   (c) the same on PostgreSQL when TEST_DATABASE_URL is set.
  * The VSS server runs in a worker thread, as a separate server would.
  *
+ * (b) runs both nodes on VSS (both wallets' writes share the server and this process); (b1)
+ * only the paying wallet (its peer in memory, like a remote node); (b') both, but without
+ * ordering monitor writes after the manager (LDK's usual lazy manager persistence).
+ *
  * Reported: payments/s one at a time (every payment waits for its own round trips) and with
  * several in flight (LDK batches HTLCs into shared commitment updates), each as the ratio
  * to the baseline measured in the same run, alternating rounds so machine noise hits both;
@@ -95,11 +99,12 @@ async function setup(label: string, persistence: () => Promise<{ a: PersistenceF
   return { label, net, a, b, storeA: p.storeA };
 }
 
-function vssSetup(url: string): () => Promise<{ a: PersistenceFactory; b: PersistenceFactory; storeA: CountingStore }> {
+function vssSetup(url: string, options: { linkManager?: boolean; peerInMemory?: boolean } = {}): () => Promise<{ a: PersistenceFactory; b: PersistenceFactory; storeA: CountingStore }> {
+  const linkManager = options.linkManager ?? true;
   return async () => {
     const storeA = new CountingStore(await openStore(url, `bench-a-${randomBytes(4).toString('hex')}`));
-    const storeB = await openStore(url, `bench-b-${randomBytes(4).toString('hex')}`);
-    return { a: vssPersistence(storeA), b: vssPersistence(storeB), storeA };
+    const b = options.peerInMemory ? memoryPersistence() : vssPersistence(await openStore(url, `bench-b-${randomBytes(4).toString('hex')}`), { linkManager });
+    return { a: vssPersistence(storeA, { linkManager }), b, storeA };
   };
 }
 
@@ -158,6 +163,8 @@ async function main(): Promise<void> {
   const setups: Setup[] = [
     await setup('(a) memory, always Completed', async () => ({ a: memoryPersistence(), b: memoryPersistence() })),
     await setup('(b) VssPersister, HTTP, PGlite', vssSetup(pglite.url)),
+    await setup('(b1) same, payer only (peer in memory)', vssSetup(pglite.url, { peerInMemory: true })),
+    await setup("(b') same, unlinked from manager", vssSetup(pglite.url, { linkManager: false })),
   ];
   if (postgres) setups.push(await setup('(c) VssPersister, HTTP, PostgreSQL', vssSetup(postgres.url)));
 
@@ -176,6 +183,7 @@ async function main(): Promise<void> {
   if (!postgres) console.log(row(['(c) PostgreSQL', 'SKIPPED (TEST_DATABASE_URL not set)'], widths));
   const ratioB = concurrent[1] / concurrent[0];
   console.log(`\n(b)/(a): ${(sequential[1] / sequential[0]).toFixed(2)}x one at a time, ${ratioB.toFixed(2)}x with ${CONCURRENCY} in flight (target >= ${TARGET_RATIO}x)`);
+  console.log("(b') lets LDK's lazy manager persistence run without ordering: fewer, later manager writes, but a crash between a monitor write and the next manager write makes LDK force-close that channel on restore.");
   for (const s of setups) await s.net.shutdown();
 
   // ---- bytes per payment and restore time on a long-lived node ----

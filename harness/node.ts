@@ -240,7 +240,7 @@ export class WalletNode extends EventEmitter<WalletNodeEvents> {
         chainMonitor: this.chainMonitor,
         store,
         handleEvent: (event) => this.handleEvent(event),
-        persister: this.persistence.vssPersister,
+        persister: this.persistence.linkManager === false ? undefined : this.persistence.vssPersister,
         backoff: this.persistence.backoff,
         log: this.log,
       });

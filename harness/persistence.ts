@@ -31,6 +31,11 @@ export interface NodePersistence {
   persist: ldk.Persist;
   /** Set for VssPersister-based nodes (attached to the ChainMonitor by the node). */
   vssPersister?: VssPersister;
+  /**
+   * Link the VssPersister to the node's manager writes (default true): monitor writes wait
+   * for a manager that knows them, so no crash point leads to a stale-manager force-close.
+   */
+  linkManager?: boolean;
   /** Where the ChannelManager is written; without one the manager is never persisted. */
   managerStore?: AsyncKVStore;
   /** Reads this strategy's monitors for a restore (default: the parallel async reader). */
@@ -58,10 +63,14 @@ export function memoryPersistence(): PersistenceFactory {
   });
 }
 
-export type VssPersistenceOptions = Omit<VssPersisterOptions, 'store' | 'entropySource' | 'signerProvider' | 'broadcaster' | 'feeEstimator' | 'logger'>;
+export type VssPersistenceOptions = Omit<VssPersisterOptions, 'store' | 'entropySource' | 'signerProvider' | 'broadcaster' | 'feeEstimator' | 'logger'> & {
+  /** See NodePersistence.linkManager. Default true. */
+  linkManager?: boolean;
+};
 
 /** VssPersister for monitors and the event loop's manager writes, both to `store`. */
 export function vssPersistence(store: AsyncKVStore, options: VssPersistenceOptions = {}): PersistenceFactory {
+  const { linkManager, ...persisterOptions } = options;
   return (ctx) => {
     const persister = new VssPersister({
       store,
@@ -71,12 +80,13 @@ export function vssPersistence(store: AsyncKVStore, options: VssPersistenceOptio
       feeEstimator: ctx.feeEstimator,
       logger: ctx.logger,
       log: silentLogger,
-      ...options,
+      ...persisterOptions,
     });
     return {
       kind: 'vss',
       persist: persister.toLdkPersist(),
       vssPersister: persister,
+      linkManager: linkManager ?? true,
       managerStore: store,
       backoff: options.backoff,
       close: () => persister.close(),
