@@ -60,7 +60,7 @@ describe('crash at every persistence step of a payment', () => {
     const skipped: string[] = [];
     for (const victim of ['A', 'B']) {
       for (const timing of ['before-durable', 'after-durable'] as const) {
-        for (const [kind, count] of [['monitor-update', 5], ['manager', 3]] as const) {
+        for (const [kind, count] of [['monitor-update', 5], ['manager', 2]] as const) {
           // The receiver's claim update cannot be crashed after durability on LDK 0.1.0 (see
           // the known-limitation test below): its other four updates are.
           const ordinals = victim === 'B' && timing === 'after-durable' && kind === 'monitor-update' ? count - 1 : count;
@@ -84,13 +84,13 @@ describe('crash at every persistence step of a payment', () => {
         }
       }
     }
-    expect(outcomes.filter((o) => o.startsWith('A '))).toHaveLength(2 * 8);
-    expect(outcomes.filter((o) => o.startsWith('B ')).length).toBeGreaterThanOrEqual(11);
-    expect(outcomes.length + skipped.length).toBe(2 * 2 * 8 - 1);
+    expect(outcomes.filter((o) => o.startsWith('A '))).toHaveLength(2 * 7);
+    expect(outcomes.filter((o) => o.startsWith('B ')).length).toBeGreaterThanOrEqual(9);
+    expect(outcomes.length + skipped.length).toBe(2 * 2 * 7 - 1);
     // Every payment of the sweep is settled one way or the other, and A can still pay.
     await p.fleet.pay('A', 'B', 12_345n, { settled: true });
     await expectConsistent(p, initialA);
-  });
+  }, 240_000);
 
   it('random crash points over many payments in both directions (seeded, reproducible)', async () => {
     pair = await openPair(server.url);
@@ -106,7 +106,7 @@ describe('crash at every persistence step of a payment', () => {
       return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
     };
     let crashes = 0;
-    for (let i = 0; i < 24; i++) {
+    for (let i = 0; i < 16; i++) {
       const [from, to] = random() < 0.5 ? ['A', 'B'] : ['B', 'A'];
       const amount = BigInt(1_000 + Math.floor(random() * 50_000));
       if (random() < 0.6) {
@@ -124,9 +124,9 @@ describe('crash at every persistence step of a payment', () => {
       }
       await expectConsistent(p, initialA);
     }
-    expect(crashes).toBeGreaterThanOrEqual(8);
-    expect(p.fleet.ledger.all().length).toBe(24);
-  });
+    expect(crashes).toBeGreaterThanOrEqual(5);
+    expect(p.fleet.ledger.all().length).toBe(16);
+  }, 180_000);
 });
 
 describe('known LDK 0.1.0 limitation (rust-lightning #3772, fixed upstream after 0.1.0)', () => {

@@ -147,5 +147,5 @@ describe('child-process wallet', () => {
 
     await settled(await pay(9_000n));
     await expectAgreement();
-  });
+  }, 180_000);
 });
