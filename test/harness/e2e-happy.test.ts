@@ -75,7 +75,7 @@ describe('e2e happy path', () => {
     await fleet.pay('A', 'B', 77_000n, { settled: true });
     await fleet.pay('B', 'A', 11_000n, { settled: true });
     await expectConsistent(pair, initialA);
-  });
+  }, 180_000);
 
   it('opens a zero-conf channel that is usable before any block and survives a restore of both wallets', async () => {
     pair = await openPair(server.url, { zeroConf: true });
@@ -134,7 +134,7 @@ describe('e2e happy path', () => {
     const sweepB = await sweepSpendableOutputs(fleet.net, fleet.node('B'));
     expect(sweepB.sweptValueSat).toBeGreaterThan(300_000n);
     expect(sweepB.sweptValueSat).toBeLessThanOrEqual(305_000n);
-  });
+  }, 120_000);
 });
 
 describe.skipIf(!TEST_DATABASE_URL)(`e2e on PostgreSQL${TEST_DATABASE_URL ? '' : ' (SKIPPED: TEST_DATABASE_URL is not set)'}`, () => {
