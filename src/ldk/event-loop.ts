@@ -168,6 +168,11 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
     return this.stats.eventsHandled > before;
   }
 
+  /** True while a manager write is owed (LDK or the persister asked) or in flight, i.e. not yet durable. */
+  get owesManagerWrite(): boolean {
+    return this.forced || this.dirtySince !== undefined || this.inFlight !== undefined;
+  }
+
   /** Milliseconds until a deferred manager write is due (undefined if none is owed). */
   get managerWriteDueInMs(): number | undefined {
     if (this.forced) return 0;

@@ -397,6 +397,22 @@ describe('LdkEventLoop', () => {
     expect(calls).toBe(1);
   });
 
+  it('start() runs the loop by itself: owed writes go out when due, then events', async () => {
+    const { state, channelManager, chainMonitor } = fakeNode();
+    const store = new MemoryKVStore();
+    const handled: string[] = [];
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: (e) => void handled.push(e.constructor.name), coalesceMs: 20 });
+    state.needsPersistence = true;
+    loop.start();
+    await new Promise((r) => setTimeout(r, 150));
+    expect(loop.stats.managerWrites).toBe(1);
+    expect(loop.owesManagerWrite).toBe(false);
+    state.pending.push(ldk.Event.constructor_pending_htlcs_forwardable(0n));
+    await new Promise((r) => setTimeout(r, 1_200)); // the fake's futures never fire: the loop's own timer wakes it
+    expect(handled).toEqual(['Event_PendingHTLCsForwardable']);
+    await loop.stop();
+  });
+
   it('stop() ends a write still retrying with PersisterStoppedError', async () => {
     const { state, channelManager, chainMonitor } = fakeNode();
     const store = new MemoryKVStore();
