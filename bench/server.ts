@@ -13,7 +13,10 @@
  *
  * Database: DATABASE_URL, else TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres;
  * the benchmark uses (and afterwards drops) its own database `ldkvss_bench_<pid>` on that server.
- * Knobs: BENCH_SECONDS (per phase, default 3), BENCH_KEYS (default 5000), BENCH_POOL (default 32).
+ * The machine may be shared, so raw and server are measured in alternating rounds and the
+ * median round is reported for each side.
+ * Knobs: BENCH_ROUNDS (default 3), BENCH_SECONDS (per round and side, default 2),
+ * BENCH_KEYS (default 5000), BENCH_POOL (default 32).
  */
 import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { sha256 } from '@noble/hashes/sha2.js';
@@ -21,7 +24,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { cpus, loadavg } from 'node:os';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
@@ -29,7 +33,8 @@ import { keyValue, vss } from '../src/protocol/index.js';
 
 const BASE_URL = process.env.DATABASE_URL ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const DATABASE = `ldkvss_bench_${process.pid}`;
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
 const WARMUP_SECONDS = 0.5;
 const KEY_COUNT = Number(process.env.BENCH_KEYS ?? 5000);
 const POOL_SIZE = Number(process.env.BENCH_POOL ?? 32);
@@ -142,14 +147,31 @@ async function measure(concurrency: number, seconds: number, op: (key: string) =
   };
 }
 
-async function phase(concurrency: number, op: (key: string) => Promise<void>, probe: CpuProbe): Promise<Result> {
-  await measure(concurrency, WARMUP_SECONDS, op, probe);
-  return measure(concurrency, SECONDS, op, probe);
+/** The round with the median throughput (its latencies and CPU figures come along). */
+function medianRound(results: Result[]): Result {
+  return [...results].sort((a, b) => a.opsPerSecond - b.opsPerSecond)[Math.floor(results.length / 2)];
+}
+
+/** Alternates short rounds of `raw` and `served`, so a change in machine load hits both sides alike. */
+async function compare(concurrency: number, raw: (key: string) => Promise<void>, served: (key: string) => Promise<void>, probe: CpuProbe): Promise<[Result, Result]> {
+  await measure(concurrency, WARMUP_SECONDS, raw, probe);
+  await measure(concurrency, WARMUP_SECONDS, served, probe);
+  const rawRounds: Result[] = [];
+  const servedRounds: Result[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    rawRounds.push(await measure(concurrency, SECONDS, raw, probe));
+    servedRounds.push(await measure(concurrency, SECONDS, served, probe));
+  }
+  return [medianRound(rawRounds), medianRound(servedRounds)];
 }
 
 // --- server child process ----------------------------------------------------------------------
 async function startServer(): Promise<{ child: ChildProcess; url: string; close(): Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'serve'], {
+  // Like `npm start`: the compiled CLI (tsx's loader thread would add its own overhead to the
+  // server's figures); the TypeScript sources only when nothing is built.
+  const built = existsSync(join(ROOT, 'dist/src/cli.js'));
+  if (!built) console.warn('dist/ not built (npm run build): running the server through tsx, which costs extra CPU');
+  const child = spawn(process.execPath, built ? ['dist/src/cli.js', 'serve'] : ['--import', 'tsx', 'src/cli.ts', 'serve'], {
     cwd: ROOT,
     env: {
       ...process.env,
@@ -221,7 +243,7 @@ async function main(): Promise<void> {
     await fill.query('VACUUM ANALYZE vss_db');
     await fill.end();
 
-    console.log(`ldk-vss server benchmark: 1 KiB values, ${KEY_COUNT} keys, ${SECONDS}s per phase, pools of ≤ ${POOL_SIZE} connections`);
+    console.log(`ldk-vss server benchmark: 1 KiB values, ${KEY_COUNT} keys, median of ${ROUNDS} alternating ${SECONDS}s rounds, pools of ≤ ${POOL_SIZE} connections`);
     console.log(`PostgreSQL ${(await admin.query('SHOW server_version')).rows[0].server_version} at ${new URL(BASE_URL).host}, database ${DATABASE}; ${cpus().length} CPUs, load average ${loadavg()[0].toFixed(1)}`);
     console.log('cpu µs/op = CPU time per operation of client / server / PostgreSQL backends (raw has no server)\n');
     const header = `${'op'.padEnd(4)} ${'conc'.padStart(4)} | ${'raw ops/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'cpu µs/op'.padStart(15)} | ${'srv ops/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'cpu µs/op'.padStart(15)} | ratio`;
@@ -249,8 +271,7 @@ async function main(): Promise<void> {
         ['put', rawPut, serverPut],
         ['get', rawGet, serverGet],
       ] as const) {
-        const r = await phase(concurrency, raw, probe);
-        const s = await phase(concurrency, served, probe);
+        const [r, s] = await compare(concurrency, raw, served, probe);
         const ratio = s.opsPerSecond / r.opsPerSecond;
         ratios[`${name}@${concurrency}`] = ratio;
         console.log(
