@@ -26,7 +26,7 @@ import { WalletNetwork } from '../harness/network.js';
 import type { WalletNode } from '../harness/node.js';
 import { memoryPersistence, vssPersistence, type PersistenceFactory } from '../harness/persistence.js';
 import { VssServerThread, type ThreadBackendOption } from '../harness/server-thread.js';
-import { initLdk, readChannelMonitors } from '../src/ldk/index.js';
+import { initLdk, migrateStore, readChannelMonitors } from '../src/ldk/index.js';
 import { VssStore } from '../src/store/index.js';
 import type { AsyncKVStore, StoreKey } from '../src/store/types.js';
 
@@ -170,7 +170,7 @@ async function main(): Promise<void> {
 
   const sequential = await compare(setups, 1);
   const concurrent = await compare(setups, CONCURRENCY);
-  const widths = [36, 14, 10, 22, 10];
+  const widths = [40, 14, 8, 14, 8];
   console.log(row(['persistence', 'one at a time', 'ratio', `${CONCURRENCY} in flight`, 'ratio'], widths));
   setups.forEach((s, i) => {
     console.log(
@@ -221,15 +221,31 @@ async function main(): Promise<void> {
     feeEstimator: long.a.feeEstimator,
     logger: long.a.logger,
   };
-  const readTime = async (concurrency: number): Promise<number> => {
+  const readTime = async (store: AsyncKVStore, concurrency: number): Promise<number> => {
     const t = performance.now();
-    const monitors = await readChannelMonitors(storeA.inner, ctx, { concurrency });
+    const monitors = await readChannelMonitors(store, ctx, { concurrency });
     if (monitors.length !== CHANNELS) throw new Error(`read ${monitors.length} monitors, expected ${CHANNELS}`);
     return performance.now() - t;
   };
-  const sequentialRead = await readTime(1);
-  const parallelRead = await readTime(16);
+  const readTimes = async (store: AsyncKVStore): Promise<{ sequential: number; parallel: number }> => {
+    const sequential = await readTime(store, 1);
+    const parallel = await readTime(store, 16);
+    return { sequential, parallel };
+  };
+  const onPglite = await readTimes(storeA.inner);
 
+  const report = (label: string, r: { sequential: number; parallel: number }): void =>
+    console.log(`  reading all monitors with updates (${label}): ${r.parallel.toFixed(0)} ms with 16 requests in flight, ${r.sequential.toFixed(0)} ms one at a time (${(r.sequential / r.parallel).toFixed(1)}x)`);
+  report('PGlite', onPglite);
+  if (postgres) {
+    // The same store copied (and verified) to the PostgreSQL server, whose pool serves reads in parallel.
+    const copy = await openStore(postgres.url, storeId);
+    const migrated = await migrateStore(storeA.inner, copy);
+    console.log(`  migrateStore to PostgreSQL: ${migrated.keys} keys, ${Math.round(migrated.bytes / 1024)} KiB in ${migrated.durationMs.toFixed(0)} ms`);
+    report('PostgreSQL', await readTimes(copy));
+  } else {
+    console.log('  reading on PostgreSQL: SKIPPED (TEST_DATABASE_URL not set)');
+  }
   // A new device: open the store (one listing of every key), then restore the node.
   const restoreStarted = performance.now();
   const fresh = await openStore(pglite.url, storeId);
@@ -239,7 +255,6 @@ async function main(): Promise<void> {
   console.log(
     `  store holds ${keysInStore} keys; restore on a new device: ${restoreMs.toFixed(0)} ms (store open ${openMs.toFixed(0)} ms, restoreNode ${restored.stats.durationMs.toFixed(0)} ms: ${restored.stats.monitors} monitors, ${restored.stats.updatesApplied} updates replayed, ${Math.round(restored.stats.bytesRead / 1024)} KiB read)`,
   );
-  console.log(`  reading all monitors with updates: ${parallelRead.toFixed(0)} ms with 16 requests in flight, ${sequentialRead.toFixed(0)} ms one at a time (${(sequentialRead / parallelRead).toFixed(1)}x)`);
   await long.net.shutdown();
   await pglite.close();
   await postgres?.close();

@@ -70,7 +70,7 @@ describe('restoreNode', () => {
     await net.openChannel(a, b, { zeroConf: true });
     const channelIds = a.channels().map((c) => Buffer.from(c.get_channel_id().get_a()).toString('hex'));
     expect(channelIds).toHaveLength(3);
-    for (let i = 0; i < 6; i++) await net.pay(a, b, 20_000n, { settled: true });
+    for (let i = 0; i < 3; i++) await net.pay(a, b, 20_000n, { settled: true });
     const balance = a.outboundCapacityMsat();
     await a.eventLoop!.persistIfNeeded();
     await net.crash(a);
