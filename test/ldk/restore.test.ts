@@ -10,9 +10,11 @@ import {
   MissingMonitorError,
   NothingToRestoreError,
   StaleMonitorError,
+  LdkVssStore,
   initLdk,
   migrateStore,
 } from '../../src/ldk/index.js';
+import type { VssStore } from '../../src/store/index.js';
 import type { AsyncKVStore } from '../../src/store/types.js';
 import { DataIntegrityError, StoreIOError, StoreOpenError } from '../../src/store/errors.js';
 import { WalletNetwork } from '../../harness/network.js';
@@ -91,7 +93,12 @@ describe('restoreNode', () => {
 
   it("works with LDK's MonitorUpdatingPersister over the sync KVStore: restore with LDK's reader, pay again", async () => {
     const storeId = nextStoreId();
-    const persistence = async () => ldkMonitorUpdatingPersistence(await backend.openSync(storeId), await backend.open(storeId), { maximumPendingUpdates: 4 });
+    // One VssStore serves both: its blocking view (worker thread) for LDK's persister, the
+    // async API for the manager.
+    const persistence = async () => {
+      const store = (await backend.open(storeId)) as VssStore;
+      return ldkMonitorUpdatingPersistence(new LdkVssStore(store, { deadlineMs: 10_000 }).syncStore, store, { maximumPendingUpdates: 4 });
+    };
     pair = await openPair({ persistenceA: await persistence() });
     const { net, a, b, channel } = pair;
     for (let i = 0; i < 3; i++) await net.pay(a, b, 15_000n, { settled: true });
