@@ -56,7 +56,13 @@ export async function runServe(args: readonly string[], io: CommandIo): Promise<
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
-  logger.info({ signal }, 'shutting down: finishing in-flight requests');
+  logger.info({ signal }, 'shutting down: finishing in-flight requests (signal again to stop at once)');
+  const forceExit = (again: NodeJS.Signals) => {
+    logger.warn({ signal: again }, 'second signal: exiting without waiting');
+    process.exit(1);
+  };
+  process.once('SIGTERM', forceExit);
+  process.once('SIGINT', forceExit);
   try {
     await server.close();
     return 0;
