@@ -12,7 +12,8 @@ import { MemoryBackend, type StartedVssServer } from '../../src/server/index.js'
 import { ConcurrentWriterError, RollbackDetectedError } from '../../src/store/index.js';
 import { FaultProxy } from '../../harness/fault-proxy.js';
 import { CrashableStore } from '../../harness/crash-store.js';
-import { channelView } from '../../harness/wallet-ops.js';
+import { channelView, forceCloseChannel, mineUntil, transactionOutputs, walletScript } from '../../harness/wallet-ops.js';
+import { WalletSweeper } from '../../harness/wallet-sweeper.js';
 import { vssStoreOpener, openVssWalletStore } from '../../harness/vss-wallet.js';
 import { WalletFleet } from '../../harness/wallets.js';
 import { expectConsistent, openPair, startServer, type Pair } from './helpers/e2e.js';
@@ -184,4 +185,44 @@ describe('restores across the two persistence paths', () => {
     await fleet.pay('A', 'B', 10_000n, { settled: true });
     await expectConsistent(pair, initialA);
   });
+  it("LDK's OutputSweeper keeps the outputs to sweep in VSS: a wallet crashed after a force-close is restored and its sweeper finishes the sweep", async () => {
+    pair = await openPair(thread.url);
+    const { fleet, channel } = pair;
+    await fleet.pay('A', 'B', 50_000_000n, { settled: true });
+    const a = fleet.node('A');
+    const sweeper = WalletSweeper.create(a, fleet.wallet('A').handle.syncStore!());
+    await forceCloseChannel(fleet.net, a, channel, fleet.node('B').nodeId, [fleet.node('B')]);
+    await mineUntil(
+      fleet.net,
+      () => {
+        // Batched: swept 3 blocks later, so the crash below comes before any broadcast.
+        sweeper.sync(fleet.net.chain, { delayBlocks: 3 });
+        return sweeper.tracked().length > 0;
+      },
+      { maxBlocks: 200, what: "A's delayed output handed to the sweeper" },
+    );
+    expect(sweeper.tracked()).toHaveLength(1);
+    const destination = walletScript(a);
+    const isSweep = (tx: Uint8Array): boolean => transactionOutputs(tx).some((o) => Buffer.from(o.script).equals(Buffer.from(destination)));
+    const swept = (): Uint8Array | undefined => fleet.net.chain.blocksAfter(0).flatMap((b) => b.transactions).find(isSweep);
+    expect(swept()).toBeUndefined();
+    expect(fleet.net.chain.pendingTransactions().some(isSweep)).toBe(false); // not even broadcast yet
+    await fleet.crash('A');
+
+    const restored = await fleet.restore('A', { reconnect: false });
+    const resumed = WalletSweeper.restore(restored.node, restored.handle.syncStore!(), destination);
+    expect(resumed.tracked().map((t) => t.valueSat)).toEqual(sweeper.tracked().map((t) => t.valueSat));
+    await mineUntil(
+      fleet.net,
+      () => {
+        resumed.sync(fleet.net.chain);
+        return swept() !== undefined && resumed.tracked().length === 0;
+      },
+      { maxBlocks: 30, what: 'the sweep mined and settled' },
+    );
+    const value = transactionOutputs(swept()!).filter((o) => Buffer.from(o.script).equals(Buffer.from(destination))).reduce((n, o) => n + o.valueSat, 0n);
+    // 1,000,000 - 300,000 pushed - 50,000 paid, less the commitment and sweep fees.
+    expect(value).toBeGreaterThan(645_000n);
+    expect(value).toBeLessThan(650_000n);
+  }, 120_000);
 });
