@@ -31,7 +31,7 @@ import { VssStore } from '../src/store/index.js';
 import type { AsyncKVStore, StoreKey } from '../src/store/types.js';
 
 const PAYMENTS = Number(process.env.BENCH_PAYMENTS ?? 20);
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 5));
 const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 5);
 const LONG_PAYMENTS = Number(process.env.BENCH_LONG_PAYMENTS ?? 1000);
 const CHANNELS = Number(process.env.BENCH_CHANNELS ?? 20);
