@@ -461,13 +461,16 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
 
   private start(ch: ChannelState, write: QueuedWrite): void {
     ch.running.add(write);
-    void this.performWithRetry(ch, write).then((outcome) => {
-      ch.running.delete(write);
-      if (outcome === 'done') this.afterDurable(ch, write);
-      this.schedule(ch);
-      this.checkStalls();
-      if (this.isIdle()) for (const waiter of this.idleWaiters.splice(0)) waiter.resolve();
-    });
+    this.performWithRetry(ch, write)
+      .then((outcome) => {
+        ch.running.delete(write);
+        if (outcome === 'done') this.afterDurable(ch, write);
+        this.schedule(ch);
+        this.checkStalls();
+        if (this.isIdle()) for (const waiter of this.idleWaiters.splice(0)) waiter.resolve();
+      })
+      // Only reachable if LDK itself throws while being told about a completion.
+      .catch((err: unknown) => this.fail(err, ch, write));
   }
 
   /** A newer full monitor that contains this write is queued, in flight, or durable. */
