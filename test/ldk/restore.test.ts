@@ -2,7 +2,7 @@
  * Restoring LDK nodes from a store alone (real WASM): parallel reads, LDK's own
  * MonitorUpdatingPersister over the sync KVStore, and every way restore must fail closed.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import {
   CorruptStateError,
@@ -11,7 +11,6 @@ import {
   NothingToRestoreError,
   StaleMonitorError,
   LdkVssStore,
-  initLdk,
   migrateStore,
 } from '../../src/ldk/index.js';
 import type { VssStore } from '../../src/store/index.js';
@@ -19,28 +18,14 @@ import type { AsyncKVStore } from '../../src/store/types.js';
 import { DataIntegrityError, StoreIOError, StoreOpenError } from '../../src/store/errors.js';
 import { WalletNetwork } from '../../harness/network.js';
 import { ldkMonitorUpdatingPersistence } from '../../harness/persistence.js';
-import { storeSeed, vssBackend, type StoreBackend } from './helpers/backends.js';
+import { storeSeed } from './helpers/backends.js';
 import { RecordingStore } from './helpers/recording-store.js';
+import { useVssBackend } from './helpers/fixture.js';
 import { openPair, readMonitorsAsNewDevice, vssNode, type Pair } from './helpers/nodes.js';
 
-let backend: StoreBackend;
 let pair: Pair | undefined;
-let storeSeq = 0;
-const nextStoreId = (): string => `restore-${process.pid}-${++storeSeq}`;
-
-beforeAll(async () => {
-  await initLdk();
-  backend = await vssBackend();
-}, 60_000);
-
-afterAll(async () => {
-  await backend?.close();
-});
-
-afterEach(async () => {
-  await pair?.net.shutdown();
+const fx = useVssBackend('restore', () => pair, () => {
   pair = undefined;
-  await backend.resume();
 });
 
 /** Every key and value of a store (what a server backup would hold). */
@@ -52,7 +37,7 @@ async function snapshot(store: AsyncKVStore): Promise<Map<string, Uint8Array>> {
 
 /** A with a VssPersister and one channel to B, `payments` payments made, then crashed. */
 async function crashedAfterPayments(storeId: string, payments: number): Promise<Pair> {
-  const store = await backend.open(storeId);
+  const store = await fx.backend.open(storeId);
   const p = await openPair({ persistenceA: vssNode(store) });
   for (let i = 0; i < payments; i++) await p.net.pay(p.a, p.b, 10_000n, { settled: true });
   await p.a.eventLoop!.persistIfNeeded();
@@ -65,8 +50,8 @@ const restoreA = async (p: Pair, store: AsyncKVStore) => p.net.restoreNode({ nam
 
 describe('restoreNode', () => {
   it('restores a node with several channels, reading in parallel, and every channel pays again', async () => {
-    const storeId = nextStoreId();
-    pair = await openPair({ persistenceA: vssNode(await backend.open(storeId)) });
+    const storeId = fx.nextStoreId();
+    pair = await openPair({ persistenceA: vssNode(await fx.backend.open(storeId)) });
     const { net, a, b } = pair;
     await net.openChannel(a, b);
     await net.openChannel(a, b, { zeroConf: true });
@@ -77,7 +62,7 @@ describe('restoreNode', () => {
     await a.eventLoop!.persistIfNeeded();
     await net.crash(a);
 
-    const recording = new RecordingStore(await backend.open(storeId));
+    const recording = new RecordingStore(await fx.backend.open(storeId));
     const { node: a2, restored } = await restoreA(pair, recording);
     expect(restored.monitors).toHaveLength(3);
     expect(recording.maxReadsInFlight).toBeGreaterThanOrEqual(4); // not key-by-key
@@ -92,11 +77,11 @@ describe('restoreNode', () => {
   });
 
   it("works with LDK's MonitorUpdatingPersister over the sync KVStore: restore with LDK's reader, pay again", async () => {
-    const storeId = nextStoreId();
+    const storeId = fx.nextStoreId();
     // One VssStore serves both: its blocking view (worker thread) for LDK's persister, the
     // async API for the manager.
     const persistence = async () => {
-      const store = (await backend.open(storeId)) as VssStore;
+      const store = (await fx.backend.open(storeId)) as VssStore;
       return ldkMonitorUpdatingPersistence(new LdkVssStore(store, { deadlineMs: 10_000 }).syncStore, store, { maximumPendingUpdates: 4 });
     };
     pair = await openPair({ persistenceA: await persistence() });
@@ -107,7 +92,7 @@ describe('restoreNode', () => {
     await net.crash(a);
 
     // Our parallel reader agrees with LDK's layout...
-    const [ours] = await readMonitorsAsNewDevice(await backend.open(storeId), a.seed);
+    const [ours] = await readMonitorsAsNewDevice(await fx.backend.open(storeId), a.seed);
     expect(ours.name).toBe(channel.monitorName);
     expect(ours.monitor.get_latest_update_id()).toBe(15n);
     // ...and LDK's own reader restores the node.
@@ -121,11 +106,11 @@ describe('restoreNode', () => {
   });
 
   it('migrates a node to another store (new store id and keys), verifies every copy, and the node restores from the copy', async () => {
-    const storeId = nextStoreId();
+    const storeId = fx.nextStoreId();
     pair = await crashedAfterPayments(storeId, 2);
-    const source = await backend.open(storeId);
+    const source = await fx.backend.open(storeId);
     const targetId = `${storeId}-moved`;
-    const target = await backend.open(targetId);
+    const target = await fx.backend.open(targetId);
     const progress: number[] = [];
     const result = await migrateStore(source, target, { onProgress: (p) => progress.push(p.copied) });
     const keys = await source.listAll();
@@ -133,7 +118,7 @@ describe('restoreNode', () => {
     expect(progress.at(-1)).toBe(keys.length);
     expect((await target.listAll()).length).toBe(keys.length);
 
-    const { node, restored } = await pair.net.restoreNode({ name: 'A', seed: pair.a.seed, persistence: vssNode(await backend.open(targetId)) });
+    const { node, restored } = await pair.net.restoreNode({ name: 'A', seed: pair.a.seed, persistence: vssNode(await fx.backend.open(targetId)) });
     expect(restored.monitors.map((m) => m.name)).toEqual([pair.channel.monitorName]);
     await pair.net.connect(node, pair.b);
     await pair.net.waitFor(() => node.channelManager.list_usable_channels().length === 1, { what: 'channel usable after migration' });
@@ -143,91 +128,91 @@ describe('restoreNode', () => {
 
   it('refuses an empty store (NothingToRestoreError), never an empty node', async () => {
     const net = await WalletNetwork.create();
-    await expect(net.restoreNode({ name: 'A', seed: randomBytes(32), persistence: vssNode(await backend.open(nextStoreId())) })).rejects.toBeInstanceOf(NothingToRestoreError);
+    await expect(net.restoreNode({ name: 'A', seed: randomBytes(32), persistence: vssNode(await fx.backend.open(fx.nextStoreId())) })).rejects.toBeInstanceOf(NothingToRestoreError);
   });
 
   it('refuses monitors without a ChannelManager (MissingChannelManagerError)', async () => {
-    const storeId = nextStoreId();
+    const storeId = fx.nextStoreId();
     pair = await crashedAfterPayments(storeId, 1);
-    const store = await backend.open(storeId);
+    const store = await fx.backend.open(storeId);
     await store.remove('', '', 'manager', false);
-    await expect(restoreA(pair, await backend.open(storeId))).rejects.toBeInstanceOf(MissingChannelManagerError);
+    await expect(restoreA(pair, await fx.backend.open(storeId))).rejects.toBeInstanceOf(MissingChannelManagerError);
   });
 
   it('refuses a ChannelManager whose channel has no monitor (MissingMonitorError)', async () => {
-    const storeId = nextStoreId();
+    const storeId = fx.nextStoreId();
     pair = await crashedAfterPayments(storeId, 1);
-    const store = await backend.open(storeId);
+    const store = await fx.backend.open(storeId);
     const { monitorName, channelId } = pair.channel;
     await store.remove('monitors', '', monitorName, false);
     for (const id of await store.list('monitor_updates', monitorName)) await store.remove('monitor_updates', monitorName, id, false);
-    const err = await restoreA(pair, await backend.open(storeId)).catch((e: unknown) => e);
+    const err = await restoreA(pair, await fx.backend.open(storeId)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(MissingMonitorError);
     expect((err as MissingMonitorError).channelId).toBe(channelId);
   });
 
   it('refuses a monitor older than the ChannelManager (StaleMonitorError)', async () => {
-    const storeId = nextStoreId();
-    pair = await openPair({ persistenceA: vssNode(await backend.open(storeId)) });
+    const storeId = fx.nextStoreId();
+    pair = await openPair({ persistenceA: vssNode(await fx.backend.open(storeId)) });
     const { net, a, b, channel } = pair;
     await net.pay(a, b, 10_000n, { settled: true });
-    const old = await snapshot(await backend.open(storeId));
+    const old = await snapshot(await fx.backend.open(storeId));
     await net.pay(a, b, 10_000n, { settled: true });
     await net.pay(a, b, 10_000n, { settled: true });
     await a.eventLoop!.persistIfNeeded();
     await net.crash(a);
 
     // Roll the monitor (only) back to the earlier backup; the manager stays current.
-    const store = await backend.open(storeId);
+    const store = await fx.backend.open(storeId);
     await store.write('monitors', '', channel.monitorName, old.get(`monitors//${channel.monitorName}`)!);
     for (const id of await store.list('monitor_updates', channel.monitorName)) {
       if (!old.has(`monitor_updates/${channel.monitorName}/${id}`)) await store.remove('monitor_updates', channel.monitorName, id, false);
     }
-    await expect(restoreA(pair, await backend.open(storeId))).rejects.toBeInstanceOf(StaleMonitorError);
+    await expect(restoreA(pair, await fx.backend.open(storeId))).rejects.toBeInstanceOf(StaleMonitorError);
   });
 
   it('refuses bytes that are not a monitor, or an update that is not one (CorruptStateError)', async () => {
-    const storeId = nextStoreId();
+    const storeId = fx.nextStoreId();
     pair = await crashedAfterPayments(storeId, 1);
-    const store = await backend.open(storeId);
+    const store = await fx.backend.open(storeId);
     const { monitorName } = pair.channel;
     const goodUpdate = await store.read('monitor_updates', monitorName, '5');
     await store.write('monitor_updates', monitorName, '5', Uint8Array.of(1, 2, 3));
-    const badUpdate = await restoreA(pair, await backend.open(storeId)).catch((e: unknown) => e);
+    const badUpdate = await restoreA(pair, await fx.backend.open(storeId)).catch((e: unknown) => e);
     expect(badUpdate).toBeInstanceOf(CorruptStateError);
     expect((badUpdate as CorruptStateError).key).toBe('5');
 
     await store.write('monitor_updates', monitorName, '5', goodUpdate);
     await store.write('monitors', '', monitorName, Uint8Array.from([0xff, 0xff, ...randomBytes(64)]));
-    const badMonitor = await restoreA(pair, await backend.open(storeId)).catch((e: unknown) => e);
+    const badMonitor = await restoreA(pair, await fx.backend.open(storeId)).catch((e: unknown) => e);
     expect(badMonitor).toBeInstanceOf(CorruptStateError);
     expect((badMonitor as CorruptStateError).primaryNamespace).toBe('monitors');
   });
 
   it('refuses a tampered value (DataIntegrityError from decryption), never a partial node', async () => {
-    const storeId = nextStoreId();
+    const storeId = fx.nextStoreId();
     pair = await crashedAfterPayments(storeId, 1);
-    await backend.tamper!(storeId, 'monitors', '', pair.channel.monitorName);
-    await expect(restoreA(pair, await backend.open(storeId))).rejects.toBeInstanceOf(DataIntegrityError);
+    await fx.backend.tamper!(storeId, 'monitors', '', pair.channel.monitorName);
+    await expect(restoreA(pair, await fx.backend.open(storeId))).rejects.toBeInstanceOf(DataIntegrityError);
     expect(pair.net.liveNodes().map((n) => n.name)).toEqual(['B']);
   });
 
   it('a wrong key fails when the store opens (StoreOpenError), never as an empty store', async () => {
-    const storeId = nextStoreId();
+    const storeId = fx.nextStoreId();
     pair = await crashedAfterPayments(storeId, 1);
     const wrongSeed = storeSeed(`${storeId}-other`);
-    const err = await backend.open(storeId, { seed: wrongSeed }).catch((e: unknown) => e);
+    const err = await fx.backend.open(storeId, { seed: wrongSeed }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StoreOpenError);
     // The right key still restores the node.
-    const { node } = await restoreA(pair, await backend.open(storeId));
+    const { node } = await restoreA(pair, await fx.backend.open(storeId));
     expect(node.channels()).toHaveLength(1);
   });
 
   it('fails with the store error while the server is down, never an empty node', async () => {
-    const storeId = nextStoreId();
+    const storeId = fx.nextStoreId();
     pair = await crashedAfterPayments(storeId, 1);
-    const store = await backend.open(storeId);
-    await backend.stop();
+    const store = await fx.backend.open(storeId);
+    await fx.backend.stop();
     const err = await restoreA(pair, store).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StoreIOError);
     expect(pair.net.liveNodes().map((n) => n.name)).toEqual(['B']);

@@ -4,7 +4,6 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import * as ldk from 'lightningdevkit';
-import { initLdk } from '../../src/ldk/index.js';
 import { ConcurrentWriterError } from '../../src/store/errors.js';
 import {
   CHANNEL_MONITOR_NAMESPACE,
@@ -17,26 +16,12 @@ import {
 import { postgresServerOption, vssBackend, type StoreBackend } from './helpers/backends.js';
 import type { AsyncKVStore } from '../../src/store/types.js';
 import { RecordingStore } from './helpers/recording-store.js';
+import { useVssBackend } from './helpers/fixture.js';
 import { openPair, persisterOf, readMonitorsAsNewDevice, vssNode, type Pair } from './helpers/nodes.js';
 
-let backend: StoreBackend;
 let pair: Pair | undefined;
-let storeSeq = 0;
-const nextStoreId = (): string => `two-node-${process.pid}-${++storeSeq}`;
-
-beforeAll(async () => {
-  await initLdk();
-  backend = await vssBackend();
-}, 60_000);
-
-afterAll(async () => {
-  await backend?.close();
-});
-
-afterEach(async () => {
-  await pair?.net.shutdown();
+const fx = useVssBackend('two-node', () => pair, () => {
   pair = undefined;
-  await backend.resume();
 });
 
 /** Waits until a crashed node's last requests have settled (a real crash cuts them off). */
@@ -46,8 +31,8 @@ async function settle(store: AsyncKVStore): Promise<void> {
 
 describe('VssPersister between two LDK nodes', () => {
   it('tells LDK an update is complete only after it is durable, and a finished payment is entirely on the server', async () => {
-    const storeId = nextStoreId();
-    const store = new RecordingStore(await backend.open(storeId));
+    const storeId = fx.nextStoreId();
+    const store = new RecordingStore(await fx.backend.open(storeId));
     pair = await openPair({ persistenceA: vssNode(store) });
     const { net, a, b, channel } = pair;
     const persister = persisterOf(a);
@@ -69,7 +54,7 @@ describe('VssPersister between two LDK nodes', () => {
       expect(state.latestUpdateId - before).toBe(5n); // 5 monitor updates per direct payment
       expect(state.durableUpdateId).toBe(state.latestUpdateId);
       // A new device reading the server alone gets exactly A's current monitor.
-      const [onServer] = await readMonitorsAsNewDevice(await backend.open(storeId), a.seed);
+      const [onServer] = await readMonitorsAsNewDevice(await fx.backend.open(storeId), a.seed);
       expect(onServer.name).toBe(channel.monitorName);
       expect(onServer.monitor.get_latest_update_id()).toBe(state.latestUpdateId);
     }
@@ -81,8 +66,8 @@ describe('VssPersister between two LDK nodes', () => {
   });
 
   it('holds the channel while the server is down (no message leaves A) and completes once it is back', async () => {
-    const storeId = nextStoreId();
-    pair = await openPair({ persistenceA: vssNode(await backend.open(storeId), { stallThresholdMs: 300 }) });
+    const storeId = fx.nextStoreId();
+    pair = await openPair({ persistenceA: vssNode(await fx.backend.open(storeId), { stallThresholdMs: 300 }) });
     const { net, a, b } = pair;
     const persister = persisterOf(a);
     const stalled: string[] = [];
@@ -92,7 +77,7 @@ describe('VssPersister between two LDK nodes', () => {
     await net.pay(a, b, 10_000n, { settled: true });
     const balanceB = b.channels()[0].get_outbound_capacity_msat();
 
-    await backend.stop();
+    await fx.backend.stop();
     const sentBefore = net.bytesSent(a, b);
     const handle = net.sendPayment(a, b, 20_000n);
     await net.runFor(1_500);
@@ -113,7 +98,7 @@ describe('VssPersister between two LDK nodes', () => {
     expect(persister.fatalError).toBeUndefined();
     expect(a.channels()[0].get_is_usable()).toBeTruthy(); // no panic, no close
 
-    await backend.resume();
+    await fx.backend.resume();
     await net.waitForPayment(handle, { settled: true });
     expect(recovered).toEqual([pair.channel.monitorName]);
     expect(persister.blocked).toBe(false);
@@ -122,8 +107,8 @@ describe('VssPersister between two LDK nodes', () => {
   });
 
   it('restores A from the store alone: the channel reestablishes with the same balance and pays again', async () => {
-    const storeId = nextStoreId();
-    pair = await openPair({ persistenceA: vssNode(await backend.open(storeId)) });
+    const storeId = fx.nextStoreId();
+    pair = await openPair({ persistenceA: vssNode(await fx.backend.open(storeId)) });
     const { net, a, b, channel } = pair;
     for (let i = 0; i < 3; i++) await net.pay(a, b, 30_000n, { settled: true });
     const balanceA = a.channels()[0].get_outbound_capacity_msat();
@@ -131,7 +116,7 @@ describe('VssPersister between two LDK nodes', () => {
     await a.eventLoop!.persistIfNeeded();
 
     await net.crash(a);
-    const { node: a2, restored } = await net.restoreNode({ name: 'A', seed: a.seed, persistence: vssNode(await backend.open(storeId)) });
+    const { node: a2, restored } = await net.restoreNode({ name: 'A', seed: a.seed, persistence: vssNode(await fx.backend.open(storeId)) });
     expect(restored.monitors.map((m) => m.name)).toEqual([channel.monitorName]);
     expect(restored.monitors[0].monitor.get_latest_update_id()).toBe(latest);
     expect(a2.nodeIdHex).toBe(a.nodeIdHex);
@@ -146,8 +131,8 @@ describe('VssPersister between two LDK nodes', () => {
   });
 
   it('stops on ConcurrentWriterError from a second writer: no retries, the channel stays held', async () => {
-    const storeId = nextStoreId();
-    pair = await openPair({ persistenceA: vssNode(await backend.open(storeId), { maximumPendingUpdates: 3 }) });
+    const storeId = fx.nextStoreId();
+    pair = await openPair({ persistenceA: vssNode(await fx.backend.open(storeId), { maximumPendingUpdates: 3 }) });
     const { net, a, b, channel } = pair;
     const persister = persisterOf(a);
     const fatal: Error[] = [];
@@ -155,7 +140,7 @@ describe('VssPersister between two LDK nodes', () => {
     await net.pay(a, b, 10_000n, { settled: true });
 
     // Another instance of the same wallet writes A's full monitor behind its back.
-    const intruder = await backend.open(storeId);
+    const intruder = await fx.backend.open(storeId);
     const current = await intruder.read(CHANNEL_MONITOR_NAMESPACE.primary, '', channel.monitorName);
     await intruder.write(CHANNEL_MONITOR_NAMESPACE.primary, '', channel.monitorName, current);
 
@@ -175,8 +160,8 @@ describe('VssPersister between two LDK nodes', () => {
 
 describe('VssPersister storage layout', () => {
   it("writes LDK's layout: full monitors every N updates with the sentinel, stale deltas removed, LDK's own reader restores it", async () => {
-    const storeId = nextStoreId();
-    pair = await openPair({ persistenceA: vssNode(await backend.open(storeId), { maximumPendingUpdates: 4 }) });
+    const storeId = fx.nextStoreId();
+    pair = await openPair({ persistenceA: vssNode(await fx.backend.open(storeId), { maximumPendingUpdates: 4 }) });
     const { net, a, b, channel } = pair;
     for (let i = 0; i < 3; i++) await net.pay(a, b, 10_000n, { settled: true });
     const persister = persisterOf(a);
@@ -184,7 +169,7 @@ describe('VssPersister storage layout', () => {
     expect(persister.monitors()[0].latestUpdateId).toBe(15n);
     await net.runFor(100); // lazy removals settle
 
-    const view = await backend.open(storeId);
+    const view = await fx.backend.open(storeId);
     const full = await view.read('monitors', '', channel.monitorName);
     expect([...full.subarray(0, 2)]).toEqual([0xff, 0xff]);
     // Fulls at 4, 8, 12 made 1..12 obsolete; 13..15 are the live deltas.
@@ -194,7 +179,7 @@ describe('VssPersister storage layout', () => {
     // LDK's MonitorUpdatingPersister over our sync KVStore bridge reads the same monitor.
     const keys = ldk.KeysManager.constructor_new(a.seed, 1n, 1);
     const mup = ldk.MonitorUpdatingPersister.constructor_new(
-      toLdkKVStore(await backend.openSync(storeId), { log: silentLogger }),
+      toLdkKVStore(await fx.backend.openSync(storeId), { log: silentLogger }),
       a.logger,
       4n,
       keys.as_EntropySource(),
@@ -208,31 +193,31 @@ describe('VssPersister storage layout', () => {
   });
 
   it('a chain-sync full monitor (update pointer 0) supersedes deltas queued during an outage', async () => {
-    const storeId = nextStoreId();
-    const store = new RecordingStore(await backend.open(storeId));
+    const storeId = fx.nextStoreId();
+    const store = new RecordingStore(await fx.backend.open(storeId));
     pair = await openPair({ persistenceA: vssNode(store) });
     const { net, a, b, channel } = pair;
     await net.pay(a, b, 10_000n, { settled: true });
     const persister = persisterOf(a);
     const fullsBefore = persister.stats.fullWrites;
 
-    await backend.stop();
+    await fx.backend.stop();
     const handle = net.sendPayment(a, b, 10_000n);
     await net.waitFor(() => persister.pending().length > 0 && a.eventLoop!.stats.retries > 0, { what: 'a write held by the outage' });
     net.mine(12); // LDK re-persists whole monitors during chain sync
     await net.waitFor(() => persister.pending()[0]?.queuedWrites > 1, { what: 'a chain-sync full monitor queued' });
-    await backend.resume();
+    await fx.backend.resume();
     await net.waitForPayment(handle, { settled: true });
 
     expect(store.wrote('monitor_updates', channel.monitorName, '6')).toBe(false); // never sent: covered by the full monitor
     expect(persister.stats.fullWrites).toBeGreaterThan(fullsBefore);
-    const [onServer] = await readMonitorsAsNewDevice(await backend.open(storeId), a.seed);
+    const [onServer] = await readMonitorsAsNewDevice(await fx.backend.open(storeId), a.seed);
     expect(onServer.monitor.get_latest_update_id()).toBe(persister.monitors()[0].latestUpdateId);
   });
 
   it('archives a monitor in LDK\'s layout (plain serialization under archived_monitors, live keys removed)', async () => {
-    const storeId = nextStoreId();
-    pair = await openPair({ persistenceA: vssNode(await backend.open(storeId)) });
+    const storeId = fx.nextStoreId();
+    pair = await openPair({ persistenceA: vssNode(await fx.backend.open(storeId)) });
     const { net, a, b, channel } = pair;
     await net.pay(a, b, 10_000n, { settled: true });
     const persister = persisterOf(a);
@@ -245,7 +230,7 @@ describe('VssPersister storage layout', () => {
     await persister.flush();
     await new Promise((r) => setTimeout(r, 50));
 
-    const view = await backend.open(storeId);
+    const view = await fx.backend.open(storeId);
     expect(await view.list('monitors', '')).toEqual([]);
     expect(await view.list('monitor_updates', channel.monitorName)).toEqual([]);
     const archived = await view.read('archived_monitors', '', channel.monitorName);
@@ -263,8 +248,8 @@ describe('ordering of monitor and manager writes', () => {
   // restore must come back without a close and pay again.
   for (const step of [1, 2, 3, 4, 5]) {
     it(`a crash right after monitor update ${step} of a payment is durable restores without a force-close`, async () => {
-      const storeId = nextStoreId();
-      const store = new RecordingStore(await backend.open(storeId));
+      const storeId = fx.nextStoreId();
+      const store = new RecordingStore(await fx.backend.open(storeId));
       pair = await openPair({ persistenceA: vssNode(store) });
       const { net, a, b } = pair;
       await net.pay(a, b, 10_000n, { settled: true });
@@ -281,7 +266,7 @@ describe('ordering of monitor and manager writes', () => {
       await crashed;
       await settle(store.inner);
 
-      const { node: a2, restored } = await net.restoreNode({ name: 'A', seed: a.seed, persistence: vssNode(await backend.open(storeId)) });
+      const { node: a2, restored } = await net.restoreNode({ name: 'A', seed: a.seed, persistence: vssNode(await fx.backend.open(storeId)) });
       expect(restored.monitors[0].monitor.get_latest_update_id()).toBeGreaterThanOrEqual(BigInt(target));
       await net.connect(a2, b);
       await net.waitFor(() => a2.channelManager.list_usable_channels().length === 1 && net.quiescent(a2, b), { what: 'channel usable and idle after restore' });
@@ -296,8 +281,8 @@ describe('ordering of monitor and manager writes', () => {
   }
 
   it('a gap in the stored deltas (update 7 lost, 8 stored) restores by LDK re-issuing the missing updates', async () => {
-    const storeId = nextStoreId();
-    const store = new RecordingStore(await backend.open(storeId));
+    const storeId = fx.nextStoreId();
+    const store = new RecordingStore(await fx.backend.open(storeId));
     pair = await openPair({ persistenceA: vssNode(store) });
     const { net, a, b, channel } = pair;
     await net.pay(a, b, 10_000n, { settled: true });
@@ -315,28 +300,28 @@ describe('ordering of monitor and manager writes', () => {
     await crashed;
     await settle(store.inner);
 
-    const view = await backend.open(storeId);
+    const view = await fx.backend.open(storeId);
     const stored = await view.list('monitor_updates', channel.monitorName);
     expect(stored).toContain('8');
     expect(stored).not.toContain('7');
-    const { node: a2, restored } = await net.restoreNode({ name: 'A', seed: a.seed, persistence: vssNode(await backend.open(storeId)) });
+    const { node: a2, restored } = await net.restoreNode({ name: 'A', seed: a.seed, persistence: vssNode(await fx.backend.open(storeId)) });
     expect(restored.monitors[0].orphanUpdateIds).toEqual([8n]);
     expect(restored.monitors[0].monitor.get_latest_update_id()).toBe(6n);
     await net.connect(a2, b);
     await net.waitFor(() => a2.channelManager.list_usable_channels().length === 1 && net.quiescent(a2, b), { what: 'channel usable and idle after restore' });
     expect([...a2.closures, ...b.closures]).toEqual([]);
-    const [onServer] = await readMonitorsAsNewDevice(await backend.open(storeId), a.seed);
+    const [onServer] = await readMonitorsAsNewDevice(await fx.backend.open(storeId), a.seed);
     expect(onServer.orphanUpdateIds).toEqual([]);
     expect(onServer.monitor.get_latest_update_id()).toBeGreaterThanOrEqual(8n);
     await net.pay(a2, b, 10_000n, { settled: true });
   });
 
   it('stops on ConcurrentWriterError for the manager and surfaces it', async () => {
-    const storeId = nextStoreId();
-    pair = await openPair({ persistenceA: vssNode(await backend.open(storeId)) });
+    const storeId = fx.nextStoreId();
+    pair = await openPair({ persistenceA: vssNode(await fx.backend.open(storeId)) });
     const { net, a, b } = pair;
     await net.pay(a, b, 10_000n, { settled: true });
-    const intruder = await backend.open(storeId);
+    const intruder = await fx.backend.open(storeId);
     await intruder.write('', '', 'manager', await intruder.read('', '', 'manager'));
     net.sendPayment(a, b, 10_000n);
     await net.waitFor(() => a.eventLoop!.fatalError !== undefined, { what: 'the event loop to stop' });
@@ -359,7 +344,7 @@ describe.skipIf(!postgres)(`on PostgreSQL${postgres ? '' : ' (SKIPPED: TEST_DATA
   });
 
   it('durable before release, held during an outage, restored from the store alone', async () => {
-    const storeId = nextStoreId();
+    const storeId = fx.nextStoreId();
     pair = await openPair({ persistenceA: vssNode(await pg.open(storeId)) });
     const { net, a, b, channel } = pair;
     await net.pay(a, b, 10_000n, { settled: true });
