@@ -25,7 +25,7 @@ import { FaultProxy } from '../harness/fault-proxy.js';
 import { WalletNetwork } from '../harness/network.js';
 import { memoryPersistence } from '../harness/persistence.js';
 import { PersistenceMeter } from '../harness/wallet-metrics.js';
-import { percentile, table } from '../harness/stats.js';
+import { percentile, table } from '../src/ldk/report-format.js';
 import { vssStoreOpener } from '../harness/vss-wallet.js';
 import { WalletFleet } from '../harness/wallets.js';
 

@@ -17,7 +17,7 @@ import cliProgress from 'cli-progress';
 import { startVssServer, type StartedVssServer } from '../src/server/index.js';
 import { channelView, waitChannelSettled } from './wallet-ops.js';
 import { PersistenceMeter, type PersistenceFigures } from './wallet-metrics.js';
-import { formatBytes, formatMs, percentile } from './stats.js';
+import { formatBytes, formatMs, percentile } from '../src/ldk/report-format.js';
 import { vssStoreOpener } from './vss-wallet.js';
 import { WalletFleet } from './wallets.js';
 

@@ -13,7 +13,7 @@ export interface CliCommand {
 
 export const COMMANDS: Record<string, CliCommand> = {
   serve: { summary: 'run the VSS server (configured by environment variables; see `ldk-vss serve --help`)', run: runServe },
-  inspect: { summary: "list what a wallet stored in a VSS store (LDK namespaces, versions, sizes) or dump one decrypted value", run: async (args, io) => (await import('../harness/inspect.js')).runInspect(args, io) },
+  inspect: { summary: "list what a wallet stored in a VSS store (LDK namespaces, versions, sizes) or dump one decrypted value", run: async (args, io) => (await import('./ldk/inspect.js')).runInspect(args, io) },
 };
 
 function usage(): string {

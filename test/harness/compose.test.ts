@@ -656,6 +656,17 @@ describe('the image, replayed on this tree without Docker', () => {
     expect(existsSync(join(runtimeRoot, cmd[1]!)), `${cmd[1]} in the runtime stage`).toBe(true);
   });
 
+  it('every ldk-vss subcommand loads in the runtime stage (e.g. `docker run ldk-vss node dist/src/cli.js inspect --help`)', () => {
+    const entry = join(runtimeRoot, cmd[1]!);
+    const listing = execFileSync(process.execPath, [entry, '--help'], { cwd: runtimeRoot, encoding: 'utf8' });
+    const commands = [...listing.matchAll(/^ {2}(\S+) {2}/gm)].map((m) => m[1]!);
+    expect(commands).toEqual(expect.arrayContaining(['serve', 'inspect']));
+    for (const command of commands) {
+      const help = execFileSync(process.execPath, [entry, command, '--help'], { cwd: runtimeRoot, encoding: 'utf8' });
+      expect(help, command).toMatch(/Usage: ldk-vss/);
+    }
+  });
+
   /** Starts the runtime stage's CMD with the given environment; resolves once /health answers 200. */
   async function startImage(env: Record<string, string>, port: number): Promise<{ child: ChildProcess; output: () => string }> {
     let output = '';

@@ -8,10 +8,10 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { StartedVssServer } from '../../src/server/index.js';
 import { deriveVssKeys } from '../../src/crypto/index.js';
-import { runInspect, type StoreInspection } from '../../harness/inspect.js';
+import { runInspect, type StoreInspection } from '../../src/ldk/inspect.js';
 import { openVssWalletStore } from '../../harness/vss-wallet.js';
 import type { Wallet } from '../../harness/wallets.js';
-import { openPair, startServer, type Pair } from './helpers/e2e.js';
+import { openPair, startServer, type Pair } from '../harness/helpers/e2e.js';
 
 let server: StartedVssServer;
 let pair: Pair;

@@ -1,4 +1,4 @@
-/** Small statistics helpers shared by the demo and the end-to-end benchmark. */
+/** Small statistics and text-formatting helpers for reports (inspect, demo, benchmarks). */
 
 /** The p-th percentile (0-100) of `values` by nearest rank; NaN when empty. */
 export function percentile(values: readonly number[], p: number): number {

@@ -10,11 +10,11 @@
  *   ldk-vss inspect ... --dump monitors//<txid>_<index> --format base64
  */
 import { parseArgs } from 'node:util';
-import { VssClient, vssClientFromConfig, NoSuchKeyError, type VssAuthConfig } from '../src/client/index.js';
-import { decryptStorable, deriveVssKeys, KeyObfuscator } from '../src/crypto/index.js';
-import { int64ToBigInt } from '../src/protocol/index.js';
-import { StoreLayout, VSS_SCHEMA_VERSION_KEY, decodeSchemaVersion, type SchemaVersion } from '../src/store/index.js';
-import type { StoreKey } from '../src/store/index.js';
+import { VssClient, vssClientFromConfig, NoSuchKeyError, type VssAuthConfig } from '../client/index.js';
+import { decryptStorable, deriveVssKeys, KeyObfuscator } from '../crypto/index.js';
+import { int64ToBigInt } from '../protocol/index.js';
+import { StoreLayout, VSS_SCHEMA_VERSION_KEY, decodeSchemaVersion, type SchemaVersion } from '../store/index.js';
+import type { StoreKey } from '../store/index.js';
 import {
   ARCHIVED_CHANNEL_MONITOR_NAMESPACE,
   CHANNEL_MANAGER_NAMESPACE,
@@ -23,8 +23,8 @@ import {
   NETWORK_GRAPH_NAMESPACE,
   OUTPUT_SWEEPER_NAMESPACE,
   SCORER_NAMESPACE,
-} from '../src/ldk/layout.js';
-import { formatBytes, table } from './stats.js';
+} from './layout.js';
+import { formatBytes, table } from './report-format.js';
 
 export type InspectKeys = { seed: Uint8Array } | { dataEncryptionKey: Uint8Array; obfuscationMasterKey: Uint8Array };
 
