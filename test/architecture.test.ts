@@ -1,0 +1,88 @@
+/**
+ * The layering rule of the project, checked on the real import graph: protocol ← crypto ←
+ * client ← store ← ldk ← harness, and the server shares only the protocol. A layer may import
+ * itself and the layers before it; src/ never imports harness/; src/client and src/crypto stay
+ * free of static Node built-ins so they run in browsers and React Native.
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const ORDER = ['protocol', 'crypto', 'client', 'store', 'ldk'] as const;
+type Layer = (typeof ORDER)[number] | 'server' | 'cli' | 'harness';
+
+function sourceFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) return name === 'generated' ? [] : sourceFiles(path);
+    return path.endsWith('.ts') && !path.endsWith('.d.ts') ? [path] : [];
+  });
+}
+
+function layerOf(file: string): Layer | undefined {
+  const parts = relative(ROOT, file).split(sep);
+  if (parts[0] === 'harness') return 'harness';
+  if (parts[0] !== 'src') return undefined;
+  if (parts.length === 2) return parts[1] === 'cli.ts' ? 'cli' : undefined;
+  return parts[1] as Layer;
+}
+
+/** Module specifiers of static imports and re-exports (dynamic imports are listed separately). */
+function importsOf(file: string): { specifier: string; dynamic: boolean }[] {
+  const text = readFileSync(file, 'utf8');
+  const found: { specifier: string; dynamic: boolean }[] = [];
+  for (const m of text.matchAll(/^\s*(?:import|export)\s[^'";]*?from\s*['"]([^'"]+)['"]/gm)) found.push({ specifier: m[1]!, dynamic: false });
+  for (const m of text.matchAll(/^\s*import\s*['"]([^'"]+)['"]/gm)) found.push({ specifier: m[1]!, dynamic: false });
+  for (const m of text.matchAll(/\bimport\(\s*['"]([^'"]+)['"]\s*\)/g)) found.push({ specifier: m[1]!, dynamic: true });
+  return found;
+}
+
+function allowed(from: Layer, to: Layer): boolean {
+  if (from === to) return true;
+  if (from === 'cli' || from === 'harness') return to !== 'harness' || from === 'harness';
+  if (from === 'server') return to === 'protocol';
+  if (to === 'server' || to === 'cli' || to === 'harness') return false;
+  const a = ORDER.indexOf(from as (typeof ORDER)[number]);
+  const b = ORDER.indexOf(to as (typeof ORDER)[number]);
+  return b <= a;
+}
+
+const files = [...sourceFiles(join(ROOT, 'src')), ...sourceFiles(join(ROOT, 'harness'))];
+
+describe('architecture', () => {
+  it('finds the source tree', () => {
+    expect(files.length).toBeGreaterThan(50);
+    expect(files.some((f) => f.includes(`${sep}server${sep}`))).toBe(true);
+  });
+
+  it('imports point one way: protocol ← crypto ← client ← store ← ldk ← harness; the server shares only the protocol', () => {
+    const violations: string[] = [];
+    for (const file of files) {
+      const from = layerOf(file);
+      if (!from) continue;
+      for (const { specifier } of importsOf(file)) {
+        if (!specifier.startsWith('.')) continue;
+        const to = layerOf(resolve(dirname(file), specifier));
+        if (to && !allowed(from, to)) violations.push(`${relative(ROOT, file)} (${from}) imports ${specifier} (${to})`);
+      }
+    }
+    expect(violations).toEqual([]);
+  });
+
+  it('the rule itself rejects what it must', () => {
+    expect(allowed('server', 'client')).toBe(false);
+    expect(allowed('crypto', 'client')).toBe(false);
+    expect(allowed('store', 'ldk')).toBe(false);
+    expect(allowed('ldk', 'harness')).toBe(false);
+    expect(allowed('ldk', 'protocol')).toBe(true);
+    expect(allowed('harness', 'server')).toBe(true);
+  });
+
+  it('src/client and src/crypto have no static Node built-in imports (browser / React Native)', () => {
+    const offenders = files
+      .filter((f) => ['client', 'crypto'].includes(layerOf(f) ?? ''))
+      .flatMap((f) => importsOf(f).filter((i) => !i.dynamic && (i.specifier.startsWith('node:') || ['fs', 'path', 'http', 'https', 'crypto', 'worker_threads', 'os'].includes(i.specifier))).map((i) => `${relative(ROOT, f)}: ${i.specifier}`));
+    expect(offenders).toEqual([]);
+  });
+});
