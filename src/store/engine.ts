@@ -48,6 +48,9 @@ export interface Target {
 
 const describe = (where: StoreKey) => JSON.stringify([where.primaryNamespace, where.secondaryNamespace, where.key]);
 
+const describeBatch = (items: readonly { target: Target }[]) =>
+  `a batch of ${items.length} keys (${items.map((i) => describe(i.target.where)).join(', ')})`;
+
 const bytesEqual = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /** Maps any failure to the store's typed errors, keeping the original as `cause`. */
@@ -348,6 +351,76 @@ export class StoreEngine {
     this.#touch(storeKey);
     this.versions.set(storeKey, next);
     yield* record([{ id: this.id(storeKey), version: next }]);
+  }
+
+  /**
+   * Writes several distinct keys in ONE PutObjects: the server applies all of them or none.
+   * Each item carries its own expected version (conditional mode), so a conflict on any key
+   * fails the whole batch. The server does not say which item conflicted, so every key of
+   * the batch is then treated as conflicted until it is read. A lost reply leaves every key
+   * uncertain, settled per key by reading back (all of them or none committed).
+   */
+  *writeBatch(items: readonly { target: Target; value: Uint8Array }[]): Operation<void> {
+    if (items.length === 0) return;
+    const keys = items.map((i) => i.target.address.storeKey);
+    if (!this.conditional) {
+      const transactionItems = items.map(({ target, value }) =>
+        keyValue(target.address.storeKey, UNCONDITIONAL_VERSION, encryptStorable(value, UNCONDITIONAL_VERSION, this.#dataKey, { aad: target.address.aad })),
+      );
+      try {
+        yield* call('putObjects', { storeId: this.storeId, transactionItems });
+      } catch (error) {
+        throw storeFailure(error, `writing ${describeBatch(items)}`);
+      }
+      for (const storeKey of keys) {
+        this.#touch(storeKey);
+        this.versions.set(storeKey, 1n);
+      }
+      return;
+    }
+    for (const { target } of items) {
+      yield* this.#settleUncertain(target);
+      this.#failIfConflicted(target);
+    }
+    const expected = keys.map((k) => this.versions.get(k) ?? 0n);
+    const transactionItems = items.map(({ target, value }, i) =>
+      keyValue(target.address.storeKey, expected[i], encryptStorable(value, expected[i] + 1n, this.#dataKey, { aad: target.address.aad })),
+    );
+    try {
+      yield* call('putObjects', { storeId: this.storeId, transactionItems });
+    } catch (error) {
+      for (const storeKey of keys) this.#touch(storeKey);
+      const attempts = items.map(({ value }, i): UncertainWrite => ({ kind: 'write', expected: expected[i], digest: sha256(value) }));
+      if (error instanceof ConflictError) {
+        if (error.afterAmbiguousAttempt) {
+          // Our own earlier attempt may have committed; the keys' current state tells.
+          items.forEach(({ target }, i) => this.#uncertain.set(target.address.storeKey, attempts[i]));
+          const outcomes: string[] = [];
+          try {
+            for (const { target } of items) outcomes.push(yield* this.#settleUncertain(target));
+          } catch (settleError) {
+            if (settleError instanceof ConcurrentWriterError) for (const k of keys) this.#conflicted.add(k);
+            throw settleError;
+          }
+          if (outcomes.every((o) => o === 'committed')) return;
+        }
+        for (const storeKey of keys) this.#conflicted.add(storeKey);
+        throw new ConcurrentWriterError(
+          `writing ${describeBatch(items)}: the server holds a version other than the one this store last saw for at least one of them. ` +
+            'Another writer changed a key, or the server lost writes. Nothing was overwritten; read the keys before writing them again.',
+          { cause: error },
+        );
+      }
+      if (!errorProvesNotApplied(error)) items.forEach(({ target }, i) => this.#uncertain.set(target.address.storeKey, attempts[i]));
+      throw storeFailure(error, `writing ${describeBatch(items)}`);
+    }
+    const changes: VersionChange[] = [];
+    keys.forEach((storeKey, i) => {
+      this.#touch(storeKey);
+      this.versions.set(storeKey, expected[i] + 1n);
+      changes.push({ id: this.id(storeKey), version: expected[i] + 1n });
+    });
+    yield* record(changes);
   }
 
   *remove(target: Target): Operation<void> {

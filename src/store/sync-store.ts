@@ -88,6 +88,10 @@ export class VssSyncStore implements SyncKVStore {
     if (queue.isRunning(storeKey)) {
       throw new KeyBusyError('an asynchronous write or remove of this key is still in flight; nothing was sent');
     }
+    if (queue.hasBatch(storeKey)) {
+      // Running now would overtake a batch queued earlier, and a batch cannot be superseded.
+      throw new KeyBusyError('an asynchronous batch write of this key is queued; nothing was sent');
+    }
     const superseded = queue.takeWaiting(storeKey);
     try {
       this.#run(operation());

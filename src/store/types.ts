@@ -26,6 +26,26 @@ export interface AsyncKVStore {
   listAll(): Promise<StoreKey[]>;
 }
 
+/** One entry of an atomic batch write. */
+export interface KeyValueWrite extends StoreKey {
+  value: Uint8Array;
+}
+
+/**
+ * An AsyncKVStore that can also write several keys in one all-or-nothing request
+ * (VssStore does, with a PutObjects transaction). `writeBatch` resolves once every entry is
+ * durable and rejects if none is; it is never partly applied. Each key keeps its call order
+ * with the store's other writes and removes.
+ */
+export interface AtomicBatchKVStore extends AsyncKVStore {
+  writeBatch(writes: readonly KeyValueWrite[]): Promise<void>;
+}
+
+/** Whether `store` offers atomic batch writes. */
+export function supportsAtomicBatch(store: AsyncKVStore): store is AtomicBatchKVStore {
+  return typeof (store as Partial<AtomicBatchKVStore>).writeBatch === 'function';
+}
+
 /** The same contract, blocking the calling thread (for LDK code that needs a sync store). */
 export interface SyncKVStore {
   read(primaryNamespace: string, secondaryNamespace: string, key: string): Uint8Array;

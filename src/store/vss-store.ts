@@ -7,11 +7,11 @@ import { VssClient, vssClientFromConfig, type VssClientConfig, type VssClientRun
 import { deriveVssKeys, KeyObfuscator } from '../crypto/index.js';
 import { runAsync, type AsyncEffects, type Operation } from './effects.js';
 import { StoreEngine, type WriteMode } from './engine.js';
-import { StoreClosedError, StoreError, StoreOpenError, RollbackDetectedError } from './errors.js';
+import { InvalidKeyError, StoreClosedError, StoreError, StoreOpenError, RollbackDetectedError } from './errors.js';
 import type { SchemaVersion } from './layout.js';
 import { SyncBridge } from './sync-bridge.js';
 import { VssSyncStore, type SyncStoreHost } from './sync-store.js';
-import type { AsyncKVStore, StoreKey } from './types.js';
+import type { AtomicBatchKVStore, KeyValueWrite, StoreKey } from './types.js';
 import { checkKey, checkNamespace } from './validation.js';
 import { fileVersionLedger, type VersionLedger } from './version-ledger.js';
 
@@ -89,7 +89,7 @@ function clientEffects(client: VssClient, ledger: VersionLedger | undefined): As
   };
 }
 
-export class VssStore implements AsyncKVStore {
+export class VssStore implements AtomicBatchKVStore {
   readonly storeId: string;
   readonly #engine: StoreEngine;
   readonly #effects: AsyncEffects;
@@ -176,6 +176,33 @@ export class VssStore implements AsyncKVStore {
     // The caller may reuse its buffer once we return; the write may run later.
     const copy = Uint8Array.from(value);
     return this.#engine.queue.enqueue(target.address.storeKey, () => this.#run(this.#engine.write(target, copy)));
+  }
+
+  /**
+   * Writes several distinct keys in one PutObjects request: the server applies all of them
+   * or none (conditional mode: each key at the version this store last saw). Resolves once
+   * all are durable. Per key, the batch takes its place in call order with other writes and
+   * removes; it supersedes a write or remove of one of its keys that is still waiting (that
+   * caller settles with the batch), and later operations on its keys wait for it. Errors are
+   * the single write's: `ConcurrentWriterError` (every key of the batch then needs a read
+   * before it is written again: the server does not say which key conflicted),
+   * `StoreIOError` (nothing or everything was applied; the next operation on each key
+   * reads back first if the reply was lost), `InvalidKeyError` for a bad or repeated key
+   * (nothing sent).
+   */
+  async writeBatch(writes: readonly KeyValueWrite[]): Promise<void> {
+    this.#checkOpen();
+    const items = writes.map((w) => {
+      checkKey(w.primaryNamespace, w.secondaryNamespace, w.key);
+      // The caller may reuse its buffers once we return; the batch may run later.
+      return { target: this.#engine.target(w.primaryNamespace, w.secondaryNamespace, w.key), value: Uint8Array.from(w.value) };
+    });
+    const keys = items.map((i) => i.target.address.storeKey);
+    if (new Set(keys).size !== keys.length) {
+      throw new InvalidKeyError('a batch names the same key more than once (one request cannot write a key twice)');
+    }
+    if (items.length === 0) return;
+    return this.#engine.queue.enqueueBatch(keys, () => this.#run(this.#engine.writeBatch(items)));
   }
 
   /** With `lazy`, returns at once; failures then go to `onBackgroundError`. */

@@ -3,6 +3,13 @@
  * order, and a newer operation that is still waiting supersedes an older waiting one, which
  * is then never sent. Every caller's promise settles when its operation or a newer one that
  * superseded it has settled, so "resolved" always means "this data or newer is durable".
+ *
+ * A batch (one atomic request over several keys) takes its place in the line of every key
+ * it touches and starts only when it is first in all of them. Operations are added to all
+ * their lines at once, in call order, so the lines never disagree about which of two
+ * entries came first and two batches can never wait for each other. A batch supersedes a
+ * single-key operation still waiting on one of its keys (that caller settles with the
+ * batch); nothing supersedes a batch, since its other keys must still be written.
  */
 
 interface Waiter {
@@ -10,92 +17,127 @@ interface Waiter {
   reject(error: unknown): void;
 }
 
-interface QueuedOperation {
+interface Entry {
+  keys: readonly string[];
   run: () => Promise<void>;
   waiters: Waiter[];
-}
-
-interface KeyState {
-  /** True while an operation of this key has been started and not yet settled. */
-  running: boolean;
-  /** The newest operation waiting for its turn (older waiting ones were folded into it). */
-  next: QueuedOperation | undefined;
+  batch: boolean;
+  started: boolean;
+  /** Removed from its line without running (superseded by a batch). */
+  dropped: boolean;
 }
 
 export class KeyedWriteQueue {
-  readonly #keys = new Map<string, KeyState>();
+  /** Per key, the entries in call order; the first one may be running. */
+  readonly #lines = new Map<string, Entry[]>();
   #idleWaiters: Array<() => void> = [];
 
   /** Queues `run` for `key`; starts it on a microtask if the key is idle. */
   enqueue(key: string, run: () => Promise<void>): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const waiter = { resolve, reject };
-      let state = this.#keys.get(key);
-      if (!state) {
-        state = { running: false, next: undefined };
-        this.#keys.set(key, state);
-      }
-      if (state.next) {
-        state.next.run = run;
-        state.next.waiters.push(waiter);
+      const last = this.#lines.get(key)?.at(-1);
+      if (last && !last.started && !last.batch) {
+        last.run = run;
+        last.waiters.push(waiter);
         return;
       }
-      state.next = { run, waiters: [waiter] };
-      // Starting on a microtask (not synchronously) lets a write made right after this one,
-      // in the same synchronous stretch, supersede it before anything is sent.
-      if (!state.running) queueMicrotask(() => this.#startNext(key));
+      this.#add({ keys: [key], run, waiters: [waiter], batch: false, started: false, dropped: false });
+    });
+  }
+
+  /**
+   * Queues one operation over several distinct keys. It runs once every earlier operation
+   * on any of them has settled; later operations on them wait for it.
+   */
+  enqueueBatch(keys: readonly string[], run: () => Promise<void>): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const entry: Entry = { keys: [...keys], run, waiters: [{ resolve, reject }], batch: true, started: false, dropped: false };
+      for (const key of entry.keys) {
+        const line = this.#lines.get(key);
+        const last = line?.at(-1);
+        if (line && last && !last.started && !last.batch) {
+          // The batch writes this key later anyway: the waiting operation is never sent.
+          line.pop();
+          last.dropped = true;
+          entry.waiters.push(...last.waiters);
+          if (line.length === 0) this.#lines.delete(key);
+        }
+      }
+      this.#add(entry);
     });
   }
 
   /** Whether an operation of `key` is running (sent, or about to be sent). */
   isRunning(key: string): boolean {
-    return this.#keys.get(key)?.running ?? false;
+    return this.#lines.get(key)?.[0]?.started ?? false;
+  }
+
+  /** Whether a batch touching `key` is queued behind or in front of other operations. */
+  hasBatch(key: string): boolean {
+    return this.#lines.get(key)?.some((e) => e.batch) ?? false;
   }
 
   /** Whether nothing is queued or running for `key`. */
   isIdle(key: string): boolean {
-    return !this.#keys.has(key);
+    return !this.#lines.has(key);
   }
 
   /**
-   * Takes the waiting (not yet started) operation of `key` away, for a synchronous operation
-   * that supersedes it. Returns its waiters so the caller settles them with its own outcome.
+   * Takes the waiting (not yet started) single-key operation of `key` away, for a
+   * synchronous operation that supersedes it. Returns its waiters so the caller settles
+   * them with its own outcome. (Callers check `hasBatch` first: a batch cannot be taken.)
    */
   takeWaiting(key: string): Waiter[] {
-    const state = this.#keys.get(key);
-    if (!state?.next) return [];
-    const { waiters } = state.next;
-    state.next = undefined;
-    if (!state.running) this.#keys.delete(key);
+    const line = this.#lines.get(key);
+    const last = line?.at(-1);
+    if (!line || !last || last.started || last.batch) return [];
+    line.pop();
+    last.dropped = true;
+    if (line.length === 0) this.#lines.delete(key);
     this.#notifyIfIdle();
-    return waiters;
+    return last.waiters;
   }
 
   /** Resolves once no key has anything queued or running. */
   whenIdle(): Promise<void> {
-    if (this.#keys.size === 0) return Promise.resolve();
+    if (this.#lines.size === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  #startNext(key: string): void {
-    const state = this.#keys.get(key);
-    if (!state || state.running) return;
-    const operation = state.next;
-    if (!operation) {
-      this.#keys.delete(key);
-      this.#notifyIfIdle();
-      return;
+  #add(entry: Entry): void {
+    for (const key of entry.keys) {
+      const line = this.#lines.get(key);
+      if (line) line.push(entry);
+      else this.#lines.set(key, [entry]);
     }
-    state.next = undefined;
-    state.running = true;
+    // Starting on a microtask (not synchronously) lets a write made right after this one,
+    // in the same synchronous stretch, supersede it before anything is sent.
+    if (this.#isFirstEverywhere(entry)) queueMicrotask(() => this.#tryStart(entry));
+  }
+
+  #isFirstEverywhere(entry: Entry): boolean {
+    return entry.keys.every((key) => this.#lines.get(key)?.[0] === entry);
+  }
+
+  #tryStart(entry: Entry): void {
+    if (entry.started || entry.dropped || !this.#isFirstEverywhere(entry)) return;
+    entry.started = true;
     const settle = (error: unknown, failed: boolean) => {
-      for (const w of operation.waiters) failed ? w.reject(error) : w.resolve();
-      state.running = false;
-      this.#startNext(key);
+      for (const w of entry.waiters) failed ? w.reject(error) : w.resolve();
+      const next: Entry[] = [];
+      for (const key of entry.keys) {
+        const line = this.#lines.get(key)!;
+        line.shift();
+        if (line.length === 0) this.#lines.delete(key);
+        else next.push(line[0]);
+      }
+      for (const e of next) this.#tryStart(e);
+      this.#notifyIfIdle();
     };
     let started: Promise<void>;
     try {
-      started = operation.run();
+      started = entry.run();
     } catch (error) {
       started = Promise.reject(error);
     }
@@ -106,7 +148,7 @@ export class KeyedWriteQueue {
   }
 
   #notifyIfIdle(): void {
-    if (this.#keys.size !== 0) return;
+    if (this.#lines.size !== 0) return;
     const waiters = this.#idleWaiters;
     this.#idleWaiters = [];
     for (const w of waiters) w();

@@ -3,9 +3,8 @@
  * TEST_DATABASE_URL is set: LDK's KVStore contract, LDK Node byte compatibility (V1 and V0),
  * ordering, conditional writes, ambiguous writes, fail-closed open and tampering.
  */
-import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConflictError, VssClient, type FetchFunction } from '../../src/client/index.js';
+import { describe, expect, it } from 'vitest';
+import { ConflictError, type FetchFunction } from '../../src/client/index.js';
 import { decryptStorable, deriveVssKeys, encryptStorable } from '../../src/crypto/index.js';
 import { int64ToBigInt, keyValue } from '../../src/protocol/index.js';
 import { startVssServer } from '../../src/server/index.js';
@@ -19,9 +18,8 @@ import {
   StoreIOError,
   StoreOpenError,
   VssStore,
-  type VssStoreOptions,
 } from '../../src/store/index.js';
-import { STORE_TEST_BACKENDS, type TestBackend } from './helpers/backends.js';
+import { STORE_TEST_BACKENDS, useStoreServer, type TestBackend } from './helpers/backends.js';
 import { LdkNodeStoreWriter, rawListing } from './helpers/ldk-node-store.js';
 import { SPEC_MONITOR as MONITOR, SPEC_SEED as SEED, V1_MANAGER, V1_MONITOR, V1_SCHEMA_KEY } from './helpers/vectors.js';
 
@@ -41,19 +39,8 @@ function countingFetch(): { fetch: FetchFunction; counts: Record<string, number>
 }
 
 function storeSuite(backend: TestBackend): void {
-  let server: Awaited<ReturnType<typeof startVssServer>>;
-  let raw: VssClient;
-  beforeAll(async () => {
-    server = await startVssServer({ backend: backend.option, auth: { kind: 'noop' }, port: 0 });
-    raw = new VssClient(server.url);
-  }, 120_000);
-  afterAll(async () => {
-    await server?.close();
-  });
-
-  const newStoreId = () => `store-test-${randomUUID().slice(0, 18)}`;
-  const open = (storeId: string, extra: Partial<VssStoreOptions> = {}) =>
-    VssStore.open({ storeId, client: { baseUrl: server.url, retry: FAST_RETRY }, keys: { seed: SEED }, ...extra });
+  const fx = useStoreServer(backend, SEED, FAST_RETRY, 'store-test');
+  const { newStoreId, open } = fx;
 
   describe('LDK KVStore contract', () => {
     it('writes, reads, lists and removes, including the root namespace', async () => {
@@ -179,19 +166,19 @@ function storeSuite(backend: TestBackend): void {
       expect(store.schemaVersion).toBe(1);
       await store.write('', '', 'manager', bytes('manager bytes'));
       await store.write('monitors', '', MONITOR, bytes('monitor bytes'));
-      const listing = await rawListing(raw, storeId);
+      const listing = await rawListing(fx.raw, storeId);
       expect([...listing.keys()].sort()).toEqual([V1_MANAGER, V1_MONITOR, V1_SCHEMA_KEY].sort());
-      const marker = await raw.getObject({ storeId, key: V1_SCHEMA_KEY });
+      const marker = await fx.raw.getObject({ storeId, key: V1_SCHEMA_KEY });
       const { dataEncryptionKey } = deriveVssKeys(SEED);
       expect(decryptStorable(marker.value!.value!, dataEncryptionKey, bytes(V1_SCHEMA_KEY)).value).toEqual(new Uint8Array([1, 0]));
-      const manager = await raw.getObject({ storeId, key: V1_MANAGER });
+      const manager = await fx.raw.getObject({ storeId, key: V1_MANAGER });
       expect(text(decryptStorable(manager.value!.value!, dataEncryptionKey, bytes(V1_MANAGER)).value)).toBe('manager bytes');
       await store.close();
     });
 
     it('reads a V1 store written by LDK Node (unconditional writes, sealed version -1)', async () => {
       const storeId = newStoreId();
-      const node = new LdkNodeStoreWriter(raw, storeId, SEED, 1);
+      const node = new LdkNodeStoreWriter(fx.raw, storeId, SEED, 1);
       await node.writeMarker();
       await node.write('', '', 'manager', bytes('mgr'));
       await node.write('monitors', '', MONITOR, bytes('mon'));
@@ -205,13 +192,13 @@ function storeSuite(backend: TestBackend): void {
       expect((await store.listAll()).length).toBe(4);
       // Our conditional writes continue from the versions the node left (1).
       await store.write('monitors', '', MONITOR, bytes('mon2'));
-      expect((await rawListing(raw, storeId)).get(V1_MONITOR)).toBe(2n);
+      expect((await rawListing(fx.raw, storeId)).get(V1_MONITOR)).toBe(2n);
       await store.close();
     });
 
     it('reads and writes a V0 store (ldk-node ≤ 0.6): plaintext namespaces, empty AAD, no marker', async () => {
       const storeId = newStoreId();
-      const node = new LdkNodeStoreWriter(raw, storeId, SEED, 0);
+      const node = new LdkNodeStoreWriter(fx.raw, storeId, SEED, 0);
       await node.write('bdk_wallet', '', 'descriptor', bytes('wpkh(...)'));
       await node.write('', '', 'manager', bytes('mgr'));
       await node.write('monitors', '', MONITOR, bytes('mon'));
@@ -224,7 +211,7 @@ function storeSuite(backend: TestBackend): void {
       expect(await store.list('', '')).toEqual(['manager']);
       expect((await store.listAll()).map((k) => k.key).sort()).toEqual(['7', 'descriptor', 'manager', MONITOR].sort());
       await store.write('payments', '', 'cafe', bytes('p'));
-      const listing = await rawListing(raw, storeId);
+      const listing = await rawListing(fx.raw, storeId);
       expect(listing.has(node.storeKey('payments', '', 'cafe'))).toBe(true);
       expect(listing.has(V1_SCHEMA_KEY)).toBe(false); // a V0 store stays V0
       await store.close();
@@ -242,7 +229,7 @@ function storeSuite(backend: TestBackend): void {
       await b.write('', '', 'manager', bytes('b'));
       await a.write('', '', 'manager', bytes('a2'));
       expect(text(await b.read('', '', 'manager'))).toBe('a2');
-      expect((await rawListing(raw, storeId)).get(V1_MANAGER)).toBe(1n);
+      expect((await rawListing(fx.raw, storeId)).get(V1_MANAGER)).toBe(1n);
       await a.close();
       await b.close();
     });
@@ -333,14 +320,14 @@ function storeSuite(backend: TestBackend): void {
       const store = await open(storeId);
       await store.write('', '', 'manager', bytes('m'));
       await store.close();
-      const error = await VssStore.open({ storeId, client: { baseUrl: server.url }, keys: { seed: new Uint8Array(64).fill(1) } }).catch((e) => e);
+      const error = await VssStore.open({ storeId, client: { baseUrl: fx.url }, keys: { seed: new Uint8Array(64).fill(1) } }).catch((e) => e);
       expect(error).toBeInstanceOf(StoreOpenError);
       expect(error.message).toMatch(/no schema marker readable/);
       // Same obfuscation key, wrong data key: the marker is found but does not decrypt.
       const keys = deriveVssKeys(SEED);
       const wrongData = await VssStore.open({
         storeId,
-        client: { baseUrl: server.url },
+        client: { baseUrl: fx.url },
         keys: { obfuscationMasterKey: keys.obfuscationMasterKey, dataEncryptionKey: new Uint8Array(32).fill(3) },
       }).catch((e) => e);
       expect(wrongData).toBeInstanceOf(StoreOpenError);
@@ -350,22 +337,22 @@ function storeSuite(backend: TestBackend): void {
     it('refuses a tampered or unknown schema marker, and a V0 store under a wrong key', async () => {
       const storeId = newStoreId();
       await (await open(storeId)).close();
-      const marker = await raw.getObject({ storeId, key: V1_SCHEMA_KEY });
+      const marker = await fx.raw.getObject({ storeId, key: V1_SCHEMA_KEY });
       const tampered = Uint8Array.from(marker.value!.value!);
       tampered[4] ^= 1;
-      await raw.putObjects({ storeId, transactionItems: [keyValue(V1_SCHEMA_KEY, -1n, tampered)] });
+      await fx.raw.putObjects({ storeId, transactionItems: [keyValue(V1_SCHEMA_KEY, -1n, tampered)] });
       const e1 = await open(storeId).catch((e) => e);
       expect(e1).toBeInstanceOf(StoreOpenError);
       expect(e1.cause).toBeInstanceOf(DataIntegrityError);
 
       const unknown = encryptStorable(new Uint8Array([2, 0]), -1n, deriveVssKeys(SEED).dataEncryptionKey, { aad: bytes(V1_SCHEMA_KEY) });
-      await raw.putObjects({ storeId, transactionItems: [keyValue(V1_SCHEMA_KEY, -1n, unknown)] });
+      await fx.raw.putObjects({ storeId, transactionItems: [keyValue(V1_SCHEMA_KEY, -1n, unknown)] });
       const e2 = await open(storeId).catch((e) => e);
       expect(e2).toBeInstanceOf(StoreOpenError);
       expect(String(e2.message)).toMatch(/schema/);
 
       const v0 = newStoreId();
-      await new LdkNodeStoreWriter(raw, v0, new Uint8Array(64).fill(5), 0).write('bdk_wallet', '', 'descriptor', bytes('d'));
+      await new LdkNodeStoreWriter(fx.raw, v0, new Uint8Array(64).fill(5), 0).write('bdk_wallet', '', 'descriptor', bytes('d'));
       const e3 = await open(v0).catch((e) => e);
       expect(e3).toBeInstanceOf(StoreOpenError);
       expect(e3.message).toMatch(/V0/);
@@ -373,43 +360,43 @@ function storeSuite(backend: TestBackend): void {
 
     it('refuses to treat a store with foreign keys and no marker as empty', async () => {
       const storeId = newStoreId();
-      await raw.putObjects({ storeId, transactionItems: [keyValue('something-else', 0n, bytes('x'))] });
+      await fx.raw.putObjects({ storeId, transactionItems: [keyValue('something-else', 0n, bytes('x'))] });
       await expect(open(storeId)).rejects.toBeInstanceOf(StoreOpenError);
-      expect((await rawListing(raw, storeId)).size).toBe(1); // nothing was written
+      expect((await rawListing(fx.raw, storeId)).size).toBe(1); // nothing was written
     });
 
     it('reports tampered, moved and replayed values as DataIntegrityError or rollback', async () => {
       const storeId = newStoreId();
       const store = await open(storeId);
       await store.write('', '', 'manager', bytes('v1'));
-      const v1 = (await raw.getObject({ storeId, key: V1_MANAGER })).value!.value!;
+      const v1 = (await fx.raw.getObject({ storeId, key: V1_MANAGER })).value!.value!;
       await store.write('', '', 'manager', bytes('v2'));
       await store.write('monitors', '', MONITOR, bytes('mon'));
 
       // Flipped bit.
-      const current = (await raw.getObject({ storeId, key: V1_MONITOR })).value!;
+      const current = (await fx.raw.getObject({ storeId, key: V1_MONITOR })).value!;
       const flipped = Uint8Array.from(current.value!);
       flipped[3] ^= 0x80;
-      await raw.putObjects({ storeId, transactionItems: [keyValue(V1_MONITOR, int64ToBigInt(current.version), flipped)] });
+      await fx.raw.putObjects({ storeId, transactionItems: [keyValue(V1_MONITOR, int64ToBigInt(current.version), flipped)] });
       await expect(store.read('monitors', '', MONITOR)).rejects.toBeInstanceOf(DataIntegrityError);
 
       // A valid ciphertext moved to another key fails its AAD.
-      const moved = (await raw.getObject({ storeId, key: V1_MANAGER })).value!.value!;
-      const monitorNow = (await raw.getObject({ storeId, key: V1_MONITOR })).value!;
-      await raw.putObjects({ storeId, transactionItems: [keyValue(V1_MONITOR, int64ToBigInt(monitorNow.version), moved)] });
+      const moved = (await fx.raw.getObject({ storeId, key: V1_MANAGER })).value!.value!;
+      const monitorNow = (await fx.raw.getObject({ storeId, key: V1_MONITOR })).value!;
+      await fx.raw.putObjects({ storeId, transactionItems: [keyValue(V1_MONITOR, int64ToBigInt(monitorNow.version), moved)] });
       await expect(store.read('monitors', '', MONITOR)).rejects.toBeInstanceOf(DataIntegrityError);
 
       // The old value replayed under a newer version: its sealed version gives it away.
-      await raw.putObjects({ storeId, transactionItems: [keyValue(V1_MANAGER, 2n, v1)] });
+      await fx.raw.putObjects({ storeId, transactionItems: [keyValue(V1_MANAGER, 2n, v1)] });
       const replayed = await store.read('', '', 'manager').catch((e) => e);
       expect(replayed).toBeInstanceOf(DataIntegrityError);
       expect(replayed.message).toMatch(/sealed for version 1 but is served as version 3/);
 
       // The old value restored with its old version: the key went back in time.
-      await raw.putObjects({ storeId, transactionItems: [keyValue(V1_MANAGER, -1n, v1)] });
+      await fx.raw.putObjects({ storeId, transactionItems: [keyValue(V1_MANAGER, -1n, v1)] });
       const store2 = await open(storeId);
       await store2.write('', '', 'manager', bytes('x')); // store2 now knows version 2
-      await raw.putObjects({ storeId, transactionItems: [keyValue(V1_MANAGER, -1n, v1)] }); // back to version 1
+      await fx.raw.putObjects({ storeId, transactionItems: [keyValue(V1_MANAGER, -1n, v1)] }); // back to version 1
       await expect(store2.read('', '', 'manager')).rejects.toBeInstanceOf(RollbackDetectedError);
       await store.close();
       await store2.close();
