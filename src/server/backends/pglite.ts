@@ -5,7 +5,6 @@
  */
 import { PGlite, type QueryOptions, type Transaction } from '@electric-sql/pglite';
 import { mkdir } from 'node:fs/promises';
-import type { Logger } from 'pino';
 import { migrate, type MigrationOutcome } from './migrations.js';
 import { SqlBackend, type SqlBackendOptions } from './sql-backend.js';
 import type { SqlDriver, SqlQuery, SqlResult, SqlSession } from './sql-driver.js';
@@ -15,7 +14,6 @@ export interface PgliteBackendOptions extends SqlBackendOptions {
   dataDir?: string;
   /** An already created PGlite instance to use instead (the backend takes ownership and closes it). */
   db?: PGlite;
-  logger?: Logger;
 }
 
 type Queryable = Pick<PGlite, 'query'> | Transaction;

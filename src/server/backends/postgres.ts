@@ -3,7 +3,6 @@
  * reference's migrations, and creation of the database when it does not exist yet.
  */
 import pg from 'pg';
-import type { Logger } from 'pino';
 import { migrate, type MigrationOutcome } from './migrations.js';
 import { SqlBackend, type SqlBackendOptions } from './sql-backend.js';
 import { sqlState, type SqlDriver, type SqlQuery, type SqlResult, type SqlSession } from './sql-driver.js';
@@ -21,9 +20,9 @@ export interface PostgresBackendOptions extends SqlBackendOptions {
   defaultDatabase?: string;
   /** Apply missing migrations at startup (default true). */
   migrate?: boolean;
-  logger?: Logger;
 }
 
+const GENERIC_PLANS = 'SET plan_cache_mode = force_generic_plan';
 const INVALID_CATALOG_NAME = '3D000';
 const DUPLICATE_DATABASE = '42P04';
 
@@ -137,7 +136,18 @@ export class PostgresBackend extends SqlBackend {
   static async open(options: PostgresBackendOptions): Promise<PostgresBackend> {
     const ssl = options.ssl === true ? { rejectUnauthorized: true } : options.ssl === false ? undefined : options.ssl;
     const makePool = () => {
-      const pool = new pg.Pool({ connectionString: options.url, max: options.poolSize ?? 10, ssl });
+      const pool = new pg.Pool({
+        connectionString: options.url,
+        max: options.poolSize ?? 10,
+        ssl,
+        // Prepared statements over unnest() arrays (the batches) would otherwise be re-planned
+        // on every execution, because the planner's custom plans look cheaper than its generic
+        // one. Every statement here is a keyed lookup or an ordered scan of one store, whose
+        // generic plan is as good. A server too old for the setting works, with more planning.
+        onConnect: async (client) => {
+          await client.query(GENERIC_PLANS).catch((error: unknown) => options.logger?.warn({ err: error }, 'could not prefer generic plans'));
+        },
+      });
       // An idle connection dying (e.g. a database restart) must not crash the process.
       pool.on('error', (error) => options.logger?.warn({ err: error }, 'idle PostgreSQL connection failed'));
       return pool;

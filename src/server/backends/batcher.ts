@@ -1,0 +1,164 @@
+/**
+ * Natural batching of independent single-row operations ("group commit"): while `maxInFlight`
+ * batches of one kind are running, further requests of that kind wait, and when a batch
+ * finishes everything that queued meanwhile leaves together as the next batch. A request that
+ * finds a free slot is executed at once and alone, so batching never delays a lone request;
+ * under load, one statement (and one commit) serves many requests.
+ *
+ * Every request's outcome is its own, as if it had run alone:
+ * - writes in one batch have distinct keys (a second write of a key waits for a later batch),
+ *   so they touch distinct rows and cannot influence each other;
+ * - if a batch fails as a whole with an error that proves nothing was applied (PostgreSQL
+ *   rolled the statement back), its requests are retried one by one, so an error caused by one
+ *   request (or a transient one) never fails the others by association. When the outcome is
+ *   unknown (the connection broke), retrying could report a conflict for a write that in fact
+ *   succeeded, so every request of the batch gets the error, as it would have alone.
+ *
+ * A batch that runs longer than `stallMs` (waiting for a row lock held by a long transaction,
+ * say) gives up its slot, so it cannot hold up requests that have nothing to do with it; the
+ * connection pool still bounds how many statements run at once.
+ */
+
+export interface BatcherOptions {
+  /** Batches running at once; requests beyond that queue up and form the next batch. */
+  maxInFlight: number;
+  /** Most requests in one batch. */
+  maxBatchSize: number;
+  /** A batch running longer than this (ms) no longer counts against maxInFlight. */
+  stallMs: number;
+}
+
+export interface BatchRunner<In, Out> {
+  /** Runs several inputs (at least two) together; one result per input, in order. */
+  runBatch(inputs: readonly In[]): Promise<Out[]>;
+  /** Runs one input on its own: lone requests, and each request of a batch that failed. */
+  runOne(input: In): Promise<Out>;
+  /** Identity of the row an input writes: inputs with the same key never share a batch. Omit for reads. */
+  keyOf?(input: In): string;
+  /** Whether a failed batch may be retried request by request (true when it certainly did not apply). */
+  retryable(error: unknown): boolean;
+  /** Told about every failed batch (for logs). */
+  onBatchError?(error: unknown, size: number): void;
+}
+
+interface Pending<In, Out> {
+  readonly input: In;
+  readonly key: string | undefined;
+  resolve(value: Out): void;
+  reject(error: unknown): void;
+}
+
+/** Counters for tests and diagnostics. */
+export interface BatcherStats {
+  /** Requests run on their own (lone, or retried after a failed batch). */
+  single: number;
+  /** Batches of two or more requests that were run as one statement. */
+  batches: number;
+  /** Requests served by those batches (including ones later retried alone). */
+  batchedRequests: number;
+  /** Batches that failed as a whole. */
+  failedBatches: number;
+  /** Batches (or lone requests) that ran past stallMs and gave up their slot. */
+  stalled: number;
+}
+
+export class Batcher<In, Out> {
+  private readonly queue: Array<Pending<In, Out>> = [];
+  private inFlight = 0;
+  readonly stats: BatcherStats = { single: 0, batches: 0, batchedRequests: 0, failedBatches: 0, stalled: 0 };
+
+  constructor(
+    private readonly runner: BatchRunner<In, Out>,
+    private readonly options: BatcherOptions,
+  ) {
+    if (!(options.maxInFlight >= 1) || !(options.maxBatchSize >= 1) || !(options.stallMs > 0)) {
+      throw new RangeError('maxInFlight and maxBatchSize must be at least 1, stallMs above 0');
+    }
+  }
+
+  run(input: In): Promise<Out> {
+    return new Promise<Out>((resolve, reject) => {
+      this.queue.push({ input, key: this.runner.keyOf?.(input), resolve, reject });
+      this.pump();
+    });
+  }
+
+  /** Starts batches while slots are free; each takes what is queued (oldest first). */
+  private pump(): void {
+    while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
+      const batch = this.takeBatch();
+      this.inFlight++;
+      let holdsSlot = true;
+      const releaseSlot = () => {
+        if (!holdsSlot) return;
+        holdsSlot = false;
+        this.inFlight--;
+        this.pump();
+      };
+      const stall = setTimeout(() => {
+        this.stats.stalled++;
+        releaseSlot();
+      }, this.options.stallMs);
+      stall.unref();
+      void this.execute(batch).finally(() => {
+        clearTimeout(stall);
+        releaseSlot();
+      });
+    }
+  }
+
+  private takeBatch(): Array<Pending<In, Out>> {
+    const size = Math.min(this.queue.length, this.options.maxBatchSize);
+    if (size === 1 || this.queue.every((pending) => pending.key === undefined)) return this.queue.splice(0, size);
+    const keys = new Set<string>();
+    const batch: Array<Pending<In, Out>> = [];
+    const waiting: Array<Pending<In, Out>> = [];
+    let index = 0;
+    for (; index < this.queue.length && batch.length < this.options.maxBatchSize; index++) {
+      const pending = this.queue[index];
+      // A repeated key waits (keeping its place in line), so each key's writes run in order.
+      if (pending.key !== undefined && keys.has(pending.key)) waiting.push(pending);
+      else {
+        if (pending.key !== undefined) keys.add(pending.key);
+        batch.push(pending);
+      }
+    }
+    this.queue.splice(0, index, ...waiting);
+    return batch;
+  }
+
+  private async execute(batch: Array<Pending<In, Out>>): Promise<void> {
+    if (batch.length === 1) {
+      this.stats.single++;
+      await settle(batch[0], () => this.runner.runOne(batch[0].input));
+      return;
+    }
+    this.stats.batches++;
+    this.stats.batchedRequests += batch.length;
+    let results: Out[];
+    try {
+      results = await this.runner.runBatch(batch.map((pending) => pending.input));
+      if (results.length !== batch.length) throw new Error(`batch returned ${results.length} results for ${batch.length} inputs`);
+    } catch (error) {
+      this.stats.failedBatches++;
+      this.runner.onBatchError?.(error, batch.length);
+      if (!this.runner.retryable(error)) {
+        for (const pending of batch) pending.reject(error);
+        return;
+      }
+      // Nothing of the failed statement was applied; each request gets its own attempt and outcome.
+      this.stats.single += batch.length;
+      await Promise.all(batch.map((pending) => settle(pending, () => this.runner.runOne(pending.input))));
+      return;
+    }
+    batch.forEach((pending, i) => pending.resolve(results[i]));
+  }
+}
+
+async function settle<In, Out>(pending: Pending<In, Out>, work: () => Promise<Out>): Promise<void> {
+  try {
+    pending.resolve(await work());
+  } catch (error) {
+    pending.reject(error);
+  }
+}
