@@ -98,13 +98,16 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
     this.log = options.log ?? stderrLogger;
     this.isTransient = options.isTransient ?? isTransientStoreError;
     this.coalesceMs = options.coalesceMs ?? 250;
-    this.tracker = options.persister?.linkManagerWriter({
-      requestPersist: () => {
-        this.forced = true;
-        this.wake?.();
-        this.emit('persist-requested');
+    this.tracker = options.persister?.linkManagerWriter(
+      {
+        requestPersist: () => {
+          this.forced = true;
+          this.wake?.();
+          this.emit('persist-requested');
+        },
       },
-    });
+      options.store,
+    );
     this.handler = ldk.EventHandler.new_impl({
       handle_event: (event: ldk.Event): ldk.Result_NoneReplayEventZ => {
         if (this.dirtySince !== undefined && !this.delivering) {
@@ -161,8 +164,10 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
       this.delivering = false;
     }
     this.options.peerManager?.process_events();
-    if (this.eventWaiting) {
-      this.startWrite(true);
+    // A handler's action (e.g. claim_funds) may have produced a monitor update that waits
+    // for a manager write: start it now rather than on the next pass.
+    if (this.eventWaiting || this.forced) {
+      this.startWrite(this.eventWaiting);
       return true;
     }
     return this.stats.eventsHandled > before;
@@ -262,10 +267,11 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
         return;
       }
       try {
-        await writeManagerBytes(bytes, this.options.store);
+        // Linked: the persister writes it, with the monitor writes waiting for it when it can.
+        if (this.tracker && tick !== undefined) await this.tracker.writeManager(bytes, tick);
+        else await writeManagerBytes(bytes, this.options.store);
         this.stats.managerWrites++;
         this.stats.managerBytes += bytes.length;
-        if (tick !== undefined) this.tracker?.durable(tick);
         this.emit('manager-persisted', { bytes: bytes.length, latencyMs: Date.now() - started, attempts: attempt });
         return;
       } catch (err) {

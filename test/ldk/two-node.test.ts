@@ -59,6 +59,14 @@ describe('VssPersister between two LDK nodes', () => {
       expect(onServer.monitor.get_latest_update_id()).toBe(state.latestUpdateId);
     }
     expect(violations).toEqual([]);
+    // Linked to the manager writer over one store, every delta went out in the same atomic
+    // request as a manager that knows it: one round trip per step, never a delta alone.
+    const deltas = store.writes.filter((w) => w.key.primaryNamespace === CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE);
+    expect(deltas.length).toBeGreaterThanOrEqual(15);
+    for (const d of deltas) {
+      const batch = store.batches.find((keys) => keys.some((k) => k.primaryNamespace === d.key.primaryNamespace && k.key === d.key.key));
+      expect(batch?.some((k) => k.key === 'manager')).toBe(true);
+    }
     // Every id LDK issued was released exactly once and in order.
     const expected = Array.from({ length: 15 }, (_, i) => BigInt(i + 1));
     expect(released.filter((id) => id > 0n)).toEqual(expected);
@@ -149,6 +157,8 @@ describe('VssPersister between two LDK nodes', () => {
     await net.waitFor(() => persister.fatalError !== undefined, { what: 'the persister to stop' });
     expect(persister.fatalError).toBeInstanceOf(ConcurrentWriterError);
     expect(fatal).toHaveLength(1);
+    // The full monitor went out in one request with the manager: that write failed for both.
+    expect(a.eventLoop!.fatalError).toBeInstanceOf(ConcurrentWriterError);
     const retries = persister.stats.retries;
     await net.runFor(500);
     expect(persister.stats.retries).toBe(retries);
@@ -246,10 +256,16 @@ describe('ordering of monitor and manager writes', () => {
   // LDK force-closes a channel on restore when its monitor holds an update the stored
   // manager never heard of. Crash A right after each monitor write of a payment: every
   // restore must come back without a close and pay again.
-  for (const step of [1, 2, 3, 4, 5]) {
-    it(`a crash right after monitor update ${step} of a payment is durable restores without a force-close`, async () => {
+  // Both ways of keeping the order: the manager and the monitor writes waiting for it in one
+  // atomic request, and (a store without batches) the manager first, then the monitor write.
+  const crashCases = [1, 2, 3, 4, 5].flatMap((step) => [
+    { step, atomicBatches: true },
+    { step, atomicBatches: false },
+  ]);
+  for (const { step, atomicBatches } of crashCases) {
+    it(`a crash right after monitor update ${step} of a payment is durable restores without a force-close (${atomicBatches ? 'batched with the manager' : 'manager written first'})`, async () => {
       const storeId = fx.nextStoreId();
-      const store = new RecordingStore(await fx.backend.open(storeId));
+      const store = new RecordingStore(await fx.backend.open(storeId), { atomicBatches });
       pair = await openPair({ persistenceA: vssNode(store) });
       const { net, a, b } = pair;
       await net.pay(a, b, 10_000n, { settled: true });
@@ -280,9 +296,33 @@ describe('ordering of monitor and manager writes', () => {
     });
   }
 
-  it('a gap in the stored deltas (update 7 lost, 8 stored) restores by LDK re-issuing the missing updates', async () => {
+  it('written together with the manager, updates 7 and 8 land atomically: a refused 7 keeps 8 off the server too, and both land once it is accepted', async () => {
     const storeId = fx.nextStoreId();
     const store = new RecordingStore(await fx.backend.open(storeId));
+    pair = await openPair({ persistenceA: vssNode(store) });
+    const { net, a, b, channel } = pair;
+    await net.pay(a, b, 10_000n, { settled: true });
+    const managerWrites = store.writes.filter((w) => w.key.key === 'manager').length;
+    // Updates 7 and 8 (B's revoke_and_ack and commitment_signed) reach A together.
+    store.failWritesTo = (k) => k.primaryNamespace === 'monitor_updates' && k.key === '7';
+    const handle = net.sendPayment(a, b, 20_000n);
+    await net.waitFor(() => a.eventLoop!.stats.retries >= 2, { what: 'the batch with update 7 refused twice' });
+    const view = await fx.backend.open(storeId);
+    expect(await view.list('monitor_updates', channel.monitorName)).not.toContain('8');
+    expect(persisterOf(a).pending()[0].awaitingUpdateIds).toEqual(expect.arrayContaining([7n, 8n]));
+    expect(net.paymentState(handle).sender?.status).toBe('pending');
+
+    store.failWritesTo = undefined;
+    await net.waitForPayment(handle, { settled: true });
+    const batch = store.batches.find((keys) => keys.some((k) => k.key === '7'));
+    expect(batch?.map((k) => k.key).sort()).toEqual(['7', '8', 'manager']);
+    expect(store.writes.filter((w) => w.key.key === 'manager').length).toBeGreaterThan(managerWrites);
+    expect([...a.closures, ...b.closures]).toEqual([]);
+  });
+
+  it('written separately (a store without atomic batches), a gap in the stored deltas (update 7 lost, 8 stored) restores by LDK re-issuing the missing updates', async () => {
+    const storeId = fx.nextStoreId();
+    const store = new RecordingStore(await fx.backend.open(storeId), { atomicBatches: false });
     pair = await openPair({ persistenceA: vssNode(store) });
     const { net, a, b, channel } = pair;
     await net.pay(a, b, 10_000n, { settled: true });

@@ -2,7 +2,7 @@
  * A pass-through AsyncKVStore that records what happened: writes and when they resolved,
  * reads in flight (to prove parallelism), and per-key failure injection.
  */
-import type { AsyncKVStore, StoreKey } from '../../../src/store/types.js';
+import { supportsAtomicBatch, type AsyncKVStore, type KeyValueWrite, type StoreKey } from '../../../src/store/types.js';
 import { connectionRefused } from './memory-store.js';
 
 export interface RecordedWrite {
@@ -15,6 +15,8 @@ type KeyFilter = (k: StoreKey) => boolean;
 
 export class RecordingStore implements AsyncKVStore {
   readonly writes: RecordedWrite[] = [];
+  /** The keys of each durable batch write. */
+  readonly batches: StoreKey[][] = [];
   readsInFlight = 0;
   maxReadsInFlight = 0;
   reads = 0;
@@ -25,7 +27,30 @@ export class RecordingStore implements AsyncKVStore {
   /** Called synchronously when a write has resolved (before the caller continues). */
   afterWrite: ((w: RecordedWrite) => void) | undefined;
 
-  constructor(readonly inner: AsyncKVStore) {}
+  /**
+   * Present when the inner store writes atomic batches (unless `atomicBatches: false`, which
+   * makes the persister write the manager and each monitor write separately).
+   */
+  readonly writeBatch?: (writes: readonly KeyValueWrite[]) => Promise<void>;
+
+  constructor(
+    readonly inner: AsyncKVStore,
+    options: { atomicBatches?: boolean } = {},
+  ) {
+    if (options.atomicBatches !== false && supportsAtomicBatch(inner)) {
+      this.writeBatch = async (writes) => {
+        this.check();
+        // All or nothing, like the request it stands for: one refused key fails the batch.
+        if (writes.some((w) => this.failWritesTo?.(w))) throw connectionRefused();
+        await inner.writeBatch(writes);
+        this.batches.push(writes.map(({ primaryNamespace, secondaryNamespace, key }) => ({ primaryNamespace, secondaryNamespace, key })));
+        const resolvedAt = performance.now();
+        const recorded = writes.map((w) => ({ key: { primaryNamespace: w.primaryNamespace, secondaryNamespace: w.secondaryNamespace, key: w.key }, bytes: w.value.length, resolvedAt }));
+        this.writes.push(...recorded);
+        for (const r of recorded) this.afterWrite?.(r);
+      };
+    }
+  }
 
   private check(): void {
     if (this.outage) throw connectionRefused();
