@@ -10,7 +10,7 @@ import {
   VssError,
 } from './errors.js';
 import { FixedHeaders, type VssHeaderProvider } from './headers.js';
-import { discardBody, fetchWithDeadline, readBodyCapped, type FetchFunction } from './http.js';
+import { discardBody, fetchWithDeadline, readBodyCapped, type FetchFunction, type FetchResponse } from './http.js';
 import { defaultRetryPolicy, retry, timerSleep, type RetryPolicy, type Sleep } from './retry.js';
 
 /** Per-attempt timeout when none is configured (the reference's 10 s). */
@@ -175,7 +175,7 @@ export class VssClient {
     }
   }
 
-  async #interpret<Res>(response: Response, responseType: MessageType<unknown, Res>): Promise<Res> {
+  async #interpret<Res>(response: FetchResponse, responseType: MessageType<unknown, Res>): Promise<Res> {
     // The version gate comes first and applies to error replies too (spec §A1 step 5).
     const served = response.headers.get(PROTOCOL_VERSION_HEADER);
     if (served !== PROTOCOL_VERSION && !(served === null && this.#allowMissingProtocolVersion)) {

@@ -5,8 +5,20 @@
  */
 import { VssClientError } from './errors.js';
 
-/** The subset of `fetch` the client uses; inject your own (custom agent, proxy, tests). */
-export type FetchFunction = (input: string, init: RequestInit) => Promise<Response>;
+/** The parts of a fetch `Response` the client reads (a real `Response` has all of them). */
+export interface FetchResponse {
+  readonly status: number;
+  readonly headers: { get(name: string): string | null };
+  arrayBuffer(): Promise<ArrayBuffer>;
+  /** Cancelled to release a body that will not be read. */
+  readonly body?: { cancel(): Promise<void> } | null;
+}
+
+/**
+ * The subset of `fetch` the client uses; inject your own (custom agent, proxy, tests, or
+ * `nodeHttpFetch()` in Node). `globalThis.fetch` fits.
+ */
+export type FetchFunction = (input: string, init: RequestInit) => Promise<FetchResponse>;
 
 /**
  * Runs `fetch` and then `consume(response)` under one deadline of `timeoutMs`, also honouring
@@ -18,7 +30,7 @@ export async function fetchWithDeadline<T>(
   url: string,
   init: RequestInit,
   timeoutMs: number,
-  consume: (response: Response) => Promise<T>,
+  consume: (response: FetchResponse) => Promise<T>,
   outerSignal?: AbortSignal,
 ): Promise<T> {
   if (outerSignal?.aborted) throw new VssClientError('aborted', 'request aborted by the caller', { cause: outerSignal.reason });
@@ -36,7 +48,7 @@ export async function fetchWithDeadline<T>(
     return new VssClientError('network', `${stage} ${url}: ${(cause as Error)?.message ?? String(cause)}`, { cause });
   };
   try {
-    let response: Response;
+    let response: FetchResponse;
     try {
       response = await fetchFn(url, { ...init, signal: controller.signal });
     } catch (cause) {
@@ -65,7 +77,7 @@ export class BodyReadError extends Error {
 }
 
 /** Reads the whole body, refusing more than `cap` bytes. */
-export async function readBodyCapped(response: Response, cap: number): Promise<Uint8Array> {
+export async function readBodyCapped(response: FetchResponse, cap: number): Promise<Uint8Array> {
   const declared = Number(response.headers.get('content-length'));
   if (Number.isFinite(declared) && declared > cap) {
     await response.body?.cancel().catch(() => undefined);
@@ -84,7 +96,7 @@ export async function readBodyCapped(response: Response, cap: number): Promise<U
 }
 
 /** Releases a response body we will not read, so the connection can be reused. */
-export async function discardBody(response: Response): Promise<void> {
+export async function discardBody(response: FetchResponse): Promise<void> {
   try {
     await response.body?.cancel();
   } catch {

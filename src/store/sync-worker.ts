@@ -28,9 +28,9 @@ function send(message: unknown): void {
 
 try {
   // Loaded dynamically so a failure to load is reported instead of silently killing the worker.
-  const { vssClientFromConfig } = await import('../client/index.js');
+  const { vssClientFromConfig, nodeHttpFetch } = await import('../client/index.js');
   const { REQUEST_CODECS, RESPONSE_CODECS, toWireError } = await import('./wire.js');
-  const client = vssClientFromConfig(config);
+  const client = vssClientFromConfig(config, { fetch: nodeHttpFetch() });
   const inFlight = new Map<number, AbortController>();
 
   const perform = async (operation: VssOperation, body: Uint8Array, abort: AbortSignal): Promise<Uint8Array> => {

@@ -3,7 +3,7 @@
  * VssStore (V1 layout, reads V0), with conditional writes, ordered per-key writes,
  * optional rollback detection and a blocking view for LDK's synchronous code.
  */
-import { VssClient, vssClientFromConfig, type VssClientConfig, type VssClientRuntime } from '../client/index.js';
+import { nodeHttpAvailable, nodeHttpFetch, VssClient, vssClientFromConfig, type VssClientConfig, type VssClientRuntime } from '../client/index.js';
 import { deriveVssKeys, KeyObfuscator } from '../crypto/index.js';
 import { runAsync, type AsyncEffects, type Operation } from './effects.js';
 import { StoreEngine, type WriteMode } from './engine.js';
@@ -26,7 +26,12 @@ export interface VssStoreOptions {
    * worker rebuilds the client from it); a ready `VssClient` works for the async API only.
    */
   client: VssClientConfig | VssClient;
-  /** Non-serializable client hooks for this thread's client (custom fetch, sleep, clock). */
+  /**
+   * Non-serializable client hooks for this thread's client (custom fetch, sleep, clock).
+   * Without a `fetch`, Node uses `nodeHttpFetch()` (about half the CPU per request of
+   * Node's built-in fetch; pass `fetch: globalThis.fetch` to use that instead), and other
+   * platforms their `fetch`.
+   */
   clientRuntime?: VssClientRuntime;
   keys: VssStoreKeys;
   /**
@@ -67,6 +72,12 @@ function resolveKeys(keys: VssStoreKeys): { dataEncryptionKey: Uint8Array; obfus
     return { dataEncryptionKey: derived.dataEncryptionKey, obfuscationMasterKey: derived.obfuscationMasterKey };
   }
   return { dataEncryptionKey: keys.dataEncryptionKey, obfuscationMasterKey: keys.obfuscationMasterKey };
+}
+
+/** The caller's runtime hooks, with the lighter Node transport when no fetch is given. */
+function withDefaultTransport(runtime: VssClientRuntime = {}): VssClientRuntime {
+  if (runtime.fetch || !nodeHttpAvailable()) return runtime;
+  return { ...runtime, fetch: nodeHttpFetch() };
 }
 
 function clientEffects(client: VssClient, ledger: VersionLedger | undefined): AsyncEffects {
@@ -130,7 +141,7 @@ export class VssStore implements AtomicBatchKVStore {
       throw new StoreOpenError('unusable store keys', { cause });
     }
     const clientConfig = options.client instanceof VssClient ? undefined : options.client;
-    const client = options.client instanceof VssClient ? options.client : vssClientFromConfig(options.client, options.clientRuntime);
+    const client = options.client instanceof VssClient ? options.client : vssClientFromConfig(options.client, withDefaultTransport(options.clientRuntime));
     const ledger = typeof options.versionLedger === 'string' ? fileVersionLedger(options.versionLedger) : options.versionLedger;
     const engine = new StoreEngine({ storeId: options.storeId, dataEncryptionKey: keys.dataEncryptionKey, obfuscator, mode });
     const store = new VssStore(engine, client, clientConfig, ledger, options);

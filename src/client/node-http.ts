@@ -1,0 +1,144 @@
+/**
+ * A lighter HTTP transport for Node: a `FetchFunction` over `node:http` / `node:https` with a
+ * keep-alive agent. Node's built-in `fetch` (undici) spends about twice the CPU per small
+ * request (WHATWG streams, Request/Response objects) and a wallet on a busy event loop makes
+ * many small requests; `npm run bench:ldk` measures the difference.
+ *
+ * Node-only, but with no static `node:` import: the modules are taken from
+ * `process.getBuiltinModule` when the transport is created, so a browser or React Native
+ * bundle that includes this file still builds (calling it there throws a clear error).
+ * Nothing else in src/client depends on it; VssStore picks it by default in Node.
+ */
+import type { FetchFunction, FetchResponse } from './http.js';
+
+type Http = typeof import('node:http');
+type Https = typeof import('node:https');
+
+export interface NodeHttpFetchOptions {
+  /** Sockets per origin (default: unlimited, like undici). */
+  maxSockets?: number;
+  /** Idle keep-alive sockets are closed after this long (default 4 s, below common server timeouts). */
+  idleSocketTimeoutMs?: number;
+}
+
+function builtin<T>(id: string): T | undefined {
+  const get = (globalThis.process as { getBuiltinModule?: (id: string) => unknown } | undefined)?.getBuiltinModule;
+  return get?.(id) as T | undefined;
+}
+
+/** True where `nodeHttpFetch` works (Node ≥ 20.16, which has `process.getBuiltinModule`). */
+export function nodeHttpAvailable(): boolean {
+  return builtin<Http>('node:http') !== undefined;
+}
+
+function abortError(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  if (reason instanceof Error) return reason;
+  const error = new Error('the request was aborted');
+  error.name = 'AbortError';
+  return error;
+}
+
+function headerRecord(headers: RequestInit['headers']): Record<string, string> {
+  if (headers === undefined) return {};
+  if (headers instanceof Headers) {
+    const out: Record<string, string> = {};
+    headers.forEach((value, name) => (out[name] = value));
+    return out;
+  }
+  if (Array.isArray(headers)) return Object.fromEntries(headers);
+  return { ...(headers as Record<string, string>) };
+}
+
+function bodyBytes(body: RequestInit['body']): Uint8Array | string | undefined {
+  if (body === undefined || body === null) return undefined;
+  if (typeof body === 'string' || body instanceof Uint8Array) return body;
+  if (body instanceof ArrayBuffer) return new Uint8Array(body);
+  throw new TypeError('nodeHttpFetch sends string, Uint8Array or ArrayBuffer bodies only');
+}
+
+/**
+ * Creates a fetch-compatible transport with its own keep-alive agents (one per scheme).
+ * Resolves once the response headers arrive; `arrayBuffer()` resolves with the whole body.
+ * The request's `signal` aborts the request and a body still being received. Network
+ * errors keep Node's error codes (`ECONNREFUSED`, `ECONNRESET`, ...).
+ */
+export function nodeHttpFetch(options: NodeHttpFetchOptions = {}): FetchFunction {
+  const http = builtin<Http>('node:http');
+  const https = builtin<Https>('node:https');
+  if (!http || !https) throw new Error('nodeHttpFetch needs Node.js (process.getBuiltinModule is not available here)');
+  const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? Infinity, timeout: options.idleSocketTimeoutMs ?? 4_000, scheduling: 'lifo' as const };
+  const agents = { 'http:': new http.Agent(agentOptions), 'https:': new https.Agent(agentOptions) };
+
+  return (input, init) =>
+    new Promise<FetchResponse>((resolve, reject) => {
+      const signal = init.signal ?? undefined;
+      if (signal?.aborted) return reject(abortError(signal));
+      const url = new URL(input);
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') return reject(new TypeError(`nodeHttpFetch: unsupported URL scheme ${url.protocol}`));
+      const body = bodyBytes(init.body);
+      const headers = headerRecord(init.headers);
+      if (body !== undefined) headers['content-length'] = String(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength);
+      const transport = url.protocol === 'https:' ? https : http;
+      const request = transport.request(url, { method: init.method ?? 'GET', headers, agent: agents[url.protocol] });
+
+      let settled = false;
+      const onAbort = (): void => {
+        request.destroy(abortError(signal!));
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const done = (): void => signal?.removeEventListener('abort', onAbort);
+
+      request.once('error', (error) => {
+        done();
+        if (!settled) {
+          settled = true;
+          reject(error);
+        }
+      });
+      request.once('response', (response) => {
+        settled = true;
+        // Collected from the start (a response left unread would stall the socket).
+        const chunks: Buffer[] = [];
+        const body = new Promise<ArrayBuffer>((resolveBody, rejectBody) => {
+          response.on('data', (chunk: Buffer) => chunks.push(chunk));
+          response.once('end', () => {
+            done();
+            const all = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+            resolveBody(all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength) as ArrayBuffer);
+          });
+          // An abort or a broken connection while the body is arriving.
+          const fail = (error: Error): void => {
+            done();
+            rejectBody(error);
+          };
+          response.once('error', fail);
+          response.once('close', () => {
+            if (!response.complete) fail(Object.assign(new Error('the connection closed before the whole response arrived'), { code: 'ECONNRESET' }));
+          });
+          request.once('error', fail);
+        });
+        // Rejections surface through arrayBuffer(); never as an unhandled rejection.
+        body.catch(() => undefined);
+        const raw = response.headers;
+        resolve({
+          status: response.statusCode ?? 0,
+          headers: {
+            get: (name: string): string | null => {
+              const value = raw[name.toLowerCase()];
+              if (value === undefined) return null;
+              return Array.isArray(value) ? value.join(', ') : String(value);
+            },
+          },
+          arrayBuffer: () => body,
+          body: {
+            cancel: async () => {
+              done();
+              response.destroy();
+            },
+          },
+        });
+      });
+      request.end(body);
+    });
+}
