@@ -16,7 +16,11 @@
  * The machine may be shared, so raw and server are measured in alternating rounds and the
  * median round is reported for each side.
  * Knobs: BENCH_ROUNDS (default 3), BENCH_SECONDS (per round and side, default 2),
- * BENCH_KEYS (default 5000), BENCH_POOL (default 32).
+ * BENCH_KEYS (default 5000), BENCH_POOL (default 32: the raw side's pool is min(concurrency,
+ * BENCH_POOL) connections, the server's VSS_PSQL_POOL_SIZE is BENCH_POOL), BENCH_CONCURRENCY
+ * (default 1,16,64), BENCH_OPS (default put,get), BENCH_ROUTING=express (the server routes the
+ * operations through express, for comparison), BENCH_SERVER_NODE_ARGS (e.g. `--cpu-prof
+ * --cpu-prof-dir=/tmp/prof` to profile the server).
  */
 import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { sha256 } from '@noble/hashes/sha2.js';
@@ -38,7 +42,9 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
 const WARMUP_SECONDS = 0.5;
 const KEY_COUNT = Number(process.env.BENCH_KEYS ?? 5000);
 const POOL_SIZE = Number(process.env.BENCH_POOL ?? 32);
-const CONCURRENCY = [1, 16, 64];
+const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,16,64').split(',').map(Number);
+const OPS = (process.env.BENCH_OPS ?? 'put,get').split(',');
+const ROUTING = process.env.BENCH_ROUTING === 'express' ? 'express' : 'direct';
 const VALUE = randomBytes(1024);
 const STORE_ID = 'bench';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -171,7 +177,19 @@ async function startServer(): Promise<{ child: ChildProcess; url: string; close(
   // server's figures); the TypeScript sources only when nothing is built.
   const built = existsSync(join(ROOT, 'dist/src/cli.js'));
   if (!built) console.warn('dist/ not built (npm run build): running the server through tsx, which costs extra CPU');
-  const child = spawn(process.execPath, built ? ['dist/src/cli.js', 'serve'] : ['--import', 'tsx', 'src/cli.ts', 'serve'], {
+  const nodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter((arg) => arg.length > 0);
+  if (!built) nodeArgs.push('--import', 'tsx');
+  const sources = built ? 'dist/src' : 'src';
+  // The express variant: the same configuration, through the library option the CLI does not expose.
+  const serveExpressRouted = `
+    import pino from 'pino';
+    import { loadServeConfig } from './${sources}/server/config.js';
+    import { startVssServer } from './${sources}/server/index.js';
+    const config = loadServeConfig(process.env);
+    const server = await startVssServer({ ...config.options, logger: pino({ level: config.options.logLevel }), operationRouting: 'express' });
+    process.once('SIGTERM', () => server.close().then(() => process.exit(0)));`;
+  const command = ROUTING === 'express' ? ['--input-type=module', '-e', serveExpressRouted] : [`${sources}/cli.${built ? 'js' : 'ts'}`, 'serve'];
+  const child = spawn(process.execPath, [...nodeArgs, ...command], {
     cwd: ROOT,
     env: {
       ...process.env,
@@ -206,21 +224,24 @@ async function startServer(): Promise<{ child: ChildProcess; url: string; close(
   };
 }
 
-function post(agent: http.Agent, url: string, body: Uint8Array): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const request = http.request(
-      url,
-      { method: 'POST', agent, headers: { 'content-type': 'application/octet-stream', 'content-length': body.length, authorization: authorization() } },
-      (response) => {
+/** A keep-alive HTTP/1.1 POST; the target is parsed once, as a load generator would. */
+function poster(agent: http.Agent, url: string): (body: Uint8Array) => Promise<Buffer> {
+  const { hostname, port, pathname } = new URL(url);
+  return (body) =>
+    new Promise((resolve, reject) => {
+      const headers = { 'content-type': 'application/octet-stream', 'content-length': body.length, authorization: authorization() };
+      const request = http.request({ host: hostname, port, path: pathname, method: 'POST', agent, headers }, (response) => {
         const chunks: Buffer[] = [];
         response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.on('end', () => (response.statusCode === 200 ? resolve(Buffer.concat(chunks)) : reject(new Error(`HTTP ${response.statusCode}`))));
+        response.on('end', () => {
+          if (response.statusCode !== 200) reject(new Error(`HTTP ${response.statusCode}`));
+          else resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+        });
         response.on('error', reject);
-      },
-    );
-    request.on('error', reject);
-    request.end(body);
-  });
+      });
+      request.on('error', reject);
+      request.end(body);
+    });
 }
 
 // --- main ------------------------------------------------------------------------------------
@@ -243,7 +264,11 @@ async function main(): Promise<void> {
     await fill.query('VACUUM ANALYZE vss_db');
     await fill.end();
 
-    console.log(`ldk-vss server benchmark: 1 KiB values, ${KEY_COUNT} keys, median of ${ROUNDS} alternating ${SECONDS}s rounds, pools of ≤ ${POOL_SIZE} connections`);
+    console.log(`ldk-vss server benchmark: 1 KiB values, ${KEY_COUNT} keys, median of ${ROUNDS} alternating ${SECONDS}s rounds`);
+    console.log(
+      `connections: raw = pg pool of min(concurrency, ${POOL_SIZE}); server = VSS_PSQL_POOL_SIZE=${POOL_SIZE}, where batching keeps ` +
+        `one statement per kind (get, each put kind) running and queues the rest for the next; operations routed ${ROUTING === 'express' ? 'through express' : 'directly'}`,
+    );
     console.log(`PostgreSQL ${(await admin.query('SHOW server_version')).rows[0].server_version} at ${new URL(BASE_URL).host}, database ${DATABASE}; ${cpus().length} CPUs, load average ${loadavg()[0].toFixed(1)}`);
     console.log('cpu µs/op = CPU time per operation of client / server / PostgreSQL backends (raw has no server)\n');
     const header = `${'op'.padEnd(4)} ${'conc'.padStart(4)} | ${'raw ops/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'cpu µs/op'.padStart(15)} | ${'srv ops/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'cpu µs/op'.padStart(15)} | ratio`;
@@ -261,16 +286,19 @@ async function main(): Promise<void> {
         pool.query({ ...SELECT, values: [USER_TOKEN, STORE_ID, key] }).then((r) => {
           if (r.rows[0]?.value?.length !== VALUE.length) throw new Error('raw get returned the wrong value');
         });
+      const postPut = poster(agent, `${server.url}/putObjects`);
+      const postGet = poster(agent, `${server.url}/getObject`);
       const serverPut = (key: string) =>
-        post(agent, `${server.url}/putObjects`, vss.PutObjectRequest.encode({ storeId: STORE_ID, transactionItems: [keyValue(key, -1n, VALUE)] }).finish()).then(() => undefined);
+        postPut(vss.PutObjectRequest.encode({ storeId: STORE_ID, transactionItems: [keyValue(key, -1n, VALUE)] }).finish()).then(() => undefined);
       const serverGet = (key: string) =>
-        post(agent, `${server.url}/getObject`, vss.GetObjectRequest.encode({ storeId: STORE_ID, key }).finish()).then((body) => {
+        postGet(vss.GetObjectRequest.encode({ storeId: STORE_ID, key }).finish()).then((body) => {
           if (vss.GetObjectResponse.decode(body).value?.value?.length !== VALUE.length) throw new Error('server get returned the wrong value');
         });
       for (const [name, raw, served] of [
         ['put', rawPut, serverPut],
         ['get', rawGet, serverGet],
       ] as const) {
+        if (!OPS.includes(name)) continue;
         const [r, s] = await compare(concurrency, raw, served, probe);
         const ratio = s.opsPerSecond / r.opsPerSecond;
         ratios[`${name}@${concurrency}`] = ratio;
@@ -282,6 +310,7 @@ async function main(): Promise<void> {
       await pool.end();
       agent.destroy();
     }
+    if (ratios['put@16'] === undefined || ratios['get@16'] === undefined) return;
     const atTarget = ['put@16', 'get@16'].map((k) => `${k} ${ratios[k].toFixed(2)}x`).join(', ');
     const met = ratios['put@16'] >= 0.8 && ratios['get@16'] >= 0.8;
     console.log(`\ntarget ≥ 0.80x of raw PostgreSQL at concurrency 16: ${atTarget} — ${met ? 'met' : 'NOT met'}`);

@@ -41,7 +41,18 @@ export interface VssAppOptions {
    * X-Forwarded-For chain (the client is its first entry), a number trusts that many hops.
    */
   trustProxy?: boolean | number;
+  /**
+   * 'direct' (default) dispatches the four operations on Node's request objects; 'express'
+   * mounts them as express routes like every other path. Same behaviour, but express's
+   * per-request work more than doubles the server's CPU per operation (see docs/server.md);
+   * kept to measure that difference (`BENCH_ROUTING=express npm run bench:server`).
+   */
+  operationRouting?: OperationRouting;
 }
+
+export type OperationRouting = 'direct' | 'express';
+
+type RunOperation = (operation: OperationSpec, req: IncomingMessage, res: ServerResponse) => Promise<void>;
 
 const OPERATION_BY_PATH = new Map<string, OperationSpec>(
   (Object.entries(VSS_PATHS) as Array<[VssOperation, string]>).map(([name, path]) => [VSS_BASE_PATH + path, OPERATIONS[name]]),
@@ -139,14 +150,26 @@ function respondWithError(req: IncomingMessage, res: ServerResponse, error: unkn
   sendError(res, 500, vss.ErrorCode.INTERNAL_SERVER_EXCEPTION, INTERNAL_ERROR_MESSAGE);
 }
 
-/** express app for everything that is not a VSS operation: /health, /metrics, unknown paths. */
-function createSupportApp(options: VssAppOptions): express.Express {
+/**
+ * express app for everything that is not a VSS operation (/health, /metrics, unknown paths),
+ * and for the operations too when `operationRoutes` is given.
+ */
+function createExpressApp(options: VssAppOptions, operationRoutes?: RunOperation): express.Express {
   const { backend, logger, metrics } = options;
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('case sensitive routing', true);
   app.set('strict routing', true);
+
+  if (operationRoutes) {
+    for (const [path, operation] of OPERATION_BY_PATH) {
+      app.all(path, (req: Request, res: Response, next: NextFunction) => {
+        endpointOf.set(res, operation.name);
+        operationRoutes(operation, req, res).catch(next);
+      });
+    }
+  }
 
   app.get(HEALTH_PATH, async (_req: Request, res: Response) => {
     endpointOf.set(res, 'health');
@@ -177,18 +200,17 @@ function createSupportApp(options: VssAppOptions): express.Express {
 }
 
 /**
- * The server's request handler. The four operation paths are dispatched directly on Node's
- * request objects; express serves the rest. (Routing operations through express's router cost
- * more than half of the server's throughput in the benchmark.)
+ * The server's request handler. By default the four operation paths are dispatched directly on
+ * Node's request objects and express serves the rest: express's routing more than doubled the
+ * server's CPU per operation in the benchmark (docs/server.md).
  */
 export function createVssHandler(options: VssAppOptions): (req: IncomingMessage, res: ServerResponse) => void {
   const { backend, authorizer, logger, metrics, cors, trustProxy } = options;
   const ipBuckets = options.rateLimit?.perIp ? new TokenBuckets(options.rateLimit.perIp) : undefined;
   const userBuckets = options.rateLimit?.perUser ? new TokenBuckets(options.rateLimit.perUser) : undefined;
-  const supportApp = createSupportApp(options);
   const observing = metrics !== undefined || logger.isLevelEnabled('debug');
 
-  const runOperation = async (operation: OperationSpec, req: IncomingMessage, res: ServerResponse): Promise<void> => {
+  const runOperation: RunOperation = async (operation, req, res) => {
     if (ipBuckets) {
       const wait = ipBuckets.take(`ip:${clientAddress(req, trustProxy)}`);
       if (wait > 0) throw new RateLimitedError(wait);
@@ -204,6 +226,8 @@ export function createVssHandler(options: VssAppOptions): (req: IncomingMessage,
     res.setHeader('content-type', OCTET_STREAM);
     res.end(Buffer.from(response.buffer, response.byteOffset, response.byteLength));
   };
+  const routedByExpress = options.operationRouting === 'express';
+  const app = createExpressApp(options, routedByExpress ? runOperation : undefined);
 
   return (req, res) => {
     res.setHeader(PROTOCOL_VERSION_HEADER, PROTOCOL_VERSION);
@@ -218,9 +242,9 @@ export function createVssHandler(options: VssAppOptions): (req: IncomingMessage,
     }
     if (cors?.apply(req, res)) return;
     // Any method on an operation path is processed, as the reference does (clients use POST).
-    const operation = OPERATION_BY_PATH.get(pathOf(req.url));
+    const operation = routedByExpress ? undefined : OPERATION_BY_PATH.get(pathOf(req.url));
     if (!operation) {
-      supportApp(req, res);
+      app(req, res);
       return;
     }
     endpointOf.set(res, operation.name);

@@ -3,7 +3,7 @@
  */
 export { startVssServer, openBackend, createAuthorizer, ServerConfigError } from './server.js';
 export type { StartedVssServer, VssServerOptions, BackendOption, AuthOption, PostgresSsl, LogLevel } from './server.js';
-export { createVssHandler, clientAddress, type VssAppOptions } from './app.js';
+export { createVssHandler, clientAddress, type VssAppOptions, type OperationRouting } from './app.js';
 export { MemoryBackend, type MemorySnapshot } from './backends/memory.js';
 export type { StorageBackend, StoredRecord, PutItem, DeleteItem, PutRequest, ListedKey, ListQuery } from './backends/types.js';
 export * from './auth/index.js';

@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import pino, { type Level, type Logger } from 'pino';
 import { PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, vss } from '../protocol/index.js';
-import { createVssHandler } from './app.js';
+import { createVssHandler, type OperationRouting } from './app.js';
 import { JwtAuthorizer } from './auth/jwt.js';
 import { NoopAuthorizer } from './auth/noop.js';
 import { SignatureAuthorizer } from './auth/signature.js';
@@ -64,6 +64,8 @@ export interface VssServerOptions {
   trustProxy?: boolean | number;
   /** How long close() waits for in-flight requests before cutting connections. Default 10 s. */
   shutdownGraceMs?: number;
+  /** How the four operations are routed: 'direct' (default, faster) or through express's router. */
+  operationRouting?: OperationRouting;
 }
 
 export interface StartedVssServer {
@@ -169,6 +171,7 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
     rateLimit,
     cors: options.corsOrigins && options.corsOrigins.length > 0 ? new CorsPolicy({ origins: options.corsOrigins }) : undefined,
     trustProxy: options.trustProxy,
+    operationRouting: options.operationRouting,
   });
 
   const server: Server = createServer({ keepAliveTimeout: 65_000 }, handler);

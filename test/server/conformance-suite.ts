@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GLOBAL_VERSION_KEY, INT64_MAX, INT64_MIN } from '../../src/protocol/index.js';
-import { startVssServer, type StartedVssServer } from '../../src/server/index.js';
+import { startVssServer, type StartedVssServer, type VssServerOptions } from '../../src/server/index.js';
 import {
   CONFLICT,
   INVALID,
@@ -24,15 +24,16 @@ import {
 /** Values above this are read back in chunks by the SQL backends (small here to exercise it). */
 const TEST_INLINE_VALUE_LIMIT = 1024 * 1024;
 
-export function conformanceSuite(backendCase: BackendCase): void {
-  const title = backendCase.skipReason ? `${backendCase.name} backend — SKIPPED: ${backendCase.skipReason}` : `${backendCase.name} backend`;
+export function conformanceSuite(backendCase: BackendCase, serverOptions: Pick<VssServerOptions, 'operationRouting'> = {}): void {
+  const variant = serverOptions.operationRouting ? `${backendCase.name} backend, operations routed by ${serverOptions.operationRouting}` : `${backendCase.name} backend`;
+  const title = backendCase.skipReason ? `${variant} — SKIPPED: ${backendCase.skipReason}` : variant;
   describe.skipIf(backendCase.skipReason !== undefined)(title, () => {
     let opened: OpenedBackend;
     let server: StartedVssServer;
 
     beforeAll(async () => {
       opened = await backendCase.open({ inlineValueLimit: TEST_INLINE_VALUE_LIMIT });
-      server = await startVssServer({ backend: opened.backend, maxRequestBodySize: 8 * 1024 * 1024 });
+      server = await startVssServer({ backend: opened.backend, maxRequestBodySize: 8 * 1024 * 1024, ...serverOptions });
     });
     afterAll(async () => {
       await server?.close();
