@@ -158,20 +158,54 @@ function medianRound(results: Result[]): Result {
   return [...results].sort((a, b) => a.opsPerSecond - b.opsPerSecond)[Math.floor(results.length / 2)];
 }
 
-/** Alternates short rounds of `raw` and `served`, so a change in machine load hits both sides alike. */
-async function compare(concurrency: number, raw: (key: string) => Promise<void>, served: (key: string) => Promise<void>, probe: CpuProbe): Promise<[Result, Result]> {
-  await measure(concurrency, WARMUP_SECONDS, raw, probe);
-  await measure(concurrency, WARMUP_SECONDS, served, probe);
-  const rawRounds: Result[] = [];
-  const servedRounds: Result[] = [];
+/** Alternates short rounds of each side, so a change in machine load hits every side alike; median round of each. */
+async function compare(concurrency: number, sides: ReadonlyArray<(key: string) => Promise<void>>, probe: CpuProbe): Promise<Result[]> {
+  for (const side of sides) await measure(concurrency, WARMUP_SECONDS, side, probe);
+  const rounds: Result[][] = sides.map(() => []);
   for (let round = 0; round < ROUNDS; round++) {
-    rawRounds.push(await measure(concurrency, SECONDS, raw, probe));
-    servedRounds.push(await measure(concurrency, SECONDS, served, probe));
+    for (const [i, side] of sides.entries()) rounds[i].push(await measure(concurrency, SECONDS, side, probe));
   }
-  return [medianRound(rawRounds), medianRound(servedRounds)];
+  return rounds.map(medianRound);
 }
 
 // --- server child process ----------------------------------------------------------------------
+/**
+ * The ceiling the HTTP hop alone sets on this machine: a node:http server in its own process
+ * that reads each request and answers the bytes the VSS server would (no authentication, no
+ * protobuf, no database), driven by the same client.
+ */
+async function startHttpFloor(getResponse: Uint8Array): Promise<{ url: string; close(): Promise<void> }> {
+  const script = `
+    const http = require('node:http');
+    const answers = { '/vss/getObject': Buffer.from(process.env.GET_RESPONSE, 'hex'), '/vss/putObjects': Buffer.alloc(0) };
+    const server = http.createServer({ keepAliveTimeout: 65000 }, (req, res) => {
+      req.on('data', () => {});
+      req.on('end', () => {
+        res.setHeader('vss-protocol-version', '0');
+        res.setHeader('content-type', 'application/octet-stream');
+        res.end(answers[req.url]);
+      });
+    });
+    server.listen(0, '127.0.0.1', () => console.log(server.address().port));
+    process.once('SIGTERM', () => process.exit(0));`;
+  const child = spawn(process.execPath, ['-e', script], {
+    env: { ...process.env, GET_RESPONSE: Buffer.from(getResponse).toString('hex') },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', resolve);
+    child.once('exit', (code) => reject(new Error(`HTTP floor server exited with ${code}`)));
+  });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  return {
+    url: `http://127.0.0.1:${port}/vss`,
+    async close() {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
 async function startServer(): Promise<{ child: ChildProcess; url: string; close(): Promise<void> }> {
   // Like `npm start`: the compiled CLI (tsx's loader thread would add its own overhead to the
   // server's figures); the TypeScript sources only when nothing is built.
@@ -250,6 +284,7 @@ async function main(): Promise<void> {
   await admin.connect();
   await admin.query(`DROP DATABASE IF EXISTS "${DATABASE}" WITH (FORCE)`);
   const server = await startServer(); // creates the database and applies the migrations
+  const httpFloor = await startHttpFloor(vss.GetObjectResponse.encode({ value: keyValue('key-0', 1n, VALUE) }).finish());
   try {
     // Pre-fill the key set so raw and server both upsert and read existing rows.
     const fill = new pg.Pool({ connectionString: databaseUrl(DATABASE), max: 4 });
@@ -270,8 +305,11 @@ async function main(): Promise<void> {
         `one statement per kind (get, each put kind) running and queues the rest for the next; operations routed ${ROUTING === 'express' ? 'through express' : 'directly'}`,
     );
     console.log(`PostgreSQL ${(await admin.query('SHOW server_version')).rows[0].server_version} at ${new URL(BASE_URL).host}, database ${DATABASE}; ${cpus().length} CPUs, load average ${loadavg()[0].toFixed(1)}`);
-    console.log('cpu µs/op = CPU time per operation of client / server / PostgreSQL backends (raw has no server)\n');
-    const header = `${'op'.padEnd(4)} ${'conc'.padStart(4)} | ${'raw ops/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'cpu µs/op'.padStart(15)} | ${'srv ops/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'cpu µs/op'.padStart(15)} | ratio`;
+    console.log('cpu µs/op = CPU time per operation of client / server / PostgreSQL backends (raw has no server)');
+    console.log('http floor = the same HTTP client against a do-nothing node:http server (no auth, protobuf or database): the ceiling of the HTTP hop here\n');
+    const header =
+      `${'op'.padEnd(4)} ${'conc'.padStart(4)} | ${'raw ops/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'cpu µs/op'.padStart(15)} | ` +
+      `${'srv ops/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'cpu µs/op'.padStart(15)} | ratio | ${'http floor'.padStart(16)}`;
     console.log(header);
     console.log('-'.repeat(header.length));
     const probe = cpuProbe(admin, server.child.pid as number);
@@ -286,25 +324,29 @@ async function main(): Promise<void> {
         pool.query({ ...SELECT, values: [USER_TOKEN, STORE_ID, key] }).then((r) => {
           if (r.rows[0]?.value?.length !== VALUE.length) throw new Error('raw get returned the wrong value');
         });
-      const postPut = poster(agent, `${server.url}/putObjects`);
-      const postGet = poster(agent, `${server.url}/getObject`);
-      const serverPut = (key: string) =>
-        postPut(vss.PutObjectRequest.encode({ storeId: STORE_ID, transactionItems: [keyValue(key, -1n, VALUE)] }).finish()).then(() => undefined);
-      const serverGet = (key: string) =>
-        postGet(vss.GetObjectRequest.encode({ storeId: STORE_ID, key }).finish()).then((body) => {
-          if (vss.GetObjectResponse.decode(body).value?.value?.length !== VALUE.length) throw new Error('server get returned the wrong value');
-        });
-      for (const [name, raw, served] of [
-        ['put', rawPut, serverPut],
-        ['get', rawGet, serverGet],
+      const vssPut = (baseUrl: string) => {
+        const post = poster(agent, `${baseUrl}/putObjects`);
+        return (key: string) => post(vss.PutObjectRequest.encode({ storeId: STORE_ID, transactionItems: [keyValue(key, -1n, VALUE)] }).finish()).then(() => undefined);
+      };
+      const vssGet = (baseUrl: string) => {
+        const post = poster(agent, `${baseUrl}/getObject`);
+        return (key: string) =>
+          post(vss.GetObjectRequest.encode({ storeId: STORE_ID, key }).finish()).then((body) => {
+            if (vss.GetObjectResponse.decode(body).value?.value?.length !== VALUE.length) throw new Error('get returned the wrong value');
+          });
+      };
+      for (const [name, raw, served, floor] of [
+        ['put', rawPut, vssPut(server.url), vssPut(httpFloor.url)],
+        ['get', rawGet, vssGet(server.url), vssGet(httpFloor.url)],
       ] as const) {
         if (!OPS.includes(name)) continue;
-        const [r, s] = await compare(concurrency, raw, served, probe);
+        const [r, s, f] = await compare(concurrency, [raw, served, floor], probe);
         const ratio = s.opsPerSecond / r.opsPerSecond;
         ratios[`${name}@${concurrency}`] = ratio;
         console.log(
           `${name.padEnd(4)} ${String(concurrency).padStart(4)} | ${r.opsPerSecond.toFixed(0).padStart(9)} ${r.p50.toFixed(2).padStart(7)} ${r.p99.toFixed(2).padStart(7)} ${cpuText(r, false)} | ` +
-            `${s.opsPerSecond.toFixed(0).padStart(9)} ${s.p50.toFixed(2).padStart(7)} ${s.p99.toFixed(2).padStart(7)} ${cpuText(s, true)} | ${ratio.toFixed(2)}x`,
+            `${s.opsPerSecond.toFixed(0).padStart(9)} ${s.p50.toFixed(2).padStart(7)} ${s.p99.toFixed(2).padStart(7)} ${cpuText(s, true)} | ${ratio.toFixed(2)}x | ` +
+            `${f.opsPerSecond.toFixed(0).padStart(9)} ${(f.opsPerSecond / r.opsPerSecond).toFixed(2).padStart(5)}x`,
         );
       }
       await pool.end();
@@ -315,6 +357,7 @@ async function main(): Promise<void> {
     const met = ratios['put@16'] >= 0.8 && ratios['get@16'] >= 0.8;
     console.log(`\ntarget ≥ 0.80x of raw PostgreSQL at concurrency 16: ${atTarget} — ${met ? 'met' : 'NOT met'}`);
   } finally {
+    await httpFloor.close();
     await server.close();
     await admin.query(`DROP DATABASE IF EXISTS "${DATABASE}" WITH (FORCE)`);
     await admin.end();

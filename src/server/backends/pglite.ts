@@ -3,7 +3,7 @@
  * the PostgreSQL backend: the zero-setup default of `ldk-vss serve`. One in-process
  * connection; PGlite queues concurrent queries and transactions itself.
  */
-import { PGlite, type QueryOptions, type Transaction } from '@electric-sql/pglite';
+import { PGlite, types, type QueryOptions, type Transaction } from '@electric-sql/pglite';
 import { mkdir } from 'node:fs/promises';
 import { migrate, type MigrationOutcome } from './migrations.js';
 import { SqlBackend, type SqlBackendOptions } from './sql-backend.js';
@@ -19,17 +19,22 @@ export interface PgliteBackendOptions extends SqlBackendOptions {
 type Queryable = Pick<PGlite, 'query'> | Transaction;
 
 const BYTEA_OID = 17;
+const BYTEA_ARRAY_OID = 1001;
+
+function serializeBytea(value: unknown): string {
+  if (!(value instanceof Uint8Array)) throw new TypeError('bytea parameter must be a Uint8Array');
+  return `\\x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}`;
+}
 
 /**
  * PGlite's own bytea conversion walks the value byte by byte in JavaScript (minutes for
- * 100 MiB); Buffer's native hex codec does the same in milliseconds.
+ * 100 MiB); Buffer's native hex codec does the same in milliseconds. Arrays (the batch
+ * statements' values) get the same element conversion.
  */
 const BYTEA_CODEC: QueryOptions = {
   serializers: {
-    [BYTEA_OID]: (value: unknown) => {
-      if (!(value instanceof Uint8Array)) throw new TypeError('bytea parameter must be a Uint8Array');
-      return `\\x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}`;
-    },
+    [BYTEA_OID]: serializeBytea,
+    [BYTEA_ARRAY_OID]: (values: unknown) => types.arraySerializer(values, serializeBytea, BYTEA_ARRAY_OID),
   },
   parsers: { [BYTEA_OID]: (text: string) => Buffer.from(text.slice(2), 'hex') },
 };

@@ -65,7 +65,7 @@ const LIST_AFTER: SqlQuery = {
 const PING: SqlQuery = { name: 'vss_ping', text: 'SELECT 1 AS ok' };
 
 // Batched forms of the single-row statements (see batcher.ts). Rows arrive as parallel arrays
-// (values hex-encoded, so both drivers pass them the same way), sorted by (user_token,
+// (values as bytea[]: both drivers send an array parameter as text, in hex), sorted by (user_token,
 // store_id, key): every statement locks rows in that order, as multi-item puts do, so
 // concurrent writers can wait for each other but never deadlock.
 const GET_BATCH: SqlQuery = {
@@ -77,8 +77,8 @@ const GET_BATCH: SqlQuery = {
 };
 /** Inserts the input rows in input order; `onConflict` decides what happens to existing ones. */
 const insertRowsInOrder = (onConflict: string) => `INSERT INTO vss_db (user_token, store_id, key, value, version, created_at, last_updated_at)
-    SELECT q.user_token, q.store_id, q.key, decode(q.value, 'hex'), 1, now(), now()
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS q(user_token, store_id, key, value, i)
+    SELECT q.user_token, q.store_id, q.key, q.value, 1, now(), now()
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[]) WITH ORDINALITY AS q(user_token, store_id, key, value, i)
     ORDER BY q.i
     ${onConflict}`;
 const UPSERT_BATCH: SqlQuery = {
@@ -96,7 +96,7 @@ const INSERT_IF_ABSENT_BATCH: SqlQuery = {
 const UPDATE_IF_VERSION_BATCH: SqlQuery = {
   name: 'vss_put_update_batch',
   text: `WITH q AS MATERIALIZED (
-      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]) WITH ORDINALITY
+      SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[], $6::bigint[]) WITH ORDINALITY
         AS q(user_token, store_id, key, value, version, next_version, i)
     ), locked AS MATERIALIZED (
       SELECT q.i FROM q JOIN vss_db d
@@ -104,7 +104,7 @@ const UPDATE_IF_VERSION_BATCH: SqlQuery = {
       ORDER BY q.i
       FOR UPDATE OF d
     )
-    UPDATE vss_db d SET value = decode(q.value, 'hex'), version = q.next_version, last_updated_at = now()
+    UPDATE vss_db d SET value = q.value, version = q.next_version, last_updated_at = now()
     FROM locked JOIN q ON q.i = locked.i
     WHERE d.user_token = q.user_token AND d.store_id = q.store_id AND d.key = q.key AND d.version = q.version
     RETURNING q.i`,
@@ -181,10 +181,6 @@ function rowKey(row: RowRef): string {
 function lockOrder(rows: readonly RowRef[]): number[] {
   const keys = rows.map(rowKey);
   return keys.map((_, i) => i).sort((a, b) => (keys[a] < keys[b] ? -1 : keys[a] > keys[b] ? 1 : 0));
-}
-
-function hex(value: Uint8Array): string {
-  return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex');
 }
 
 const CONNECTION_EXCEPTION_CLASS = '08';
@@ -292,7 +288,7 @@ export class SqlBackend implements StorageBackend {
       sorted.map((row) => row.userToken),
       sorted.map((row) => row.storeId),
       sorted.map((row) => row.key),
-      sorted.map((row) => hex(row.value)),
+      sorted.map((row) => row.value),
     ];
     const applied: boolean[] = rows.map(() => false);
     if (kind === 'unconditional') {
