@@ -1,20 +1,22 @@
 /**
  * npm run bench:server
  *
- * The same workload two ways, in one run and one process tree, against the same PostgreSQL:
- *   raw    — this process talks to PostgreSQL through `pg`, running exactly the statements the
- *            server runs (the reference's upsert, and the keyed select);
+ * The same workload three ways, in one run and one process tree, against the same PostgreSQL:
+ *   raw    — this process talks to PostgreSQL through `pg`, running the server's single-row
+ *            statements (the reference's upsert, and the keyed select), one per operation;
  *   server — `ldk-vss serve` in a child process (PostgreSQL backend, default signature auth),
  *            driven over HTTP/1.1 keep-alive with protobuf PutObjects (one item, version -1,
- *            as LDK Node writes) and GetObject.
+ *            as LDK Node writes) and GetObject;
+ *   floor  — the same HTTP client against a do-nothing node:http server: what the HTTP hop
+ *            alone allows on this machine.
  * 1 KiB values, 1/16/64 concurrent clients, puts and gets of keys drawn from a pre-filled set
- * (so both sides upsert and read the same rows). Prints ops/s, p50/p99 latency and the
- * server/raw throughput ratio. Target: ≥ 0.8x at concurrency 16.
+ * (so both sides upsert and read the same rows). Prints ops/s, p50/p99 latency, CPU per
+ * operation and the server/raw throughput ratio. Target: ≥ 0.8x at concurrency 16.
  *
  * Database: DATABASE_URL, else TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres;
  * the benchmark uses (and afterwards drops) its own database `ldkvss_bench_<pid>` on that server.
- * The machine may be shared, so raw and server are measured in alternating rounds and the
- * median round is reported for each side.
+ * The machine may be shared, so the sides are measured in alternating rounds and the median
+ * round is reported for each; an unreported first pass warms up client and server.
  * Knobs: BENCH_ROUNDS (default 3), BENCH_SECONDS (per round and side, default 2),
  * BENCH_KEYS (default 5000), BENCH_POOL (default 32: the raw side's pool is min(concurrency,
  * BENCH_POOL) connections, the server's VSS_PSQL_POOL_SIZE is BENCH_POOL), BENCH_CONCURRENCY
@@ -40,6 +42,7 @@ const DATABASE = `ldkvss_bench_${process.pid}`;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
 const WARMUP_SECONDS = 0.5;
+const WARMUP_PASS_SECONDS = 1.5;
 const KEY_COUNT = Number(process.env.BENCH_KEYS ?? 5000);
 const POOL_SIZE = Number(process.env.BENCH_POOL ?? 32);
 const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,16,64').split(',').map(Number);
@@ -316,7 +319,9 @@ async function main(): Promise<void> {
     const cpuText = (r: Result, withServer: boolean) =>
       (withServer ? `${r.cpu.client.toFixed(0)}/${r.cpu.server.toFixed(0)}/${r.cpu.postgres.toFixed(0)}` : `${r.cpu.client.toFixed(0)}/-/${r.cpu.postgres.toFixed(0)}`).padStart(15);
     const ratios: Record<string, number> = {};
-    for (const concurrency of CONCURRENCY) {
+    // A first, unreported pass warms up the JIT of client and server (a server runs warm in
+    // production, and the first rows would otherwise pay for compilation).
+    for (const [concurrency, warmingUp] of [[16, true] as const, ...CONCURRENCY.map((c) => [c, false] as const)]) {
       const pool = new pg.Pool({ connectionString: databaseUrl(DATABASE), max: Math.min(concurrency, POOL_SIZE) });
       const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
       const rawPut = (key: string) => pool.query({ ...UPSERT, values: [USER_TOKEN, STORE_ID, key, VALUE] }).then(() => undefined);
@@ -340,6 +345,10 @@ async function main(): Promise<void> {
         ['get', rawGet, vssGet(server.url), vssGet(httpFloor.url)],
       ] as const) {
         if (!OPS.includes(name)) continue;
+        if (warmingUp) {
+          for (const side of [raw, served, floor]) await measure(concurrency, WARMUP_PASS_SECONDS, side, probe);
+          continue;
+        }
         const [r, s, f] = await compare(concurrency, [raw, served, floor], probe);
         const ratio = s.opsPerSecond / r.opsPerSecond;
         ratios[`${name}@${concurrency}`] = ratio;
