@@ -17,7 +17,7 @@
  * the benchmark uses (and afterwards drops) its own database `ldkvss_bench_<pid>` on that server.
  * The machine may be shared, so the sides are measured in alternating rounds and the median
  * round is reported for each; an unreported first pass warms up client and server.
- * Knobs: BENCH_ROUNDS (default 3), BENCH_SECONDS (per round and side, default 2),
+ * Knobs: BENCH_ROUNDS (default 5), BENCH_SECONDS (per round and side, default 2),
  * BENCH_KEYS (default 5000), BENCH_POOL (default 32: the raw side's pool is min(concurrency,
  * BENCH_POOL) connections, the server's VSS_PSQL_POOL_SIZE is BENCH_POOL), BENCH_CONCURRENCY
  * (default 1,16,64), BENCH_OPS (default put,get), BENCH_ROUTING=express (the server routes the
@@ -39,7 +39,7 @@ import { keyValue, vss } from '../src/protocol/index.js';
 
 const BASE_URL = process.env.DATABASE_URL ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const DATABASE = `ldkvss_bench_${process.pid}`;
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
 const WARMUP_SECONDS = 0.5;
 const WARMUP_PASS_SECONDS = 1.5;
