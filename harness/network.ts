@@ -74,6 +74,9 @@ export class WalletNetwork {
   private wakeUp: (() => void) | undefined;
   private roundWaiters: (() => void)[] = [];
   private lastTick = Date.now();
+  private lastFullRound = 0;
+  /** Nodes with news since their last poll (see `pass`). */
+  private readonly dirty = new Set<WalletNode>();
   /** Pump errors (an exception in a node) stop the pump and fail every wait. */
   private pumpError: Error | undefined;
 
@@ -110,7 +113,11 @@ export class WalletNetwork {
 
   private register(node: WalletNode): void {
     this.nodes.set(node.name, node);
-    node.on('activity', () => this.wake());
+    this.dirty.add(node);
+    node.on('activity', () => {
+      this.dirty.add(node);
+      this.wake();
+    });
   }
 
   node(name: string): WalletNode {
@@ -153,12 +160,38 @@ export class WalletNetwork {
 
   /** One synchronous round over every live node and connection. */
   round(): boolean {
+    return this.pass(true);
+  }
+
+  /**
+   * One round. `all` polls every node; otherwise only nodes with news since their last poll
+   * (their own activity, bytes delivered to them, or work left from their last poll). The
+   * pump polls everyone at least every IDLE_POLL_MS, which catches anything else.
+   */
+  private pass(all: boolean): boolean {
     let didWork = false;
-    for (const node of this.liveNodes()) didWork = node.poll() || didWork;
-    for (const { conn } of this.connections) didWork = conn.deliver() || didWork;
+    if (all) this.lastFullRound = Date.now();
+    for (const node of this.liveNodes()) {
+      if (!all && !this.dirty.has(node)) continue;
+      this.dirty.delete(node);
+      if (node.poll()) {
+        didWork = true;
+        this.dirty.add(node);
+      }
+    }
+    for (const { a, b, conn } of this.connections) {
+      if (conn.deliver()) {
+        didWork = true;
+        this.dirty.add(a);
+        this.dirty.add(b);
+      }
+    }
     if (Date.now() - this.lastTick >= TIMER_TICK_MS) {
       this.lastTick = Date.now();
-      for (const node of this.liveNodes()) node.timerTick();
+      for (const node of this.liveNodes()) {
+        node.timerTick();
+        this.dirty.add(node);
+      }
     }
     return didWork;
   }
@@ -166,7 +199,7 @@ export class WalletNetwork {
   private async pump(): Promise<void> {
     try {
       while (!this.stopping) {
-        const didWork = this.round();
+        const didWork = this.pass(Date.now() - this.lastFullRound >= IDLE_POLL_MS);
         for (const resolve of this.roundWaiters.splice(0)) resolve();
         if (!didWork) {
           await new Promise<void>((resolve) => {
@@ -277,6 +310,7 @@ export class WalletNetwork {
     for (const block of this.chain.mineBlocks(count)) {
       for (const node of this.liveNodes()) node.connectBlock(block);
     }
+    for (const node of this.liveNodes()) this.dirty.add(node);
     this.wake();
   }
 
@@ -329,6 +363,7 @@ export class WalletNetwork {
       from.payments.set(hashHex, { paymentHash: hashHex, direction: 'outbound', amountMsat, status: 'failed', failureReason: 'send_payment refused' });
       throw new Error(`${from.name}: send_payment failed`);
     }
+    this.dirty.add(from);
     this.wake();
     return { from, to, paymentHash: hashHex, paymentId, amountMsat };
   }

@@ -28,7 +28,9 @@ import {
   readManagerBytes,
   readNetworkGraph,
   readScorer,
+  type ManagerWriter,
   type PersistenceLogger,
+  type VssPersister,
 } from '../../src/ldk/index.js';
 import { createLimiter } from '../../src/ldk/concurrency.js';
 import {
@@ -344,6 +346,27 @@ describe('LdkEventLoop', () => {
     expect(handled).toEqual(['Event_PendingHTLCsForwardable']);
     expect(loop.stats.managerWrites).toBe(1);
     expect(loop.persisting).toBe(false);
+  });
+
+  it('a monitor write requested while the app handles an event (e.g. claim_funds) starts the manager write in the same pass', async () => {
+    const { state, channelManager, chainMonitor } = fakeNode();
+    let writer: ManagerWriter | undefined;
+    const written: number[] = [];
+    // The persister's side of the link: the loop hands it the manager bytes with their tick.
+    const persister = {
+      linkManagerWriter: (w: ManagerWriter) => {
+        writer = w;
+        return { tickNow: () => 7, durable: () => {}, writeManager: async (_bytes: Uint8Array, tick: number) => void written.push(tick) };
+      },
+    } as unknown as VssPersister;
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store: new MemoryKVStore(), persister, handleEvent: () => writer!.requestPersist() });
+    state.pending.push(ldk.Event.constructor_pending_htlcs_forwardable(0n));
+    expect(loop.poll()).toBe(true);
+    expect(state.pending).toHaveLength(0); // delivered
+    expect(loop.persisting).toBe(true); // and the write it asked for is already under way
+    await loop.idle();
+    expect(written).toEqual([7]);
+    expect(loop.owesManagerWrite).toBe(false);
   });
 
   it('coalesces manager writes LDK asks for while nothing needs them, up to coalesceMs', async () => {
