@@ -19,6 +19,11 @@ export interface NodeHttpFetchOptions {
   maxSockets?: number;
   /** Idle keep-alive sockets are closed after this long (default 4 s, below common server timeouts). */
   idleSocketTimeoutMs?: number;
+  /**
+   * Certificate authorities (PEM) trusted for https URLs instead of Node's default roots, for a
+   * VSS server behind a private CA. Default: Node's roots.
+   */
+  ca?: string | readonly string[];
 }
 
 function builtin<T>(id: string): T | undefined {
@@ -68,7 +73,8 @@ export function nodeHttpFetch(options: NodeHttpFetchOptions = {}): FetchFunction
   const https = builtin<Https>('node:https');
   if (!http || !https) throw new Error('nodeHttpFetch needs Node.js (process.getBuiltinModule is not available here)');
   const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? Infinity, timeout: options.idleSocketTimeoutMs ?? 4_000, scheduling: 'lifo' as const };
-  const agents = { 'http:': new http.Agent(agentOptions), 'https:': new https.Agent(agentOptions) };
+  const tls = options.ca === undefined ? {} : { ca: typeof options.ca === 'string' ? options.ca : [...options.ca] };
+  const agents = { 'http:': new http.Agent(agentOptions), 'https:': new https.Agent({ ...agentOptions, ...tls }) };
 
   return (input, init) =>
     new Promise<FetchResponse>((resolve, reject) => {

@@ -4,7 +4,9 @@
  * answer, a body that stops halfway, a huge body, no protocol header) to check deadlines,
  * aborts and error codes.
  */
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -167,5 +169,51 @@ describe('nodeHttpFetch transport behaviour', () => {
     expect(seen).toEqual([{ body: 'héllo', header: 'yes' }]);
     await expect(fetchFn('ftp://example.invalid/x', { method: 'GET' })).rejects.toThrow(/unsupported URL scheme/);
     await raw.close();
+  });
+});
+
+describe('nodeHttpFetch over HTTPS', () => {
+  // A self-signed certificate for localhost / 127.0.0.1 (test fixture, not a secret).
+  const cert = readFileSync(new URL('./fixtures/localhost-cert.pem', import.meta.url), 'utf8');
+  const key = readFileSync(new URL('./fixtures/localhost-key.pem', import.meta.url), 'utf8');
+
+  async function httpsVssLikeServer(): Promise<{ url: string; close(): Promise<void> }> {
+    const server = createHttpsServer({ cert, key }, (req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.setHeader('vss-protocol-version', '0');
+        res.end(vss.GetObjectResponse.encode({ value: keyValue('k', 3n, bytes('over tls')) }).finish());
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    return {
+      url: `https://127.0.0.1:${port}`,
+      close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+    };
+  }
+
+  it('trusts a server whose certificate chains to the configured CA', async () => {
+    const server = await httpsVssLikeServer();
+    try {
+      const client = new VssClient(server.url, { fetch: nodeHttpFetch({ ca: cert }), retryPolicy: NO_RETRY });
+      const { value } = await client.getObject({ storeId: 's', key: 'k' });
+      expect(new TextDecoder().decode(value!.value!)).toBe('over tls');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('refuses an untrusted certificate with a network error (never falls back to plain HTTP)', async () => {
+    const server = await httpsVssLikeServer();
+    try {
+      const client = new VssClient(server.url, { fetch: nodeHttpFetch(), retryPolicy: NO_RETRY });
+      const error = await client.getObject({ storeId: 's', key: 'k' }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(VssClientError);
+      expect((error as VssClientError).reason).toBe('network');
+      expect(String((error as Error).cause ?? error)).toMatch(/self[- ]signed|certificate/i);
+    } finally {
+      await server.close();
+    }
   });
 });
