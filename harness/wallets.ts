@@ -9,6 +9,11 @@
  * Every store is wrapped in a `CrashableStore`, so a crash can be placed at an exact
  * persistence step; a plain `crash()` drops the node and cuts its store at once (no further
  * write reaches the server).
+ *
+ * Atomic batches are on by default (as in production with a VssStore): VssPersister writes
+ * each ChannelManager together with the monitor updates waiting for it in one request.
+ * `atomicBatches: false` (per fleet, per wallet or per restore) makes the store hide
+ * `writeBatch`, so the persister writes the manager first and each monitor write after it.
  */
 import { randomBytes } from 'node:crypto';
 import { HDKey } from '@scure/bip32';
@@ -69,17 +74,26 @@ export interface AddWalletOptions {
   mode?: PersistenceMode;
   /** VssPersister options (backoff, maximumPendingUpdates, stall threshold...). */
   persister?: VssPersistenceOptions;
+  /**
+   * Let the wallet's store write atomic batches when the store underneath can (default: the
+   * fleet's setting, itself true by default). Restores keep the wallet's setting.
+   */
+  atomicBatches?: boolean;
 }
 
 export interface RestoreWalletOptions {
   mode?: PersistenceMode;
   persister?: VssPersistenceOptions;
+  /** See AddWalletOptions.atomicBatches (default: the crashed instance's setting, or the fleet's). */
+  atomicBatches?: boolean;
   /** Reconnect to the peers the wallet had in this fleet (default true). */
   reconnect?: boolean;
 }
 
 export interface Wallet extends WalletIdentity {
   mode: PersistenceMode;
+  /** Whether atomic batches were asked for (the store offers them only if the one underneath can: see `store.atomicBatches`). */
+  atomicBatches: boolean;
   node: WalletNode;
   store: CrashableStore;
   handle: WalletStoreHandle;
@@ -100,6 +114,13 @@ export function nodeSeedOf(walletSeed: Uint8Array): Uint8Array {
 
 const FAST_BACKOFF = { initialDelayMs: 20, maxDelayMs: 500 };
 
+export interface WalletFleetOptions {
+  /** Store ids are `<prefix>-<name>` unless given. */
+  storeIdPrefix?: string;
+  /** Default of every wallet's AddWalletOptions.atomicBatches (default true, the production path). */
+  atomicBatches?: boolean;
+}
+
 export class WalletFleet {
   readonly ledger = new PaymentLedger();
   private readonly wallets = new Map<string, Wallet>();
@@ -110,13 +131,15 @@ export class WalletFleet {
     readonly net: WalletNetwork,
     private readonly openStore: WalletStoreOpener,
     private readonly storeIdPrefix: string,
+    /** The default of AddWalletOptions.atomicBatches. */
+    readonly atomicBatches: boolean,
   ) {}
 
   /** A fleet on a new network (the pump is started). */
-  static async create(openStore: WalletStoreOpener, options: { storeIdPrefix?: string } = {}): Promise<WalletFleet> {
+  static async create(openStore: WalletStoreOpener, options: WalletFleetOptions = {}): Promise<WalletFleet> {
     const net = await WalletNetwork.create();
     net.start();
-    return new WalletFleet(net, openStore, options.storeIdPrefix ?? `wallet-${randomBytes(4).toString('hex')}`);
+    return new WalletFleet(net, openStore, options.storeIdPrefix ?? `wallet-${randomBytes(4).toString('hex')}`, options.atomicBatches ?? true);
   }
 
   /**
@@ -158,10 +181,11 @@ export class WalletFleet {
     if (this.wallets.has(name)) throw new Error(`wallet ${name} exists`);
     const identity: WalletIdentity = { name, seed: options.seed ?? randomBytes(64), storeId: options.storeId ?? `${this.storeIdPrefix}-${name}` };
     const handle = await this.openStore(identity);
-    const store = new CrashableStore(handle.store);
+    const atomicBatches = options.atomicBatches ?? this.atomicBatches;
+    const store = new CrashableStore(handle.store, { atomicBatches });
     const mode = options.mode ?? 'vss-persister';
     const node = this.net.addNode({ name, seed: nodeSeedOf(identity.seed), persistence: this.persistence(mode, store, handle, options) });
-    const wallet: Wallet = { ...identity, mode, node, store, handle, incarnation: 1 };
+    const wallet: Wallet = { ...identity, mode, atomicBatches, node, store, handle, incarnation: 1 };
     this.wallets.set(name, wallet);
     this.ledger.track(node);
     for (const listener of this.walletListeners) listener(wallet);
@@ -238,7 +262,10 @@ export class WalletFleet {
   async restore(name: string, options: RestoreWalletOptions = {}): Promise<Wallet> {
     const old = this.wallet(name);
     if (!old.node.crashed) throw new Error(`wallet ${name} is running; crash it first`);
-    return this.restoreIdentity({ name: old.name, storeId: old.storeId, seed: old.seed }, options.mode ?? old.mode, old.incarnation + 1, options);
+    return this.restoreIdentity({ name: old.name, storeId: old.storeId, seed: old.seed }, options.mode ?? old.mode, old.incarnation + 1, {
+      ...options,
+      atomicBatches: options.atomicBatches ?? old.atomicBatches,
+    });
   }
 
   /**
@@ -253,7 +280,8 @@ export class WalletFleet {
   private async restoreIdentity(identity: WalletIdentity, mode: PersistenceMode, incarnation: number, options: RestoreWalletOptions): Promise<Wallet> {
     const name = identity.name;
     const handle = await this.openStore(identity);
-    const store = new CrashableStore(handle.store);
+    const atomicBatches = options.atomicBatches ?? this.atomicBatches;
+    const store = new CrashableStore(handle.store, { atomicBatches });
     let result;
     try {
       result = await this.net.restoreNode({ name, seed: nodeSeedOf(identity.seed), persistence: this.persistence(mode, store, handle, options) });
@@ -266,7 +294,7 @@ export class WalletFleet {
       monitors: result.restored.monitors.map((m) => ({ name: m.name, updateId: m.monitor.get_latest_update_id() })),
       stats: result.restored.stats,
     };
-    const wallet: Wallet = { ...identity, mode, node: result.node, store, handle, incarnation, restoreStats: result.restored.stats, restoreReport };
+    const wallet: Wallet = { ...identity, mode, atomicBatches, node: result.node, store, handle, incarnation, restoreStats: result.restored.stats, restoreReport };
     this.wallets.set(name, wallet);
     this.ledger.track(result.node);
     for (const listener of this.walletListeners) listener(wallet);
