@@ -10,6 +10,7 @@ import { WalletFleet } from '../../../harness/wallets.js';
 import { vssStoreOpener, type VssWalletOptions } from '../../../harness/vss-wallet.js';
 import { channelView, waitChannelSettled } from '../../../harness/wallet-ops.js';
 import type { OpenedChannel } from '../../../harness/network.js';
+import type { CrashableStore } from '../../../harness/crash-store.js';
 
 export async function startServer(backend: BackendOption = 'pglite'): Promise<StartedVssServer> {
   return startVssServer({ backend, logLevel: 'silent' });
@@ -20,14 +21,78 @@ export interface Pair {
   channel: OpenedChannel;
 }
 
-/** Wallets A and B on `serverUrl`, connected, with one channel A->B (B was pushed `pushMsat`). */
-export async function openPair(serverUrl: string, options: { pushMsat?: bigint; zeroConf?: boolean; wallet?: Partial<VssWalletOptions>; mode?: 'vss-persister' | 'ldk-sync' } = {}): Promise<Pair> {
-  const fleet = await WalletFleet.create(vssStoreOpener({ serverUrl, ...options.wallet }), { storeIdPrefix: `e2e-${randomBytes(4).toString('hex')}` });
+export interface OpenPairOptions {
+  pushMsat?: bigint;
+  zeroConf?: boolean;
+  wallet?: Partial<VssWalletOptions>;
+  mode?: 'vss-persister' | 'ldk-sync';
+  /**
+   * One atomic batch per step (default true, the production path): the manager and the monitor
+   * updates it covers in one request. `false`: the manager first, then each monitor write.
+   */
+  atomicBatches?: boolean;
+}
+
+/**
+ * Wallets A and B on `serverUrl`, connected, with one channel A->B (B was pushed `pushMsat`).
+ *
+ * The managers both wallets owe after the open are made durable before this returns, so the
+ * crash tests built on it start from a settled open (the open itself has its own test).
+ */
+export async function openPair(serverUrl: string, options: OpenPairOptions = {}): Promise<Pair> {
+  const fleet = await WalletFleet.create(vssStoreOpener({ serverUrl, ...options.wallet }), {
+    storeIdPrefix: `e2e-${randomBytes(4).toString('hex')}`,
+    atomicBatches: options.atomicBatches,
+  });
   await fleet.addWallet('A', { mode: options.mode });
   await fleet.addWallet('B', { mode: options.mode });
   await fleet.connect('A', 'B');
   const channel = await fleet.openChannel('A', 'B', { pushMsat: options.pushMsat ?? 300_000_000n, zeroConf: options.zeroConf });
+  await Promise.all(['A', 'B'].map((name) => fleet.node(name).eventLoop?.persistIfNeeded()));
   return { fleet, channel };
+}
+
+/** How the writes of a fleet's wallets travelled, over every incarnation. */
+export interface RequestTally {
+  /** Atomic batches that became durable. */
+  batches: number;
+  /** Batches that carried a ChannelManager and at least one monitor update. */
+  managerWithUpdates: number;
+  /** Largest number of monitor updates one batch carried. */
+  maxUpdatesInOneBatch: number;
+  /** Monitor updates durable inside a batch with a manager / written on their own. */
+  updatesWithManager: number;
+  updatesAlone: number;
+}
+
+/** Starts counting request shapes for every current and future wallet of `fleet`. */
+export function tallyRequests(fleet: WalletFleet, names: readonly string[] = ['A', 'B']): RequestTally {
+  const tally: RequestTally = { batches: 0, managerWithUpdates: 0, maxUpdatesInOneBatch: 0, updatesWithManager: 0, updatesAlone: 0 };
+  const watched = new WeakSet<CrashableStore>();
+  const watch = (store: CrashableStore): void => {
+    if (watched.has(store)) return;
+    watched.add(store);
+    let seen = store.batches.length;
+    store.onWrite((w) => {
+      if (w.kind === 'monitor-update' && w.batchSeq === undefined) tally.updatesAlone++;
+      // Each batch is complete in `store.batches` once its first write is reported.
+      for (; seen < store.batches.length; seen++) {
+        const kinds = store.batches[seen].items.map((i) => i.kind);
+        const updates = kinds.filter((k) => k === 'monitor-update').length;
+        tally.batches++;
+        tally.maxUpdatesInOneBatch = Math.max(tally.maxUpdatesInOneBatch, updates);
+        if (kinds.includes('manager')) {
+          if (updates > 0) tally.managerWithUpdates++;
+          tally.updatesWithManager += updates;
+        } else {
+          tally.updatesAlone += updates;
+        }
+      }
+    });
+  };
+  for (const name of names) watch(fleet.wallet(name).store);
+  fleet.onWallet((w) => watch(w.store));
+  return tally;
 }
 
 /**
