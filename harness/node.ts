@@ -8,8 +8,8 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import * as ldk from 'lightningdevkit';
-import { LdkEventLoop, restoreNode, silentLogger, type PersistenceLogger, type RestoredNode } from '../src/ldk/index.js';
-import { syntheticFundingTransaction, type Block, type SyntheticChain } from './chain.js';
+import { LdkEventLoop, ManagerOrderedBroadcaster, restoreNode, silentLogger, type PersistenceLogger, type RestoredNode } from '../src/ldk/index.js';
+import { displayHex, syntheticFundingTransaction, txidHex, type Block, type SyntheticChain } from './chain.js';
 import type { NodeContext, NodePersistence, PersistenceFactory } from './persistence.js';
 import { memoryPersistence } from './persistence.js';
 
@@ -62,6 +62,7 @@ export class WalletNode extends EventEmitter<WalletNodeEvents> {
   readonly loggerImpl: ldk.LoggerInterface;
   readonly feeEstimator: ldk.FeeEstimator;
   readonly broadcaster: ldk.BroadcasterInterface;
+  readonly orderedBroadcaster: ManagerOrderedBroadcaster;
   readonly config: ldk.UserConfig;
   readonly router: ldk.Router;
   readonly messageRouter: ldk.MessageRouter;
@@ -110,15 +111,19 @@ export class WalletNode extends EventEmitter<WalletNodeEvents> {
     this.logger = ldk.Logger.new_impl(this.loggerImpl);
     const feeRate = options.feeRateSatPerKw ?? 253;
     this.feeEstimator = ldk.FeeEstimator.new_impl({ get_est_sat_per_1000_weight: () => feeRate });
-    this.broadcaster = ldk.BroadcasterInterface.new_impl({
-      broadcast_transactions: (txs: Uint8Array[]) => {
+    // Transactions leave once a ChannelManager that knows them is durable (when the node
+    // persists its manager through an LdkEventLoop; at once otherwise).
+    this.orderedBroadcaster = new ManagerOrderedBroadcaster(
+      (txs) => {
         for (const tx of txs) {
-          this.broadcasts.push(Uint8Array.from(tx));
+          this.broadcasts.push(tx);
           this.chain.broadcast(tx);
         }
         this.emit('activity');
       },
-    });
+      { log: this.log },
+    );
+    this.broadcaster = this.orderedBroadcaster.broadcaster;
     this.config = ldk.UserConfig.constructor_default();
     this.config.set_manually_accept_inbound_channels(true);
     options.configure?.(this.config);
@@ -243,6 +248,7 @@ export class WalletNode extends EventEmitter<WalletNodeEvents> {
         persister: this.persistence.linkManager === false ? undefined : this.persistence.vssPersister,
         backoff: this.persistence.backoff,
         log: this.log,
+        broadcaster: this.orderedBroadcaster,
       });
       this.eventLoop.on('manager-persisted', () => this.emit('activity'));
       this.eventLoop.on('persist-requested', () => this.emit('activity'));
@@ -302,6 +308,33 @@ export class WalletNode extends EventEmitter<WalletNodeEvents> {
     const data = txdata(block);
     this.chainMonitor.as_Listen().filtered_block_connected(block.header, data, block.height);
     this.channelManager.as_Listen().filtered_block_connected(block.header, data, block.height);
+  }
+
+  /**
+   * What a wallet's on-chain side does after a restore: takes over the funding transactions
+   * it built before (`previous`, from the crashed incarnation) and sends again those a
+   * channel of this node still waits for. A crash just after the ChannelManager that knows a
+   * funding broadcast is durable, and before the broadcast itself, leaves the transaction
+   * unsent, and LDK 0.1.0 does not send funding transactions again by itself.
+   * Returns the txids sent again.
+   */
+  resendUnconfirmedFunding(previous: ReadonlyMap<string, Uint8Array>): string[] {
+    const awaited = new Set<string>();
+    for (const c of this.channels()) {
+      const txo = c.get_funding_txo() as ldk.OutPoint | null;
+      if (txo && !c.get_is_channel_ready()) awaited.add(displayHex(txo.get_txid()));
+    }
+    const sent: string[] = [];
+    for (const [temporaryId, tx] of previous) {
+      this.fundingTransactions.set(temporaryId, tx);
+      const txid = txidHex(tx);
+      if (!awaited.has(txid) || this.chain.confirmationHeight(txid) !== undefined || this.broadcasts.some((b) => txidHex(b) === txid)) continue;
+      this.broadcasts.push(tx);
+      this.chain.broadcast(tx);
+      sent.push(txid);
+    }
+    if (sent.length > 0) this.emit('activity');
+    return sent;
   }
 
   channels(): ldk.ChannelDetails[] {

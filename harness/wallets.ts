@@ -294,6 +294,9 @@ export class WalletFleet {
       monitors: result.restored.monitors.map((m) => ({ name: m.name, updateId: m.monitor.get_latest_update_id() })),
       stats: result.restored.stats,
     };
+    // The wallet's on-chain side carries over to the new incarnation (node.ts explains why).
+    const previous = this.wallets.get(name);
+    if (previous) result.node.resendUnconfirmedFunding(previous.node.fundingTransactions);
     const wallet: Wallet = { ...identity, mode, atomicBatches, node: result.node, store, handle, incarnation, restoreStats: result.restored.stats, restoreReport };
     this.wallets.set(name, wallet);
     this.ledger.track(result.node);

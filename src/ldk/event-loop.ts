@@ -16,6 +16,7 @@ import { describeError, stderrLogger, type PersistenceLogger } from './log.js';
 import { writeManagerBytes } from './manager.js';
 import { backoffDelay, isTransientStoreError, sleep, type BackoffOptions } from './retry.js';
 import type { ManagerWriteTracker, VssPersister } from './persister.js';
+import type { ManagerDurability, ManagerOrderedBroadcaster } from './broadcaster.js';
 
 /**
  * Handles one LDK event, synchronously, inside LDK's event processing (calling
@@ -49,6 +50,12 @@ export interface LdkEventLoopOptions {
    * the monitors (with a linked persister).
    */
   coalesceMs?: number;
+  /**
+   * The broadcaster given to LDK, if it is a ManagerOrderedBroadcaster: the loop attaches
+   * itself so transactions leave only once a manager that knows them is durable. Strongly
+   * recommended (see broadcaster.ts for the crash it prevents).
+   */
+  broadcaster?: ManagerOrderedBroadcaster;
 }
 
 export interface ManagerPersistedEvent {
@@ -65,7 +72,14 @@ export interface LdkEventLoopEvents {
   fatal: [Error];
 }
 
-export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
+interface DurabilityWaiter {
+  /** Satisfied by a write whose sequence number is above this. */
+  after: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements ManagerDurability {
   private readonly cm: ldk.ChannelManager;
   private readonly log: PersistenceLogger;
   private readonly isTransient: (err: unknown) => boolean;
@@ -90,6 +104,9 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
   private deliverNext = false;
   private delivering = false;
   private readonly coalesceMs: number;
+  /** Manager writes serialized so far (each gets the next number). */
+  private writesSerialized = 0;
+  private durabilityWaiters: DurabilityWaiter[] = [];
   readonly stats = { managerWrites: 0, managerBytes: 0, eventsHandled: 0, retries: 0 };
 
   constructor(private readonly options: LdkEventLoopOptions) {
@@ -108,6 +125,7 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
       },
       options.store,
     );
+    options.broadcaster?.attach(this);
     this.handler = ldk.EventHandler.new_impl({
       handle_event: (event: ldk.Event): ldk.Result_NoneReplayEventZ => {
         if (this.dirtySince !== undefined && !this.delivering) {
@@ -190,6 +208,32 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
     if (this.failure) throw this.failure;
   }
 
+  /**
+   * Resolves once a ChannelManager serialized after this call is durable, and asks for that
+   * write now; rejects if the loop stops or fails first. Safe to call from inside LDK
+   * callbacks: it only flags the write, which starts on the next pass.
+   */
+  managerDurable(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.stopped) return Promise.reject(new PersisterStoppedError('event loop stopped'));
+    return new Promise((resolve, reject) => {
+      this.durabilityWaiters.push({ after: this.writesSerialized, resolve, reject });
+      this.forced = true;
+      this.wake?.();
+      this.emit('persist-requested');
+    });
+  }
+
+  private settleWaiters(durableSeq: number | undefined, err?: Error): void {
+    const waiting = this.durabilityWaiters;
+    this.durabilityWaiters = [];
+    for (const waiter of waiting) {
+      if (err) waiter.reject(err);
+      else if (durableSeq !== undefined && durableSeq > waiter.after) waiter.resolve();
+      else this.durabilityWaiters.push(waiter);
+    }
+  }
+
   /** Persists the manager now if LDK asks for it, and waits until it is durable. */
   async persistIfNeeded(): Promise<void> {
     await this.idle();
@@ -235,6 +279,7 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
     this.wake?.();
     await this.running;
     await this.inFlight;
+    this.settleWaiters(undefined, this.failure ?? new PersisterStoppedError('event loop stopped before the manager was durable'));
   }
 
   private waitForLdk(timeoutMs: number): Promise<void> {
@@ -260,10 +305,12 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
     // Serialize now: this is the state LDK asked to persist, and it knows every monitor
     // update handed to the persister up to this tick.
     const tick = this.tracker?.tickNow();
+    const seq = ++this.writesSerialized;
     const bytes = this.cm.write();
     for (let attempt = 1; ; attempt++) {
       if (this.stopped) {
         this.failure ??= new PersisterStoppedError('event loop stopped before the manager was durable');
+        this.settleWaiters(undefined, this.failure);
         return;
       }
       try {
@@ -272,12 +319,14 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> {
         else await writeManagerBytes(bytes, this.options.store);
         this.stats.managerWrites++;
         this.stats.managerBytes += bytes.length;
+        this.settleWaiters(seq);
         this.emit('manager-persisted', { bytes: bytes.length, latencyMs: Date.now() - started, attempts: attempt });
         return;
       } catch (err) {
         if (!this.isTransient(err)) {
           this.failure = err instanceof Error ? err : new Error(String(err));
           this.log.error({ cause: describeError(err) }, 'ChannelManager persistence stopped: this error is not retried; the node must shut down');
+          this.settleWaiters(undefined, this.failure);
           this.emit('fatal', this.failure);
           return;
         }

@@ -29,6 +29,13 @@ export {
 } from './monitors.js';
 export { persistManager, writeManagerBytes, persistNetworkGraph, persistScorer, readManagerBytes, readNetworkGraph, readScorer } from './manager.js';
 export { LdkEventLoop, type LdkEventLoopOptions, type LdkEventLoopEvents, type LdkEventHandler, type ManagerPersistedEvent } from './event-loop.js';
+export {
+  ManagerOrderedBroadcaster,
+  DEFAULT_MAX_BROADCAST_HOLD_MS,
+  type ManagerDurability,
+  type ManagerOrderedBroadcasterOptions,
+  type ManagerOrderedBroadcasterStats,
+} from './broadcaster.js';
 export { restoreNode, type RestoreNodeOptions, type RestoredNode } from './restore.js';
 export {
   migrateStore,

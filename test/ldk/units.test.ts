@@ -7,6 +7,7 @@ import * as ldk from 'lightningdevkit';
 import {
   LdkEventLoop,
   LdkVssStore,
+  ManagerOrderedBroadcaster,
   MigrationVerificationError,
   PersisterStoppedError,
   backoffDelay,
@@ -446,6 +447,101 @@ describe('LdkEventLoop', () => {
     await new Promise((r) => setTimeout(r, 30));
     await loop.stop();
     expect(loop.fatalError).toBeInstanceOf(PersisterStoppedError);
+  });
+});
+
+describe('ManagerOrderedBroadcaster', () => {
+  const tx = (n: number) => Uint8Array.of(2, 0, 0, 0, n);
+  const flush = () => new Promise((r) => setTimeout(r, 5));
+
+  it('sends at once while no manager writer is attached', () => {
+    const sent: Uint8Array[][] = [];
+    const b = new ManagerOrderedBroadcaster((txs) => void sent.push(txs));
+    b.broadcaster.broadcast_transactions([tx(1), tx(2)]);
+    expect(sent).toEqual([[tx(1), tx(2)]]);
+    expect(b.stats).toEqual({ sentAtOnce: 2, sentAfterManager: 0, sentAfterTimeout: 0, dropped: 0 });
+  });
+
+  it('holds a transaction until a manager serialized after the broadcast is durable (not one already in flight)', async () => {
+    const { state, channelManager, chainMonitor } = fakeNode();
+    const store = gatedStore();
+    const sent: Uint8Array[][] = [];
+    const b = new ManagerOrderedBroadcaster((txs) => void sent.push(txs));
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: () => {}, coalesceMs: 0, broadcaster: b });
+    state.needsPersistence = true;
+    expect(loop.poll()).toBe(true); // manager #1 serialized, its write waits at the store
+    b.broadcaster.broadcast_transactions([tx(1)]); // LDK broadcasts after #1 was serialized
+    expect(b.held).toBe(1);
+    expect(loop.owesManagerWrite).toBe(true);
+    store.release(); // #1 durable: it does not know the broadcast
+    await flush();
+    expect(sent).toEqual([]);
+    expect(loop.poll()).toBe(true); // #2, asked for by the broadcaster
+    await flush();
+    expect(sent).toEqual([]);
+    store.release();
+    await loop.idle();
+    await flush();
+    expect(sent).toEqual([[tx(1)]]);
+    expect(b.held).toBe(0);
+    expect(state.writes).toBe(2);
+    expect(b.stats.sentAfterManager).toBe(1);
+  });
+
+  it('drops what it holds when the loop stops before the manager is durable, as a crash would', async () => {
+    const { channelManager, chainMonitor } = fakeNode();
+    const store = new MemoryKVStore();
+    store.outage = true;
+    const log = capturingLogger();
+    const sent: Uint8Array[][] = [];
+    const b = new ManagerOrderedBroadcaster((txs) => void sent.push(txs), { log });
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: () => {}, backoff: { initialDelayMs: 5, maxDelayMs: 5 }, coalesceMs: 0, log, broadcaster: b });
+    b.broadcaster.broadcast_transactions([tx(3)]);
+    loop.poll();
+    await new Promise((r) => setTimeout(r, 30));
+    await loop.stop();
+    await flush();
+    expect(sent).toEqual([]);
+    expect(b.stats.dropped).toBe(1);
+    expect(log.lines.some((l) => l.level === 'warn' && /broadcast dropped/.test(l.message))).toBe(true);
+    // Once stopped, nothing can make a manager durable: later broadcasts are dropped too.
+    b.broadcaster.broadcast_transactions([tx(4)]);
+    await flush();
+    expect(sent).toEqual([]);
+    expect(b.stats.dropped).toBe(2);
+  });
+
+  it('sends anyway after maxHoldMs when the store does not confirm a manager write (a claim must not wait on storage)', async () => {
+    const { channelManager, chainMonitor } = fakeNode();
+    const store = new MemoryKVStore();
+    store.outage = true;
+    const log = capturingLogger();
+    const sent: Uint8Array[][] = [];
+    const b = new ManagerOrderedBroadcaster((txs) => void sent.push(txs), { maxHoldMs: 40, log });
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: () => {}, backoff: { initialDelayMs: 5, maxDelayMs: 5 }, coalesceMs: 0, log, broadcaster: b });
+    b.broadcaster.broadcast_transactions([tx(5)]);
+    loop.poll();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(sent).toEqual([]);
+    await new Promise((r) => setTimeout(r, 60));
+    expect(sent).toEqual([[tx(5)]]);
+    expect(b.stats.sentAfterTimeout).toBe(1);
+    expect(log.lines.some((l) => l.level === 'warn' && /before the ChannelManager/.test(l.message))).toBe(true);
+    // The write it waited for lands later: nothing is sent twice.
+    store.outage = false;
+    await loop.idle();
+    await flush();
+    expect(sent).toHaveLength(1);
+    await loop.stop();
+  });
+
+  it('a failing broadcaster is logged and never throws into LDK', () => {
+    const log = capturingLogger();
+    const b = new ManagerOrderedBroadcaster(() => {
+      throw new Error('node unreachable');
+    }, { log });
+    expect(() => b.broadcaster.broadcast_transactions([tx(6)])).not.toThrow();
+    expect(log.lines).toEqual([expect.objectContaining({ level: 'error', message: 'broadcaster threw' })]);
   });
 });
 
