@@ -3,7 +3,7 @@
  * the PostgreSQL backend: the zero-setup default of `ldk-vss serve`. One in-process
  * connection; PGlite queues concurrent queries and transactions itself.
  */
-import { PGlite, types, type QueryOptions, type Transaction } from '@electric-sql/pglite';
+import { MemoryFS, messages, PGlite, protocol, types } from '@electric-sql/pglite';
 import { mkdir } from 'node:fs/promises';
 import { migrate, type MigrationOutcome } from './migrations.js';
 import { SqlBackend, type SqlBackendOptions } from './sql-backend.js';
@@ -16,8 +16,6 @@ export interface PgliteBackendOptions extends SqlBackendOptions {
   db?: PGlite;
 }
 
-type Queryable = Pick<PGlite, 'query'> | Transaction;
-
 const BYTEA_OID = 17;
 const BYTEA_ARRAY_OID = 1001;
 
@@ -27,36 +25,223 @@ function serializeBytea(value: unknown): string {
 }
 
 /**
- * PGlite's own bytea conversion walks the value byte by byte in JavaScript (minutes for
- * 100 MiB); Buffer's native hex codec does the same in milliseconds. Arrays (the batch
- * statements' values) get the same element conversion.
+ * bytea results arrive as hex text: PGlite's own conversion walks the value byte by byte in
+ * JavaScript (minutes for 100 MiB), Buffer's native hex codec takes milliseconds. (Parameters go
+ * in binary, see PgliteDriver; the serializers only cover values of another shape.) Installed on
+ * the instance, for PgliteDriver and for anyone using `backend.db` directly.
  */
-const BYTEA_CODEC: QueryOptions = {
-  serializers: {
-    [BYTEA_OID]: serializeBytea,
-    [BYTEA_ARRAY_OID]: (values: unknown) => types.arraySerializer(values, serializeBytea, BYTEA_ARRAY_OID),
-  },
-  parsers: { [BYTEA_OID]: (text: string) => Buffer.from(text.slice(2), 'hex') },
-};
-
-async function run(db: Queryable, query: SqlQuery, params?: readonly unknown[]): Promise<SqlResult> {
-  const result = await db.query<Record<string, unknown>>(query.text, params ? [...params] : undefined, BYTEA_CODEC);
-  return { rows: result.rows, rowCount: result.affectedRows ?? 0 };
+function installByteaCodec(db: PGlite): void {
+  db.serializers[BYTEA_OID] = serializeBytea;
+  db.serializers[BYTEA_ARRAY_OID] = (values: unknown) => types.arraySerializer(values, serializeBytea, BYTEA_ARRAY_OID);
+  db.parsers[BYTEA_OID] = (text: string) => Buffer.from(text.slice(2), 'hex');
 }
 
+function isByteArrayList(value: unknown): value is readonly Uint8Array[] {
+  return Array.isArray(value) && value.every((element) => element instanceof Uint8Array);
+}
+
+/**
+ * A one-dimensional bytea[] in PostgreSQL's binary array format (dimensions, element type, then
+ * each element's length and bytes), so array values are neither hex-encoded here nor parsed
+ * character by character by the server's array_in.
+ */
+function encodeByteaArray(values: readonly Uint8Array[]): Uint8Array {
+  // An empty array has no dimensions.
+  const header = Buffer.alloc(values.length === 0 ? 12 : 20);
+  header.writeInt32BE(values.length === 0 ? 0 : 1, 0); // dimensions
+  header.writeInt32BE(0, 4); // no NULL elements
+  header.writeUInt32BE(BYTEA_OID, 8);
+  if (values.length > 0) {
+    header.writeInt32BE(values.length, 12);
+    header.writeInt32BE(1, 16); // lower bound
+  }
+  const parts: Uint8Array[] = [header];
+  for (const value of values) {
+    const length = Buffer.alloc(4);
+    length.writeInt32BE(value.byteLength, 0);
+    parts.push(length, value);
+  }
+  return Buffer.concat(parts);
+}
+
+/** What a prepared statement needs to bind parameters and name its result columns. */
+interface StatementShape {
+  paramTypes: readonly number[];
+  /** Column names and type OIDs; empty for statements without a result set. */
+  fields: ReadonlyArray<{ name: string; dataTypeID: number }>;
+}
+
+const { serialize } = protocol;
+
+/**
+ * Statements prepared on each PGlite instance: per instance rather than per driver, because
+ * prepared statements live in the database session, which every driver over that instance shares.
+ */
+const preparedShapes = new WeakMap<PGlite, Map<string, StatementShape>>();
+const SYNC = serialize.sync();
+const EXECUTE = serialize.execute({});
+
+/** Concatenation of protocol messages into one buffer, so PGlite handles them in one call. */
+function concatMessages(parts: readonly Uint8Array[]): Uint8Array {
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+}
+
+/**
+ * A SqlDriver that speaks the PostgreSQL wire protocol to PGlite directly instead of going
+ * through `PGlite.query`, which for every statement parses and plans the SQL again and makes
+ * six calls into the WebAssembly module (Parse, Describe, Bind, Describe, Execute, Sync), each
+ * with its own response parsing. Here a named statement is parsed and described once per
+ * instance; every later execution is one call with Bind, Execute and Sync, PostgreSQL reuses its
+ * plan, and bytea parameters travel in binary instead of hex. Statements without a name (startup
+ * and migration SQL) are parsed every time, as before.
+ *
+ * It takes PGlite's own locks (the transaction lock, then the query lock), so it can share the
+ * instance with PGlite's API; the PGlite instance must not be used through `execProtocol*`
+ * elsewhere.
+ */
 export class PgliteDriver implements SqlDriver {
-  constructor(readonly db: PGlite) {}
+  private readonly shapes: Map<string, StatementShape>;
+  /** One parser for every round trip (constructing one costs more than parsing a short reply). */
+  private parser = new protocol.Parser();
+
+  constructor(readonly db: PGlite) {
+    installByteaCodec(db);
+    let shapes = preparedShapes.get(db);
+    if (!shapes) preparedShapes.set(db, (shapes = new Map()));
+    this.shapes = shapes;
+  }
 
   query(query: SqlQuery, params?: readonly unknown[]): Promise<SqlResult> {
-    return run(this.db, query, params);
+    return this.db._runExclusiveTransaction(async () => {
+      const result = await this.db._runExclusiveQuery(() => this.run(query, params));
+      await this.db.syncToFs();
+      return result;
+    });
   }
 
   transaction<T>(work: (session: SqlSession) => Promise<T>): Promise<T> {
-    return this.db.transaction((tx) => work({ query: (query, params) => run(tx, query, params) }));
+    return this.db._runExclusiveTransaction(async () => {
+      await this.db._runExclusiveQuery(() => this.simple('BEGIN'));
+      const session: SqlSession = { query: (query, params) => this.db._runExclusiveQuery(() => this.run(query, params)) };
+      let result: T;
+      try {
+        result = await work(session);
+      } catch (error) {
+        await this.db._runExclusiveQuery(() => this.simple('ROLLBACK'));
+        throw error;
+      }
+      await this.db._runExclusiveQuery(() => this.simple('COMMIT'));
+      await this.db.syncToFs();
+      return result;
+    });
   }
 
   async close(): Promise<void> {
     if (!this.db.closed) await this.db.close();
+  }
+
+  /** Sends messages ending in Sync (or a simple query) and returns the replies; throws the first error PostgreSQL reported. */
+  private async roundTrip(message: Uint8Array): Promise<messages.BackendMessage[]> {
+    await this.db._checkReady();
+    const data = await this.db.execProtocolRaw(message, { syncToFs: false });
+    const replies: messages.BackendMessage[] = [];
+    try {
+      this.parser.parse(data, (reply) => replies.push(reply));
+    } catch (error) {
+      this.parser = new protocol.Parser();
+      throw error;
+    }
+    const error = replies.find((reply): reply is messages.DatabaseError => reply instanceof messages.DatabaseError);
+    if (error) throw error;
+    return replies;
+  }
+
+  /** A simple-protocol statement (transaction control). */
+  private async simple(text: string): Promise<void> {
+    await this.roundTrip(serialize.query(text));
+  }
+
+  private async shape(query: SqlQuery): Promise<StatementShape> {
+    const cached = query.name === undefined ? undefined : this.shapes.get(query.name);
+    if (cached) return cached;
+    const name = query.name ?? '';
+    const replies = await this.roundTrip(
+      concatMessages([serialize.parse({ name, text: query.text }), serialize.describe({ type: 'S', name }), SYNC]),
+    );
+    let paramTypes: readonly number[] = [];
+    let fields: StatementShape['fields'] = [];
+    for (const reply of replies) {
+      if (reply instanceof messages.ParameterDescriptionMessage) paramTypes = reply.dataTypeIDs;
+      else if (reply instanceof messages.RowDescriptionMessage) fields = reply.fields.map((f) => ({ name: f.name, dataTypeID: f.dataTypeID }));
+    }
+    const shape = { paramTypes, fields };
+    if (query.name !== undefined) this.shapes.set(query.name, shape);
+    return shape;
+  }
+
+  private async run(query: SqlQuery, params: readonly unknown[] = []): Promise<SqlResult> {
+    const shape = await this.shape(query);
+    const values = params.map((param, i): string | Uint8Array | null => {
+      if (param === null || param === undefined) return null;
+      // bytea goes in binary: no hex text twice the value's size to build and decode.
+      if (shape.paramTypes[i] === BYTEA_OID && param instanceof Uint8Array) return param;
+      if (shape.paramTypes[i] === BYTEA_ARRAY_OID && isByteArrayList(param)) return encodeByteaArray(param);
+      const serializer = this.db.serializers[shape.paramTypes[i]];
+      return serializer ? String(serializer(param)) : String(param);
+    });
+    const bind = serialize.bind({ statement: query.name ?? '', values });
+    const replies = await this.roundTrip(concatMessages([bind, EXECUTE, SYNC]));
+    const rows: Array<Record<string, unknown>> = [];
+    let rowCount = 0;
+    for (const reply of replies) {
+      if (reply instanceof messages.DataRowMessage) {
+        const row: Record<string, unknown> = {};
+        reply.fields.forEach((text, i) => {
+          const field = shape.fields[i];
+          const parser = this.db.parsers[field.dataTypeID];
+          row[field.name] = text === null ? null : parser ? parser(text, field.dataTypeID) : text;
+        });
+        rows.push(row);
+      } else if (reply instanceof messages.CommandCompleteMessage) {
+        // "INSERT 0 3", "UPDATE 2", "SELECT 1": the last number is the row count.
+        const count = /(\d+)$/.exec(reply.text);
+        rowCount = count ? Number(count[1]) : 0;
+      }
+    }
+    return { rows, rowCount };
+  }
+}
+
+type EmscriptenOptions = Parameters<MemoryFS['init']>[1];
+
+/** The part of Emscripten's in-memory file system that the growth policy below changes. */
+interface MemfsGrowth {
+  expandFileStorage(node: { contents: Uint8Array | null }, capacity: number): void;
+}
+
+/** Capacity factor for in-memory files that outgrow their buffer (Emscripten's own: 1.125 above 1 MiB). */
+const MEMFS_GROWTH = 1.5;
+
+/**
+ * The in-memory file system with fewer, larger buffer reallocations. Emscripten grows a file past
+ * 1 MiB by 12.5 % at a time, copying the whole file into a fresh zeroed buffer each time; the
+ * table holding values (TOAST) grows with every write, because PGlite runs no autovacuum, so a
+ * busy in-memory server spent about a tenth of its CPU in these copies and the page faults of
+ * the new buffers. Growing by half as much again costs at most a third of a file's buffer in
+ * unused capacity. Only for PGlite without a data directory (on disk, files are real files).
+ */
+class GrowingMemoryFS extends MemoryFS {
+  override async init(pg: PGlite, options: EmscriptenOptions): Promise<{ emscriptenOpts: EmscriptenOptions }> {
+    const { emscriptenOpts } = await super.init(pg, options);
+    const growFaster = (mod: { MEMFS: unknown }) => {
+      const memfs = mod.MEMFS as MemfsGrowth;
+      const expand = memfs.expandFileStorage.bind(memfs);
+      memfs.expandFileStorage = (node, capacity) => {
+        const current = node.contents?.length ?? 0;
+        expand(node, current >= capacity ? capacity : Math.max(capacity, Math.floor(current * MEMFS_GROWTH)));
+      };
+    };
+    return { emscriptenOpts: { ...emscriptenOpts, preRun: [...(emscriptenOpts.preRun ?? []), growFaster] } };
   }
 }
 
@@ -76,9 +261,16 @@ export class PgliteBackend extends SqlBackend {
 
   static async open(options: PgliteBackendOptions = {}): Promise<PgliteBackend> {
     if (options.db === undefined && options.dataDir !== undefined) await mkdir(options.dataDir, { recursive: true });
-    const db = options.db ?? (await PGlite.create(options.dataDir));
+    const inMemory = options.db === undefined && options.dataDir === undefined;
+    const db = options.db ?? ((inMemory ? await PGlite.create({ fs: new GrowingMemoryFS() }) : await PGlite.create(options.dataDir)));
     const driver = new PgliteDriver(db);
     try {
+      // New WAL segments are zero-filled by default, in 8 KiB writes that grow an in-memory file
+      // (and copy it) a dozen times per 16 MiB segment. Without the zero-fill PostgreSQL writes
+      // only the segment's last byte: one allocation. This changes no durability (recovery finds
+      // the end of WAL by its record checksums, not by zeroes), but it is applied in memory only:
+      // on disk the zero-fill reserves the segment's space before WAL must be written into it.
+      if (inMemory) await driver.query({ text: 'SET wal_init_zero = off' });
       const migration = await migrate(driver);
       if (migration.from !== migration.to) options.logger?.info({ ...migration, dataDir: options.dataDir }, 'applied database migrations');
       return new PgliteBackend(driver, options, migration, options.dataDir);

@@ -1,0 +1,180 @@
+/**
+ * PgliteDriver: the wire-protocol driver of the PGlite backend (named statements prepared once
+ * per instance, bytea parameters in binary, one call per execution, PGlite's own locks), and the
+ * in-memory tuning of PgliteBackend (file growth, WAL zero-fill).
+ */
+import { PGlite } from '@electric-sql/pglite';
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PgliteBackend, PgliteDriver } from '../../src/server/backends/pglite.js';
+import { statementRolledBack } from '../../src/server/backends/sql-backend.js';
+import { sqlState, type SqlQuery } from '../../src/server/backends/sql-driver.js';
+
+const ROUND_TRIP: SqlQuery = { name: 'test_bytea_round_trip', text: 'SELECT $1::bytea AS value, octet_length($1::bytea) AS size' };
+const ARRAY_ROUND_TRIP: SqlQuery = {
+  name: 'test_bytea_array',
+  text: 'SELECT i, v AS value, octet_length(v) AS size FROM unnest($1::bytea[]) WITH ORDINALITY AS u(v, i) ORDER BY i',
+};
+const INSERT: SqlQuery = { name: 'test_insert', text: 'INSERT INTO t (k, v) SELECT k, $2 FROM unnest($1::text[]) AS u(k)' };
+const UPDATE: SqlQuery = { name: 'test_update', text: 'UPDATE t SET v = $2 WHERE k = ANY ($1::text[])' };
+const SELECT: SqlQuery = { name: 'test_select', text: 'SELECT k, v, n FROM t WHERE k = ANY ($1::text[]) ORDER BY k' };
+
+describe('PgliteDriver', () => {
+  let db: PGlite;
+  let driver: PgliteDriver;
+
+  beforeAll(async () => {
+    db = await PGlite.create();
+    driver = new PgliteDriver(db);
+    await driver.query({ text: 'CREATE TABLE t (k text PRIMARY KEY, v bytea, n bigint DEFAULT 7)' });
+  });
+  afterAll(async () => {
+    await driver.close();
+  });
+
+  it('round-trips bytea parameters of every size and byte value, and reuses the prepared statement', async () => {
+    const everyByte = Uint8Array.from({ length: 256 }, (_, i) => i);
+    for (const value of [new Uint8Array(0), everyByte, randomBytes(7000), randomBytes(1 << 20)]) {
+      const { rows } = await driver.query(ROUND_TRIP, [value]);
+      expect(rows).toHaveLength(1);
+      expect(Number(rows[0].size)).toBe(value.byteLength);
+      expect(Buffer.compare(rows[0].value as Uint8Array, value)).toBe(0);
+    }
+    // A view into a larger buffer sends only its own bytes.
+    const backing = randomBytes(64);
+    const view = backing.subarray(10, 20);
+    expect(Buffer.compare((await driver.query(ROUND_TRIP, [view])).rows[0].value as Uint8Array, view)).toBe(0);
+    const prepared = await driver.query({ text: "SELECT count(*) AS n FROM pg_prepared_statements WHERE name = 'test_bytea_round_trip'" });
+    expect(Number(prepared.rows[0].n)).toBe(1);
+  });
+
+  it('sends bytea[] parameters, including an empty array and empty elements', async () => {
+    const values = [randomBytes(330), new Uint8Array(0), Uint8Array.from([0, 92, 120, 34, 44, 123, 125]), randomBytes(9000)];
+    const { rows } = await driver.query(ARRAY_ROUND_TRIP, [values]);
+    expect(rows.map((row) => Number(row.size))).toEqual(values.map((v) => v.byteLength));
+    rows.forEach((row, i) => expect(Buffer.compare(row.value as Uint8Array, values[i])).toBe(0));
+    expect((await driver.query(ARRAY_ROUND_TRIP, [[]])).rows).toEqual([]);
+  });
+
+  it('reports affected rows for INSERT, UPDATE, DELETE and SELECT, and parses columns by type', async () => {
+    expect((await driver.query(INSERT, [['a', 'b', 'c'], Uint8Array.from([1])])).rowCount).toBe(3);
+    expect((await driver.query(UPDATE, [['a', 'c', 'missing'], Uint8Array.from([2, 3])])).rowCount).toBe(2);
+    const selected = await driver.query(SELECT, [['a', 'b']]);
+    expect(selected.rowCount).toBe(2);
+    expect(selected.rows.map((row) => [row.k, [...(row.v as Uint8Array)], String(row.n)])).toEqual([
+      ['a', [2, 3], '7'],
+      ['b', [1], '7'],
+    ]);
+    expect((await driver.query({ text: 'DELETE FROM t WHERE k = $1' }, ['b'])).rowCount).toBe(1);
+    expect((await driver.query({ text: 'DELETE FROM t' })).rowCount).toBe(2);
+  });
+
+  it('throws PostgreSQL errors with their SQLSTATE and keeps working afterwards', async () => {
+    await driver.query(INSERT, [['dup'], new Uint8Array(0)]);
+    const error = await driver.query(INSERT, [['dup'], new Uint8Array(0)]).catch((e: unknown) => e);
+    expect(sqlState(error)).toBe('23505');
+    // An answered error means the autocommit statement rolled back: batches may retry alone.
+    expect(statementRolledBack(error)).toBe(true);
+    expect(sqlState(await driver.query({ text: 'SELECT * FROM no_such_table' }).catch((e: unknown) => e))).toBe('42P01');
+    expect((await driver.query(SELECT, [['dup']])).rows).toHaveLength(1);
+    await driver.query({ text: 'DELETE FROM t' });
+  });
+
+  it('commits a transaction, and rolls it back when the work throws or a statement fails', async () => {
+    await driver.transaction(async (session) => {
+      await session.query(INSERT, [['kept'], new Uint8Array(0)]);
+    });
+    await expect(
+      driver.transaction(async (session) => {
+        await session.query(INSERT, [['thrown'], new Uint8Array(0)]);
+        throw new Error('changed my mind');
+      }),
+    ).rejects.toThrow('changed my mind');
+    const failed = await driver
+      .transaction(async (session) => {
+        await session.query(INSERT, [['failed'], new Uint8Array(0)]);
+        await session.query(INSERT, [['kept'], new Uint8Array(0)]);
+      })
+      .catch((e: unknown) => e);
+    expect(sqlState(failed)).toBe('23505');
+    expect((await driver.query({ text: 'SELECT k FROM t ORDER BY k' })).rows).toEqual([{ k: 'kept' }]);
+    expect(db.isInTransaction()).toBe(false);
+    await driver.query({ text: 'DELETE FROM t' });
+  });
+
+  it('never lets PGlite API calls or other statements into its transaction', async () => {
+    let releaseWork!: () => void;
+    const held = new Promise<void>((resolve) => (releaseWork = resolve));
+    let insideStarted!: () => void;
+    const started = new Promise<void>((resolve) => (insideStarted = resolve));
+    const transaction = driver.transaction(async (session) => {
+      await session.query(INSERT, [['tx'], new Uint8Array(0)]);
+      insideStarted();
+      await held;
+      throw new Error('roll back');
+    });
+    await started;
+    // Both wait for the transaction to end, so neither sees (or commits) its uncommitted row.
+    const viaPglite = db.query<{ n: number }>('SELECT count(*)::int AS n FROM t');
+    const viaDriver = driver.query({ text: 'SELECT count(*)::int AS n FROM t' });
+    releaseWork();
+    await expect(transaction).rejects.toThrow('roll back');
+    expect((await viaPglite).rows[0].n).toBe(0);
+    expect((await viaDriver).rows[0].n).toBe(0);
+  });
+
+  it('shares prepared statements between drivers over one instance', async () => {
+    const second = new PgliteDriver(db);
+    const value = randomBytes(16);
+    expect(Buffer.compare((await second.query(ROUND_TRIP, [value])).rows[0].value as Uint8Array, value)).toBe(0);
+  });
+});
+
+describe('PgliteBackend in memory', () => {
+  let backend: PgliteBackend;
+
+  beforeAll(async () => {
+    backend = await PgliteBackend.open();
+  });
+  afterAll(async () => {
+    await backend.close();
+  });
+
+  it('does not zero-fill WAL segments in memory', async () => {
+    expect((await backend.db.query('SHOW wal_init_zero')).rows).toEqual([{ wal_init_zero: 'off' }]);
+  });
+
+  it('keeps values intact through many file growths and WAL segment switches', async () => {
+    const values = new Map<string, Uint8Array>();
+    // About 20 MiB of values: the table's file grows many times and WAL moves to new segments.
+    for (let i = 0; i < 160; i++) {
+      const value = randomBytes(128 * 1024);
+      values.set(`k${i % 40}`, value);
+      await backend.put('u', { storeId: 's', transactionItems: [{ key: `k${i % 40}`, version: -1n, value }], deleteItems: [] });
+    }
+    await backend.db.query('CHECKPOINT');
+    for (const [key, value] of values) {
+      const record = await backend.get('u', 's', key);
+      expect(record && Buffer.compare(record.value, value)).toBe(0);
+    }
+  });
+});
+
+describe('PgliteBackend on disk', () => {
+  it('keeps zero-filled WAL segments (the default) in a data directory', async () => {
+    const { mkdtemp, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = await mkdtemp(join(tmpdir(), 'ldk-vss-pglite-'));
+    try {
+      const backend = await PgliteBackend.open({ dataDir: dir });
+      try {
+        expect((await backend.db.query('SHOW wal_init_zero')).rows).toEqual([{ wal_init_zero: 'on' }]);
+      } finally {
+        await backend.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
