@@ -262,7 +262,7 @@ export class PgliteBackend extends SqlBackend {
   static async open(options: PgliteBackendOptions = {}): Promise<PgliteBackend> {
     if (options.db === undefined && options.dataDir !== undefined) await mkdir(options.dataDir, { recursive: true });
     const inMemory = options.db === undefined && options.dataDir === undefined;
-    const db = options.db ?? ((inMemory ? await PGlite.create({ fs: new GrowingMemoryFS() }) : await PGlite.create(options.dataDir)));
+    const db = options.db ?? (inMemory ? await PGlite.create({ fs: new GrowingMemoryFS() }) : await PGlite.create(options.dataDir));
     const driver = new PgliteDriver(db);
     try {
       // New WAL segments are zero-filled by default, in 8 KiB writes that grow an in-memory file
