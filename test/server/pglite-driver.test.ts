@@ -161,6 +161,43 @@ describe('PgliteBackend in memory', () => {
 });
 
 describe('PgliteBackend on disk', () => {
+  it('flushes every commit to disk: fsync on, WAL flushed with fsync, and the flush reaches the real file', async () => {
+    const { mkdtemp, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = await mkdtemp(join(tmpdir(), 'ldk-vss-pglite-'));
+    try {
+      const backend = await PgliteBackend.open({ dataDir: dir });
+      try {
+        expect((await backend.db.query('SHOW fsync')).rows).toEqual([{ fsync: 'on' }]);
+        expect((await backend.db.query('SHOW wal_sync_method')).rows).toEqual([{ wal_sync_method: 'fsync' }]);
+        // Emscripten's NODEFS has no fsync of its own: count the calls that reach ours.
+        const streams = (backend.db as unknown as { mod: { NODEFS: { stream_ops: { fsync?: (stream: unknown) => number } } } }).mod.NODEFS.stream_ops;
+        const realFsync = streams.fsync;
+        expect(typeof realFsync).toBe('function');
+        let flushes = 0;
+        streams.fsync = (stream) => {
+          flushes++;
+          return realFsync!(stream);
+        };
+        for (let i = 0; i < 5; i++) {
+          await backend.put('user', { storeId: 's', transactionItems: [{ key: `k${i}`, version: 0n, value: randomBytes(300) }], deleteItems: [] });
+        }
+        expect(flushes).toBeGreaterThanOrEqual(5);
+      } finally {
+        await backend.close();
+      }
+      const reopened = await PgliteBackend.open({ dataDir: dir });
+      try {
+        expect((await reopened.get('user', 's', 'k4'))?.version).toBe(1n);
+      } finally {
+        await reopened.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('keeps zero-filled WAL segments (the default) in a data directory', async () => {
     const { mkdtemp, rm } = await import('node:fs/promises');
     const { tmpdir } = await import('node:os');

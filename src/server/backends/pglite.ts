@@ -4,6 +4,8 @@
  * connection; PGlite queues concurrent queries and transactions itself.
  */
 import { MemoryFS, messages, PGlite, protocol, types } from '@electric-sql/pglite';
+import { NodeFS } from '@electric-sql/pglite/nodefs';
+import { fsyncSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { migrate, type MigrationOutcome } from './migrations.js';
 import { SqlBackend, type SqlBackendOptions } from './sql-backend.js';
@@ -245,6 +247,44 @@ class GrowingMemoryFS extends MemoryFS {
   }
 }
 
+/** The part of Emscripten's Node file system (NODEFS) that the durability fix below changes. */
+interface NodefsStreams {
+  stream_ops: { fsync?: (stream: { nfd?: number }) => number | undefined };
+}
+
+/**
+ * PGlite's on-disk file system with working fsync. Out of the box PGlite starts PostgreSQL with
+ * `-F` (fsync off), and Emscripten's NODEFS has no fsync at all, so an acknowledged write sat in
+ * the operating system's cache: it survived the server process dying, not an OS crash or power
+ * loss. Here every fsync/fdatasync PostgreSQL issues (WAL at commit, checkpoints, directories)
+ * reaches the real file, and the server starts without `-F` (`PGLITE_START_PARAMS`), so a write
+ * is on disk before the server answers. Measured cost on this machine: about 0.35 ms per commit.
+ */
+class SyncingNodeFS extends NodeFS {
+  override async init(pg: PGlite, options: EmscriptenOptions): Promise<{ emscriptenOpts: EmscriptenOptions }> {
+    const { emscriptenOpts } = await super.init(pg, options);
+    const syncForReal = (mod: { NODEFS: unknown }) => {
+      const nodefs = mod.NODEFS as NodefsStreams;
+      nodefs.stream_ops.fsync = (stream) => {
+        if (stream.nfd !== undefined) fsyncSync(stream.nfd);
+        return 0;
+      };
+    };
+    return { emscriptenOpts: { ...emscriptenOpts, preRun: [...(emscriptenOpts.preRun ?? []), syncForReal] } };
+  }
+}
+
+/**
+ * PGlite's own start parameters without `-F` (which turns fsync off), and WAL flushed with fsync:
+ * Emscripten's fdatasync (PostgreSQL's default on Linux) is a no-op, its fsync reaches
+ * `stream_ops.fsync` above.
+ */
+const PGLITE_START_PARAMS: string[] = [
+  ...(PGlite as unknown as { defaultStartParams: string[] }).defaultStartParams.filter((param) => param !== '-F'),
+  '-c',
+  'wal_sync_method=fsync',
+];
+
 export class PgliteBackend extends SqlBackend {
   private constructor(
     private readonly pgliteDriver: PgliteDriver,
@@ -262,7 +302,11 @@ export class PgliteBackend extends SqlBackend {
   static async open(options: PgliteBackendOptions = {}): Promise<PgliteBackend> {
     if (options.db === undefined && options.dataDir !== undefined) await mkdir(options.dataDir, { recursive: true });
     const inMemory = options.db === undefined && options.dataDir === undefined;
-    const db = options.db ?? (inMemory ? await PGlite.create({ fs: new GrowingMemoryFS() }) : await PGlite.create(options.dataDir));
+    const db =
+      options.db ??
+      (inMemory
+        ? await PGlite.create({ fs: new GrowingMemoryFS() })
+        : await PGlite.create({ fs: new SyncingNodeFS(options.dataDir!), startParams: PGLITE_START_PARAMS }));
     const driver = new PgliteDriver(db);
     try {
       // New WAL segments are zero-filled by default, in 8 KiB writes that grow an in-memory file
