@@ -160,13 +160,22 @@ describe('PgliteBackend in memory', () => {
   });
 });
 
+/** Runs `work` with a fresh temporary data directory, removed afterwards. */
+async function withDataDir(work: (dir: string) => Promise<void>): Promise<void> {
+  const { mkdtemp, rm } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = await mkdtemp(join(tmpdir(), 'ldk-vss-pglite-'));
+  try {
+    await work(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 describe('PgliteBackend on disk', () => {
   it('flushes every commit to disk: fsync on, WAL flushed with fsync, and the flush reaches the real file', async () => {
-    const { mkdtemp, rm } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
-    const dir = await mkdtemp(join(tmpdir(), 'ldk-vss-pglite-'));
-    try {
+    await withDataDir(async (dir) => {
       const backend = await PgliteBackend.open({ dataDir: dir });
       try {
         expect((await backend.db.query('SHOW fsync')).rows).toEqual([{ fsync: 'on' }]);
@@ -193,25 +202,17 @@ describe('PgliteBackend on disk', () => {
       } finally {
         await reopened.close();
       }
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 
   it('keeps zero-filled WAL segments (the default) in a data directory', async () => {
-    const { mkdtemp, rm } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
-    const dir = await mkdtemp(join(tmpdir(), 'ldk-vss-pglite-'));
-    try {
+    await withDataDir(async (dir) => {
       const backend = await PgliteBackend.open({ dataDir: dir });
       try {
         expect((await backend.db.query('SHOW wal_init_zero')).rows).toEqual([{ wal_init_zero: 'on' }]);
       } finally {
         await backend.close();
       }
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   });
 });
