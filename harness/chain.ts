@@ -36,6 +36,8 @@ export class SyntheticChain {
   /** Transactions broadcast by nodes and not yet mined, in broadcast order. */
   private readonly mempool: Uint8Array[] = [];
   private readonly minedTxids = new Set<string>();
+  /** Outpoints (`txid:vout`) spent by mined transactions. */
+  private readonly minedSpends = new Set<string>();
 
   /** `genesisHash` is internal byte order, e.g. `BestBlock.constructor_from_network(Regtest).get_block_hash()`. */
   constructor(genesisHash: Uint8Array, private readonly startTime = Math.floor(Date.now() / 1000)) {
@@ -61,11 +63,20 @@ export class SyntheticChain {
     return this.blocks.slice(height + 1);
   }
 
-  /** Queues a transaction for the next block (duplicates and already-mined ones are ignored). */
-  broadcast(tx: Uint8Array): void {
+  /**
+   * Queues a transaction for the next block. Duplicates and already-mined ones are ignored, and
+   * so is a transaction spending an outpoint that a mined or queued one already spends (first
+   * seen wins, as a node without replacement does): a chain never confirms two spends of one
+   * output, e.g. both sides' commitment transactions. Returns whether it was queued.
+   */
+  broadcast(tx: Uint8Array): boolean {
     const id = txidHex(tx);
-    if (this.minedTxids.has(id) || this.mempool.some((t) => txidHex(t) === id)) return;
+    if (this.minedTxids.has(id) || this.mempool.some((t) => txidHex(t) === id)) return false;
+    const spends = spentOutpoints(tx);
+    const queued = new Set(this.mempool.flatMap(spentOutpoints));
+    if (spends.some((o) => this.minedSpends.has(o) || queued.has(o))) return false;
     this.mempool.push(Uint8Array.from(tx));
+    return true;
   }
 
   pendingTransactions(): Uint8Array[] {
@@ -84,9 +95,7 @@ export class SyntheticChain {
     writeU32LE(header, 72, REGTEST_BITS);
     writeU32LE(header, 76, 0);
     const block: Block = { height: prev.height + 1, hash: sha256d(header), header, transactions: transactions.map((t) => Uint8Array.from(t)) };
-    for (const tx of block.transactions) this.minedTxids.add(txidHex(tx));
-    const remaining = this.mempool.filter((t) => !this.minedTxids.has(txidHex(t)));
-    this.mempool.splice(0, this.mempool.length, ...remaining);
+    this.recordMined(block.transactions);
     this.blocks.push(block);
     return block;
   }
@@ -101,10 +110,18 @@ export class SyntheticChain {
       throw new Error(`block ${block.height} does not extend the tip ${prev.height}`);
     }
     const copy: Block = { height: block.height, hash: Uint8Array.from(block.hash), header: Uint8Array.from(block.header), transactions: block.transactions.map((t) => Uint8Array.from(t)) };
-    for (const tx of copy.transactions) this.minedTxids.add(txidHex(tx));
-    const remaining = this.mempool.filter((t) => !this.minedTxids.has(txidHex(t)));
-    this.mempool.splice(0, this.mempool.length, ...remaining);
+    this.recordMined(copy.transactions);
     this.blocks.push(copy);
+  }
+
+  /** Marks transactions mined and drops what they confirmed or conflict with from the mempool. */
+  private recordMined(transactions: readonly Uint8Array[]): void {
+    for (const tx of transactions) {
+      this.minedTxids.add(txidHex(tx));
+      for (const outpoint of spentOutpoints(tx)) this.minedSpends.add(outpoint);
+    }
+    const remaining = this.mempool.filter((t) => !this.minedTxids.has(txidHex(t)) && !spentOutpoints(t).some((o) => this.minedSpends.has(o)));
+    this.mempool.splice(0, this.mempool.length, ...remaining);
   }
 
   mineBlocks(count: number): Block[] {
@@ -129,6 +146,22 @@ function readVarInt(bytes: Uint8Array, offset: number): [value: number, next: nu
   if (first === 0xfd) return [view.getUint16(offset + 1, true), offset + 3];
   if (first === 0xfe) return [view.getUint32(offset + 1, true), offset + 5];
   return [Number(view.getBigUint64(offset + 1, true)), offset + 9];
+}
+
+/** The outpoints a transaction spends, as `txid:vout` (txid in display order). */
+export function spentOutpoints(tx: Uint8Array): string[] {
+  let pos = tx[4] === 0 && tx[5] === 1 ? 6 : 4;
+  const [inputs, afterCount] = readVarInt(tx, pos);
+  pos = afterCount;
+  const spent: string[] = [];
+  for (let i = 0; i < inputs; i++) {
+    const vout = new DataView(tx.buffer, tx.byteOffset + pos + 32, 4).getUint32(0, true);
+    spent.push(`${displayHex(tx.subarray(pos, pos + 32))}:${vout}`);
+    pos += 36;
+    const [scriptLen, next] = readVarInt(tx, pos);
+    pos = next + scriptLen + 4;
+  }
+  return spent;
 }
 
 /** The transaction without its segwit marker, flag and witnesses (what the txid commits to). */

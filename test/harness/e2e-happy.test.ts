@@ -123,8 +123,8 @@ describe('e2e happy path', () => {
     await fleet.net.waitFor(() => a.channelManager.list_usable_channels().length === 1, { what: 'usable after restore' });
 
     // B offline: only A's commitment goes out. (Connected, B answers A's error with its own
-    // commitment, which can reach this synthetic chain first now that A's waits for A's
-    // manager write; the chain does not reject conflicting spends, a real one keeps one.)
+    // commitment, which can reach the chain first now that A's waits for A's manager write;
+    // the chain keeps whichever spend of the funding it saw first.)
     fleet.net.disconnect(a, fleet.node('B'));
     const closed = await forceCloseChannel(fleet.net, a, channel, fleet.node('B').nodeId, [fleet.node('B')]);
     expect(closed.reasons.A).toBe('HolderForceClosed');
