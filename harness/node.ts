@@ -115,6 +115,8 @@ export class WalletNode extends EventEmitter<WalletNodeEvents> {
     // persists its manager through an LdkEventLoop; at once otherwise).
     this.orderedBroadcaster = new ManagerOrderedBroadcaster(
       (txs) => {
+        // A crashed node sends nothing more, whatever was still held for it.
+        if (this.crashedFlag) return;
         for (const tx of txs) {
           this.broadcasts.push(tx);
           this.chain.broadcast(tx);
