@@ -35,9 +35,6 @@ export interface OpenPairOptions {
 
 /**
  * Wallets A and B on `serverUrl`, connected, with one channel A->B (B was pushed `pushMsat`).
- *
- * The managers both wallets owe after the open are made durable before this returns, so the
- * crash tests built on it start from a settled open (the open itself has its own test).
  */
 export async function openPair(serverUrl: string, options: OpenPairOptions = {}): Promise<Pair> {
   const fleet = await WalletFleet.create(vssStoreOpener({ serverUrl, ...options.wallet }), {
@@ -48,7 +45,6 @@ export async function openPair(serverUrl: string, options: OpenPairOptions = {})
   await fleet.addWallet('B', { mode: options.mode });
   await fleet.connect('A', 'B');
   const channel = await fleet.openChannel('A', 'B', { pushMsat: options.pushMsat ?? 300_000_000n, zeroConf: options.zeroConf });
-  await Promise.all(['A', 'B'].map((name) => fleet.node(name).eventLoop?.persistIfNeeded()));
   return { fleet, channel };
 }
 
