@@ -35,6 +35,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { Pool as HttpPool } from 'undici';
 import { keyValue, vss } from '../src/protocol/index.js';
 
 const BASE_URL = process.env.DATABASE_URL ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
@@ -48,6 +49,7 @@ const POOL_SIZE = Number(process.env.BENCH_POOL ?? 32);
 const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,16,64').split(',').map(Number);
 const OPS = (process.env.BENCH_OPS ?? 'put,get').split(',');
 const ROUTING = process.env.BENCH_ROUTING === 'express' ? 'express' : 'direct';
+const HTTP_CLIENT = process.env.BENCH_HTTP_CLIENT === 'node' ? 'node:http' : 'undici';
 const VALUE = randomBytes(1024);
 const STORE_ID = 'bench';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -209,7 +211,14 @@ async function startHttpFloor(getResponse: Uint8Array): Promise<{ url: string; c
   };
 }
 
-async function startServer(): Promise<{ child: ChildProcess; url: string; close(): Promise<void> }> {
+interface BatchCounts {
+  single: number;
+  batches: number;
+  batchedRequests: number;
+}
+type ServerBatching = { get: BatchCounts; put: Record<string, BatchCounts> };
+
+async function startServer(): Promise<{ child: ChildProcess; url: string; batching(): ServerBatching | undefined; close(): Promise<void> }> {
   // Like `npm start`: the compiled CLI (tsx's loader thread would add its own overhead to the
   // server's figures); the TypeScript sources only when nothing is built.
   const built = existsSync(join(ROOT, 'dist/src/cli.js'));
@@ -239,11 +248,13 @@ async function startServer(): Promise<{ child: ChildProcess; url: string; close(
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
+  let batching: ServerBatching | undefined;
   const url = await new Promise<string>((resolve, reject) => {
     lines.on('line', (line) => {
       try {
-        const entry = JSON.parse(line) as { msg?: string; url?: string };
+        const entry = JSON.parse(line) as { msg?: string; url?: string; batching?: ServerBatching };
         if (entry.msg === 'VSS server listening' && entry.url) resolve(entry.url);
+        if (entry.batching) batching = entry.batching; // logged by the backend as it closes
       } catch {
         /* not a log line */
       }
@@ -254,6 +265,7 @@ async function startServer(): Promise<{ child: ChildProcess; url: string; close(
   return {
     child,
     url,
+    batching: () => batching,
     async close() {
       child.kill('SIGTERM');
       await exited;
@@ -261,8 +273,52 @@ async function startServer(): Promise<{ child: ChildProcess; url: string; close(
   };
 }
 
-/** A keep-alive HTTP/1.1 POST; the target is parsed once, as a load generator would. */
-function poster(agent: http.Agent, url: string): (body: Uint8Array) => Promise<Buffer> {
+/** Sends keep-alive HTTP/1.1 POSTs to one origin and returns the response bodies. */
+interface HttpLoadClient {
+  poster(url: string): (body: Uint8Array) => Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+/**
+ * The load generator's HTTP client. It shares the two vCPUs with the server and PostgreSQL, so
+ * the lighter it is the less it takes from what is measured (a load generator on its own machine
+ * would take nothing). Default: undici's connection pool, the lightest Node HTTP/1.1 client here
+ * (about 40 µs of CPU per request against about 53 µs for node:http, on a do-nothing server);
+ * BENCH_HTTP_CLIENT=node selects node:http with a keep-alive agent for comparison. Either way the
+ * target URL is parsed once, as a load generator does.
+ */
+function httpLoadClient(concurrency: number): HttpLoadClient {
+  if (HTTP_CLIENT === 'node:http') {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+    return {
+      poster: (url) => nodeHttpPoster(agent, url),
+      async close() {
+        agent.destroy();
+      },
+    };
+  }
+  const pools = new Map<string, HttpPool>();
+  return {
+    poster(url) {
+      const { origin, pathname } = new URL(url);
+      let pool = pools.get(origin);
+      if (pool === undefined) pools.set(origin, (pool = new HttpPool(origin, { connections: concurrency, pipelining: 1 })));
+      const target = pool;
+      return async (body) => {
+        const headers = { 'content-type': 'application/octet-stream', authorization: authorization() };
+        const response = await target.request({ path: pathname, method: 'POST', headers, body });
+        const bytes = Buffer.from(await response.body.arrayBuffer());
+        if (response.statusCode !== 200) throw new Error(`HTTP ${response.statusCode}`);
+        return bytes;
+      };
+    },
+    async close() {
+      await Promise.all([...pools.values()].map((pool) => pool.close()));
+    },
+  };
+}
+
+function nodeHttpPoster(agent: http.Agent, url: string): (body: Uint8Array) => Promise<Buffer> {
   const { hostname, port, pathname } = new URL(url);
   return (body) =>
     new Promise((resolve, reject) => {
@@ -309,6 +365,7 @@ async function main(): Promise<void> {
     );
     console.log(`PostgreSQL ${(await admin.query('SHOW server_version')).rows[0].server_version} at ${new URL(BASE_URL).host}, database ${DATABASE}; ${cpus().length} CPUs, load average ${loadavg()[0].toFixed(1)}`);
     console.log('cpu µs/op = CPU time per operation of client / server / PostgreSQL backends (raw has no server)');
+    console.log(`HTTP load generator: ${HTTP_CLIENT} (BENCH_HTTP_CLIENT=node for node:http)`);
     console.log('http floor = the same HTTP client against a do-nothing node:http server (no auth, protobuf or database): the ceiling of the HTTP hop here\n');
     const header =
       `${'op'.padEnd(4)} ${'conc'.padStart(4)} | ${'raw ops/s'.padStart(9)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'cpu µs/op'.padStart(15)} | ` +
@@ -323,18 +380,18 @@ async function main(): Promise<void> {
     // production, and the first rows would otherwise pay for compilation).
     for (const [concurrency, warmingUp] of [[16, true] as const, ...CONCURRENCY.map((c) => [c, false] as const)]) {
       const pool = new pg.Pool({ connectionString: databaseUrl(DATABASE), max: Math.min(concurrency, POOL_SIZE) });
-      const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
+      const httpClient = httpLoadClient(concurrency);
       const rawPut = (key: string) => pool.query({ ...UPSERT, values: [USER_TOKEN, STORE_ID, key, VALUE] }).then(() => undefined);
       const rawGet = (key: string) =>
         pool.query({ ...SELECT, values: [USER_TOKEN, STORE_ID, key] }).then((r) => {
           if (r.rows[0]?.value?.length !== VALUE.length) throw new Error('raw get returned the wrong value');
         });
       const vssPut = (baseUrl: string) => {
-        const post = poster(agent, `${baseUrl}/putObjects`);
+        const post = httpClient.poster(`${baseUrl}/putObjects`);
         return (key: string) => post(vss.PutObjectRequest.encode({ storeId: STORE_ID, transactionItems: [keyValue(key, -1n, VALUE)] }).finish()).then(() => undefined);
       };
       const vssGet = (baseUrl: string) => {
-        const post = poster(agent, `${baseUrl}/getObject`);
+        const post = httpClient.poster(`${baseUrl}/getObject`);
         return (key: string) =>
           post(vss.GetObjectRequest.encode({ storeId: STORE_ID, key }).finish()).then((body) => {
             if (vss.GetObjectResponse.decode(body).value?.value?.length !== VALUE.length) throw new Error('get returned the wrong value');
@@ -359,7 +416,7 @@ async function main(): Promise<void> {
         );
       }
       await pool.end();
-      agent.destroy();
+      await httpClient.close();
     }
     if (ratios['put@16'] === undefined || ratios['get@16'] === undefined) return;
     const atTarget = ['put@16', 'get@16'].map((k) => `${k} ${ratios[k].toFixed(2)}x`).join(', ');
@@ -368,6 +425,12 @@ async function main(): Promise<void> {
   } finally {
     await httpFloor.close();
     await server.close();
+    const batching = server.batching();
+    if (batching) {
+      const perStatement = (c: BatchCounts) =>
+        `${c.single + c.batchedRequests} requests in ${c.single + c.batches} statements (${c.single} alone; ${((c.single + c.batchedRequests) / Math.max(1, c.single + c.batches)).toFixed(1)} per statement)`;
+      console.log(`server batching over the whole run: gets ${perStatement(batching.get)}; unconditional puts ${perStatement(batching.put.unconditional)}`);
+    }
     await admin.query(`DROP DATABASE IF EXISTS "${DATABASE}" WITH (FORCE)`);
     await admin.end();
   }

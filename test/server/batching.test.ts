@@ -5,6 +5,7 @@
  * had alone — on PGlite and on PostgreSQL (when TEST_DATABASE_URL is set).
  */
 import { randomBytes } from 'node:crypto';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { keyValue, vss } from '../../src/protocol/index.js';
 import { ConflictError, startVssServer, type StartedVssServer } from '../../src/server/index.js';
@@ -224,6 +225,27 @@ describe('Batcher', () => {
     expect(() => new Batcher(runner, { ...batcherOptions, maxInFlight: 0 })).toThrow(RangeError);
     expect(() => new Batcher(runner, { ...batcherOptions, maxBatchSize: 0 })).toThrow(RangeError);
     expect(() => new Batcher(runner, { ...batcherOptions, stallMs: 0 })).toThrow(RangeError);
+  });
+});
+
+describe('batching counters', () => {
+  it('are logged when a SQL backend closes: requests alone, batches, and requests per batch', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const backend = await PgliteBackend.open({ logger });
+    const userToken = 'counting-user';
+    // Three puts of different keys started together: the first runs alone, the other two queue
+    // behind it and leave together as one batch.
+    await Promise.all(['a', 'b', 'c'].map((key) => backend.put(userToken, { storeId: 's', transactionItems: [{ key, version: -1n, value: text(key) }], deleteItems: [] })));
+    expect((await backend.get(userToken, 's', 'c'))?.version).toBe(1n);
+    await backend.close();
+    const summaries = lines.map((line) => JSON.parse(line) as { msg: string; batching?: unknown }).filter((entry) => entry.batching !== undefined);
+    expect(summaries).toHaveLength(1);
+    expect(summaries[0].msg).toBe('request batching since start');
+    expect(summaries[0].batching).toMatchObject({
+      get: { single: 1, batches: 0, batchedRequests: 0 },
+      put: { unconditional: { single: 1, batches: 1, batchedRequests: 2 }, create: { single: 0, batches: 0 }, update: { single: 0, batches: 0 } },
+    });
   });
 });
 

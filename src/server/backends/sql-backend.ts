@@ -203,6 +203,7 @@ export class SqlBackend implements StorageBackend {
   private readonly batchInlineLimit: number;
   private readonly getBatcher?: Batcher<RowRef, BatchedGet>;
   private readonly putBatchers?: Readonly<Record<PutKind, Batcher<RowWrite, boolean>>>;
+  private readonly logger?: Logger;
 
   constructor(
     readonly kind: string,
@@ -210,6 +211,7 @@ export class SqlBackend implements StorageBackend {
     options: SqlBackendOptions = {},
   ) {
     this.inlineValueLimit = options.inlineValueLimit ?? DEFAULT_INLINE_VALUE_LIMIT;
+    this.logger = options.logger;
     this.batchInlineLimit = Math.min(this.inlineValueLimit, BATCH_VALUE_LIMIT);
     const batching = options.batching === false ? false : { ...DEFAULT_BATCHING, ...options.batching };
     if (batching) {
@@ -381,6 +383,9 @@ export class SqlBackend implements StorageBackend {
   }
 
   async close(): Promise<void> {
+    // How well batching worked over the server's life: requests per statement, for sizing and tuning.
+    const stats = this.batchStats;
+    if (stats) this.logger?.info({ batching: stats }, 'request batching since start');
     await this.driver.close();
   }
 }
