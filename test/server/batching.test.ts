@@ -9,10 +9,10 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { keyValue, vss } from '../../src/protocol/index.js';
 import { ConflictError, startVssServer, type StartedVssServer } from '../../src/server/index.js';
-import { Batcher, type BatchRunner } from '../../src/server/backends/batcher.js';
+import { Batcher, type BatcherOptions, type BatchRunner } from '../../src/server/backends/batcher.js';
 import { PgliteBackend, PgliteDriver } from '../../src/server/backends/pglite.js';
 import { PgPoolDriver, PostgresBackend } from '../../src/server/backends/postgres.js';
-import { BATCH_VALUE_LIMIT, SqlBackend } from '../../src/server/backends/sql-backend.js';
+import { BATCH_VALUE_LIMIT, DEFAULT_BATCHING, SqlBackend } from '../../src/server/backends/sql-backend.js';
 import type { SqlDriver, SqlQuery } from '../../src/server/backends/sql-driver.js';
 import type { PutItem } from '../../src/server/backends/types.js';
 import { backendCase, newIdentity, send, str, text, type OpenedBackend } from './helpers.js';
@@ -86,7 +86,7 @@ class ScriptedRunner implements BatchRunner<string, string> {
   }
 }
 
-const batcherOptions = { maxInFlight: 1, maxBatchSize: 64, stallMs: 60_000 };
+const batcherOptions: BatcherOptions = { maxInFlight: 1, maxBatchSize: 64, stallMs: 60_000, gather: DEFAULT_BATCHING.gather };
 
 describe('Batcher', () => {
   it('runs a lone request at once and on its own', async () => {
@@ -151,6 +151,71 @@ describe('Batcher', () => {
     await runner.releaseAll();
     expect(runner.calls.slice(4)).toEqual([['k8:1']]);
     expect(await Promise.all(all)).toHaveLength(9);
+  });
+
+  describe('gathering after a large batch', () => {
+    const gather = { minBatch: 4, fraction: 0.8, maxWaitMs: 40 };
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+    /** Runs a lone request and then a batch of `size`, and releases both: the state after a batch of that size. */
+    async function afterBatchOf(runner: ScriptedRunner, batcher: Batcher<string, string>, size: number): Promise<void> {
+      const all = Array.from({ length: size + 1 }, (_, i) => batcher.run(`warm${i}:1`));
+      await runner.release();
+      expect(runner.calls.at(-1)).toHaveLength(size);
+      await runner.release();
+      await Promise.all(all);
+    }
+
+    it('waits for most of the last batch to queue again, then sends them as one batch', async () => {
+      const runner = new ScriptedRunner();
+      const batcher = new Batcher(runner, { ...batcherOptions, gather });
+      await afterBatchOf(runner, batcher, 5);
+      const calls = runner.calls.length;
+      // ceil(5 * 0.8) = 4 awaited: three requests wait, the fourth sends all four.
+      const next = ['a:1', 'b:1', 'c:1'].map((input) => batcher.run(input));
+      await turn();
+      expect(runner.calls).toHaveLength(calls);
+      next.push(batcher.run('d:1'));
+      expect(runner.calls.slice(calls)).toEqual([['a:1', 'b:1', 'c:1', 'd:1']]);
+      await runner.release();
+      expect(await Promise.all(next)).toEqual(['done a:1', 'done b:1', 'done c:1', 'done d:1']);
+    });
+
+    it('sends what has queued after maxWaitMs when no more requests come', async () => {
+      const runner = new ScriptedRunner();
+      const batcher = new Batcher(runner, { ...batcherOptions, gather });
+      await afterBatchOf(runner, batcher, 4);
+      const calls = runner.calls.length;
+      const started = performance.now();
+      const lone = batcher.run('a:1');
+      await turn();
+      expect(runner.calls).toHaveLength(calls);
+      await vi.waitFor(() => expect(runner.calls).toHaveLength(calls + 1), { timeout: 2_000, interval: 2 });
+      expect(performance.now() - started).toBeGreaterThanOrEqual(gather.maxWaitMs - 1);
+      expect(runner.calls.at(-1)).toEqual(['a:1']);
+      await runner.release();
+      await expect(lone).resolves.toBe('done a:1');
+      // The wait applies once: the next lone request runs at once.
+      const after = batcher.run('b:1');
+      expect(runner.calls.at(-1)).toEqual(['b:1']);
+      await runner.release();
+      await expect(after).resolves.toBe('done b:1');
+    });
+
+    it('never delays a request after a batch smaller than minBatch, nor when gathering is off', async () => {
+      for (const [options, size] of [
+        [{ ...batcherOptions, gather }, 3],
+        [{ ...batcherOptions, gather: false as const }, 10],
+      ] as const) {
+        const runner = new ScriptedRunner();
+        const batcher = new Batcher(runner, options);
+        await afterBatchOf(runner, batcher, size);
+        const lone = batcher.run('a:1');
+        expect(runner.calls.at(-1)).toEqual(['a:1']);
+        await runner.release();
+        await expect(lone).resolves.toBe('done a:1');
+      }
+    });
   });
 
   it('retries each request of a rolled-back batch alone, so only the guilty one fails', async () => {
@@ -225,6 +290,9 @@ describe('Batcher', () => {
     expect(() => new Batcher(runner, { ...batcherOptions, maxInFlight: 0 })).toThrow(RangeError);
     expect(() => new Batcher(runner, { ...batcherOptions, maxBatchSize: 0 })).toThrow(RangeError);
     expect(() => new Batcher(runner, { ...batcherOptions, stallMs: 0 })).toThrow(RangeError);
+    for (const gather of [{ minBatch: 1, fraction: 0.8, maxWaitMs: 1 }, { minBatch: 4, fraction: 0, maxWaitMs: 1 }, { minBatch: 4, fraction: 1.5, maxWaitMs: 1 }, { minBatch: 4, fraction: 0.8, maxWaitMs: 0 }]) {
+      expect(() => new Batcher(runner, { ...batcherOptions, gather })).toThrow(RangeError);
+    }
   });
 });
 

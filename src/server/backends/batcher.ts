@@ -5,6 +5,14 @@
  * finds a free slot is executed at once and alone, so batching never delays a lone request;
  * under load, one statement (and one commit) serves many requests.
  *
+ * Gathering (`gather`): many clients waiting on one batch send their next requests a moment
+ * after it answers, one by one, and the first of them would find the slot free and run alone
+ * while the rest queue behind it, so every other statement carries a single request. After a
+ * batch of at least `minBatch` requests, the next batch therefore waits until `fraction` of
+ * that many have queued, or `maxWaitMs` at most. The same idea as PostgreSQL's commit_delay,
+ * which also waits only when enough other transactions are active; a lone client (batches of
+ * one) never waits.
+ *
  * Every request's outcome is its own, as if it had run alone:
  * - writes in one batch have distinct keys (a second write of a key waits for a later batch),
  *   so they touch distinct rows and cannot influence each other;
@@ -26,6 +34,17 @@ export interface BatcherOptions {
   maxBatchSize: number;
   /** A batch running longer than this (ms) no longer counts against maxInFlight. */
   stallMs: number;
+  /** Gathering after large batches (see above); false: a free slot always takes what is queued at once. */
+  gather: false | GatherOptions;
+}
+
+export interface GatherOptions {
+  /** Only a finished batch of at least this many requests makes the next one wait. */
+  minBatch: number;
+  /** The next batch waits for this fraction of the finished batch's size (rounded up). */
+  fraction: number;
+  /** Longest wait (ms) before what has queued leaves anyway. */
+  maxWaitMs: number;
 }
 
 export interface BatchRunner<In, Out> {
@@ -65,6 +84,9 @@ export interface BatcherStats {
 export class Batcher<In, Out> {
   private readonly queue: Array<Pending<In, Out>> = [];
   private inFlight = 0;
+  /** Requests the next batch waits for (gathering); 0 = none. */
+  private awaited = 0;
+  private gatherTimer?: ReturnType<typeof setTimeout>;
   readonly stats: BatcherStats = { single: 0, batches: 0, batchedRequests: 0, failedBatches: 0, stalled: 0 };
 
   constructor(
@@ -73,6 +95,10 @@ export class Batcher<In, Out> {
   ) {
     if (!(options.maxInFlight >= 1) || !(options.maxBatchSize >= 1) || !(options.stallMs > 0)) {
       throw new RangeError('maxInFlight and maxBatchSize must be at least 1, stallMs above 0');
+    }
+    const gather = options.gather;
+    if (gather !== false && !(gather.minBatch >= 2 && gather.fraction > 0 && gather.fraction <= 1 && gather.maxWaitMs > 0)) {
+      throw new RangeError('gather needs minBatch of at least 2, a fraction in (0, 1] and maxWaitMs above 0');
     }
   }
 
@@ -86,6 +112,19 @@ export class Batcher<In, Out> {
   /** Starts batches while slots are free; each takes what is queued (oldest first). */
   private pump(): void {
     while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
+      if (this.queue.length < this.awaited) {
+        this.gatherTimer ??= setTimeout(() => {
+          this.gatherTimer = undefined;
+          this.awaited = 0;
+          this.pump();
+        }, (this.options.gather as GatherOptions).maxWaitMs);
+        return;
+      }
+      if (this.gatherTimer !== undefined) {
+        clearTimeout(this.gatherTimer);
+        this.gatherTimer = undefined;
+      }
+      this.awaited = 0;
       const batch = this.takeBatch();
       this.inFlight++;
       let holdsSlot = true;
@@ -102,6 +141,8 @@ export class Batcher<In, Out> {
       stall.unref();
       void this.execute(batch).finally(() => {
         clearTimeout(stall);
+        const gather = this.options.gather;
+        if (gather !== false && batch.length >= gather.minBatch) this.awaited = Math.min(this.options.maxBatchSize, Math.ceil(batch.length * gather.fraction));
         releaseSlot();
       });
     }
