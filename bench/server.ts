@@ -113,16 +113,26 @@ interface CpuProbe {
   read(): Promise<{ client: number; server: number; postgres: number }>;
 }
 
-/** Counts only the PostgreSQL backends connected to the benchmark database (the machine may be shared). */
+/**
+ * Counts only the PostgreSQL backends connected to the benchmark database (the machine may be
+ * shared). Backends come and go (a pool closes idle connections), so the PostgreSQL figure is
+ * the sum of the last CPU reading of every backend seen so far: one that exits keeps its last
+ * reading instead of leaving the sum, which would make a round's difference negative.
+ */
 function cpuProbe(admin: pg.Client, serverPid: number): CpuProbe {
+  const lastReading = new Map<number, number>();
   return {
     async read() {
       const backends = await admin.query('SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [DATABASE]);
+      for (const { pid } of backends.rows as Array<{ pid: number }>) {
+        const seconds = cpuSeconds(pid);
+        if (seconds > 0) lastReading.set(pid, seconds);
+      }
       const client = process.cpuUsage();
       return {
         client: (client.user + client.system) / 1e6,
         server: cpuSeconds(serverPid),
-        postgres: backends.rows.reduce((sum: number, row: { pid: number }) => sum + cpuSeconds(row.pid), 0),
+        postgres: [...lastReading.values()].reduce((sum, seconds) => sum + seconds, 0),
       };
     },
   };

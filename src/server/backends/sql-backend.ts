@@ -139,8 +139,8 @@ export const BATCH_VALUE_LIMIT = 256 * 1024;
  * the server and PostgreSQL less per request than two or four at a time, at the same throughput).
  * A batch normally takes well under a millisecond (a read) or one commit (a write); one that
  * takes 20 ms is waiting for something and stops holding back the others. After a batch of 4 or
- * more, the next one gathers 80 % as many requests or waits 1 ms (about 20 % less server CPU per
- * get at 16 clients in bench/server.ts, where otherwise every other statement carried one get).
+ * more, the next one gathers 80 % as many requests or waits 1 ms (about 20 % fewer statements per
+ * get with 16 clients reading, where otherwise a third of the statements carried a single get).
  */
 export const DEFAULT_BATCHING: BatcherOptions = {
   maxInFlight: 1,
