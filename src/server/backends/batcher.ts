@@ -9,7 +9,8 @@
  * after it answers, one by one, and the first of them would find the slot free and run alone
  * while the rest queue behind it, so every other statement carries a single request. After a
  * batch of at least `minBatch` requests, the next batch therefore waits until `fraction` of
- * that many have queued, or `maxWaitMs` at most. The same idea as PostgreSQL's commit_delay,
+ * that many have queued, or until `maxWaitMs` after that batch finished: a request arriving
+ * later than that (the clients were not waiting to send) goes at once. The same idea as PostgreSQL's commit_delay,
  * which also waits only when enough other transactions are active; a lone client (batches of
  * one) never waits.
  *
@@ -43,7 +44,7 @@ export interface GatherOptions {
   minBatch: number;
   /** The next batch waits for this fraction of the finished batch's size (rounded up). */
   fraction: number;
-  /** Longest wait (ms) before what has queued leaves anyway. */
+  /** Longest wait (ms), counted from the end of the batch that started it, before what has queued leaves anyway. */
   maxWaitMs: number;
 }
 
@@ -86,6 +87,8 @@ export class Batcher<In, Out> {
   private inFlight = 0;
   /** Requests the next batch waits for (gathering); 0 = none. */
   private awaited = 0;
+  /** When the wait for them ends (performance.now() ms): maxWaitMs after the batch that set it finished. */
+  private gatherUntil = 0;
   private gatherTimer?: ReturnType<typeof setTimeout>;
   readonly stats: BatcherStats = { single: 0, batches: 0, batchedRequests: 0, failedBatches: 0, stalled: 0 };
 
@@ -112,12 +115,13 @@ export class Batcher<In, Out> {
   /** Starts batches while slots are free; each takes what is queued (oldest first). */
   private pump(): void {
     while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
-      if (this.queue.length < this.awaited) {
+      const waitMs = this.gatherUntil - performance.now();
+      if (this.queue.length < this.awaited && waitMs > 0) {
         this.gatherTimer ??= setTimeout(() => {
           this.gatherTimer = undefined;
           this.awaited = 0;
           this.pump();
-        }, (this.options.gather as GatherOptions).maxWaitMs);
+        }, waitMs);
         return;
       }
       if (this.gatherTimer !== undefined) {
@@ -142,7 +146,10 @@ export class Batcher<In, Out> {
       void this.execute(batch).finally(() => {
         clearTimeout(stall);
         const gather = this.options.gather;
-        if (gather !== false && batch.length >= gather.minBatch) this.awaited = Math.min(this.options.maxBatchSize, Math.ceil(batch.length * gather.fraction));
+        if (gather !== false && batch.length >= gather.minBatch) {
+          this.awaited = Math.min(this.options.maxBatchSize, Math.ceil(batch.length * gather.fraction));
+          this.gatherUntil = performance.now() + gather.maxWaitMs;
+        }
         releaseSlot();
       });
     }
