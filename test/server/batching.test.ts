@@ -166,6 +166,14 @@ describe('Batcher', () => {
       await Promise.all(all);
     }
 
+    /** `input` must start at once and alone (no gathering wait), and get its own result. */
+    async function expectRunsAtOnce(runner: ScriptedRunner, batcher: Batcher<string, string>, input: string): Promise<void> {
+      const result = batcher.run(input);
+      expect(runner.calls.at(-1)).toEqual([input]);
+      await runner.release();
+      await expect(result).resolves.toBe(`done ${input}`);
+    }
+
     it('waits for most of the last batch to queue again, then sends them as one batch', async () => {
       const runner = new ScriptedRunner();
       const batcher = new Batcher(runner, { ...batcherOptions, gather });
@@ -196,10 +204,7 @@ describe('Batcher', () => {
       await runner.release();
       await expect(lone).resolves.toBe('done a:1');
       // The wait applies once: the next lone request runs at once.
-      const after = batcher.run('b:1');
-      expect(runner.calls.at(-1)).toEqual(['b:1']);
-      await runner.release();
-      await expect(after).resolves.toBe('done b:1');
+      await expectRunsAtOnce(runner, batcher, 'b:1');
     });
 
     it('does not delay a request that arrives after the wait window of the large batch has passed', async () => {
@@ -207,10 +212,7 @@ describe('Batcher', () => {
       const batcher = new Batcher(runner, { ...batcherOptions, gather });
       await afterBatchOf(runner, batcher, 6);
       await new Promise((resolve) => setTimeout(resolve, gather.maxWaitMs + 10));
-      const late = batcher.run('a:1');
-      expect(runner.calls.at(-1)).toEqual(['a:1']);
-      await runner.release();
-      await expect(late).resolves.toBe('done a:1');
+      await expectRunsAtOnce(runner, batcher, 'a:1');
     });
 
     it('never delays a request after a batch smaller than minBatch, nor when gathering is off', async () => {
@@ -221,10 +223,7 @@ describe('Batcher', () => {
         const runner = new ScriptedRunner();
         const batcher = new Batcher(runner, options);
         await afterBatchOf(runner, batcher, size);
-        const lone = batcher.run('a:1');
-        expect(runner.calls.at(-1)).toEqual(['a:1']);
-        await runner.release();
-        await expect(lone).resolves.toBe('done a:1');
+        await expectRunsAtOnce(runner, batcher, 'a:1');
       }
     });
   });

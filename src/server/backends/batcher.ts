@@ -10,9 +10,9 @@
  * while the rest queue behind it, so every other statement carries a single request. After a
  * batch of at least `minBatch` requests, the next batch therefore waits until `fraction` of
  * that many have queued, or until `maxWaitMs` after that batch finished: a request arriving
- * later than that (the clients were not waiting to send) goes at once. The same idea as PostgreSQL's commit_delay,
- * which also waits only when enough other transactions are active; a lone client (batches of
- * one) never waits.
+ * later than that (the clients were not waiting to send) goes at once. The same idea as
+ * PostgreSQL's commit_delay, which also waits only when enough other transactions are active;
+ * a lone client (batches of one) never waits.
  *
  * Every request's outcome is its own, as if it had run alone:
  * - writes in one batch have distinct keys (a second write of a key waits for a later batch),
@@ -115,8 +115,9 @@ export class Batcher<In, Out> {
   /** Starts batches while slots are free; each takes what is queued (oldest first). */
   private pump(): void {
     while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
-      const waitMs = this.gatherUntil - performance.now();
-      if (this.queue.length < this.awaited && waitMs > 0) {
+      // The clock is read only while a gathering wait is pending, not on every dispatch.
+      const waitMs = this.queue.length < this.awaited ? this.gatherUntil - performance.now() : 0;
+      if (waitMs > 0) {
         this.gatherTimer ??= setTimeout(() => {
           this.gatherTimer = undefined;
           this.awaited = 0;

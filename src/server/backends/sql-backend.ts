@@ -139,8 +139,9 @@ export const BATCH_VALUE_LIMIT = 256 * 1024;
  * the server and PostgreSQL less per request than two or four at a time, at the same throughput).
  * A batch normally takes well under a millisecond (a read) or one commit (a write); one that
  * takes 20 ms is waiting for something and stops holding back the others. After a batch of 4 or
- * more, the next one gathers 80 % as many requests for up to 1 ms after it (about 20 % fewer statements per
- * get with 16 clients reading, where otherwise a third of the statements carried a single get).
+ * more, the next one gathers 80 % as many requests for up to 1 ms after it (about 20 % fewer
+ * statements per get with 16 clients reading, where otherwise a third of the statements carried
+ * a single get).
  */
 export const DEFAULT_BATCHING: BatcherOptions = {
   maxInFlight: 1,
