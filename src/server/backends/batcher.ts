@@ -12,7 +12,8 @@
  * that many have queued, or until `maxWaitMs` after that batch finished: a request arriving
  * later than that (the clients were not waiting to send) goes at once. The same idea as
  * PostgreSQL's commit_delay, which also waits only when enough other transactions are active;
- * a lone client (batches of one) never waits.
+ * a lone client (batches of one) never waits. The SQL backends leave it off by default: where a
+ * statement takes less than the shortest timer (1 ms), the wait is latency (docs/server.md).
  *
  * Every request's outcome is its own, as if it had run alone:
  * - writes in one batch have distinct keys (a second write of a key waits for a later batch),

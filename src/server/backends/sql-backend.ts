@@ -138,16 +138,16 @@ export const BATCH_VALUE_LIMIT = 256 * 1024;
  * leaves together as the next one (measured with bench/server.ts: fewer, larger batches cost
  * the server and PostgreSQL less per request than two or four at a time, at the same throughput).
  * A batch normally takes well under a millisecond (a read) or one commit (a write); one that
- * takes 20 ms is waiting for something and stops holding back the others. After a batch of 4 or
- * more, the next one gathers 80 % as many requests for up to 1 ms after it (about 20 % fewer
- * statements per get with 16 clients reading, where otherwise a third of the statements carried
- * a single get).
+ * takes 20 ms is waiting for something and stops holding back the others. Gathering (waiting
+ * after a large batch for the next one to fill) is off: it made batches larger, but in alternating
+ * runs of bench/server.ts it gave no more puts/s and 8 % fewer gets/s on a quiet machine (the wait
+ * became latency), and no difference under a CPU hog; see docs/server.md.
  */
 export const DEFAULT_BATCHING: BatcherOptions = {
   maxInFlight: 1,
   maxBatchSize: 64,
   stallMs: 20,
-  gather: { minBatch: 4, fraction: 0.8, maxWaitMs: 1 },
+  gather: false,
 };
 
 export interface SqlBackendOptions {
@@ -156,7 +156,8 @@ export interface SqlBackendOptions {
   /**
    * Natural batching of concurrent single-row gets and single-item puts (batcher.ts): how many
    * batch statements of each kind may run at once, how many requests one may carry, and when a
-   * slow one stops counting. `false` runs every request on its own. Default DEFAULT_BATCHING.
+   * slow one stops counting, and whether to gather after a large batch (off by default).
+   * `false` runs every request on its own. Default DEFAULT_BATCHING.
    */
   batching?: false | Partial<BatcherOptions>;
   logger?: Logger;
