@@ -224,9 +224,8 @@ export class SqlBackend implements StorageBackend {
     this.batchInlineLimit = Math.min(this.inlineValueLimit, BATCH_VALUE_LIMIT);
     const batching = options.batching === false ? false : { ...DEFAULT_BATCHING, ...options.batching };
     if (batching) {
-      const logger = options.logger;
       const onBatchError = (error: unknown, size: number) =>
-        logger?.warn({ err: error, size }, 'batched statement failed; retrying its requests one by one where safe');
+        this.logger?.warn({ err: error, size }, 'batched statement failed; retrying its requests one by one where safe');
       this.getBatcher = new Batcher<RowRef, BatchedGet>(
         {
           runBatch: (rows) => this.getBatch(rows),
