@@ -1,7 +1,6 @@
 import { PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, VSS_PATHS, vss, type VssOperation } from '../protocol/index.js';
 import {
   AuthError,
-  ConflictError,
   errorFromResponse,
   errorProvesNotApplied,
   InternalServerError,
@@ -134,7 +133,7 @@ export class VssClient {
         check?.(response);
         return response;
       } catch (error) {
-        if (error instanceof ConflictError && isWrite) error.afterAmbiguousAttempt = outcomeUnknown;
+        if (error instanceof VssError && isWrite) error.afterAmbiguousAttempt = outcomeUnknown;
         if (!errorProvesNotApplied(error)) outcomeUnknown = true;
         throw error;
       }
@@ -148,7 +147,9 @@ export class VssClient {
     } catch (error) {
       if (error instanceof VssError) throw error;
       // Only an aborted retry sleep gets here (attempts throw VssError only).
-      throw new VssClientError('aborted', `${operation} aborted by the caller`, { cause: error });
+      const aborted = new VssClientError('aborted', `${operation} aborted by the caller`, { cause: error });
+      aborted.afterAmbiguousAttempt = isWrite && outcomeUnknown;
+      throw aborted;
     }
   }
 

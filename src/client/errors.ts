@@ -9,6 +9,13 @@ import { PROTOCOL_VERSION, vss } from '../protocol/index.js';
 export class VssError extends Error {
   /** HTTP status of the response that caused the error, when there was one. */
   readonly status: number | undefined;
+  /**
+   * Set on the error of a write (putObjects, deleteObject) when an EARLIER attempt of the same
+   * call failed in a way that does not prove the write was not applied (timeout, network error,
+   * 5xx, undecodable reply). The write may then have been applied, whatever this error says: a
+   * 409 may be our own first attempt, and a 401 or 400 on a retry says nothing about it.
+   */
+  afterAmbiguousAttempt = false;
   constructor(message: string, options?: { status?: number; cause?: unknown }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
@@ -44,15 +51,11 @@ export class InvalidRequestError extends VssServerError {
 }
 
 /**
- * CONFLICT_EXCEPTION: a conditional write or delete found another version.
- *
- * `afterAmbiguousAttempt` is true when an EARLIER attempt of the same call failed in a way
- * that does not prove the write was not applied (timeout, network error, 5xx, undecodable
- * reply). The conflict may then be our own first attempt having committed: the caller must
- * read the key back to find out, never assume either outcome.
+ * CONFLICT_EXCEPTION: a conditional write or delete found another version. With
+ * `afterAmbiguousAttempt` the conflict may be our own first attempt having committed: the caller
+ * must read the key back to find out, never assume either outcome.
  */
 export class ConflictError extends VssServerError {
-  afterAmbiguousAttempt = false;
   constructor(serverMessage: string, options?: { status?: number }) {
     super(vss.ErrorCode.CONFLICT_EXCEPTION, serverMessage, 'Potential version conflict in write operation: ', options);
   }
@@ -118,11 +121,13 @@ export class VssClientError extends VssError {
 }
 
 /**
- * Whether a failed write attempt is known NOT to have been applied: the server answered with
- * a definite rejection, or the request was never sent (header provider failure). Any other
- * failure (timeout, network, 5xx, undecodable reply) leaves the write's outcome unknown.
+ * Whether a failed write is known NOT to have been applied: the server answered with a definite
+ * rejection, or the request was never sent (header provider failure), and no earlier attempt of
+ * the call left its outcome unknown. Any other failure (timeout, network, 5xx, undecodable
+ * reply) leaves the write's outcome unknown.
  */
 export function errorProvesNotApplied(error: unknown): boolean {
+  if (error instanceof VssError && error.afterAmbiguousAttempt) return false;
   return (
     error instanceof NoSuchKeyError ||
     error instanceof InvalidRequestError ||

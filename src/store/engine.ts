@@ -11,6 +11,7 @@ import { call, record, type Operation } from './effects.js';
 import {
   ConcurrentWriterError,
   DataIntegrityError,
+  InvalidKeyError,
   KeyNotFoundError,
   RollbackDetectedError,
   StoreError,
@@ -90,7 +91,14 @@ export class StoreEngine {
 
   target(primaryNamespace: string, secondaryNamespace: string, key: string): Target {
     const where = { primaryNamespace, secondaryNamespace, key };
-    return { where, address: this.#layout().address(primaryNamespace, secondaryNamespace, key) };
+    const layout = this.#layout();
+    const address = layout.address(primaryNamespace, secondaryNamespace, key);
+    // The marker decides how the store is read at open: overwriting or removing it through
+    // the KV API would make the store unopenable (or look like a wrong seed).
+    if (address.storeKey === layout.schemaMarker().storeKey) {
+      throw new InvalidKeyError(`${describe(where)} is reserved for the store's schema marker`);
+    }
+    return { where, address };
   }
 
   /** Ledger id of a store key. */
@@ -242,16 +250,16 @@ export class StoreEngine {
     const marker = layout.schemaMarker().storeKey;
     const startedAt = this.#sequence;
     const keys: string[] = [];
-    const learned: Array<[string, bigint]> = [];
+    const listed: Array<[string, bigint]> = [];
     yield* this.#paginate(layout.listPrefix(primaryNamespace, secondaryNamespace), (kv) => {
       const storeKey = kv.key ?? '';
       if (storeKey === marker) return;
       const key = layout.keyInNamespace(storeKey, primaryNamespace, secondaryNamespace);
       if (key === undefined) return;
       keys.push(key);
-      learned.push([storeKey, int64ToBigInt(kv.version)]);
+      listed.push([storeKey, int64ToBigInt(kv.version)]);
     });
-    for (const [storeKey, version] of learned) yield* this.#learn(storeKey, version, startedAt);
+    this.#checkListed(listed, startedAt);
     return keys;
   }
 
@@ -260,14 +268,14 @@ export class StoreEngine {
     const marker = layout.schemaMarker().storeKey;
     const startedAt = this.#sequence;
     const keys: StoreKey[] = [];
-    const learned: Array<[string, bigint]> = [];
+    const listed: Array<[string, bigint]> = [];
     yield* this.#paginate(undefined, (kv) => {
       const storeKey = kv.key ?? '';
       if (storeKey === marker) return;
       keys.push(layout.parse(storeKey));
-      learned.push([storeKey, int64ToBigInt(kv.version)]);
+      listed.push([storeKey, int64ToBigInt(kv.version)]);
     });
-    for (const [storeKey, version] of learned) yield* this.#learn(storeKey, version, startedAt);
+    this.#checkListed(listed, startedAt);
     return keys;
   }
 
@@ -301,14 +309,37 @@ export class StoreEngine {
   }
 
   /**
-   * Adopts a version the server showed us, unless a local change to the key happened since
-   * the request was made (then the answer may predate it). A version LOWER than one this
+   * Adopts a version the server showed us in a read, unless a local change to the key happened
+   * since the request was made (then the answer may predate it). A version LOWER than one this
    * store already knew is a rollback and is refused.
    */
   *#learn(storeKey: string, version: bigint | null, startedAt: number): Operation<void> {
-    if (!this.conditional) return;
-    if (!this.queue.isIdle(storeKey) || this.#uncertain.has(storeKey)) return;
-    if ((this.#lastChange.get(storeKey) ?? -1) > startedAt) return;
+    if (!this.#checkServerVersion(storeKey, version, startedAt)) return;
+    this.#conflicted.delete(storeKey);
+    const known = this.versions.get(storeKey);
+    if (version === null || known === version) return;
+    this.versions.set(storeKey, version);
+    yield* record([{ id: this.id(storeKey), version }]);
+  }
+
+  /**
+   * A listing only checks for rollback: it adopts nothing. The caller never saw the values, so
+   * taking another writer's newer version from a listing would let this store's next write
+   * overwrite data it never read (and would lift a conflict without a read).
+   */
+  #checkListed(listed: ReadonlyArray<[string, bigint]>, startedAt: number): void {
+    for (const [storeKey, version] of listed) this.#checkServerVersion(storeKey, version, startedAt);
+  }
+
+  /**
+   * Whether a version the server showed us speaks for the key's current state (no local change
+   * since the request started, no write of uncertain outcome); throws RollbackDetectedError when
+   * it is lower than one this store already saw.
+   */
+  #checkServerVersion(storeKey: string, version: bigint | null, startedAt: number): boolean {
+    if (!this.conditional) return false;
+    if (!this.queue.isIdle(storeKey) || this.#uncertain.has(storeKey)) return false;
+    if ((this.#lastChange.get(storeKey) ?? -1) > startedAt) return false;
     const known = this.versions.get(storeKey);
     if (known !== undefined && (version === null || version < known)) {
       throw new RollbackDetectedError(
@@ -316,10 +347,7 @@ export class StoreEngine {
           'the server went back in time, or another writer deleted and re-created it',
       );
     }
-    this.#conflicted.delete(storeKey);
-    if (version === null || known === version) return;
-    this.versions.set(storeKey, version);
-    yield* record([{ id: this.id(storeKey), version }]);
+    return true;
   }
 
   // ---------------------------------------------------------------- writes

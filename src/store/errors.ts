@@ -50,7 +50,9 @@ export class StoreClosedError extends StoreError {}
 /**
  * The server could not be reached, refused the request, or failed (network, timeout, auth,
  * 5xx, protocol mismatch). `cause` carries the client's typed error. Usually transient: the
- * data is untouched and the operation may be retried.
+ * operation may be retried. A failed write or remove may still have been applied (its reply was
+ * lost); the store then reads the key back before its next operation on that key, so a retry
+ * neither loses nor duplicates anything.
  */
 export class StoreIOError extends StoreError {}
 

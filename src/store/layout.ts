@@ -41,16 +41,20 @@ const NAMESPACE_CACHE_LIMIT = 4096;
 export class StoreLayout {
   readonly #namespaces = new Map<string, string>();
   readonly #parsedNamespaces = new Map<string, [string, string]>();
+  #marker: StoreAddress | undefined;
 
   constructor(
     readonly schema: SchemaVersion,
     private readonly obfuscator: KeyObfuscator,
   ) {}
 
-  /** The marker's address, identical for both schemas. */
+  /** The marker's address, identical for both schemas (computed once: every operation checks it). */
   schemaMarker(): StoreAddress {
-    const storeKey = `${this.#obfuscatedNamespace('', '')}#${this.obfuscator.obfuscate(VSS_SCHEMA_VERSION_KEY)}`;
-    return { storeKey, aad: utf8.encode(storeKey) };
+    if (!this.#marker) {
+      const storeKey = `${this.#obfuscatedNamespace('', '')}#${this.obfuscator.obfuscate(VSS_SCHEMA_VERSION_KEY)}`;
+      this.#marker = { storeKey, aad: utf8.encode(storeKey) };
+    }
+    return this.#marker;
   }
 
   address(primaryNamespace: string, secondaryNamespace: string, key: string): StoreAddress {

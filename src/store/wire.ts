@@ -10,6 +10,7 @@ import {
   NoSuchKeyError,
   VersionMismatchError,
   VssClientError,
+  VssError,
   VssServerError,
   type VssClientFailure,
 } from '../client/index.js';
@@ -55,7 +56,7 @@ export function toWireError(error: unknown): WireError {
     wire.serverMessage = error.serverMessage;
     wire.status = error.status;
   }
-  if (error instanceof ConflictError) wire.afterAmbiguousAttempt = error.afterAmbiguousAttempt;
+  if (error instanceof VssError && error.afterAmbiguousAttempt) wire.afterAmbiguousAttempt = true;
   if (error instanceof AuthError) wire.fromHeaderProvider = error.fromHeaderProvider;
   if (error instanceof VersionMismatchError) {
     wire.versionServed = error.versionServed;
@@ -72,6 +73,12 @@ const CLIENT_PREFIX = 'InternalError: ';
 
 /** Rebuilds the typed error a worker reported. */
 export function fromWireError(wire: WireError): Error {
+  const error = rebuildError(wire);
+  if (error instanceof VssError) error.afterAmbiguousAttempt = wire.afterAmbiguousAttempt ?? false;
+  return error;
+}
+
+function rebuildError(wire: WireError): Error {
   const status = wire.status === undefined ? {} : { status: wire.status };
   const server = wire.serverMessage ?? wire.message;
   switch (wire.name) {
@@ -81,11 +88,8 @@ export function fromWireError(wire: WireError): Error {
       return new InvalidRequestError(server, status);
     case 'InternalServerError':
       return new InternalServerError(server, status);
-    case 'ConflictError': {
-      const conflict = new ConflictError(server, status);
-      conflict.afterAmbiguousAttempt = wire.afterAmbiguousAttempt ?? false;
-      return conflict;
-    }
+    case 'ConflictError':
+      return new ConflictError(server, status);
     case 'AuthError':
       return new AuthError(server, { ...status, fromHeaderProvider: wire.fromHeaderProvider });
     case 'VersionMismatchError':

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   AuthError,
   ConflictError,
+  errorProvesNotApplied,
   ExponentialBackoffRetryPolicy,
   FixedHeaders,
   InternalServerError,
@@ -293,6 +294,33 @@ describe('VssClient ambiguous conditional writes', () => {
     expect(e2).toBeInstanceOf(ConflictError);
     expect(e2.afterAmbiguousAttempt).toBe(false);
     expect(afterAuth.requests).toHaveLength(2);
+  });
+
+  it('flags any final error of a write after an ambiguous attempt (a 401 on the retry proves nothing), never a read\'s', async () => {
+    const lostThenAuth = () => mockFetch((_, i) => (i === 0 ? errorReply(500, 3, 'db down') : errorReply(401, 5, 'token expired')));
+    const write = lostThenAuth();
+    const writeError = await new VssClient(BASE, { fetch: write.fetch, retryPolicy: TEST_POLICY, sleep: instantSleep }).putObjects({ storeId: 's' }).catch((e) => e);
+    expect(write.requests).toHaveLength(2);
+    expect(writeError).toBeInstanceOf(AuthError);
+    expect(writeError.afterAmbiguousAttempt).toBe(true);
+    expect(errorProvesNotApplied(writeError)).toBe(false);
+
+    const del = lostThenAuth();
+    const deleteError = await new VssClient(BASE, { fetch: del.fetch, retryPolicy: TEST_POLICY, sleep: instantSleep })
+      .deleteObject({ storeId: 's', keyValue: keyValue('k', 1n) })
+      .catch((e) => e);
+    expect(deleteError.afterAmbiguousAttempt).toBe(true);
+
+    // The same rejection with no ambiguous attempt before it does prove nothing was applied.
+    const direct = mockFetch(() => errorReply(401, 5, 'token expired'));
+    const directError = await new VssClient(BASE, { fetch: direct.fetch, retryPolicy: TEST_POLICY, sleep: instantSleep }).putObjects({ storeId: 's' }).catch((e) => e);
+    expect(directError.afterAmbiguousAttempt).toBe(false);
+    expect(errorProvesNotApplied(directError)).toBe(true);
+
+    const read = lostThenAuth();
+    const readError = await new VssClient(BASE, { fetch: read.fetch, retryPolicy: TEST_POLICY, sleep: instantSleep }).getObject({ storeId: 's', key: 'k' }).catch((e) => e);
+    expect(read.requests).toHaveLength(2);
+    expect(readError.afterAmbiguousAttempt).toBe(false);
   });
 });
 

@@ -8,9 +8,13 @@ import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryBackend, startVssServer } from '../../src/server/index.js';
+import type { FetchFunction } from '../../src/client/index.js';
+import { vss } from '../../src/protocol/index.js';
 import {
   ConcurrentWriterError,
+  KeyNotFoundError,
   RollbackDetectedError,
+  StoreIOError,
   StoreOpenError,
   VssStore,
   type VersionChange,
@@ -145,6 +149,53 @@ describe('rollback detection with a version ledger', () => {
     await expect(store.read('m', '', 'k')).rejects.toBeInstanceOf(RollbackDetectedError);
     await expect(store.read('m', '', 'other')).rejects.toBeInstanceOf(RollbackDetectedError);
     await store.close();
+  });
+
+  it('a write or remove whose reply was lost and whose retry met 401 is settled by reading back: no false conflict, no false rollback', async () => {
+    // The first putObjects attempt commits but its reply is lost; the retry is refused (an
+    // expired token). The 401 proves nothing about the first attempt.
+    let lostThenRefused = false;
+    let attempt = 0;
+    const flaky: FetchFunction = async (url, init) => {
+      if (!url.endsWith('/putObjects') || !lostThenRefused) return fetch(url, init);
+      attempt += 1;
+      if (attempt === 1) {
+        await (await fetch(url, init)).arrayBuffer();
+        throw new TypeError('fetch failed: socket hang up');
+      }
+      lostThenRefused = false;
+      attempt = 0;
+      const body = vss.ErrorResponse.encode({ errorCode: vss.ErrorCode.AUTH_EXCEPTION, message: 'token expired' }).finish();
+      return new Response(body as BodyInit, { status: 401, headers: { 'vss-protocol-version': '0' } });
+    };
+    const storeId = `rb-${randomUUID()}`;
+    const path = ledgerPath();
+    const options = {
+      versionLedger: path,
+      client: { baseUrl: server.url, retry: { baseDelayMs: 1, maxAttempts: 2, maxTotalDelayMs: 50, maxJitterMs: 0 } },
+      clientRuntime: { fetch: flaky },
+    };
+    const store = await open(storeId, options);
+    await store.write('m', '', 'a', bytes('v1'));
+    await store.write('m', '', 'b', bytes('x'));
+
+    lostThenRefused = true;
+    await expect(store.write('m', '', 'a', bytes('v2'))).rejects.toBeInstanceOf(StoreIOError);
+    // v2 did commit: the next write reads back, finds it, and goes on from there.
+    await store.write('m', '', 'a', bytes('v3'));
+    expect(text(await store.read('m', '', 'a'))).toBe('v3');
+
+    lostThenRefused = true;
+    await expect(store.remove('m', '', 'b', false)).rejects.toBeInstanceOf(StoreIOError);
+    // The remove did commit: the key is gone, not "rolled back", and can be written again.
+    await expect(store.read('m', '', 'b')).rejects.toBeInstanceOf(KeyNotFoundError);
+    await store.write('m', '', 'b', bytes('y'));
+    await store.close();
+
+    const reopened = await open(storeId, { versionLedger: path });
+    expect(text(await reopened.read('m', '', 'a'))).toBe('v3');
+    expect(text(await reopened.read('m', '', 'b'))).toBe('y');
+    await reopened.close();
   });
 
   it('refuses a ledger with unconditional writes (versions would reset to 1)', async () => {

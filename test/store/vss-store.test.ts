@@ -76,6 +76,26 @@ function storeSuite(backend: TestBackend): void {
       await store.close();
     });
 
+    it('reserves the schema marker\'s address: no write, batch, remove or read of it, and the store still opens', async () => {
+      const storeId = newStoreId();
+      const { fetch, counts } = countingFetch();
+      const store = await open(storeId, { clientRuntime: { fetch } });
+      const before = { ...counts };
+      await expect(store.write('', '', 'vss_schema_version', bytes('x'))).rejects.toBeInstanceOf(InvalidKeyError);
+      await expect(store.writeBatch([{ primaryNamespace: '', secondaryNamespace: '', key: 'vss_schema_version', value: bytes('x') }])).rejects.toBeInstanceOf(
+        InvalidKeyError,
+      );
+      await expect(store.remove('', '', 'vss_schema_version', false)).rejects.toBeInstanceOf(InvalidKeyError);
+      await expect(store.read('', '', 'vss_schema_version')).rejects.toThrow(/reserved for the store's schema marker/);
+      expect(counts).toEqual(before);
+      // The same key in another namespace is an ordinary key.
+      await store.write('ns', '', 'vss_schema_version', bytes('ordinary'));
+      await store.close();
+      const reopened = await open(storeId);
+      expect(text(await reopened.read('ns', '', 'vss_schema_version'))).toBe('ordinary');
+      await reopened.close();
+    });
+
     it('handles 120-character namespaces and keys, empty and 1 MiB values', async () => {
       const store = await open(newStoreId());
       const [p, s, k] = ['A'.repeat(120), 'B'.repeat(120), 'C'.repeat(120)];
@@ -271,6 +291,41 @@ function storeSuite(backend: TestBackend): void {
       const results = await Promise.allSettled([a.write('m', '', 'new', bytes('a')), b.write('m', '', 'new', bytes('b'))]);
       expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
       expect((results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason).toBeInstanceOf(ConcurrentWriterError);
+      await a.close();
+      await b.close();
+    });
+
+    it('a listing adopts no versions: a stale write after list or listAll still fails, before and after a conflict', async () => {
+      const storeId = newStoreId();
+      const a = await open(storeId);
+      const b = await open(storeId);
+      await a.write('chan', '', 'k', bytes('a1'));
+      await b.read('chan', '', 'k');
+      await b.write('chan', '', 'k', bytes('b2'));
+      // A listing shows the key at b's version; a never read it, so its next write is stale.
+      expect(await a.list('chan', '')).toEqual(['k']);
+      expect(await a.listAll()).toEqual([{ primaryNamespace: 'chan', secondaryNamespace: '', key: 'k' }]);
+      await expect(a.write('chan', '', 'k', bytes('a stale'))).rejects.toBeInstanceOf(ConcurrentWriterError);
+      // Once conflicted, a listing does not lift the conflict either; only a read does.
+      await a.list('chan', '');
+      await expect(a.write('chan', '', 'k', bytes('a stale again'))).rejects.toBeInstanceOf(ConcurrentWriterError);
+      expect(text(await b.read('chan', '', 'k'))).toBe('b2');
+      expect(text(await a.read('chan', '', 'k'))).toBe('b2');
+      await a.write('chan', '', 'k', bytes('a3'));
+      expect(text(await b.read('chan', '', 'k'))).toBe('a3');
+      await a.close();
+      await b.close();
+    });
+
+    it('a listing that shows a key older than this store last saw is a rollback', async () => {
+      const storeId = newStoreId();
+      const a = await open(storeId);
+      await a.write('chan', '', 'k', bytes('v1'));
+      await a.write('chan', '', 'k', bytes('v2'));
+      // Behind the store's back the key goes back to version 1 (a restored server snapshot).
+      const b = await open(storeId, { writeMode: 'unconditional' });
+      await b.write('chan', '', 'k', bytes('old'));
+      await expect(a.list('chan', '')).rejects.toBeInstanceOf(RollbackDetectedError);
       await a.close();
       await b.close();
     });
