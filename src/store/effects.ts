@@ -6,6 +6,7 @@
  * of the store's state (versions, ordering), instead of two that could drift apart.
  */
 import type { vss, VssOperation } from '../protocol/index.js';
+import { VersionLedgerError } from './errors.js';
 import type { VersionChange } from './version-ledger.js';
 
 export interface RequestOf {
@@ -39,9 +40,16 @@ export function* call<K extends VssOperation>(operation: K, request: RequestOf[K
   return (yield { kind: 'vss', operation, request } as VssCall) as ResponseOf[K];
 }
 
-/** Records versions durably (no-op for an empty list). */
+/** Records versions durably (no-op for an empty list); a ledger failure becomes VersionLedgerError. */
 export function* record(changes: VersionChange[]): Generator<StoreEffect, void, unknown> {
-  if (changes.length > 0) yield { kind: 'record', changes };
+  if (changes.length === 0) return;
+  try {
+    yield { kind: 'record', changes };
+  } catch (cause) {
+    throw new VersionLedgerError(`the version ledger could not record ${changes.length} change(s): ${(cause as Error)?.message ?? String(cause)}`, {
+      cause,
+    });
+  }
 }
 
 export interface AsyncEffects {

@@ -57,6 +57,14 @@ export class StoreClosedError extends StoreError {}
 export class StoreIOError extends StoreError {}
 
 /**
+ * The version ledger could not record a change (its storage failed). `cause` carries the
+ * ledger's error. A write or batch the server had already accepted rejects with this error
+ * although the server holds the new data; a remove stops before it is sent. Either way the ledger
+ * never claims more than the server holds, and retrying the operation is safe.
+ */
+export class VersionLedgerError extends StoreError {}
+
+/**
  * A synchronous write or remove found an asynchronous write or remove of the SAME key still
  * in flight. The blocking call cannot wait for it (the event loop that would finish it is
  * the one being blocked), and running both could reorder them, so it fails instead. Nothing

@@ -14,8 +14,10 @@ import {
   ConcurrentWriterError,
   KeyNotFoundError,
   RollbackDetectedError,
+  StoreError,
   StoreIOError,
   StoreOpenError,
+  VersionLedgerError,
   VssStore,
   type VersionChange,
   type VersionLedger,
@@ -196,6 +198,40 @@ describe('rollback detection with a version ledger', () => {
     expect(text(await reopened.read('m', '', 'a'))).toBe('v3');
     expect(text(await reopened.read('m', '', 'b'))).toBe('y');
     await reopened.close();
+  });
+
+  it('a ledger that fails to record gives VersionLedgerError (a StoreError), never a raw error; a retry then succeeds', async () => {
+    const ledger = memoryLedger();
+    let failNext = false;
+    const failing: VersionLedger = {
+      load: () => ledger.load(),
+      async record(changes) {
+        if (failNext) {
+          failNext = false;
+          throw new Error('ENOSPC: no space left on device');
+        }
+        await ledger.record(changes);
+      },
+    };
+    const storeId = `rb-${randomUUID()}`;
+    const store = await open(storeId, { versionLedger: failing });
+    await store.write('m', '', 'k', bytes('v1'));
+    failNext = true;
+    const error = await store.write('m', '', 'k', bytes('v2')).catch((e) => e);
+    expect(error).toBeInstanceOf(VersionLedgerError);
+    expect(error).toBeInstanceOf(StoreError);
+    expect(error.message).toContain('ENOSPC');
+    // The server accepted the write before the ledger failed; the ledger under-states it.
+    const other = await open(storeId);
+    expect(text(await other.read('m', '', 'k'))).toBe('v2');
+    await other.close();
+    await store.write('m', '', 'k', bytes('v3'));
+    expect(text(await store.read('m', '', 'k'))).toBe('v3');
+    // A remove whose ledger record fails is not sent.
+    failNext = true;
+    await expect(store.remove('m', '', 'k', false)).rejects.toBeInstanceOf(VersionLedgerError);
+    expect(text(await store.read('m', '', 'k'))).toBe('v3');
+    await store.close();
   });
 
   it('refuses a ledger with unconditional writes (versions would reset to 1)', async () => {
