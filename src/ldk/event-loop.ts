@@ -117,11 +117,7 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
     this.coalesceMs = options.coalesceMs ?? 250;
     this.tracker = options.persister?.linkManagerWriter(
       {
-        requestPersist: () => {
-          this.forced = true;
-          this.wake?.();
-          this.emit('persist-requested');
-        },
+        requestPersist: () => this.requestManagerWrite(),
       },
       options.store,
     );
@@ -218,10 +214,19 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
     if (this.stopped) return Promise.reject(new PersisterStoppedError('event loop stopped'));
     return new Promise((resolve, reject) => {
       this.durabilityWaiters.push({ after: this.writesSerialized, resolve, reject });
-      this.forced = true;
-      this.wake?.();
-      this.emit('persist-requested');
+      this.requestManagerWrite();
     });
+  }
+
+  /**
+   * Flags a manager write for the next pass. Called from inside LDK callbacks, so listeners
+   * hear of it only after the callback has returned: a listener that drives `poll()` would
+   * otherwise re-enter the ChannelManager while LDK holds its locks (a WASM panic).
+   */
+  private requestManagerWrite(): void {
+    this.forced = true;
+    this.wake?.();
+    queueMicrotask(() => this.emit('persist-requested'));
   }
 
   private settleWaiters(durableSeq: number | undefined, err?: Error): void {

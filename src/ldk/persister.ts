@@ -14,9 +14,9 @@
  * write waits until a manager that knows the update is durable, so a restored manager is
  * never older than its monitors (LDK would force-close). Deltas of one channel may then be in
  * flight together: if a crash leaves a gap, the stored manager still holds the missing
- * updates as in flight and LDK re-issues exactly the same bytes on restart. Unlinked, deltas
- * of a channel are written one at a time so the store never holds update N without N-1
- * (LDK's reader stops at the first gap). At most one full monitor per channel is in flight,
+ * updates as in flight and LDK re-issues exactly the same bytes on restart. Unlinked, a channel's
+ * writes (deltas and full monitors) go one at a time, so the store never holds update N
+ * without N-1 (LDK's reader stops at the first gap). At most one full monitor per channel is in flight,
  * and a newer one replaces queued or failing older writes it contains, so an old snapshot is
  * never written over a newer one. Channels proceed in parallel.
  */
@@ -337,12 +337,21 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
   }
 
   private onUpdate(outpoint: ldk.OutPoint, update: ldk.ChannelMonitorUpdate | null, monitor: ldk.ChannelMonitor): ldk.ChannelMonitorUpdateStatus {
+    const seenBefore = this.channels.has(monitorName(outpoint));
     const ch = this.channel(outpoint);
     if (update === null || isNullPointer(update)) {
-      // Chain sync: LDK awaits no id, but the whole monitor must be stored. Once durable it
-      // also covers every update id up to the monitor's latest. It contains those updates,
-      // so it waits for the manager exactly as long as the newest of them would.
+      // Chain sync: the whole monitor must be stored. Once durable it also covers every update
+      // id up to the monitor's latest. It contains those updates, so it waits for the manager
+      // exactly as long as the newest of them would.
       const latest = monitor.get_latest_update_id();
+      if (seenBefore && latest > ch.latestUpdateId && !ch.awaiting.includes(latest)) {
+        // No update, yet a newer id: ChainMonitor could not apply an update (the funding was
+        // already spent on chain) and hands over the whole monitor instead, but it still
+        // awaits that update's id. Without this, the id would never be reported complete.
+        const tick = ++this.tick;
+        ch.updateTicks.set(latest, tick);
+        ch.awaiting.push(latest);
+      }
       this.enqueue(ch, this.fullWrite(ch, monitor, latest, ch.updateTicks.get(latest) ?? 0));
       return IN_PROGRESS;
     }
@@ -496,8 +505,9 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
     this.schedule(ch);
   }
 
+  /** Deltas of one channel in flight at once when linked to the manager writer. */
   private concurrencyLimit(): number {
-    return this.managerWriter ? Math.max(1, this.options.maxConcurrentWritesPerChannel ?? 8) : 1;
+    return Math.max(1, this.options.maxConcurrentWritesPerChannel ?? 8);
   }
 
   /** Starts queued writes of a channel as far as the ordering rules allow. */
@@ -511,6 +521,11 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
         return;
       } else if (next.kind === 'full') {
         if (running.some((w) => w.kind === 'full')) return;
+      } else if (!this.managerWriter && running.length > 0) {
+        // Unlinked, the stored manager may not know an update, so nothing may re-issue it after
+        // a crash: a delta must not land while the write before it (say, a full monitor that
+        // replaced the previous delta) could still be lost, leaving a gap LDK's reader stops at.
+        return;
       } else if (running.filter((w) => w.kind === 'update').length >= this.concurrencyLimit()) {
         return;
       }

@@ -11,10 +11,12 @@ import {
   readChannelMonitorsWithLdk,
   silentLogger,
   toLdkKVStore,
+  VssPersister,
   type DurableWriteEvent,
 } from '../../src/ldk/index.js';
 import { postgresServerOption, vssBackend, type StoreBackend } from './helpers/backends.js';
 import type { AsyncKVStore } from '../../src/store/types.js';
+import { MemoryKVStore, MemoryServer } from './helpers/memory-store.js';
 import { RecordingStore } from './helpers/recording-store.js';
 import { useVssBackend } from './helpers/fixture.js';
 import { openPair, persisterOf, readMonitorsAsNewDevice, vssNode, type Pair } from './helpers/nodes.js';
@@ -168,6 +170,48 @@ describe('VssPersister between two LDK nodes', () => {
   });
 });
 
+/**
+ * A's channel monitor as stored after one payment (update k), and the update k + 1 of the next
+ * payment: the material for driving a second device's ChainMonitor by hand.
+ */
+async function storedMonitorAndNextUpdate(): Promise<{ monitor: ldk.ChannelMonitor; update: ldk.ChannelMonitorUpdate }> {
+  const aServer = new MemoryServer();
+  pair = await openPair({ persistenceA: vssNode(new MemoryKVStore(aServer)) });
+  const { net, a, b, channel } = pair;
+  await net.pay(a, b, 50_000n, { settled: true });
+  await persisterOf(a).flush();
+  const [stored] = await readMonitorsAsNewDevice(new MemoryKVStore(aServer.clone()), a.seed);
+  const k = stored.monitor.get_latest_update_id();
+  await net.pay(a, b, 50_000n, { settled: true });
+  await persisterOf(a).flush();
+  const delta = aServer.get(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, channel.monitorName, String(k + 1n));
+  if (!delta) throw new Error(`update ${k + 1n} was not stored`);
+  const update = (ldk.ChannelMonitorUpdate.constructor_read(delta) as ldk.Result_ChannelMonitorUpdateDecodeErrorZ_OK).res;
+  return { monitor: stored.monitor, update };
+}
+
+/** A ChainMonitor with a VssPersister over `store` (not linked to any manager writer), as on another device. */
+function newDeviceChainMonitor(store: AsyncKVStore) {
+  const keys = ldk.KeysManager.constructor_new(new Uint8Array(32).fill(9), BigInt(Math.floor(Date.now() / 1000)), 9);
+  const logger = ldk.Logger.new_impl({ log: () => {} });
+  const broadcast: Uint8Array[] = [];
+  const broadcaster = ldk.BroadcasterInterface.new_impl({ broadcast_transactions: (txs: Uint8Array[]) => void broadcast.push(...txs) });
+  const feeEstimator = ldk.FeeEstimator.new_impl({ get_est_sat_per_1000_weight: () => 253 });
+  const persister = new VssPersister({
+    store,
+    entropySource: keys.as_EntropySource(),
+    signerProvider: keys.as_SignerProvider(),
+    broadcaster,
+    feeEstimator,
+    logger,
+    log: silentLogger,
+  });
+  const chainMonitor = ldk.ChainMonitor.constructor_new(ldk.Option_FilterZ.constructor_none(), broadcaster, logger, feeEstimator, persister.toLdkPersist());
+  persister.attach(chainMonitor);
+  const broadcastLatestHolderCommitment = (monitor: ldk.ChannelMonitor) => monitor.broadcast_latest_holder_commitment_txn(broadcaster, feeEstimator, logger);
+  return { persister, chainMonitor, broadcast, broadcastLatestHolderCommitment };
+}
+
 describe('VssPersister storage layout', () => {
   it("writes LDK's layout: full monitors every N updates with the sentinel, stale deltas removed, LDK's own reader restores it", async () => {
     const storeId = fx.nextStoreId();
@@ -223,6 +267,81 @@ describe('VssPersister storage layout', () => {
     expect(persister.stats.fullWrites).toBeGreaterThan(fullsBefore);
     const [onServer] = await readMonitorsAsNewDevice(await fx.backend.open(storeId), a.seed);
     expect(onServer.monitor.get_latest_update_id()).toBe(persister.monitors()[0].latestUpdateId);
+  });
+
+  it("'persist-requested' reaches listeners after LDK's callback returns, so a listener may drive poll()", async () => {
+    pair = await openPair({ persistenceA: vssNode(new MemoryKVStore()) });
+    const { net, a, b } = pair;
+    let requests = 0;
+    const pollErrors: unknown[] = [];
+    a.eventLoop!.on('persist-requested', () => {
+      requests += 1;
+      try {
+        a.eventLoop!.poll();
+      } catch (error) {
+        pollErrors.push(error);
+      }
+    });
+    await net.pay(a, b, 10_000n, { settled: true });
+    expect(requests).toBeGreaterThan(0);
+    expect(pollErrors).toEqual([]);
+    await net.pay(a, b, 10_000n, { settled: true });
+  });
+
+  it('an update ChainMonitor cannot apply (funding already spent) is still reported complete once the whole monitor is durable', async () => {
+    const { monitor, update } = await storedMonitorAndNextUpdate();
+    const { persister, chainMonitor, broadcast, broadcastLatestHolderCommitment } = newDeviceChainMonitor(new MemoryKVStore(new MemoryServer()));
+    // Another ChainMonitor watches the monitor and sees its holder commitment confirmed.
+    broadcastLatestHolderCommitment(monitor);
+    const outpoint = monitor.get_funding_txo().get_a();
+    chainMonitor.as_Watch().watch_channel(outpoint, monitor);
+    await persister.flush();
+    chainMonitor.as_Confirm().transactions_confirmed(new Uint8Array(80), [ldk.TwoTuple_usizeTransactionZ.constructor_new(1, broadcast[0])], 200);
+    await persister.flush();
+
+    // LDK refuses the update (the funding is spent), hands over the whole monitor without it,
+    // and still waits for its id.
+    const id = update.get_update_id();
+    expect(chainMonitor.as_Watch().update_channel(outpoint, update)).toBe(ldk.ChannelMonitorUpdateStatus.LDKChannelMonitorUpdateStatus_InProgress);
+    expect(persister.monitors()[0].awaitingUpdateIds).toEqual([id]);
+    await persister.flush();
+    expect(chainMonitor.list_pending_monitor_updates().flatMap((entry) => entry.get_b())).toEqual([]);
+    expect(persister.monitors()[0]).toMatchObject({ durableUpdateId: id, awaitingUpdateIds: [] });
+    await persister.close();
+  });
+
+  it('unlinked from the manager writer, one monitor write per channel at a time: no delta overtakes a full monitor', async () => {
+    const { monitor, update } = await storedMonitorAndNextUpdate();
+    // A store whose monitor writes wait until released, in the order they arrive.
+    const inner = new MemoryKVStore(new MemoryServer());
+    const started: string[] = [];
+    const release: Array<() => void> = [];
+    const gated: AsyncKVStore = {
+      read: (p, s, k) => inner.read(p, s, k),
+      list: (p, s) => inner.list(p, s),
+      listAll: () => inner.listAll(),
+      remove: (p, s, k, lazy) => inner.remove(p, s, k, lazy),
+      write: async (p, s, k, value) => {
+        started.push(p === CHANNEL_MONITOR_NAMESPACE.primary ? 'full' : `delta ${k}`);
+        await new Promise<void>((resolve) => release.push(resolve));
+        await inner.write(p, s, k, value);
+      },
+    };
+    const { persister, chainMonitor } = newDeviceChainMonitor(gated);
+    const outpoint = monitor.get_funding_txo().get_a();
+    chainMonitor.as_Watch().watch_channel(outpoint, monitor);
+    chainMonitor.as_Watch().update_channel(outpoint, update);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // The whole monitor is being written; the delta after it waits (a crash now must not leave
+    // the delta stored with the monitor before it missing).
+    expect(started).toEqual(['full']);
+    release.shift()!();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(started).toEqual(['full', `delta ${update.get_update_id()}`]);
+    release.shift()!();
+    await persister.flush();
+    expect(chainMonitor.list_pending_monitor_updates().flatMap((entry) => entry.get_b())).toEqual([]);
+    await persister.close();
   });
 
   it('archives a monitor in LDK\'s layout (plain serialization under archived_monitors, live keys removed)', async () => {

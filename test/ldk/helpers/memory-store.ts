@@ -60,6 +60,13 @@ export class MemoryServer {
     return [...this.values.keys()].map(parse);
   }
 
+  /** A copy of the stored values as they are now (for a store "as it was" at some moment). */
+  clone(): MemoryServer {
+    const copy = new MemoryServer();
+    for (const [k, v] of this.values) copy.values.set(k, { value: v.value, version: v.version });
+    return copy;
+  }
+
   bytesWritten(): number {
     return this.log.reduce((n, op) => n + op.bytes, 0);
   }
