@@ -23,6 +23,7 @@
 import { EventEmitter } from 'node:events';
 import * as ldk from 'lightningdevkit';
 import { supportsAtomicBatch, type AsyncKVStore, type AtomicBatchKVStore, type KeyValueWrite } from '../store/types.js';
+import { KeyNotFoundError } from '../store/errors.js';
 import { PersisterStoppedError } from './errors.js';
 import {
   ARCHIVED_CHANNEL_MONITOR_NAMESPACE,
@@ -607,7 +608,27 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
 
   /** Copies the monitor (with its updates applied) to `archived_monitors`, then removes the live copy. */
   private async archive(ch: ChannelState): Promise<void> {
-    const restored = await readMonitorWithUpdates(this.store, ch.name, this.options);
+    let restored: Awaited<ReturnType<typeof readMonitorWithUpdates>>;
+    try {
+      restored = await readMonitorWithUpdates(this.store, ch.name, this.options);
+    } catch (err) {
+      if (!(err instanceof KeyNotFoundError)) throw err;
+      // No live monitor: an earlier attempt got past removing it (the archived copy was written
+      // first), or it was never stored. Either way only leftover deltas remain to remove;
+      // retrying the read would fail forever.
+      const archived = await this.store
+        .read(ARCHIVED_CHANNEL_MONITOR_NAMESPACE.primary, ARCHIVED_CHANNEL_MONITOR_NAMESPACE.secondary, ch.name)
+        .then(() => true, (readErr: unknown) => {
+          if (readErr instanceof KeyNotFoundError) return false;
+          throw readErr;
+        });
+      if (!archived) this.log.error({ monitor: ch.name }, 'archiving a channel monitor that is not in the store: nothing to archive');
+      const leftovers = await this.store.list(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, ch.name);
+      await Promise.all(leftovers.map((key) => this.store.remove(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, ch.name, key, true)));
+      this.stats.removals += leftovers.length;
+      ch.storedUpdateIds.clear();
+      return;
+    }
     // LDK's MonitorUpdatingPersister archives the plain serialization, without the sentinel.
     const bytes = restored.monitor.write();
     await this.store.write(ARCHIVED_CHANNEL_MONITOR_NAMESPACE.primary, ARCHIVED_CHANNEL_MONITOR_NAMESPACE.secondary, ch.name, bytes);

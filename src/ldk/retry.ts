@@ -11,6 +11,7 @@ import {
   StoreClosedError,
 } from '../store/errors.js';
 import { ConflictError, InvalidRequestError, VersionMismatchError } from '../client/errors.js';
+import { CorruptStateError } from './errors.js';
 
 export interface BackoffOptions {
   /** First delay after a failure. Default 100 ms. */
@@ -33,7 +34,7 @@ export function backoffDelay(attempt: number, options: BackoffOptions = {}): num
 /**
  * True for errors worth retrying (network, timeouts, 5xx, authentication that may refresh).
  * False for errors that mean the data or the store's ownership is in question (another
- * writer, a rolled-back server, undecryptable data) or that no retry can fix (an invalid
+ * writer, a rolled-back server, undecryptable or undecodable data) or that no retry can fix (an invalid
  * request, an incompatible server, a closed store); those are surfaced, never retried.
  */
 export function isTransientStoreError(err: unknown): boolean {
@@ -41,6 +42,7 @@ export function isTransientStoreError(err: unknown): boolean {
     err instanceof ConcurrentWriterError ||
     err instanceof RollbackDetectedError ||
     err instanceof DataIntegrityError ||
+    err instanceof CorruptStateError ||
     err instanceof InvalidKeyError ||
     err instanceof StoreClosedError ||
     err instanceof ConflictError ||

@@ -369,6 +369,44 @@ describe('VssPersister storage layout', () => {
     expect(decoded).toBeInstanceOf(ldk.Result_C2Tuple_ThirtyTwoBytesChannelMonitorZDecodeErrorZ_OK);
     expect((decoded as ldk.Result_C2Tuple_ThirtyTwoBytesChannelMonitorZDecodeErrorZ_OK).res.get_b().get_latest_update_id()).toBe(latest);
   });
+
+  it('an archive interrupted after the live monitor was removed finishes on retry (it does not retry a missing monitor forever)', async () => {
+    const storeId = fx.nextStoreId();
+    const inner = await fx.backend.open(storeId);
+    let failDeltaRemoves = 1;
+    const store: AsyncKVStore = {
+      read: (p, s, k) => inner.read(p, s, k),
+      write: (p, s, k, v) => inner.write(p, s, k, v),
+      list: (p, s) => inner.list(p, s),
+      listAll: () => inner.listAll(),
+      remove: async (p, s, k, lazy) => {
+        if (p === CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE && failDeltaRemoves > 0) {
+          failDeltaRemoves -= 1;
+          throw new Error('connection reset');
+        }
+        return inner.remove(p, s, k, lazy);
+      },
+    };
+    pair = await openPair({ persistenceA: vssNode(store) });
+    const { net, a, b, channel } = pair;
+    await net.pay(a, b, 10_000n, { settled: true });
+    const persister = persisterOf(a);
+    await persister.flush();
+    expect((await inner.list(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, channel.monitorName)).length).toBeGreaterThan(0);
+    await net.stop();
+
+    const [txid, index] = channel.monitorName.split('_');
+    persister.toLdkPersist().archive_persisted_channel(ldk.OutPoint.constructor_new(Uint8Array.from(Buffer.from(txid, 'hex').reverse()), Number(index)));
+    await persister.flush();
+    await new Promise((r) => setTimeout(r, 50));
+
+    expect(failDeltaRemoves).toBe(0);
+    expect(persister.stats.retries).toBeGreaterThan(0);
+    const view = await fx.backend.open(storeId);
+    expect(await view.list('monitors', '')).toEqual([]);
+    expect(await view.list(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, channel.monitorName)).toEqual([]);
+    expect((await view.read('archived_monitors', '', channel.monitorName)).length).toBeGreaterThan(0);
+  });
 });
 
 describe('ordering of monitor and manager writes', () => {

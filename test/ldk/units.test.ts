@@ -114,6 +114,7 @@ describe('error classification', () => {
       new ConcurrentWriterError('x'),
       new RollbackDetectedError('x'),
       new DataIntegrityError('x'),
+      new CorruptStateError('x', 'monitors', '', 'k'),
       new InvalidKeyError('x'),
       new StoreClosedError('x'),
       new ConflictError('x'),
