@@ -9,7 +9,7 @@ import {
   VssError,
 } from './errors.js';
 import { FixedHeaders, type VssHeaderProvider } from './headers.js';
-import { discardBody, fetchWithDeadline, readBodyCapped, type FetchFunction, type FetchResponse } from './http.js';
+import { checkTimeoutMs, discardBody, fetchWithDeadline, readBodyCapped, type FetchFunction, type FetchResponse } from './http.js';
 import { defaultRetryPolicy, retry, timerSleep, type RetryPolicy, type Sleep } from './retry.js';
 
 /** Per-attempt timeout when none is configured (the reference's 10 s). */
@@ -72,8 +72,7 @@ export class VssClient {
     if (typeof baseUrl !== 'string' || !/^https?:\/\//i.test(baseUrl)) {
       throw new TypeError(`VSS base URL must be an http(s) URL, got ${JSON.stringify(baseUrl)}`);
     }
-    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new RangeError(`timeoutMs must be > 0, got ${timeoutMs}`);
+    const timeoutMs = checkTimeoutMs('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     this.baseUrl = baseUrl;
     this.timeoutMs = timeoutMs;
     this.#headerProvider = options.headerProvider ?? new FixedHeaders();

@@ -5,13 +5,22 @@
  */
 import { VssClientError } from './errors.js';
 
+/** Reads a body chunk by chunk (a web `ReadableStreamDefaultReader` fits). */
+export interface FetchBodyReader {
+  read(): Promise<{ done: boolean; value?: Uint8Array }>;
+  cancel(reason?: unknown): Promise<void>;
+}
+
 /** The parts of a fetch `Response` the client reads (a real `Response` has all of them). */
 export interface FetchResponse {
   readonly status: number;
   readonly headers: { get(name: string): string | null };
   arrayBuffer(): Promise<ArrayBuffer>;
-  /** Cancelled to release a body that will not be read. */
-  readonly body?: { cancel(): Promise<void> } | null;
+  /**
+   * Cancelled to release a body that will not be read. With `getReader`, bodies are read in
+   * chunks and refused as soon as they pass the size limit; without it they are read whole first.
+   */
+  readonly body?: { cancel(): Promise<void>; getReader?(): FetchBodyReader } | null;
 }
 
 /**
@@ -19,6 +28,17 @@ export interface FetchResponse {
  * `nodeHttpFetch()` in Node). `globalThis.fetch` fits.
  */
 export type FetchFunction = (input: string, init: RequestInit) => Promise<FetchResponse>;
+
+/** The longest delay `setTimeout` honours (a longer one fires after about 1 ms). */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** Validates a per-request deadline option: a positive number of ms that a timer can wait. */
+export function checkTimeoutMs(name: string, value: number): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0 || value > MAX_TIMEOUT_MS) {
+    throw new RangeError(`${name} must be a number of milliseconds above 0 and at most ${MAX_TIMEOUT_MS} (about 24.8 days), got ${value}`);
+  }
+  return value;
+}
 
 /**
  * Runs `fetch` and then `consume(response)` under one deadline of `timeoutMs`, also honouring
@@ -76,23 +96,55 @@ export class BodyReadError extends Error {
   }
 }
 
-/** Reads the whole body, refusing more than `cap` bytes. */
+/**
+ * Reads the whole body, refusing more than `cap` bytes. A streamed body (no Content-Length) is
+ * refused as soon as it passes the cap, so a misbehaving server cannot fill the process's memory.
+ */
 export async function readBodyCapped(response: FetchResponse, cap: number): Promise<Uint8Array> {
+  const tooLarge = (size: string) =>
+    new VssClientError('decode', `response body of ${size} bytes exceeds the ${cap}-byte limit`, { status: response.status });
   const declared = Number(response.headers.get('content-length'));
   if (Number.isFinite(declared) && declared > cap) {
     await response.body?.cancel().catch(() => undefined);
-    throw new VssClientError('decode', `response body of ${declared} bytes exceeds the ${cap}-byte limit`, { status: response.status });
+    throw tooLarge(String(declared));
   }
-  let body: ArrayBuffer;
-  try {
-    body = await response.arrayBuffer();
-  } catch (cause) {
-    throw new BodyReadError(cause);
+  const reader = response.body?.getReader?.();
+  if (!reader) {
+    let body: ArrayBuffer;
+    try {
+      body = await response.arrayBuffer();
+    } catch (cause) {
+      throw new BodyReadError(cause);
+    }
+    if (body.byteLength > cap) throw tooLarge(String(body.byteLength));
+    return new Uint8Array(body);
   }
-  if (body.byteLength > cap) {
-    throw new VssClientError('decode', `response body of ${body.byteLength} bytes exceeds the ${cap}-byte limit`, { status: response.status });
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    let chunk: { done: boolean; value?: Uint8Array };
+    try {
+      chunk = await reader.read();
+    } catch (cause) {
+      throw new BodyReadError(cause);
+    }
+    if (chunk.done) break;
+    if (!chunk.value) continue;
+    size += chunk.value.byteLength;
+    if (size > cap) {
+      await reader.cancel().catch(() => undefined);
+      throw tooLarge(`more than ${cap}`);
+    }
+    chunks.push(chunk.value);
   }
-  return new Uint8Array(body);
+  if (chunks.length === 1) return chunks[0];
+  const body = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return body;
 }
 
 /** Releases a response body we will not read, so the connection can be reused. */

@@ -2,7 +2,7 @@ import { base64urlnopad } from '@scure/base';
 import type { HDKey } from '@scure/bip32';
 import { parseExtendedPrivateKey, signLnurl } from '../crypto/index.js';
 import { HeaderProviderError, withHeader, type VssHeaderProvider } from './headers.js';
-import { fetchWithDeadline, readBodyCapped, type FetchFunction } from './http.js';
+import { checkTimeoutMs, fetchWithDeadline, readBodyCapped, type FetchFunction } from './http.js';
 
 /** A cached token is refreshed this long before its `exp`. */
 export const JWT_EXPIRY_MARGIN_MS = 60_000;
@@ -72,7 +72,7 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
     this.#url = url;
     this.#defaults = { ...defaultHeaders };
     this.#fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
-    this.#timeoutMs = options.timeoutMs ?? LNURL_TIMEOUT_MS;
+    this.#timeoutMs = checkTimeoutMs('LNURL timeoutMs', options.timeoutMs ?? LNURL_TIMEOUT_MS);
     this.#now = options.now ?? Date.now;
   }
 

@@ -9,7 +9,7 @@
  * bundle that includes this file still builds (calling it there throws a clear error).
  * Nothing else in src/client depends on it; VssStore picks it by default in Node.
  */
-import type { FetchFunction, FetchResponse } from './http.js';
+import type { FetchBodyReader, FetchFunction, FetchResponse } from './http.js';
 
 type Http = typeof import('node:http');
 type Https = typeof import('node:https');
@@ -62,9 +62,91 @@ function bodyBytes(body: RequestInit['body']): Uint8Array | string | undefined {
   throw new TypeError('nodeHttpFetch sends string, Uint8Array or ArrayBuffer bodies only');
 }
 
+/** Unread bytes held before the socket is paused (read-ahead while the caller catches up). */
+const READ_AHEAD_BYTES = 1024 * 1024;
+
+type IncomingMessage = import('node:http').IncomingMessage;
+
+/**
+ * A response body read from the start (a response left unread would stall the socket), held
+ * until read, either whole (`arrayBuffer`) or chunk by chunk (the reader, which lets the caller
+ * stop at a size limit). At most about READ_AHEAD_BYTES wait unread: past that the socket is
+ * paused until the caller reads on.
+ */
+class IncomingBody implements FetchBodyReader {
+  private readonly chunks: Buffer[] = [];
+  private unreadBytes = 0;
+  private ended = false;
+  private error: Error | undefined;
+  private wake: (() => void) | undefined;
+
+  constructor(
+    private readonly response: IncomingMessage,
+    private readonly onFinished: () => void,
+  ) {
+    response.on('data', (chunk: Buffer) => {
+      this.chunks.push(chunk);
+      this.unreadBytes += chunk.byteLength;
+      if (this.unreadBytes > READ_AHEAD_BYTES) response.pause();
+      this.notify();
+    });
+    response.once('end', () => {
+      this.ended = true;
+      this.onFinished();
+      this.notify();
+    });
+    // An abort or a broken connection while the body is arriving.
+    response.once('error', (error) => this.fail(error));
+    response.once('close', () => {
+      if (!response.complete) this.fail(Object.assign(new Error('the connection closed before the whole response arrived'), { code: 'ECONNRESET' }));
+    });
+  }
+
+  fail(error: Error): void {
+    if (this.ended || this.error) return;
+    this.error = error;
+    this.onFinished();
+    this.notify();
+  }
+
+  async read(): Promise<{ done: boolean; value?: Uint8Array }> {
+    for (;;) {
+      const chunk = this.chunks.shift();
+      if (chunk) {
+        this.unreadBytes -= chunk.byteLength;
+        if (this.response.isPaused() && this.unreadBytes <= READ_AHEAD_BYTES) this.response.resume();
+        return { done: false, value: chunk };
+      }
+      if (this.error) throw this.error;
+      if (this.ended) return { done: true };
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  async arrayBuffer(): Promise<ArrayBuffer> {
+    const parts: Buffer[] = [];
+    for (let next = await this.read(); !next.done; next = await this.read()) parts.push(next.value as Buffer);
+    const all = parts.length === 1 ? parts[0] : Buffer.concat(parts);
+    return all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength) as ArrayBuffer;
+  }
+
+  async cancel(): Promise<void> {
+    this.onFinished();
+    this.chunks.length = 0;
+    this.response.destroy();
+  }
+
+  private notify(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+}
+
 /**
  * Creates a fetch-compatible transport with its own keep-alive agents (one per scheme).
- * Resolves once the response headers arrive; `arrayBuffer()` resolves with the whole body.
+ * Resolves once the response headers arrive; `arrayBuffer()` resolves with the whole body, and
+ * `body.getReader()` reads it chunk by chunk.
  * The request's `signal` aborts the request and a body still being received. Network
  * errors keep Node's error codes (`ECONNREFUSED`, `ECONNRESET`, ...).
  */
@@ -104,28 +186,8 @@ export function nodeHttpFetch(options: NodeHttpFetchOptions = {}): FetchFunction
       });
       request.once('response', (response) => {
         settled = true;
-        // Collected from the start (a response left unread would stall the socket).
-        const chunks: Buffer[] = [];
-        const body = new Promise<ArrayBuffer>((resolveBody, rejectBody) => {
-          response.on('data', (chunk: Buffer) => chunks.push(chunk));
-          response.once('end', () => {
-            done();
-            const all = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
-            resolveBody(all.buffer.slice(all.byteOffset, all.byteOffset + all.byteLength) as ArrayBuffer);
-          });
-          // An abort or a broken connection while the body is arriving.
-          const fail = (error: Error): void => {
-            done();
-            rejectBody(error);
-          };
-          response.once('error', fail);
-          response.once('close', () => {
-            if (!response.complete) fail(Object.assign(new Error('the connection closed before the whole response arrived'), { code: 'ECONNRESET' }));
-          });
-          request.once('error', fail);
-        });
-        // Rejections surface through arrayBuffer(); never as an unhandled rejection.
-        body.catch(() => undefined);
+        const incoming = new IncomingBody(response, done);
+        request.once('error', (error) => incoming.fail(error));
         const raw = response.headers;
         resolve({
           status: response.statusCode ?? 0,
@@ -136,12 +198,10 @@ export function nodeHttpFetch(options: NodeHttpFetchOptions = {}): FetchFunction
               return Array.isArray(value) ? value.join(', ') : String(value);
             },
           },
-          arrayBuffer: () => body,
+          arrayBuffer: () => incoming.arrayBuffer(),
           body: {
-            cancel: async () => {
-              done();
-              response.destroy();
-            },
+            getReader: () => incoming,
+            cancel: () => incoming.cancel(),
           },
         });
       });

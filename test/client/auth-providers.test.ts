@@ -96,6 +96,12 @@ describe('LnurlAuthJwtProvider against a local LNURL endpoint', () => {
     expect(server.requests.every((r) => r.headers['x-app'] === 'wallet')).toBe(true);
   });
 
+  it('refuses a timeout a timer cannot wait (0, NaN, negative, over 2^31 - 1 ms)', () => {
+    for (const timeoutMs of [0, Number.NaN, -5, 2 ** 31]) {
+      expect(() => new LnurlAuthJwtProvider(parent, 'http://127.0.0.1:1/auth', {}, { timeoutMs })).toThrow(RangeError);
+    }
+  });
+
   it('uses an expired token once, then fetches again (reference round 1)', async () => {
     server = await startLnurlServer(() => ({ body: JSON.stringify({ status: 'OK', token: testJwt({ exp: 0 }) }) }));
     const provider = new LnurlAuthJwtProvider(parent, server.url);

@@ -76,6 +76,10 @@ describe('VssClient request construction', () => {
   it('rejects unusable constructor arguments', () => {
     expect(() => new VssClient('vss.test')).toThrow(TypeError);
     expect(() => new VssClient(BASE, { timeoutMs: 0 })).toThrow(RangeError);
+    expect(() => new VssClient(BASE, { timeoutMs: Number.NaN })).toThrow(RangeError);
+    // Past what a timer can wait, setTimeout fires after ~1 ms: every attempt would time out.
+    expect(() => new VssClient(BASE, { timeoutMs: 2 ** 31 })).toThrow(/at most 2147483647/);
+    expect(new VssClient(BASE, { timeoutMs: 2 ** 31 - 1 }).timeoutMs).toBe(2 ** 31 - 1);
   });
 });
 

@@ -18,6 +18,7 @@ import {
   VssClient,
   VssClientError,
   nodeHttpAvailable,
+  type FetchFunction,
   nodeHttpFetch,
 } from '../../src/client/index.js';
 import { readBodyCapped } from '../../src/client/http.js';
@@ -150,6 +151,40 @@ describe('nodeHttpFetch transport behaviour', () => {
     const response = await fetchFn(`${raw.url}/other`, { method: 'POST', body: new Uint8Array(1) });
     expect(response.status).toBe(200);
     await expect(readBodyCapped(response, 1_000)).rejects.toThrow(/exceeds the 1000-byte limit/);
+    await raw.close();
+  });
+
+  it('a streamed body without Content-Length is refused soon after it passes the cap, not after it has all arrived', async () => {
+    const TOTAL = 64 * 1024 * 1024;
+    const CAP = 256 * 1024;
+    let sent = 0;
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    const raw = await rawServer((req, res) => {
+      req.resume();
+      sent = 0;
+      res.writeHead(200); // chunked: no Content-Length to refuse up front
+      const pump = (): void => {
+        while (sent < TOTAL && !res.destroyed) {
+          sent += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    });
+    for (const fetchFn of [nodeHttpFetch(), globalThis.fetch as FetchFunction]) {
+      const response = await fetchFn(`${raw.url}/stream`, { method: 'GET' });
+      const error = await readBodyCapped(response, CAP).catch((e) => e);
+      expect(error).toBeInstanceOf(VssClientError);
+      expect(error.reason).toBe('decode');
+      expect(error.message).toMatch(/exceeds the 262144-byte limit/);
+      // Socket buffers let a few MiB through before the refusal lands; nowhere near all 64 MiB.
+      expect(sent).toBeLessThan(16 * 1024 * 1024);
+    }
+    // The same body under a cap it fits reads whole.
+    const fits = await readBodyCapped(await nodeHttpFetch()(`${raw.url}/stream`, { method: 'GET' }), TOTAL);
+    expect(fits.byteLength).toBe(TOTAL);
+    expect(fits.every((b) => b === 0x61)).toBe(true);
     await raw.close();
   });
 
