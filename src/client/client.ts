@@ -145,7 +145,9 @@ export class VssClient {
       });
     } catch (error) {
       if (error instanceof VssError) throw error;
-      // Only an aborted retry sleep gets here (attempts throw VssError only).
+      // Attempts throw VssError only: this is an aborted retry sleep, or a retry policy or
+      // onRetry hook of the caller's that threw (passed through as it is).
+      if (!options.signal?.aborted) throw error;
       const aborted = new VssClientError('aborted', `${operation} aborted by the caller`, { cause: error });
       aborted.afterAmbiguousAttempt = isWrite && outcomeUnknown;
       throw aborted;

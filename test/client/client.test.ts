@@ -243,6 +243,20 @@ describe('VssClient retries (reference expectations)', () => {
     expect(seen).toEqual([{ operation: 'getObject', attemptsMade: 1, delayMs: 1 }]);
   });
 
+  it('an onRetry hook that throws surfaces its own error, not a made-up abort', async () => {
+    const { fetch } = mockFetch(() => errorReply(503, 3, 'busy'));
+    const hookError = new Error('metrics sink is down');
+    const client = new VssClient(BASE, {
+      fetch,
+      retryPolicy: TEST_POLICY,
+      sleep: instantSleep,
+      onRetry: () => {
+        throw hookError;
+      },
+    });
+    await expect(client.getObject({ storeId: 's', key: 'k' })).rejects.toBe(hookError);
+  });
+
   it('a per-call policy overrides the client policy', async () => {
     const { fetch, requests } = mockFetch(() => errorReply(500, 3, 'down'));
     const client = new VssClient(BASE, { fetch, retryPolicy: TEST_POLICY, sleep: instantSleep });
