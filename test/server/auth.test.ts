@@ -236,10 +236,17 @@ describe('authorizers over HTTP', () => {
     const bobClient = new TestClient(jwtServer.url, 'store', () => `Bearer ${bobToken}`);
     await aliceClient.put(undefined, [{ key: 'k', version: 0n, value: 'alice' }]);
     await expect(bobClient.get('k')).rejects.toMatchObject({ status: 404 });
-    for (const sub of ['', 'x'.repeat(121)]) {
+    // Lone surrogates (a `sub` escaped as \ud800) are not text: stored, they would turn into U+FFFD
+    // and merge users.
+    for (const sub of ['', 'x'.repeat(121), 'alice\ud800', '\udc00alice', 'al\udc00\ud800ice']) {
       const response = await send(`${jwtServer.url}/getObject`, vss.GetObjectRequest.encode({ key: 'k' }).finish(), { headers: { authorization: `Bearer ${await token(sub)}` } });
       expect(response.status).toBe(401);
     }
+    // A character outside the BMP (a surrogate pair) is fine.
+    const emojiToken = await token('alice\u{1F600}');
+    const emoji = new TestClient(jwtServer.url, 'store', () => `Bearer ${emojiToken}`);
+    await emoji.put(undefined, [{ key: 'k', version: 0n, value: 'emoji' }]);
+    expect((await emoji.get('k')).version).toBe(1n);
   });
 
   it('noop auth maps everyone to unauth-user, so the noop server sees data written as that user', async () => {
