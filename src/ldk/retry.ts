@@ -34,8 +34,9 @@ export function backoffDelay(attempt: number, options: BackoffOptions = {}): num
 /**
  * True for errors worth retrying (network, timeouts, 5xx, authentication that may refresh).
  * False for errors that mean the data or the store's ownership is in question (another
- * writer, a rolled-back server, undecryptable or undecodable data) or that no retry can fix (an invalid
- * request, an incompatible server, a closed store); those are surfaced, never retried.
+ * writer, a rolled-back server, undecryptable or undecodable data) or that no retry can fix
+ * (an invalid request, an incompatible server, a closed store); those are surfaced, never
+ * retried.
  */
 export function isTransientStoreError(err: unknown): boolean {
   return !(

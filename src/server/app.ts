@@ -103,7 +103,9 @@ function checkUserToken(userToken: string): string {
   // The reference lets such tokens through to fail later as 500s; they can never own data.
   // A lone surrogate (possible in a JWT `sub` escaped as \ud800) would be stored as U+FFFD,
   // merging users that differ only there; the reference's JSON parser refuses it too.
-  if (userToken.length === 0 || !fitsLength(userToken, MAX_USER_TOKEN_LENGTH) || userToken.includes('\0') || LONE_SURROGATE.test(userToken)) {
+  const usable =
+    userToken.length > 0 && fitsLength(userToken, MAX_USER_TOKEN_LENGTH) && !userToken.includes('\0') && !LONE_SURROGATE.test(userToken);
+  if (!usable) {
     throw new AuthError(`User token must be 1 to ${MAX_USER_TOKEN_LENGTH} characters of valid Unicode without NUL`);
   }
   return userToken;
