@@ -116,6 +116,24 @@ describe('bad input against a noop-auth server', () => {
     }
   });
 
+  it('refuses a known field sent with the wrong wire type (400), like the reference, instead of dropping it', async () => {
+    // A store at global version 1, then a PutObjects whose global_version (field 2, an int64)
+    // arrives length-delimited: dropped, it would skip the global-version check.
+    const storeId = `wiretype-${Math.random()}`;
+    const setup = vss.PutObjectRequest.encode({ storeId, globalVersion: bigIntToInt64(0n), transactionItems: [keyValue('k', 0n)] }).finish();
+    expect((await send(`${server.url}/putObjects`, setup)).status).toBe(200);
+    const item = vss.KeyValue.encode(keyValue('k2', 0n)).finish();
+    const storeIdField = [0x0a, storeId.length, ...Buffer.from(storeId)];
+    const misTyped = Uint8Array.from([...storeIdField, 0x12, 0x01, 0x00, 0x1a, item.length, ...item]);
+    const response = await send(`${server.url}/putObjects`, misTyped);
+    expect(response.status).toBe(400);
+    expect(errorOf(response).message).toMatch(/^Error parsing request/);
+    // Nothing was written, and store_id (field 1) as a varint is refused the same way.
+    const read = await send(`${server.url}/getObject`, vss.GetObjectRequest.encode({ storeId, key: 'k2' }).finish());
+    expect(read.status).toBe(404);
+    expect((await send(`${server.url}/getObject`, Uint8Array.from([0x08, 0x01]))).status).toBe(400);
+  });
+
   it('survives random and truncated bodies without a single 500', async () => {
     const random = pseudoRandom(0x5eed);
     const valid = {

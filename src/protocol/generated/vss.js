@@ -154,7 +154,7 @@ export const vss = $root.vss = (() => {
                 switch (tag >>>= 3) {
                 case 1: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if ((value = reader.stringVerify()).length)
                             message.storeId = value;
                         else
@@ -163,7 +163,7 @@ export const vss = $root.vss = (() => {
                     }
                 case 2: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if ((value = reader.stringVerify()).length)
                             message.key = value;
                         else
@@ -329,7 +329,7 @@ export const vss = $root.vss = (() => {
                 switch (tag >>>= 3) {
                 case 2: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         message.value = $root.vss.KeyValue.decode(reader, reader.size(), $undefined, _depth + 1, message.value);
                         continue;
                     }
@@ -538,7 +538,7 @@ export const vss = $root.vss = (() => {
                 switch (tag >>>= 3) {
                 case 1: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if ((value = reader.stringVerify()).length)
                             message.storeId = value;
                         else
@@ -547,14 +547,14 @@ export const vss = $root.vss = (() => {
                     }
                 case 2: {
                         if (wireType !== 0)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         message.globalVersion = reader.int64();
                         message._globalVersion = "globalVersion";
                         continue;
                     }
                 case 3: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if (!(message.transactionItems && message.transactionItems.length))
                             message.transactionItems = [];
                         message.transactionItems.push($root.vss.KeyValue.decode(reader, reader.size(), $undefined, _depth + 1));
@@ -562,7 +562,7 @@ export const vss = $root.vss = (() => {
                     }
                 case 4: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if (!(message.deleteItems && message.deleteItems.length))
                             message.deleteItems = [];
                         message.deleteItems.push($root.vss.KeyValue.decode(reader, reader.size(), $undefined, _depth + 1));
@@ -881,7 +881,7 @@ export const vss = $root.vss = (() => {
                 switch (tag >>>= 3) {
                 case 1: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if ((value = reader.stringVerify()).length)
                             message.storeId = value;
                         else
@@ -890,7 +890,7 @@ export const vss = $root.vss = (() => {
                     }
                 case 2: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         message.keyValue = $root.vss.KeyValue.decode(reader, reader.size(), $undefined, _depth + 1, message.keyValue);
                         continue;
                     }
@@ -1250,7 +1250,7 @@ export const vss = $root.vss = (() => {
                 switch (tag >>>= 3) {
                 case 1: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if ((value = reader.stringVerify()).length)
                             message.storeId = value;
                         else
@@ -1259,21 +1259,21 @@ export const vss = $root.vss = (() => {
                     }
                 case 2: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         message.keyPrefix = reader.stringVerify();
                         message._keyPrefix = "keyPrefix";
                         continue;
                     }
                 case 3: {
                         if (wireType !== 0)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         message.pageSize = reader.int32();
                         message._pageSize = "pageSize";
                         continue;
                     }
                 case 4: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         message.pageToken = reader.stringVerify();
                         message._pageToken = "pageToken";
                         continue;
@@ -1476,7 +1476,7 @@ export const vss = $root.vss = (() => {
                 switch (tag >>>= 3) {
                 case 1: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if (!(message.keyVersions && message.keyVersions.length))
                             message.keyVersions = [];
                         message.keyVersions.push($root.vss.KeyValue.decode(reader, reader.size(), $undefined, _depth + 1));
@@ -1484,14 +1484,14 @@ export const vss = $root.vss = (() => {
                     }
                 case 2: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         message.nextPageToken = reader.stringVerify();
                         message._nextPageToken = "nextPageToken";
                         continue;
                     }
                 case 3: {
                         if (wireType !== 0)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         message.globalVersion = reader.int64();
                         message._globalVersion = "globalVersion";
                         continue;
@@ -1666,7 +1666,7 @@ export const vss = $root.vss = (() => {
                 switch (tag >>>= 3) {
                 case 1: {
                         if (wireType !== 0)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if (value = reader.int32())
                             message.errorCode = value;
                         else
@@ -1675,7 +1675,7 @@ export const vss = $root.vss = (() => {
                     }
                 case 2: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if ((value = reader.stringVerify()).length)
                             message.message = value;
                         else
@@ -1885,7 +1885,7 @@ export const vss = $root.vss = (() => {
                 switch (tag >>>= 3) {
                 case 1: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if ((value = reader.stringVerify()).length)
                             message.key = value;
                         else
@@ -1894,7 +1894,7 @@ export const vss = $root.vss = (() => {
                     }
                 case 2: {
                         if (wireType !== 0)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if (typeof (value = reader.int64()) === "object" ? value.low || value.high : value !== 0)
                             message.version = value;
                         else
@@ -1903,7 +1903,7 @@ export const vss = $root.vss = (() => {
                     }
                 case 3: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if ((value = reader.bytes()).length)
                             message.value = value;
                         else
@@ -2080,7 +2080,7 @@ export const vss = $root.vss = (() => {
                 switch (tag >>>= 3) {
                 case 1: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if ((value = reader.bytes()).length)
                             message.data = value;
                         else
@@ -2089,7 +2089,7 @@ export const vss = $root.vss = (() => {
                     }
                 case 2: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         message.encryptionMetadata = $root.vss.EncryptionMetadata.decode(reader, reader.size(), $undefined, _depth + 1, message.encryptionMetadata);
                         continue;
                     }
@@ -2274,7 +2274,7 @@ export const vss = $root.vss = (() => {
                 switch (tag >>>= 3) {
                 case 1: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if ((value = reader.stringVerify()).length)
                             message.cipherFormat = value;
                         else
@@ -2283,7 +2283,7 @@ export const vss = $root.vss = (() => {
                     }
                 case 2: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if ((value = reader.bytes()).length)
                             message.nonce = value;
                         else
@@ -2292,7 +2292,7 @@ export const vss = $root.vss = (() => {
                     }
                 case 3: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if ((value = reader.bytes()).length)
                             message.tag = value;
                         else
@@ -2469,7 +2469,7 @@ export const vss = $root.vss = (() => {
                 switch (tag >>>= 3) {
                 case 1: {
                         if (wireType !== 2)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if ((value = reader.bytes()).length)
                             message.value = value;
                         else
@@ -2478,7 +2478,7 @@ export const vss = $root.vss = (() => {
                     }
                 case 2: {
                         if (wireType !== 0)
-                            break;
+                            throw Error("invalid wire type " + wireType + " for field " + tag);
                         if (typeof (value = reader.int64()) === "object" ? value.low || value.high : value !== 0)
                             message.version = value;
                         else
