@@ -155,10 +155,13 @@ export class VssClient {
   }
 
   async #attempt<Res>(url: string, body: Uint8Array, responseType: MessageType<unknown, Res>, signal: AbortSignal | undefined): Promise<Res> {
+    const aborted = () => new VssClientError('aborted', `request to ${url} aborted by the caller`, { cause: signal?.reason });
+    if (signal?.aborted) throw aborted();
     let providerHeaders: Record<string, string>;
     try {
-      providerHeaders = await this.#headerProvider.getHeaders(body);
+      providerHeaders = await untilAborted(this.#headerProvider.getHeaders(body), signal);
     } catch (cause) {
+      if (cause === ABORTED) throw aborted();
       throw new AuthError((cause as Error)?.message ?? String(cause), { cause, fromHeaderProvider: true });
     }
     const headers: Record<string, string> = { 'content-type': 'application/octet-stream', ...providerHeaders };
@@ -204,4 +207,28 @@ export class VssClient {
     }
     throw errorFromResponse(errorResponse, response.status);
   }
+}
+
+const ABORTED = Symbol('aborted');
+
+/**
+ * `work`, or a rejection with ABORTED as soon as `signal` aborts. The work itself goes on: a
+ * header provider's login may be shared with other calls, so one caller's abort must not cancel it.
+ */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return work;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(ABORTED);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
 }

@@ -413,4 +413,31 @@ describe('VssClient timeouts and aborts (fake timers)', () => {
 
     await expect(client.getObject({ storeId: 's', key: 'k' }, { signal: AbortSignal.abort() })).rejects.toMatchObject({ reason: 'aborted' });
   });
+
+  it("the caller's signal also ends a wait for the header provider (a slow login), without cancelling the login itself", async () => {
+    let calls = 0;
+    let finishLogin: (headers: Record<string, string>) => void = () => undefined;
+    const slowLogin: VssHeaderProvider = {
+      getHeaders: () => {
+        calls += 1;
+        return new Promise((resolve) => (finishLogin = resolve));
+      },
+    };
+    const { fetch, requests } = mockFetch(() => okGet());
+    const client = new VssClient(BASE, { fetch, headerProvider: slowLogin, retryPolicy: TEST_POLICY, sleep: instantSleep });
+
+    await expect(client.getObject({ storeId: 's', key: 'k' }, { signal: AbortSignal.abort() })).rejects.toMatchObject({ reason: 'aborted' });
+    expect(calls).toBe(0); // an already aborted call does not start a login
+
+    const controller = new AbortController();
+    const pending = client.getObject({ storeId: 's', key: 'k' }, { signal: controller.signal }).catch((e) => e);
+    await Promise.resolve();
+    expect(calls).toBe(1);
+    controller.abort();
+    const error = await pending;
+    expect(error).toBeInstanceOf(VssClientError);
+    expect(error.reason).toBe('aborted');
+    expect(requests).toHaveLength(0);
+    finishLogin({ authorization: 'Bearer late' }); // the login finishes for whoever needs it next
+  });
 });
