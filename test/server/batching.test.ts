@@ -126,6 +126,19 @@ describe('Batcher', () => {
     expect(await Promise.all(all)).toHaveLength(6);
   });
 
+  it('with many requests queued for one key, each runs once and in order, and other keys still get through', async () => {
+    const runner = new ScriptedRunner();
+    const batcher = new Batcher(runner, { ...batcherOptions, maxBatchSize: 2 });
+    const inputs = ['x:0', ...Array.from({ length: 30 }, (_, i) => `k:${i}`), 'z:1', 'k:30'];
+    const all = inputs.map((input) => batcher.run(input));
+    await runner.releaseAll();
+    expect(await Promise.all(all)).toEqual(inputs.map((input) => `done ${input}`));
+    const ran = runner.calls.flat();
+    expect([...ran].sort()).toEqual([...inputs].sort());
+    expect(ran.filter((input) => input.startsWith('k:'))).toEqual(inputs.filter((input) => input.startsWith('k:')));
+    expect(runner.calls.every((call) => new Set(call.map((input) => input.split(':')[0])).size === call.length)).toBe(true);
+  });
+
   it('lets reads (no key) share a batch even when they repeat', async () => {
     const runner = new ScriptedRunner();
     const batcher = new Batcher<string, string>(

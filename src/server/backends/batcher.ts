@@ -163,8 +163,11 @@ export class Batcher<In, Out> {
     const keys = new Set<string>();
     const batch: Array<Pending<In, Out>> = [];
     const waiting: Array<Pending<In, Out>> = [];
+    // Looking only this far ahead keeps each take cheap when many requests queue for one key
+    // (the skipped ones stay in line for later batches).
+    const scanLimit = Math.min(this.queue.length, this.options.maxBatchSize * 4);
     let index = 0;
-    for (; index < this.queue.length && batch.length < this.options.maxBatchSize; index++) {
+    for (; index < scanLimit && batch.length < this.options.maxBatchSize; index++) {
       const pending = this.queue[index];
       // A repeated key waits (keeping its place in line), so each key's writes run in order.
       if (pending.key !== undefined && keys.has(pending.key)) waiting.push(pending);
