@@ -623,10 +623,7 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
           throw readErr;
         });
       if (!archived) this.log.error({ monitor: ch.name }, 'archiving a channel monitor that is not in the store: nothing to archive');
-      const leftovers = await this.store.list(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, ch.name);
-      await Promise.all(leftovers.map((key) => this.store.remove(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, ch.name, key, true)));
-      this.stats.removals += leftovers.length;
-      ch.storedUpdateIds.clear();
+      await this.removeDeltas(ch, await this.store.list(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, ch.name));
       return;
     }
     // LDK's MonitorUpdatingPersister archives the plain serialization, without the sentinel.
@@ -635,8 +632,13 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
     this.stats.bytesWritten += bytes.length;
     await this.store.remove(CHANNEL_MONITOR_NAMESPACE.primary, CHANNEL_MONITOR_NAMESPACE.secondary, ch.name, false);
     const updates = [...restored.appliedUpdateIds, ...restored.staleUpdateIds, ...restored.orphanUpdateIds, ...ch.storedUpdateIds];
-    await Promise.all([...new Set(updates)].map((id) => this.store.remove(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, ch.name, updateKey(id), true)));
-    this.stats.removals += updates.length;
+    await this.removeDeltas(ch, [...new Set(updates)].map(updateKey));
+  }
+
+  /** Removes a channel's stored deltas (lazily) once the channel is archived. */
+  private async removeDeltas(ch: ChannelState, keys: readonly string[]): Promise<void> {
+    await Promise.all(keys.map((key) => this.store.remove(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, ch.name, key, true)));
+    this.stats.removals += keys.length;
     ch.storedUpdateIds.clear();
   }
 

@@ -17,7 +17,7 @@ import {
 import { postgresServerOption, vssBackend, type StoreBackend } from './helpers/backends.js';
 import type { AsyncKVStore } from '../../src/store/types.js';
 import { MemoryKVStore, MemoryServer } from './helpers/memory-store.js';
-import { RecordingStore } from './helpers/recording-store.js';
+import { overridingStore, RecordingStore } from './helpers/recording-store.js';
 import { useVssBackend } from './helpers/fixture.js';
 import { openPair, persisterOf, readMonitorsAsNewDevice, vssNode, type Pair } from './helpers/nodes.js';
 
@@ -316,17 +316,13 @@ describe('VssPersister storage layout', () => {
     const inner = new MemoryKVStore(new MemoryServer());
     const started: string[] = [];
     const release: Array<() => void> = [];
-    const gated: AsyncKVStore = {
-      read: (p, s, k) => inner.read(p, s, k),
-      list: (p, s) => inner.list(p, s),
-      listAll: () => inner.listAll(),
-      remove: (p, s, k, lazy) => inner.remove(p, s, k, lazy),
+    const gated = overridingStore(inner, {
       write: async (p, s, k, value) => {
         started.push(p === CHANNEL_MONITOR_NAMESPACE.primary ? 'full' : `delta ${k}`);
         await new Promise<void>((resolve) => release.push(resolve));
         await inner.write(p, s, k, value);
       },
-    };
+    });
     const { persister, chainMonitor } = newDeviceChainMonitor(gated);
     const outpoint = monitor.get_funding_txo().get_a();
     chainMonitor.as_Watch().watch_channel(outpoint, monitor);
@@ -374,11 +370,7 @@ describe('VssPersister storage layout', () => {
     const storeId = fx.nextStoreId();
     const inner = await fx.backend.open(storeId);
     let failDeltaRemoves = 1;
-    const store: AsyncKVStore = {
-      read: (p, s, k) => inner.read(p, s, k),
-      write: (p, s, k, v) => inner.write(p, s, k, v),
-      list: (p, s) => inner.list(p, s),
-      listAll: () => inner.listAll(),
+    const store = overridingStore(inner, {
       remove: async (p, s, k, lazy) => {
         if (p === CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE && failDeltaRemoves > 0) {
           failDeltaRemoves -= 1;
@@ -386,7 +378,7 @@ describe('VssPersister storage layout', () => {
         }
         return inner.remove(p, s, k, lazy);
       },
-    };
+    });
     pair = await openPair({ persistenceA: vssNode(store) });
     const { net, a, b, channel } = pair;
     await net.pay(a, b, 10_000n, { settled: true });

@@ -255,6 +255,17 @@ function storeSuite(backend: TestBackend): void {
     });
   });
 
+  /** Two instances of one store: `a` writes the key, then `b` reads it and writes it again. */
+  async function changedBehindTheBackOfA(namespace: string, key: string, aValue: string, bValue: string): Promise<{ a: VssStore; b: VssStore }> {
+    const storeId = newStoreId();
+    const a = await open(storeId);
+    const b = await open(storeId);
+    await a.write(namespace, '', key, bytes(aValue));
+    await b.read(namespace, '', key);
+    await b.write(namespace, '', key, bytes(bValue));
+    return { a, b };
+  }
+
   describe('conditional writes and concurrent writers', () => {
     it('a second instance writing behind the first one\'s back makes the first fail, never overwrite', async () => {
       const storeId = newStoreId();
@@ -280,12 +291,7 @@ function storeSuite(backend: TestBackend): void {
     });
 
     it('a remove behind another writer\'s back is a conflict too, and so is a racing create', async () => {
-      const storeId = newStoreId();
-      const a = await open(storeId);
-      const b = await open(storeId);
-      await a.write('m', '', 'k', bytes('a'));
-      await b.read('m', '', 'k');
-      await b.write('m', '', 'k', bytes('b'));
+      const { a, b } = await changedBehindTheBackOfA('m', 'k', 'a', 'b');
       await expect(a.remove('m', '', 'k', false)).rejects.toBeInstanceOf(ConcurrentWriterError);
       expect(text(await b.read('m', '', 'k'))).toBe('b');
       const results = await Promise.allSettled([a.write('m', '', 'new', bytes('a')), b.write('m', '', 'new', bytes('b'))]);
@@ -296,12 +302,7 @@ function storeSuite(backend: TestBackend): void {
     });
 
     it('a listing adopts no versions: a stale write after list or listAll still fails, before and after a conflict', async () => {
-      const storeId = newStoreId();
-      const a = await open(storeId);
-      const b = await open(storeId);
-      await a.write('chan', '', 'k', bytes('a1'));
-      await b.read('chan', '', 'k');
-      await b.write('chan', '', 'k', bytes('b2'));
+      const { a, b } = await changedBehindTheBackOfA('chan', 'k', 'a1', 'b2');
       // A listing shows the key at b's version; a never read it, so its next write is stale.
       expect(await a.list('chan', '')).toEqual(['k']);
       expect(await a.listAll()).toEqual([{ primaryNamespace: 'chan', secondaryNamespace: '', key: 'k' }]);

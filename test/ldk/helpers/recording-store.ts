@@ -104,3 +104,17 @@ export class RecordingStore implements AsyncKVStore {
     return this.writes.some((w) => w.key.primaryNamespace === p && w.key.secondaryNamespace === s && w.key.key === k);
   }
 }
+
+/**
+ * `inner` with some operations replaced (to hold or fail them in a test); the rest pass through.
+ * No `writeBatch`, so the persister writes each key on its own.
+ */
+export function overridingStore(inner: AsyncKVStore, overrides: Partial<Pick<AsyncKVStore, 'write' | 'remove'>>): AsyncKVStore {
+  return {
+    read: (p, s, k) => inner.read(p, s, k),
+    write: overrides.write ?? ((p, s, k, value) => inner.write(p, s, k, value)),
+    list: (p, s) => inner.list(p, s),
+    listAll: () => inner.listAll(),
+    remove: overrides.remove ?? ((p, s, k, lazy) => inner.remove(p, s, k, lazy)),
+  };
+}
