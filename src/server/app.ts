@@ -25,7 +25,7 @@ import {
 import { MAX_USER_TOKEN_LENGTH, fitsLength } from './limits.js';
 import type { ServerMetrics } from './metrics.js';
 import { OPERATIONS, type OperationSpec } from './operations.js';
-import { TokenBuckets, type RateLimitOptions } from './rate-limit.js';
+import { ipRateLimitKey, TokenBuckets, type RateLimitOptions } from './rate-limit.js';
 
 export interface VssAppOptions {
   backend: StorageBackend;
@@ -63,11 +63,21 @@ const OCTET_STREAM = 'application/octet-stream';
 /** Which operation (or endpoint) answered a response, for metrics and logs. */
 const endpointOf = new WeakMap<ServerResponse, string>();
 
-/** The request path without the query string (not decoded, exactly like the reference). */
+/** `scheme://authority` at the start of an absolute-form request target (RFC 9112 §3.2.2). */
+const ABSOLUTE_FORM_PREFIX = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i;
+
+/**
+ * The request path without the query string (not decoded, exactly like the reference). An
+ * absolute-form target (`POST http://host/vss/getObject`, which servers must accept and some
+ * proxies send) has the path of its URI, as with the reference's hyper and express's router.
+ */
 function pathOf(url: string | undefined): string {
   if (url === undefined) return '/';
-  const query = url.indexOf('?');
-  return query === -1 ? url : url.slice(0, query);
+  let path = url;
+  const prefix = path.startsWith('/') ? null : ABSOLUTE_FORM_PREFIX.exec(path);
+  if (prefix) path = path.slice(prefix[0].length) || '/';
+  const query = path.indexOf('?');
+  return query === -1 ? path : path.slice(0, query);
 }
 
 /** Writes a protobuf ErrorResponse. */
@@ -216,10 +226,20 @@ export function createVssHandler(options: VssAppOptions): (req: IncomingMessage,
   const ipBuckets = options.rateLimit?.perIp ? new TokenBuckets(options.rateLimit.perIp) : undefined;
   const userBuckets = options.rateLimit?.perUser ? new TokenBuckets(options.rateLimit.perUser) : undefined;
   const observing = metrics !== undefined || logger.isLevelEnabled('debug');
+  let warnedUntrustedProxy = false;
 
   const runOperation: RunOperation = async (operation, req, res) => {
     if (ipBuckets) {
-      const wait = ipBuckets.take(`ip:${clientAddress(req, trustProxy)}`);
+      if (!trustProxy && !warnedUntrustedProxy && req.headers['x-forwarded-for'] !== undefined) {
+        // Behind a reverse proxy every client has the proxy's address, so one per-IP bucket
+        // would throttle the whole service; say so once instead of failing silently.
+        warnedUntrustedProxy = true;
+        logger.warn(
+          { peer: req.socket.remoteAddress },
+          'per-IP rate limit: requests carry X-Forwarded-For but no proxy is trusted, so all clients behind the proxy share one limit; set VSS_TRUST_PROXY (trustProxy) to the number of proxies',
+        );
+      }
+      const wait = ipBuckets.take(ipRateLimitKey(clientAddress(req, trustProxy)));
       if (wait > 0) throw new RateLimitedError(wait);
     }
     const userToken = checkUserToken(await authorizer.authorize(req.headers));

@@ -80,6 +80,9 @@ function value(env: Env, name: ServerEnvVar): string | undefined {
   return raw === undefined || raw.trim() === '' ? undefined : raw.trim();
 }
 
+/** Letters, digits, '.', '-' and '_' (container service names use '_'): hostnames and IPv4 addresses. */
+const HOSTNAME = /^[A-Za-z0-9_.-]+$/;
+
 /** Parses `host:port`, `[v6]:port` or a hostname (hostnames allowed, like the reference). */
 export function parseBindAddress(text: string): { host: string; port: number } {
   const match = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
@@ -87,7 +90,13 @@ export function parseBindAddress(text: string): { host: string; port: number } {
   const [, host, portText] = match;
   const port = Number(portText);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`port ${portText} is out of range 0-65535`);
-  if (text.startsWith('[') && isIP(host) !== 6) throw new Error(`"${host}" is not an IPv6 address`);
+  if (text.startsWith('[')) {
+    if (isIP(host) !== 6) throw new Error(`"${host}" is not an IPv6 address`);
+  } else if (!HOSTNAME.test(host)) {
+    // The host ends up in a URL (VSS_PSQL_ADDRESS): '/', '@', '?' or '#' would silently move
+    // the rest into another part of it, a space would make it unparseable.
+    throw new Error(`"${host}" is not a hostname or IP address`);
+  }
   return { host, port };
 }
 
@@ -162,6 +171,16 @@ function postgresBackend(env: Env): { backend: BackendOption; description: strin
     const credentials = password === undefined ? user : `${user}:${encodeURIComponent(password)}`;
     url = `postgresql://${credentials}@${address}/${encodeURIComponent(value(env, 'VSS_PSQL_VSS_DB') ?? 'vss')}`;
   } else {
+    // These only tune a PostgreSQL connection. Given without one, they mean the connection
+    // settings went missing (an unset shell variable, a typo): starting on the embedded
+    // database instead would serve every wallet an empty store.
+    if (env.DATABASE_URL !== undefined) {
+      throw new ConfigError('DATABASE_URL', 'is set but empty; unset it to use the embedded PGlite database');
+    }
+    const orphan = (['VSS_PSQL_DEFAULT_DB', 'VSS_PSQL_TLS', 'VSS_PSQL_CRT_PEM', 'VSS_PSQL_POOL_SIZE'] as const).find((name) => value(env, name) !== undefined);
+    if (orphan !== undefined) {
+      throw new ConfigError(orphan, `is set but no PostgreSQL is configured (set DATABASE_URL or ${partNames.join('/')}); refusing to fall back to the embedded PGlite database`);
+    }
     return undefined;
   }
   const crt = value(env, 'VSS_PSQL_CRT_PEM');

@@ -33,12 +33,28 @@ export class CorsPolicy {
     res.setHeader('Access-Control-Expose-Headers', `${PROTOCOL_VERSION_HEADER}, retry-after`);
     if (req.method !== 'OPTIONS' || req.headers['access-control-request-method'] === undefined) return false;
     res.setHeader('Access-Control-Allow-Methods', 'POST, GET, OPTIONS');
-    res.setHeader('Access-Control-Allow-Headers', 'authorization, content-type');
+    // The client sends whatever headers its provider adds (an API key for a gateway, a custom
+    // auth scheme), so an allowed origin may send any header it asks for, not just these two.
+    res.setHeader('Access-Control-Allow-Headers', allowedHeaders(req.headers['access-control-request-headers']));
+    res.appendHeader('Vary', 'Access-Control-Request-Headers');
     res.setHeader('Access-Control-Max-Age', String(this.options.maxAgeSeconds ?? 600));
     res.statusCode = 204;
     res.end();
     return true;
   }
+}
+
+const BASE_ALLOWED_HEADERS = ['authorization', 'content-type'];
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** The preflight's requested header names (well-formed ones) plus the two the protocol uses. */
+function allowedHeaders(requested: string | undefined): string {
+  const names = new Set(BASE_ALLOWED_HEADERS);
+  for (const name of (requested ?? '').split(',')) {
+    const trimmed = name.trim().toLowerCase();
+    if (HEADER_NAME.test(trimmed)) names.add(trimmed);
+  }
+  return [...names].join(', ');
 }
 
 /** Parses VSS_CORS_ORIGINS: a comma-separated list of origins, or `*`. */
@@ -47,16 +63,18 @@ export function parseCorsOrigins(text: string): string[] {
     .split(',')
     .map((origin) => origin.trim())
     .filter((origin) => origin.length > 0);
-  for (const origin of origins) {
-    if (origin === '*') continue;
+  if (origins.length === 0) throw new RangeError('no origins given');
+  return origins.map((origin) => {
+    if (origin === '*') return origin;
     let url: URL;
     try {
       url = new URL(origin);
     } catch {
       throw new RangeError(`"${origin}" is not an origin such as https://wallet.example`);
     }
-    if (url.origin !== origin.replace(/\/+$/, '')) throw new RangeError(`"${origin}" is not a bare origin (scheme://host[:port])`);
-  }
-  if (origins.length === 0) throw new RangeError('no origins given');
-  return origins;
+    const bare = url.origin !== 'null' && url.pathname === '/' && url.search === '' && url.hash === '' && url.username === '' && url.password === '';
+    if (!bare) throw new RangeError(`"${origin}" is not a bare origin (scheme://host[:port])`);
+    // Browsers send the serialized form (lowercase host, no default port), which is what matches.
+    return url.origin;
+  });
 }

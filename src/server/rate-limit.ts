@@ -2,6 +2,7 @@
  * Token-bucket rate limiting keyed by client address (before authentication) and by user
  * token (after it). Buckets live in memory; a server fleet needs one limit per instance.
  */
+import { isIP } from 'node:net';
 
 export interface RateLimitRule {
   /** Requests allowed per window (also the burst size). */
@@ -19,8 +20,16 @@ interface Bucket {
   updatedAt: number;
 }
 
+/**
+ * How many keys one rule tracks at most. Users are free to create (signature auth) and an IPv6
+ * client has many addresses, so within one window the number of keys is the attacker's choice;
+ * past this many, the least recently seen key is forgotten (about 200 bytes each).
+ */
+export const DEFAULT_MAX_TRACKED_KEYS = 100_000;
+
 /** One rule applied to many keys. */
 export class TokenBuckets {
+  /** In least recently used order: every take() moves its key to the end. */
   private readonly buckets = new Map<string, Bucket>();
   private lastSweep: number;
   private readonly refillPerMs: number;
@@ -28,8 +37,10 @@ export class TokenBuckets {
   constructor(
     readonly rule: RateLimitRule,
     private readonly now: () => number = () => performance.now(),
+    private readonly maxKeys: number = DEFAULT_MAX_TRACKED_KEYS,
   ) {
     if (!(rule.limit > 0) || !(rule.windowMs > 0)) throw new RangeError('rate limit and window must be positive');
+    if (!(maxKeys >= 1)) throw new RangeError('at least one key must be tracked');
     this.refillPerMs = rule.limit / rule.windowMs;
     this.lastSweep = now();
   }
@@ -38,7 +49,12 @@ export class TokenBuckets {
   take(key: string): number {
     const now = this.now();
     this.sweep(now);
-    const bucket = this.buckets.get(key) ?? { tokens: this.rule.limit, updatedAt: now };
+    let bucket = this.buckets.get(key);
+    if (bucket !== undefined) this.buckets.delete(key);
+    else {
+      if (this.buckets.size >= this.maxKeys) this.buckets.delete(this.buckets.keys().next().value as string);
+      bucket = { tokens: this.rule.limit, updatedAt: now };
+    }
     bucket.tokens = Math.min(this.rule.limit, bucket.tokens + (now - bucket.updatedAt) * this.refillPerMs);
     bucket.updatedAt = now;
     this.buckets.set(key, bucket);
@@ -61,6 +77,49 @@ export class TokenBuckets {
       if (bucket.tokens + (now - bucket.updatedAt) * this.refillPerMs >= this.rule.limit) this.buckets.delete(key);
     }
   }
+}
+
+/** The first four 16-bit groups of an IPv6 address (its /64 network), or undefined if malformed. */
+function ipv6Network(address: string): string | undefined {
+  let text = address;
+  // An embedded IPv4 tail (::ffff:192.0.2.1) is the last two groups; only the first four matter.
+  const ipv4Tail = /:(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (ipv4Tail) text = `${text.slice(0, ipv4Tail.index)}:0:0`;
+  const halves = text.split('::');
+  if (halves.length > 2) return undefined;
+  const head = halves[0] === '' ? [] : halves[0].split(':');
+  const tail = halves.length === 2 && halves[1] !== '' ? halves[1].split(':') : [];
+  const groups = halves.length === 2 ? [...head, ...Array<string>(Math.max(0, 8 - head.length - tail.length)).fill('0'), ...tail] : head;
+  if (groups.length !== 8 || !groups.every((group) => /^[0-9a-f]{1,4}$/i.test(group))) return undefined;
+  return groups
+    .slice(0, 4)
+    .map((group) => parseInt(group, 16).toString(16))
+    .join(':');
+}
+
+/**
+ * The per-IP rate-limit key of a client address (the socket's, or an X-Forwarded-For entry).
+ * A port some proxies append (`203.0.113.9:41234`, `[2001:db8::1]:443`) is dropped, as it changes
+ * with every connection; an IPv4-mapped IPv6 address counts as the IPv4 address; and an IPv6
+ * address counts as its /64 network, which one host or subscriber usually gets whole, so
+ * rotating through its addresses does not escape the limit.
+ */
+export function ipRateLimitKey(address: string): string {
+  let text = address.trim();
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(text);
+  if (bracketed) text = bracketed[1];
+  else {
+    const ipv4WithPort = /^(\d+\.\d+\.\d+\.\d+):\d+$/.exec(text);
+    if (ipv4WithPort) text = ipv4WithPort[1];
+  }
+  text = text.replace(/%.*$/, '');
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(text);
+  if (mapped) return mapped[1];
+  if (isIP(text) === 6) {
+    const network = ipv6Network(text);
+    if (network !== undefined) return `${network}::/64`;
+  }
+  return text;
 }
 
 const UNITS: Record<string, number> = { s: 1000, sec: 1000, second: 1000, m: 60_000, min: 60_000, minute: 60_000, h: 3_600_000, hour: 3_600_000 };

@@ -3,7 +3,7 @@
  * handle whose close() drains in-flight requests before releasing what the server created.
  */
 import { readFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import pino, { type Level, type Logger } from 'pino';
 import { PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, vss } from '../protocol/index.js';
@@ -135,18 +135,30 @@ export async function createAuthorizer(option: AuthOption, logger: Logger): Prom
   }
 }
 
-/** Answers HTTP-level garbage (before express sees a request) with a typed error and the version header. */
-function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+/** The answer to a connection-level error: status line and ErrorResponse. */
+function clientErrorAnswer(code: string | undefined): { status: string; errorCode: vss.ErrorCode; message: string } {
+  switch (code) {
+    // Node's requestTimeout/headersTimeout (a slow upload): nothing was wrong with the request,
+    // so the client must see a retryable error, not an invalid request it would give up on.
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return { status: '408 Request Timeout', errorCode: vss.ErrorCode.INTERNAL_SERVER_EXCEPTION, message: 'Request not received in time' };
+    case 'HPE_HEADER_OVERFLOW':
+      return { status: '431 Request Header Fields Too Large', errorCode: vss.ErrorCode.INVALID_REQUEST_EXCEPTION, message: 'Request headers too large' };
+    default:
+      return { status: '400 Bad Request', errorCode: vss.ErrorCode.INVALID_REQUEST_EXCEPTION, message: 'Malformed HTTP request' };
+  }
+}
+
+/** Answers HTTP-level errors (before express sees a request) with a typed error and the version header. */
+export function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
   if (!socket.writable || error.code === 'ECONNRESET') {
     socket.destroy();
     return;
   }
-  const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
-  const body = Buffer.from(
-    vss.ErrorResponse.encode({ errorCode: vss.ErrorCode.INVALID_REQUEST_EXCEPTION, message: 'Malformed HTTP request' }).finish(),
-  );
+  const { status, errorCode, message } = clientErrorAnswer(error.code);
+  const body = Buffer.from(vss.ErrorResponse.encode({ errorCode, message }).finish());
   socket.write(
-    `HTTP/1.1 ${status} Bad Request\r\n${PROTOCOL_VERSION_HEADER}: ${PROTOCOL_VERSION}\r\ncontent-type: application/octet-stream\r\n` +
+    `HTTP/1.1 ${status}\r\n${PROTOCOL_VERSION_HEADER}: ${PROTOCOL_VERSION}\r\ncontent-type: application/octet-stream\r\n` +
       `content-length: ${body.length}\r\nconnection: close\r\n\r\n`,
   );
   socket.end(body);
@@ -174,7 +186,20 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
     operationRouting: options.operationRouting,
   });
 
-  const server: Server = createServer({ keepAliveTimeout: 65_000 }, handler);
+  // Responses not yet started when close() begins; they (and any request arriving on a
+  // kept-alive connection meanwhile) answer with `Connection: close`, so a client does not send
+  // its next request on a socket the shutdown is about to close (which would fail as a reset
+  // that leaves it unsure whether a write was applied) but reconnects to the next instance.
+  const pending = new Set<ServerResponse>();
+  let shuttingDown = false;
+  const server: Server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+    if (shuttingDown) res.setHeader('connection', 'close');
+    else {
+      pending.add(res);
+      res.once('close', () => pending.delete(res));
+    }
+    handler(req, res);
+  });
   server.on('clientError', answerClientError);
   const host = options.host ?? DEFAULT_HOST;
   try {
@@ -198,6 +223,9 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
   const close = () => {
     closing ??= (async () => {
       const graceMs = options.shutdownGraceMs ?? 10_000;
+      shuttingDown = true;
+      for (const res of pending) if (!res.headersSent) res.setHeader('connection', 'close');
+      pending.clear();
       const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
       // Idle keep-alive connections would otherwise hold close() open; busy ones finish first.
       server.closeIdleConnections();

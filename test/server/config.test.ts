@@ -95,6 +95,7 @@ describe('loadServeConfig', () => {
     });
     expect(options).toMatchObject({ host: '::1', port: 9000, maxRequestBodySize: 1073741824, logLevel: 'silent', backend: { kind: 'pglite', dataDir: '/var/lib/vss' } });
     expect(parseBindAddress('vss.internal:8080')).toEqual({ host: 'vss.internal', port: 8080 });
+    expect(parseBindAddress('my_db-1:5432')).toEqual({ host: 'my_db-1', port: 5432 });
   });
 
   it('selects PostgreSQL from DATABASE_URL, keeping the password out of the description', () => {
@@ -162,7 +163,22 @@ describe('loadServeConfig', () => {
     [{ DATABASE_URL: 'not a url' }, 'DATABASE_URL'],
     [{ DATABASE_URL: 'postgres://db/vss', VSS_PSQL_ADDRESS: 'db:5432' }, 'VSS_PSQL_ADDRESS'],
     [{ VSS_PSQL_ADDRESS: 'db' }, 'VSS_PSQL_ADDRESS'],
+    // Hosts that do not survive being put into the connection URL: unparseable (it used to escape
+    // as a bare TypeError) or silently moving the rest into the path, the credentials or the query.
+    [{ VSS_PSQL_ADDRESS: 'db host:5432' }, 'VSS_PSQL_ADDRESS'],
+    [{ VSS_PSQL_USERNAME: 'u', VSS_PSQL_ADDRESS: 'db/x:5432' }, 'VSS_PSQL_ADDRESS'],
+    [{ VSS_PSQL_USERNAME: 'u', VSS_PSQL_ADDRESS: 'admin@db:5432' }, 'VSS_PSQL_ADDRESS'],
+    [{ VSS_PSQL_USERNAME: 'u', VSS_PSQL_ADDRESS: 'db?ssl=0:5432' }, 'VSS_PSQL_ADDRESS'],
+    [{ VSS_BIND_ADDRESS: 'wallet host:8080' }, 'VSS_BIND_ADDRESS'],
     [{ VSS_PSQL_USERNAME: 'u', VSS_PSQL_POOL_SIZE: '0' }, 'VSS_PSQL_POOL_SIZE'],
+    // PostgreSQL tuning without a PostgreSQL connection: the connection settings went missing,
+    // and falling back to an empty embedded database would serve wallets an empty store.
+    [{ DATABASE_URL: '' }, 'DATABASE_URL'],
+    [{ DATABASE_URL: '  ', VSS_PSQL_TLS: '1' }, 'DATABASE_URL'],
+    [{ VSS_PSQL_POOL_SIZE: '32' }, 'VSS_PSQL_POOL_SIZE'],
+    [{ VSS_PSQL_TLS: '1', VSS_DATA_DIR: '/var/lib/ldk-vss' }, 'VSS_PSQL_TLS'],
+    [{ VSS_PSQL_CRT_PEM: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----' }, 'VSS_PSQL_CRT_PEM'],
+    [{ VSS_PSQL_DEFAULT_DB: 'postgres' }, 'VSS_PSQL_DEFAULT_DB'],
     [{ VSS_CORS_ORIGINS: 'wallet.example' }, 'VSS_CORS_ORIGINS'],
     [{ VSS_CORS_ORIGINS: 'https://wallet.example/path' }, 'VSS_CORS_ORIGINS'],
     [{ VSS_RATE_LIMIT: 'fast' }, 'VSS_RATE_LIMIT'],

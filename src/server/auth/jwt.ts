@@ -4,8 +4,8 @@
  * any `aud` is rejected, `nbf`/`iat` are not checked. The public key comes from a PEM
  * (SPKI or PKCS#1, RSA ≥ 2048 bits) or a JWKS file.
  */
-import { compactVerify, createLocalJWKSet, type JSONWebKeySet } from 'jose';
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import { compactVerify, createLocalJWKSet, type JSONWebKeySet, type JWK } from 'jose';
+import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { AuthError } from '../errors.js';
 import { authorizationHeader, type Authorizer } from './types.js';
@@ -49,6 +49,17 @@ export function parseRsaPublicKeyPem(pem: string): KeyObject {
   return key;
 }
 
+/** Whether a JWKS entry can verify RS256 tokens (other entries are allowed but never match). */
+function isRs256VerificationKey(jwk: JWK): boolean {
+  if (jwk.kty !== 'RSA' || (jwk.alg !== undefined && jwk.alg !== 'RS256') || (jwk.use !== undefined && jwk.use !== 'sig')) return false;
+  try {
+    const key = createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' });
+    return key.type === 'public' && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= MIN_RSA_BITS;
+  } catch {
+    return false;
+  }
+}
+
 export class JwtAuthorizer implements Authorizer {
   readonly kind = 'jwt';
   private readonly key: KeySource;
@@ -58,6 +69,10 @@ export class JwtAuthorizer implements Authorizer {
     if (options.publicKeyPem !== undefined) this.key = parseRsaPublicKeyPem(options.publicKeyPem);
     else if (options.jwks !== undefined) {
       if (!Array.isArray(options.jwks.keys) || options.jwks.keys.length === 0) throw new JwtKeyError('JWKS has no keys');
+      // Without one, the server would start and then refuse every token; fail at startup as a PEM does.
+      if (!options.jwks.keys.some(isRs256VerificationKey)) {
+        throw new JwtKeyError(`JWKS has no RSA public key of at least ${MIN_RSA_BITS} bits usable for RS256 signatures`);
+      }
       this.key = createLocalJWKSet(options.jwks);
     } else throw new JwtKeyError('a public key PEM or a JWKS is required');
     this.now = options.now ?? (() => Math.floor(Date.now() / 1000));

@@ -1,0 +1,55 @@
+/**
+ * JWT key configuration fails at startup when no configured key can ever verify a token, for a
+ * JWKS as for a PEM: otherwise the server starts and answers every request 401.
+ */
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { exportJWK, SignJWT, type JWK } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConfigError, loadServeConfig } from '../../src/server/config.js';
+import { JwtAuthorizer, JwtKeyError } from '../../src/server/index.js';
+
+const rsa2048 = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const rsa1024 = generateKeyPairSync('rsa', { modulusLength: 1024 });
+const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'ldk-vss-jwks-keys-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('JWKS keys', () => {
+  it.each<[string, () => Promise<JWK[]>]>([
+    ['only an EC key', async () => [await exportJWK(ec.publicKey)]],
+    ['only a 1024-bit RSA key', async () => [await exportJWK(rsa1024.publicKey)]],
+    ['an RSA key restricted to another algorithm', async () => [{ ...(await exportJWK(rsa2048.publicKey)), alg: 'PS256' }]],
+    ['an RSA key for encryption', async () => [{ ...(await exportJWK(rsa2048.publicKey)), use: 'enc' }]],
+    ['a symmetric key', async () => [{ kty: 'oct', k: 'c2VjcmV0' }]],
+    ['an entry that is not a key', async () => [{ kty: 'RSA' }]],
+  ])('refuses a JWKS with %s, at construction and as VSS_JWT_JWKS_PATH', async (_name, keys) => {
+    const jwks = { keys: await keys() };
+    expect(() => new JwtAuthorizer({ jwks })).toThrow(JwtKeyError);
+    const path = join(dir, `${_name.replace(/\W+/g, '-')}.json`);
+    await writeFile(path, JSON.stringify(jwks));
+    let error: unknown;
+    try {
+      loadServeConfig({ VSS_JWT_JWKS_PATH: path });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).variable).toBe('VSS_JWT_JWKS_PATH');
+  });
+
+  it('accepts a JWKS mixing other keys with one usable RSA key, and verifies with it', async () => {
+    const jwks = { keys: [await exportJWK(ec.publicKey), { ...(await exportJWK(rsa2048.publicKey)), use: 'sig' }] };
+    const authorizer = new JwtAuthorizer({ jwks });
+    const token = await new SignJWT({ sub: 'wallet-1', exp: Math.floor(Date.now() / 1000) + 600 }).setProtectedHeader({ alg: 'RS256' }).sign(rsa2048.privateKey);
+    expect(await authorizer.authorize({ authorization: `Bearer ${token}` })).toBe('wallet-1');
+  });
+});
