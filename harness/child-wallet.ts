@@ -68,6 +68,7 @@ type Request =
   | { type: 'open-channel'; capacitySat: bigint; pushMsat: bigint }
   | { type: 'wait-usable'; count: number }
   | { type: 'pay'; invoice: InvoiceData }
+  | { type: 'kill-after-writes'; count: number }
   | { type: 'state' };
 
 type Envelope = { id: number; request: Request };
@@ -106,12 +107,20 @@ export class ChildWallet extends EventEmitter<ChildWalletEvents> {
       }
     });
     this.exited = new Promise((resolve) => {
-      process.on('exit', (code, signal) => {
+      const exited = (code: number | null, signal: NodeJS.Signals | null): void => {
+        if (this.exitInfo) return;
         this.exitInfo = { code, signal };
         for (const w of this.waiting.values()) w.reject(new ChildWalletError(`child wallet exited (${signal ?? code}) before answering`));
         this.waiting.clear();
         this.emit('exit', this.exitInfo);
         resolve(this.exitInfo);
+      };
+      process.on('exit', exited);
+      // Without a listener, a ChildProcess 'error' (a send on a closed channel, a failed spawn or
+      // kill) would be an uncaught exception in the parent. Sends report theirs to their caller;
+      // a process that never started is over: no 'exit' will come.
+      process.on('error', () => {
+        if (process.pid === undefined) exited(null, null);
       });
     });
   }
@@ -149,7 +158,13 @@ export class ChildWallet extends EventEmitter<ChildWalletEvents> {
           reject(e);
         },
       });
-      this.process.send({ id, request } satisfies Envelope);
+      // The callback gets the error of a send that cannot go out (e.g. the IPC channel is
+      // closing); without it Node emits that error on the ChildProcess instead.
+      this.process.send({ id, request } satisfies Envelope, (error) => {
+        if (error === null || !this.waiting.has(id)) return;
+        this.waiting.get(id)!.reject(new ChildWalletError(`cannot send ${request.type} to the child wallet: ${error.message}`));
+        this.waiting.delete(id);
+      });
     });
   }
 
@@ -184,6 +199,21 @@ export class ChildWallet extends EventEmitter<ChildWalletEvents> {
 
   state(): Promise<ChildState> {
     return this.request({ type: 'state' });
+  }
+
+  /**
+   * Arms a real crash inside the child: it SIGKILLs itself right after its `count`-th durable
+   * write from now (counting each write of a batch), before the code that made the write hears
+   * back. Wait for it with `waitExit()`.
+   */
+  killAfterWrites(count: number): Promise<void> {
+    if (!Number.isInteger(count) || count < 1) return Promise.reject(new RangeError(`count must be a positive integer, got ${count}`));
+    return this.request({ type: 'kill-after-writes', count });
+  }
+
+  /** Resolves when the child process has exited, however it ended. */
+  waitExit(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    return this.exited;
   }
 
   /** Kills the process (SIGKILL by default) and waits until it is gone. */
@@ -253,6 +283,15 @@ class ChildRuntime {
       case 'pay':
         payInvoice(this.node(), request.invoice, randomBytes(32));
         return undefined;
+      case 'kill-after-writes': {
+        let seen = 0;
+        // Runs after the write is durable and before its caller learns it (CrashableStore's
+        // onWrite); SIGKILL to itself ends the process here, with no handler and no flush.
+        this.wallet!.store.onWrite(() => {
+          if (++seen === request.count) process.kill(process.pid, 'SIGKILL');
+        });
+        return undefined;
+      }
       case 'state':
         return this.state();
     }

@@ -20,6 +20,7 @@ import { PersistenceMeter, type PersistenceFigures } from './wallet-metrics.js';
 import { formatBytes, formatMs, percentile } from '../src/ldk/report-format.js';
 import { vssStoreOpener } from './vss-wallet.js';
 import { WalletFleet } from './wallets.js';
+import type { LedgerEntry } from './wallet-ledger.js';
 
 export interface DemoOptions {
   /** Payments before the crash (default 50); a few more follow the restore. */
@@ -81,7 +82,14 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
   }
   say(`VSS server: ${serverUrl}`);
 
-  const fleet = await WalletFleet.create(vssStoreOpener({ serverUrl, auth: options.auth }), { storeIdPrefix: `demo-${Date.now().toString(36)}` });
+  let fleet: WalletFleet;
+  try {
+    fleet = await WalletFleet.create(vssStoreOpener({ serverUrl, auth: options.auth }), { storeIdPrefix: `demo-${Date.now().toString(36)}` });
+  } catch (err) {
+    // The finally below does not cover this step: close the server started above here.
+    await server?.close();
+    throw err;
+  }
   try {
     const alice = await fleet.addWallet('alice');
     await fleet.addWallet('bob');
@@ -124,8 +132,10 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     const stats = restored.restoreStats!;
     say(`alice RESTORED from VSS with only her seed and store id: ${stats.monitors} channel monitor, ${stats.updatesApplied} updates applied, ${formatBytes(stats.bytesRead)} read in ${formatMs(stats.durationMs)}; channel reestablished in ${formatMs(restoreTotalMs)} total`);
     const entry = fleet.ledger.get(interrupted.paymentHash)!;
-    await fleet.net.waitFor(() => entry.claimed === entry.sent, { timeoutMs: 10_000, what: 'the interrupted payment to settle' }).catch(() => {});
-    const interruptedPayment = entry.claimed && entry.sent ? 'completed' : entry.failed ? 'failed' : 'never-started';
+    // Wait for an outcome (both sides done, or failed), not for the two flags to be equal:
+    // both are still false while the payment is on its way.
+    await fleet.net.waitFor(() => paymentOutcome(entry) !== undefined, { timeoutMs: 10_000, what: 'the interrupted payment to settle' }).catch(() => {});
+    const interruptedPayment = paymentOutcome(entry) ?? 'never-started';
     say(`The interrupted payment: ${interruptedPayment === 'completed' ? 'completed after the restore (bob was paid exactly once)' : interruptedPayment}`);
 
     for (let i = 0; i < PAYMENTS_AFTER_RESTORE; i++) {
@@ -150,7 +160,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
       persisted,
       persistLatencyMs: { p50: percentile(monitorLatenciesMs, 50), p99: percentile(monitorLatenciesMs, 99), samples: monitorLatenciesMs.length },
       restore: { totalMs: restoreTotalMs, readMs: stats.durationMs, monitors: stats.monitors, updatesApplied: stats.updatesApplied, bytesRead: stats.bytesRead },
-      forceCloses: fleet.ledger.closures.length,
+      // Channels, not ChannelClosed events (both sides report a close, and restores may replay it).
+      forceCloses: fleet.ledger.forceClosedChannels().length,
       balancesAgree,
       durationMs: performance.now() - started,
     };
@@ -160,6 +171,13 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     await fleet.shutdown();
     await server?.close();
   }
+}
+
+/** What became of a payment: undefined while it is still on its way (neither side, or only one, is done). */
+export function paymentOutcome(entry: Pick<LedgerEntry, 'sent' | 'claimed' | 'failed'>): 'completed' | 'failed' | undefined {
+  if (entry.sent && entry.claimed) return 'completed';
+  if (entry.failed) return 'failed';
+  return undefined;
 }
 
 function printSummary(s: DemoSummary, say: (line?: string) => void): void {

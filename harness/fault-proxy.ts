@@ -197,8 +197,11 @@ class ProxiedConnection {
   private clientTurn = false;
   /** True while the server is answering, i.e. until the client sends again. */
   private serverTurn = false;
-  /** The accept-time check already stood for the first request's check. */
-  private firstRequestChecked = false;
+  /**
+   * The accept-time check already stood for the first request's check, against the fault in
+   * force then (its generation, see `FaultProxy.faultGeneration`); undefined once used.
+   */
+  private acceptCheckedGeneration: number | undefined;
   private finished = false;
 
   constructor(
@@ -214,7 +217,7 @@ class ProxiedConnection {
 
   /** Runs the 'request' fault check for a fresh connection; true when the connection was hit. */
   hitOnAccept(): boolean {
-    this.firstRequestChecked = true;
+    this.acceptCheckedGeneration = this.proxy.faultGeneration;
     const hit = this.proxy.connectionFaultFor('request');
     if (hit === null) return false;
     this.finish(hit);
@@ -252,9 +255,11 @@ class ProxiedConnection {
     this.serverTurn = false;
     if (newRequest) {
       this.proxy.countRequest();
-      if (this.firstRequestChecked) {
-        this.firstRequestChecked = false;
-      } else {
+      // The accept-time check stands only if no other fault was switched on since: a
+      // connection opened before `drop()`/`reset()` is hit at its first request all the same.
+      const checkedAtAccept = this.acceptCheckedGeneration === this.proxy.faultGeneration;
+      this.acceptCheckedGeneration = undefined;
+      if (!checkedAtAccept) {
         const hit = this.proxy.connectionFaultFor('request');
         if (hit !== null) {
           this.finish(hit);
@@ -271,7 +276,7 @@ class ProxiedConnection {
     const newResponse = !this.serverTurn;
     this.serverTurn = true;
     this.clientTurn = false;
-    this.firstRequestChecked = false;
+    this.acceptCheckedGeneration = undefined;
     if (newResponse) {
       const hit = this.proxy.connectionFaultFor('response');
       if (hit !== null) {
@@ -331,6 +336,8 @@ export class FaultProxy {
   private readonly random: () => number;
   private readonly connections = new Set<ProxiedConnection>();
   private fault: FaultMode = { kind: 'none' };
+  /** Bumped on every switch of fault (not when a `times` fault runs out by itself). */
+  private generation = 0;
   private closed = false;
   /** Current latency settings (milliseconds). */
   latency: Required<LatencySettings> = { toServerMs: 0, toClientMs: 0, perRequestMs: 0 };
@@ -444,13 +451,23 @@ export class FaultProxy {
   private async switchTo(next: FaultMode): Promise<void> {
     if (this.closed) throw new Error('FaultProxy is closed');
     const previous = this.fault;
+    if (previous.kind === 'outage' && next.kind !== 'outage') {
+      // Listen first: if the port cannot be had back, the proxy is still in its outage (and a
+      // later call tries again) rather than claiming a mode it does not serve.
+      await this.listen();
+      if (this.closed) {
+        // close() ran while we waited for the port: it found nothing listening to close.
+        await new Promise<void>((resolve) => this.server.close(() => resolve()));
+        throw new Error('FaultProxy is closed');
+      }
+    }
     this.fault = next;
+    this.generation += 1;
     if (next.kind === 'outage') {
       for (const connection of [...this.connections]) connection.finish('reset');
       if (this.server.listening) await new Promise<void>((resolve) => this.server.close(() => resolve()));
       return;
     }
-    if (previous.kind === 'outage') await this.listen();
     if (previous.kind === 'blackhole') {
       // The hole lifts: connections accepted during it reach the server now, held bytes flow.
       for (const connection of [...this.connections]) {
@@ -487,6 +504,11 @@ export class FaultProxy {
   }
 
   // --- called by ProxiedConnection -------------------------------------------------------
+
+  /** Which switch of fault is in force; a connection's accept-time check is valid only within one. */
+  get faultGeneration(): number {
+    return this.generation;
+  }
 
   /** Whether traffic is being held (black hole). */
   isHolding(): boolean {

@@ -30,6 +30,8 @@ export class VssServerThread {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: () => void; reject: (err: Error) => void }>();
   private closed = false;
+  /** Set once the worker is gone: no command can be answered any more. */
+  private dead: Error | undefined;
 
   private constructor(
     private readonly worker: Worker,
@@ -44,15 +46,31 @@ export class VssServerThread {
       if (msg.ok) waiter.resolve();
       else waiter.reject(new Error(`VSS server thread: ${msg.error}`));
     });
+    // A worker that crashed or was terminated answers nothing: fail what waits, and what comes.
+    const gone = (why: string): void => {
+      this.dead ??= new Error(`VSS server thread: the worker exited (${why})`);
+      for (const waiter of this.pending.values()) waiter.reject(this.dead);
+      this.pending.clear();
+    };
+    worker.on('error', (err: Error) => gone(err.message));
+    worker.on('exit', (code) => gone(`exit code ${code}`));
   }
 
   /** Starts a server (noop auth) on a free loopback port. Default backend: in-memory PGlite. */
   static async start(backend: ThreadBackendOption = { kind: 'pglite' }): Promise<VssServerThread> {
     const worker = spawn({ backend });
-    const ready = await new Promise<{ ready: boolean; url?: string; port?: number; error?: string }>((resolve, reject) => {
-      worker.once('message', resolve);
-      worker.once('error', reject);
-    });
+    let ready: { ready: boolean; url?: string; port?: number; error?: string };
+    try {
+      ready = await new Promise((resolve, reject) => {
+        worker.once('message', resolve);
+        worker.once('error', reject);
+        // Exiting without a word (process.exit in the worker, a failed bootstrap) is a failed start too.
+        worker.once('exit', (code) => reject(new Error(`the worker exited (exit code ${code}) before it was ready`)));
+      });
+    } catch (err) {
+      await worker.terminate();
+      throw new Error(`VSS server thread failed to start: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
     if (!ready.ready) {
       await worker.terminate();
       throw new Error(`VSS server thread failed to start: ${ready.error}`);
@@ -61,6 +79,7 @@ export class VssServerThread {
   }
 
   private command(cmd: 'stop' | 'resume' | 'close'): Promise<void> {
+    if (this.dead) return Promise.reject(this.dead);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });

@@ -34,6 +34,14 @@ export interface ClosureRecord {
   reason: string;
 }
 
+/** LDK's closure reasons (class names without `ClosureReason_`) of a channel closed by agreement. */
+const COOPERATIVE_REASONS = new Set([
+  'LegacyCooperativeClosure',
+  'CounterpartyInitiatedCooperativeClosure',
+  'LocallyInitiatedCooperativeClosure',
+  'CounterpartyCoopClosedUnfundedChannel',
+]);
+
 export class PaymentLedger {
   /** Every ChannelClosed any incarnation of any tracked node reported. */
   readonly closures: ClosureRecord[] = [];
@@ -80,6 +88,16 @@ export class PaymentLedger {
       const hash = event.payment_hash;
       if (hash instanceof ldk.Option_ThirtyTwoBytesZ_Some) this.entry(hex(hash.some), node, 0n).failed = true;
     }
+  }
+
+  /**
+   * Channels that were force-closed, each once: a closure is reported by both sides and may be
+   * replayed after a restart, so `closures` counts events, not channels. Any closure not by
+   * agreement counts (holder or counterparty force-close, a commitment seen on chain, an
+   * error, an outdated manager...).
+   */
+  forceClosedChannels(): string[] {
+    return [...new Set(this.closures.filter((c) => !COOPERATIVE_REASONS.has(c.reason)).map((c) => c.channelId))];
   }
 
   /** Outcomes reported from elsewhere (e.g. a wallet in another process). */

@@ -257,7 +257,8 @@ export interface SweepResult {
 /**
  * Spends every output LDK reported on `node` (`Event_SpendableOutputs`) to `destination`
  * (default: the node's own wallet script) with the KeysManager's signer, mines the sweep and
- * checks the destination received the value less a fee. The descriptors are consumed.
+ * reports what reached the destination next to the value of the outputs spent (the caller
+ * checks the amounts). The descriptors are consumed.
  */
 export async function sweepSpendableOutputs(net: WalletNetwork, node: WalletNode, options: { destination?: Uint8Array; feeRateSatPerKw?: number } = {}): Promise<SweepResult> {
   const descriptors = node.spendableOutputs.splice(0);

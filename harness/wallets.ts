@@ -184,7 +184,14 @@ export class WalletFleet {
     const atomicBatches = options.atomicBatches ?? this.atomicBatches;
     const store = new CrashableStore(handle.store, { atomicBatches });
     const mode = options.mode ?? 'vss-persister';
-    const node = this.net.addNode({ name, seed: nodeSeedOf(identity.seed), persistence: this.persistence(mode, store, handle, options) });
+    let node: WalletNode;
+    try {
+      node = this.net.addNode({ name, seed: nodeSeedOf(identity.seed), persistence: this.persistence(mode, store, handle, options) });
+    } catch (err) {
+      // No wallet holds this client: let go of it (as restoreIdentity does).
+      handle.close?.().catch(() => {});
+      throw err;
+    }
     const wallet: Wallet = { ...identity, mode, atomicBatches, node, store, handle, incarnation: 1 };
     this.wallets.set(name, wallet);
     this.ledger.track(node);

@@ -3,10 +3,12 @@
  * two wallets, payments, a crash mid-payment, a restore from VSS, more payments), checked
  * through its printed summary and its exit code.
  */
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { spawn } from 'node:child_process';
+import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import type { DemoSummary } from '../../harness/demo.js';
+import { paymentOutcome, runDemo, type DemoSummary } from '../../harness/demo.js';
+import { WalletFleet } from '../../harness/wallets.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -53,5 +55,36 @@ describe('npm run demo', () => {
     const { code, stderr } = await runDemoProcess(['--payments', 'zero']);
     expect(code).toBe(1);
     expect(stderr).toMatch(/--payments must be a positive integer/);
+  });
+});
+
+describe('runDemo', () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  it('closes the server it started when the wallets cannot even be created', async () => {
+    vi.spyOn(WalletFleet, 'create').mockRejectedValue(new Error('no LDK today'));
+    let printed = '';
+    const out = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        printed += chunk.toString();
+        callback();
+      },
+    });
+    await expect(runDemo({ payments: 1, out })).rejects.toThrow('no LDK today');
+    const url = /VSS server: (\S+)/.exec(printed)?.[1];
+    expect(url).toBeDefined();
+    // Nothing answers there any more: the server was closed, not left running in this process.
+    await expect(fetch(`${url}/getObject`, { method: 'POST', body: new Uint8Array(0), signal: AbortSignal.timeout(5_000) })).rejects.toMatchObject({
+      cause: { code: 'ECONNREFUSED' },
+    });
+  }, 60_000);
+
+  it('waits for the interrupted payment to have an outcome: neither side done yet is not an outcome', () => {
+    expect(paymentOutcome({ sent: false, claimed: false, failed: false })).toBeUndefined();
+    expect(paymentOutcome({ sent: false, claimed: true, failed: false })).toBeUndefined();
+    expect(paymentOutcome({ sent: true, claimed: true, failed: false })).toBe('completed');
+    expect(paymentOutcome({ sent: false, claimed: false, failed: true })).toBe('failed');
   });
 });

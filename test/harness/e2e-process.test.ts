@@ -124,16 +124,14 @@ describe('child-process wallet', () => {
     await settled(h1); // the restored process learns the payment it was making succeeded
     await expectAgreement();
 
-    // Kill 2: right after the new process's second durable write of the next payment.
-    const before = writes.length;
-    const killed = new Promise<void>((resolve) => {
-      child.on('report', (r) => {
-        if (r.type === 'write' && writes.length >= before + 2) resolve();
-      });
-    });
+    // Kill 2: the new process kills itself right after its second durable write of the next
+    // payment, before it hears back from that write.
+    await child.killAfterWrites(2);
     const h2 = await pay(17_000n);
-    await killed;
-    await child.kill();
+    const exit2 = await child.waitExit();
+    expect(exit2.signal).toBe('SIGKILL');
+    // It really died mid-payment: it never learned that the payment succeeded.
+    expect(fleet.ledger.get(h2)!.sent).toBe(false);
 
     child = spawnChild(writes);
     const restored2 = await child.start({ ...options, mode: 'restore' }, fleet.net.chain);

@@ -5,7 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createServer, request as httpRequest, Agent, type IncomingMessage, type Server } from 'node:http';
-import { connect, type AddressInfo, type Socket } from 'node:net';
+import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { randomBytes, createHash } from 'node:crypto';
 import { FaultProxy } from '../../harness/fault-proxy.js';
 
@@ -247,6 +247,28 @@ describe('FaultProxy', () => {
       expect(upstream.received).toEqual(['/first']);
       expect(proxy.stats().connectionsAccepted).toBe(1);
     });
+    it('hits a fresh connection accepted before the fault was switched on, at its first request', async () => {
+      // A client that connects first and sends later (a pre-opened or pooled socket): the
+      // accept-time check ran with no fault in force, so it must not stand for the request.
+      const socket = connect({ host: '127.0.0.1', port: proxy.port });
+      const outcome = new Promise<{ kind: 'end' } | { kind: 'error'; code: string }>((resolve) => {
+        socket.on('error', (error: NodeJS.ErrnoException) => resolve({ kind: 'error', code: error.code ?? '?' }));
+        socket.on('end', () => {
+          resolve({ kind: 'end' });
+          socket.destroy();
+        });
+        socket.on('data', () => undefined);
+      });
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      while (proxy.stats().connectionsAccepted === 0) await sleep(5);
+      await proxy.drop({ times: 1 });
+      socket.write('GET /late HTTP/1.1\r\nHost: x\r\n\r\n');
+      expect(await outcome).toEqual({ kind: 'end' });
+      await sleep(50);
+      expect(upstream.received).toEqual([]);
+      expect(proxy.stats().connectionsDropped).toBe(1);
+      expect(proxy.mode).toEqual({ kind: 'none' });
+    });
   });
 
   describe('reset (RST)', () => {
@@ -345,6 +367,22 @@ describe('FaultProxy', () => {
       expect(upstream.received).toEqual(['/up', '/back']);
     });
 
+    it('stays in the outage when it cannot listen again, and a later call recovers', async () => {
+      await proxy.outage();
+      // Someone else took the port meanwhile.
+      const squatter = createNetServer();
+      await new Promise<void>((resolve) => squatter.listen(proxy.port, '127.0.0.1', resolve));
+      try {
+        await expect(proxy.normal()).rejects.toMatchObject({ code: 'EADDRINUSE' });
+        expect(proxy.mode).toEqual({ kind: 'outage' });
+      } finally {
+        await new Promise<void>((resolve) => squatter.close(() => resolve()));
+      }
+      await proxy.normal();
+      expect(proxy.mode).toEqual({ kind: 'none' });
+      expect((await send(proxy.url, { path: '/recovered' })).body.toString()).toBe('ok /recovered');
+    });
+
     it('can move from an outage straight into another fault', async () => {
       await proxy.outage();
       await proxy.blackHole();
@@ -389,6 +427,17 @@ describe('FaultProxy', () => {
     });
     // Only the request cut at the response, and the two normal ones, reached the server.
     expect(upstream.received).toEqual(['/f', '/f', '/f']);
+  });
+
+  it('close() while an outage is being lifted leaves nothing listening', async () => {
+    await proxy.outage();
+    const lifting = proxy.normal().then(
+      () => 'resolved',
+      (error: Error) => error.message,
+    );
+    await proxy.close();
+    expect(await lifting).toMatch(/closed/);
+    expect(await rawOutcome(proxy.port)).toEqual({ kind: 'error', code: 'ECONNREFUSED' });
   });
 
   it('close(): stops listening and ends open connections', async () => {

@@ -1,0 +1,44 @@
+/**
+ * VssServerThread (harness/server-thread.ts): a VSS server in a worker thread. What matters
+ * beyond the happy path is that a dead worker never leaves a caller waiting forever.
+ */
+import { describe, expect, it } from 'vitest';
+import type { Worker } from 'node:worker_threads';
+import { VssServerThread } from '../../harness/server-thread.js';
+
+/** The worker behind a thread (private): the test plays a worker that dies on its own. */
+function workerOf(thread: VssServerThread): Worker {
+  return (thread as unknown as { worker: Worker }).worker;
+}
+
+describe('VssServerThread', () => {
+  it('stops, resumes and closes a server in a worker', async () => {
+    const thread = await VssServerThread.start({ kind: 'memory' });
+    try {
+      const answer = (): Promise<number> => fetch(`${thread.url}/getObject`, { method: 'POST', body: new Uint8Array(0) }).then((r) => r.status);
+      expect(await answer()).toBe(404); // an empty request names no key: not found, from the server
+      await thread.stop();
+      await expect(fetch(`${thread.url}/getObject`, { method: 'POST' })).rejects.toThrow();
+      await thread.resume();
+      expect(await answer()).toBe(404);
+    } finally {
+      await thread.close();
+    }
+  }, 30_000);
+
+  it('a worker that died fails every command at once, and close() still returns', async () => {
+    const thread = await VssServerThread.start({ kind: 'memory' });
+    await workerOf(thread).terminate(); // as if the worker crashed
+    const outcome = (p: Promise<void>): Promise<string> =>
+      Promise.race([
+        p.then(
+          () => 'resolved',
+          (error: Error) => `rejected: ${error.message}`,
+        ),
+        new Promise<string>((resolve) => setTimeout(() => resolve('still waiting after 3 s'), 3_000)),
+      ]);
+    expect(await outcome(thread.stop())).toMatch(/^rejected: VSS server thread: the worker exited/);
+    expect(await outcome(thread.resume())).toMatch(/^rejected: VSS server thread: the worker exited/);
+    expect(await outcome(thread.close())).toBe('resolved');
+  }, 30_000);
+});

@@ -1,0 +1,34 @@
+/**
+ * WalletFleet (harness/wallets.ts) failure paths that need no server: a wallet that cannot be
+ * built must not leave its store client open.
+ */
+import { describe, expect, it, vi } from 'vitest';
+import type { AsyncKVStore } from '../../src/store/types.js';
+import { WalletFleet, type WalletStoreHandle } from '../../harness/wallets.js';
+
+/** A store nobody should reach: the wallet fails before its node runs. */
+const unusedStore: AsyncKVStore = {
+  read: () => Promise.reject(new Error('unused')),
+  write: () => Promise.reject(new Error('unused')),
+  remove: () => Promise.reject(new Error('unused')),
+  list: () => Promise.reject(new Error('unused')),
+  listAll: () => Promise.reject(new Error('unused')),
+};
+
+describe('WalletFleet.addWallet', () => {
+  it('closes the store client it opened when the wallet cannot be created', async () => {
+    const close = vi.fn(async () => {});
+    // No blocking view: the ldk-sync mode cannot be built on this store.
+    const fleet = await WalletFleet.create(async (): Promise<WalletStoreHandle> => ({ store: unusedStore, close }));
+    try {
+      await expect(fleet.addWallet('A', { mode: 'ldk-sync' })).rejects.toThrow(/blocking view/);
+      expect(close).toHaveBeenCalledTimes(1);
+      expect(() => fleet.wallet('A')).toThrow(/no wallet A/);
+      // The name is free again: a wallet that could not be created does not block it.
+      await fleet.addWallet('A');
+      expect(fleet.wallet('A').incarnation).toBe(1);
+    } finally {
+      await fleet.shutdown();
+    }
+  });
+});
