@@ -12,13 +12,17 @@ export function createLimiter(max: number): Limiter {
   let active = 0;
   const waiting: (() => void)[] = [];
   return async <T>(task: () => Promise<T>): Promise<T> => {
+    // A freed slot passes straight to the first waiter (`active` stays put): decrementing and
+    // letting the waiter increment when it resumes would let a task that arrives in between
+    // take the slot too, and the bound would be exceeded.
     if (active >= max) await new Promise<void>((resolve) => waiting.push(resolve));
-    active++;
+    else active++;
     try {
       return await task();
     } finally {
-      active--;
-      waiting.shift()?.();
+      const next = waiting.shift();
+      if (next) next();
+      else active--;
     }
   };
 }

@@ -1,7 +1,8 @@
 /**
  * Copying a whole store to another provider (VSS to VSS, or any LDK KVStore), verifying
  * every copy by reading it back. Run it with the node stopped: a store written during the
- * copy would not be copied consistently.
+ * copy would not be copied consistently, so the source is listed again (and its manager read
+ * again) at the end, and a change is a `MigrationVerificationError`, never a success.
  */
 import * as ldk from 'lightningdevkit';
 import type { AsyncKVStore, StoreKey, SyncKVStore } from '../store/types.js';
@@ -124,6 +125,10 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
  * Copies every key of `from` into `to` and reads each copy back to verify it. The
  * ChannelManager is copied last, so an interrupted migration never leaves a target with a
  * manager but without its monitors (restore refuses such a store rather than lose channels).
+ * Afterwards the source must still hold exactly the keys copied and the manager copied: a
+ * source written during the copy (a node still running) fails with
+ * `MigrationVerificationError`. On any failure, copies already running finish before the
+ * promise rejects (none start after), so nothing writes to the target after it settles.
  */
 export async function migrateStore(from: MigrationSource, to: MigrationTarget, options: MigrateStoreOptions = {}): Promise<MigrationResult> {
   const started = performance.now();
@@ -144,7 +149,10 @@ export async function migrateStore(from: MigrationSource, to: MigrationTarget, o
   const limit = createLimiter(options.concurrency ?? 8);
   let copied = 0;
   let bytes = 0;
+  let failed = false;
+  const copiedManagers = new Map<string, Uint8Array>();
   const copy = async (k: StoreKey): Promise<void> => {
+    if (failed) return; // another copy failed: start nothing new
     const value = await source.read(k);
     if (!options.overwrite && !target.listAll) {
       // No listing on this target: probe the key itself before writing over it.
@@ -162,10 +170,49 @@ export async function migrateStore(from: MigrationSource, to: MigrationTarget, o
     if (!equalBytes(back, value)) throw new MigrationVerificationError(`copy of ${label(k)} reads back different (${back.length} bytes instead of ${value.length})`);
     copied++;
     bytes += value.length;
+    if (isManager(k)) copiedManagers.set(label(k), value);
     options.onProgress?.({ copied, total: ordered.length, bytes, last: k });
   };
   const bulk = ordered.filter((k) => !isManager(k));
-  await Promise.all(bulk.map((k) => limit(() => copy(k))));
+  const outcomes = await Promise.allSettled(
+    bulk.map((k) =>
+      limit(async () => {
+        try {
+          await copy(k);
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
+      }),
+    ),
+  );
+  const firstFailure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+  if (firstFailure) throw firstFailure.reason;
   for (const k of ordered.filter(isManager)) await copy(k);
+  await checkSourceUnchanged(source, ordered, copiedManagers);
   return { keys: copied, bytes, durationMs: performance.now() - started };
+}
+
+/**
+ * The source after the copy: the same keys, and the same manager bytes. New or removed keys
+ * (monitor updates, a new channel's monitor) or a newer manager mean the node was running and
+ * the target holds a mix of two moments.
+ */
+async function checkSourceUnchanged(source: Endpoint, copiedKeys: StoreKey[], copiedManagers: Map<string, Uint8Array>): Promise<void> {
+  const now = await source.listAll!();
+  const before = new Set(copiedKeys.map(label));
+  const after = new Set(now.map(label));
+  const added = [...after].filter((k) => !before.has(k));
+  const removed = [...before].filter((k) => !after.has(k));
+  const changed: string[] = [];
+  for (const k of now.filter(isManager)) {
+    const copiedValue = copiedManagers.get(label(k));
+    if (copiedValue && !equalBytes(await source.read(k), copiedValue)) changed.push(label(k));
+  }
+  if (added.length + removed.length + changed.length === 0) return;
+  const sample = (keys: string[]): string => (keys.length === 0 ? '' : ` (${keys.slice(0, 3).join(', ')}${keys.length > 3 ? ', ...' : ''})`);
+  throw new MigrationVerificationError(
+    `the source changed while it was being copied: ${added.length} key(s) added${sample(added)}, ${removed.length} removed${sample(removed)}, ` +
+      `${changed.length} rewritten${sample(changed)}. The target is not a consistent copy; stop the node and migrate again (into an empty target, or with overwrite: true)`,
+  );
 }

@@ -6,6 +6,7 @@
  */
 import * as ldk from 'lightningdevkit';
 import type { AsyncKVStore } from '../store/types.js';
+import { StoreIOError } from '../store/errors.js';
 import { CorruptStateError } from './errors.js';
 import {
   CHANNEL_MONITOR_NAMESPACE,
@@ -125,13 +126,34 @@ export async function readChannelMonitors(store: AsyncKVStore, ctx: MonitorReadC
 }
 
 /**
+ * IOError kinds that only the store's transport produces (the KVStore bridge maps timeouts,
+ * closed stores and network failures to them); LDK's own decode and apply failures are
+ * `InvalidData` or `Other`.
+ */
+const UNREACHABLE_STORE_KINDS = new Set<ldk.IOError>([
+  ldk.IOError.LDKIOError_TimedOut,
+  ldk.IOError.LDKIOError_NotConnected,
+  ldk.IOError.LDKIOError_ConnectionRefused,
+  ldk.IOError.LDKIOError_ConnectionReset,
+  ldk.IOError.LDKIOError_ConnectionAborted,
+  ldk.IOError.LDKIOError_BrokenPipe,
+  ldk.IOError.LDKIOError_Interrupted,
+  ldk.IOError.LDKIOError_WouldBlock,
+]);
+
+/**
  * Reads monitors with LDK's own MonitorUpdatingPersister (over a sync KVStore). Useful to
- * check compatibility, or for stores written by LDK's persister.
+ * check compatibility, or for stores written by LDK's persister. A store that cannot be reached
+ * is a `StoreIOError` (retry later), never a `CorruptStateError`: the stored data may be fine.
  */
 export function readChannelMonitorsWithLdk(persister: ldk.MonitorUpdatingPersister): RestoredMonitor[] {
   const res = persister.read_all_channel_monitors_with_updates();
   if (!(res instanceof ldk.Result_CVec_C2Tuple_ThirtyTwoBytesChannelMonitorZZIOErrorZ_OK)) {
-    const kind = res instanceof ldk.Result_CVec_C2Tuple_ThirtyTwoBytesChannelMonitorZZIOErrorZ_Err ? ldk.IOError[res.err] : 'unknown';
+    const err = res instanceof ldk.Result_CVec_C2Tuple_ThirtyTwoBytesChannelMonitorZZIOErrorZ_Err ? res.err : undefined;
+    const kind = err === undefined ? 'unknown' : ldk.IOError[err];
+    if (err !== undefined && UNREACHABLE_STORE_KINDS.has(err)) {
+      throw new StoreIOError(`LDK's MonitorUpdatingPersister could not reach the store while reading the monitors (${kind}); nothing was read, the stored data may be intact`);
+    }
     throw new CorruptStateError(`LDK's MonitorUpdatingPersister could not read the monitors (${kind})`, CHANNEL_MONITOR_NAMESPACE.primary, '', '');
   }
   return res.res.map((entry) => {

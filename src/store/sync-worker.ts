@@ -20,6 +20,9 @@ type Inbound = { type: 'call'; id: number; operation: VssOperation; body: Uint8A
 const { port, signal, config } = workerData as BridgeData;
 const counter = new Int32Array(signal);
 
+// Slot 0 of `signal` counts messages for the parent's Atomics.wait; slots 1 and 2 carry this
+// worker's exit report, which the bootstrap installed (sync-bridge.ts).
+
 function send(message: unknown): void {
   port.postMessage(message);
   Atomics.add(counter, 0, 1);

@@ -47,11 +47,33 @@ export interface WireError {
   afterAmbiguousAttempt?: boolean;
   fromHeaderProvider?: boolean;
   versionServed?: string;
+  /**
+   * The error's direct cause, flattened, with the first system error code (`ECONNREFUSED`...)
+   * found along the cause chain: the LDK bridge maps network failures by that code.
+   */
+  cause?: { name: string; message: string; code?: string };
+}
+
+function causeOf(error: Error): WireError['cause'] {
+  if (error.cause === undefined) return undefined;
+  let code: string | undefined;
+  for (let current: unknown = error.cause, depth = 0; current instanceof Error && depth < 4; current = current.cause, depth++) {
+    const found = (current as Error & { code?: unknown }).code;
+    if (typeof found === 'string') {
+      code = found;
+      break;
+    }
+  }
+  const direct = error.cause;
+  const flat = direct instanceof Error ? { name: direct.name, message: direct.message } : { name: 'Error', message: String(direct) };
+  return code === undefined ? flat : { ...flat, code };
 }
 
 export function toWireError(error: unknown): WireError {
   if (!(error instanceof Error)) return { name: 'Error', message: String(error) };
   const wire: WireError = { name: error.name, message: error.message };
+  const cause = causeOf(error);
+  if (cause) wire.cause = cause;
   if (error instanceof VssServerError) {
     wire.serverMessage = error.serverMessage;
     wire.status = error.status;
@@ -75,6 +97,11 @@ const CLIENT_PREFIX = 'InternalError: ';
 export function fromWireError(wire: WireError): Error {
   const error = rebuildError(wire);
   if (error instanceof VssError) error.afterAmbiguousAttempt = wire.afterAmbiguousAttempt ?? false;
+  if (wire.cause && error.cause === undefined) {
+    const cause = new Error(wire.cause.message);
+    cause.name = wire.cause.name;
+    error.cause = wire.cause.code === undefined ? cause : Object.assign(cause, { code: wire.cause.code });
+  }
   return error;
 }
 

@@ -29,6 +29,8 @@ import {
   readManagerBytes,
   readNetworkGraph,
   readScorer,
+  readChannelMonitorsWithLdk,
+  silentLogger,
   type ManagerWriter,
   type PersistenceLogger,
   type VssPersister,
@@ -41,6 +43,7 @@ import {
   KeyNotFoundError,
   RollbackDetectedError,
   StoreClosedError,
+  StoreIOError,
   StoreTimeoutError,
 } from '../../src/store/errors.js';
 import { ConflictError, InvalidRequestError, VssClientError } from '../../src/client/errors.js';
@@ -198,6 +201,47 @@ describe('LDK KVStore over a SyncKVStore', () => {
   });
 });
 
+describe("readChannelMonitorsWithLdk (LDK's MonitorUpdatingPersister)", () => {
+  it('reports a store it cannot reach as StoreIOError, and only undecodable data as CorruptStateError', () => {
+    const store = new MemoryKVStore();
+    const keys = ldk.KeysManager.constructor_new(new Uint8Array(32).fill(7), 1n, 1);
+    const mup = ldk.MonitorUpdatingPersister.constructor_new(
+      toLdkKVStore(store.toSyncStore(), { log: silentLogger }),
+      ldk.Logger.new_impl({ log: () => {} }),
+      100n,
+      keys.as_EntropySource(),
+      keys.as_SignerProvider(),
+      ldk.BroadcasterInterface.new_impl({ broadcast_transactions: () => {} }),
+      ldk.FeeEstimator.new_impl({ get_est_sat_per_1000_weight: () => 253 }),
+    );
+    expect(readChannelMonitorsWithLdk(mup)).toEqual([]);
+
+    const failure = (): unknown => {
+      try {
+        readChannelMonitorsWithLdk(mup);
+      } catch (err) {
+        return err;
+      }
+      return undefined;
+    };
+    store.failNext(1, () => new StoreTimeoutError('deadline passed'));
+    const timedOut = failure();
+    expect(timedOut).toBeInstanceOf(StoreIOError);
+    expect(timedOut).not.toBeInstanceOf(CorruptStateError);
+    expect(String((timedOut as Error).message)).toContain('TimedOut');
+    expect(isTransientStoreError(timedOut)).toBe(true);
+
+    store.outage = true;
+    const refused = failure();
+    expect(refused).toBeInstanceOf(StoreIOError);
+    expect(String((refused as Error).message)).toContain('ConnectionRefused');
+    store.outage = false;
+
+    store.toSyncStore().write('monitors', '', `${'ab'.repeat(32)}_0`, Uint8Array.of(0xff, 0xff, 1, 2, 3));
+    expect(failure()).toBeInstanceOf(CorruptStateError);
+  });
+});
+
 function asyncView(store: MemoryKVStore): AsyncKVStore {
   return {
     read: (p, s, k) => store.read(p, s, k),
@@ -261,11 +305,51 @@ describe('migrateStore', () => {
     expect([...(await back.read('', '', 'manager'))]).toEqual([0xaa]);
   });
 
-  it('propagates a failing source instead of copying part of a store silently', async () => {
+  it('propagates a failing source listing', async () => {
     const from = new MemoryKVStore();
     await fill(from, 5);
     from.failNext(1, () => new DataIntegrityError('bad tag'));
     await expect(migrateStore(from, new MemoryKVStore())).rejects.toBeInstanceOf(DataIntegrityError);
+  });
+
+  it('a source read failing mid-copy rejects only once the copies under way have settled, and the manager is never copied', async () => {
+    const from = new MemoryKVStore();
+    await fill(from, 20);
+    const failing: AsyncKVStore = {
+      ...asyncView(from),
+      read: (p, s, k) => (p === 'monitor_updates' && k === '3' ? Promise.reject(new DataIntegrityError('bad tag')) : from.read(p, s, k)),
+    };
+    const to = new MemoryKVStore(undefined, { latencyMs: 5 });
+    await expect(migrateStore(failing, to, { concurrency: 4 })).rejects.toBeInstanceOf(DataIntegrityError);
+    const settledKeys = to.server.keys().length;
+    expect(settledKeys).toBeGreaterThan(0);
+    expect(settledKeys).toBeLessThan(20); // copies queued after the failure never started
+    await new Promise((r) => setTimeout(r, 50));
+    expect(to.server.keys().length).toBe(settledKeys); // nothing was still writing to the target
+    expect(to.server.get('', '', 'manager')).toBeUndefined();
+  });
+
+  it('fails (never reports success) when the source changes during the copy, e.g. a node still running', async () => {
+    // A monitor update written while the copy runs: the target misses it.
+    const from = new MemoryKVStore();
+    await fill(from, 5);
+    let wrote = false;
+    const onProgress = (): void => {
+      if (wrote) return;
+      wrote = true;
+      void from.write('monitor_updates', 'chan', '99', Uint8Array.of(9));
+    };
+    await expect(migrateStore(from, new MemoryKVStore(), { onProgress })).rejects.toThrow(/source changed while it was being copied: 1 key\(s\) added \(monitor_updates\/chan\/99\)/);
+
+    // A manager rewritten after it was copied: same keys, different bytes.
+    const again = new MemoryKVStore();
+    await fill(again, 2);
+    const rewrite = (p: { last: StoreKey }): void => {
+      if (p.last.key === 'manager') void again.write('', '', 'manager', Uint8Array.of(0xbb));
+    };
+    const err = await migrateStore(again, new MemoryKVStore(), { onProgress: rewrite }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MigrationVerificationError);
+    expect((err as Error).message).toMatch(/1 rewritten \(\/\/manager\)/);
   });
 });
 
@@ -595,5 +679,35 @@ describe('createLimiter', () => {
     expect(peak).toBe(3);
     expect(results).toEqual(Array.from({ length: 12 }, (_, i) => i));
     expect(() => createLimiter(0)).toThrow(RangeError);
+  });
+
+  it('a task arriving while a freed slot is being handed to a waiter queues behind it (the bound holds)', async () => {
+    const limit = createLimiter(1);
+    let active = 0;
+    let peak = 0;
+    // Plain promises (no async wrappers), so the order of continuations below is exact.
+    const tracked = (work: Promise<void>) => (): Promise<void> => {
+      active++;
+      peak = Math.max(peak, active);
+      void work.then(() => {
+        active--;
+      });
+      return work;
+    };
+    let releaseFirst!: () => void;
+    const first = limit(tracked(new Promise<void>((r) => (releaseFirst = r))));
+    const second = limit(tracked(new Promise<void>((r) => setTimeout(r, 5))));
+    await new Promise((r) => setTimeout(r, 1));
+    let third: Promise<void> | undefined;
+    releaseFirst();
+    // Runs after the slot is freed and before the waiting task resumes, as a continuation of
+    // other work (restore queueing an update read) does.
+    queueMicrotask(() => {
+      third = limit(tracked(new Promise<void>((r) => setTimeout(r, 5))));
+    });
+    await first;
+    await second;
+    await third;
+    expect(peak).toBe(1);
   });
 });

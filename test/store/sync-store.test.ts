@@ -6,7 +6,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createServer, connect, type Socket } from 'node:net';
+import * as workerThreads from 'node:worker_threads';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import * as ldk from 'lightningdevkit';
 import {
   ConcurrentWriterError,
   InvalidKeyError,
@@ -19,8 +22,10 @@ import {
   VssStore,
   type VssStoreOptions,
 } from '../../src/store/index.js';
-import { VssClient } from '../../src/client/index.js';
-import { keyValue } from '../../src/protocol/index.js';
+import { VssClient, VssClientError } from '../../src/client/index.js';
+import { keyValue, vss } from '../../src/protocol/index.js';
+import { SyncBridge } from '../../src/store/sync-bridge.js';
+import { ioErrorFor } from '../../src/ldk/kv-store.js';
 import { STORE_TEST_BACKENDS, type TestBackend } from './helpers/backends.js';
 import { startServerThread, type ServerThread } from './helpers/server-thread.js';
 
@@ -180,6 +185,44 @@ function syncSuite(backend: TestBackend): void {
     expect(() => store.toSyncStore()).toThrow(StoreError);
   });
 
+  it('keeps the network error code across the worker: an unreachable server is ConnectionRefused for LDK, as on the async path', async () => {
+    // A proxy this thread can close: the store opens and writes through it (async, so this
+    // thread is free to forward), then nothing listens there any more.
+    const target = new URL(server.url);
+    const sockets = new Set<Socket>();
+    const proxy = createServer((client) => {
+      const upstream = connect(Number(target.port), target.hostname);
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on('error', () => s.destroy());
+        s.on('close', () => sockets.delete(s));
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const port = (proxy.address() as { port: number }).port;
+    const store = await VssStore.open({
+      storeId: `sync-${randomUUID().slice(0, 20)}`,
+      client: { baseUrl: `http://127.0.0.1:${port}${target.pathname}`, retry: FAST_RETRY },
+      keys: { seed: SEED },
+    });
+    await store.write('down', '', 'k', bytes('v'));
+    const closed = new Promise<void>((resolve) => proxy.close(() => resolve()));
+    for (const s of sockets) s.destroy();
+    await closed;
+    const sync = store.toSyncStore({ deadlineMs: 10_000 });
+    let failure: unknown;
+    try {
+      sync.read('down', '', 'k');
+    } catch (error) {
+      failure = error;
+    }
+    expect(failure).toBeInstanceOf(StoreIOError);
+    expect((failure as Error).cause).toBeInstanceOf(VssClientError);
+    expect(ioErrorFor(failure)).toBe(ldk.IOError.LDKIOError_ConnectionRefused);
+    await store.close();
+  }, 30_000);
+
   it('needs a plain client config to build its worker', async () => {
     const store = await VssStore.open({
       storeId: `sync-${randomUUID().slice(0, 20)}`,
@@ -190,6 +233,67 @@ function syncSuite(backend: TestBackend): void {
     await store.close();
   });
 }
+
+describe('SyncBridge worker', () => {
+  /** Builds a bridge while keeping this thread's end of its port, to crash the worker at will. */
+  function bridgeWithPort(): { bridge: SyncBridge; port: workerThreads.MessagePort } {
+    let captured: workerThreads.MessagePort | undefined;
+    const real = process.getBuiltinModule.bind(process);
+    const spy = vi.spyOn(process, 'getBuiltinModule').mockImplementation(((id: string) => {
+      if (id !== 'node:worker_threads') return real(id);
+      function CapturingChannel(): workerThreads.MessageChannel {
+        const channel = new workerThreads.MessageChannel();
+        captured = channel.port1;
+        return channel;
+      }
+      return { ...workerThreads, MessageChannel: CapturingChannel };
+    }) as typeof process.getBuiltinModule);
+    try {
+      const bridge = new SyncBridge({ baseUrl: 'http://127.0.0.1:1/vss', retry: FAST_RETRY }, 30_000);
+      return { bridge, port: captured! };
+    } finally {
+      spy.mockRestore();
+    }
+  }
+
+  const getObject = () => vss.GetObjectRequest.encode({ storeId: 's', key: 'k' }).finish();
+
+  it('a worker that dies while this thread is blocked fails the call at once with StoreIOError, not at the deadline as a timeout', () => {
+    const { bridge, port } = bridgeWithPort();
+    try {
+      // A message the worker cannot handle throws in its listener: the worker dies. This thread
+      // does not yield in between, so the worker's 'exit' event cannot be what tells it.
+      port.postMessage(null);
+      const started = Date.now();
+      let failure: unknown;
+      try {
+        bridge.call('getObject', getObject(), Date.now() + 20_000);
+      } catch (error) {
+        failure = error;
+      }
+      expect(failure).toBeInstanceOf(StoreIOError);
+      expect(failure).not.toBeInstanceOf(StoreTimeoutError);
+      expect((failure as Error).message).toMatch(/worker exited \(code 1\)/);
+      expect(Date.now() - started).toBeLessThan(10_000);
+      // Every later call fails the same way, without waiting.
+      const again = Date.now();
+      expect(() => bridge.call('getObject', getObject(), Date.now() + 20_000)).toThrow(/worker exited/);
+      expect(Date.now() - again).toBeLessThan(1_000);
+    } finally {
+      bridge.close();
+    }
+  }, 60_000);
+
+  it('a live worker still answers (the exit flag is not raised by startup)', () => {
+    const { bridge } = bridgeWithPort();
+    try {
+      // Nothing listens on port 1: the worker answers with the client's network error.
+      expect(() => bridge.call('getObject', getObject(), Date.now() + 20_000)).toThrow(VssClientError);
+    } finally {
+      bridge.close();
+    }
+  }, 60_000);
+});
 
 for (const backend of STORE_TEST_BACKENDS) {
   describe.skipIf(backend.skipReason !== undefined)(

@@ -53,6 +53,19 @@ describe('sync bridge error transport', () => {
     expect(errorProvesNotApplied(roundTrip(new AuthError('x', { status: 401 })))).toBe(true);
   });
 
+  it('keeps the network error code of the cause chain, so the LDK bridge maps ECONNREFUSED as the async path does', () => {
+    const system = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
+    const refused = new VssClientError('network', 'request to http://127.0.0.1:1/vss/getObject: connect ECONNREFUSED', { cause: new Error('fetch failed', { cause: system }) });
+    const rebuilt = roundTrip(refused);
+    expect(rebuilt).toBeInstanceOf(VssClientError);
+    const cause = rebuilt.cause as Error & { code?: string };
+    expect(cause).toBeInstanceOf(Error);
+    expect(cause.message).toBe('fetch failed');
+    expect(cause.code).toBe('ECONNREFUSED');
+    // An error without a cause gains none.
+    expect(roundTrip(new VssClientError('timeout', 'x')).cause).toBeUndefined();
+  });
+
   it('turns anything else into StoreIOError naming the original', () => {
     const rebuilt = roundTrip(new RangeError('odd'));
     expect(rebuilt).toBeInstanceOf(StoreIOError);
