@@ -198,6 +198,10 @@ async function main(): Promise<void> {
     );
   });
   if (!postgres) console.log(row(['(c) PostgreSQL', 'SKIPPED (TEST_DATABASE_URL not set)'], widths));
+  for (const s of setups) {
+    const loops = [s.a, s.b].flatMap((n) => (n.eventLoop ? [`${n.name}: ${n.eventLoop.stats.managerWrites} manager writes (${n.eventLoop.stats.rewritesForEvents} written again for events queued during a write), ${n.eventLoop.stats.eventsHandled} events`] : []));
+    if (loops.length > 0) console.log(`  ${s.label} event loops over all rounds: ${loops.join('; ')}`);
+  }
   const ratioSeq = sequential[1] / sequential[0];
   const ratioB = concurrent[1] / concurrent[0];
   const verdict = (r: number): string => (r >= TARGET_RATIO ? 'met' : 'NOT met');

@@ -107,7 +107,14 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
   /** Manager writes serialized so far (each gets the next number). */
   private writesSerialized = 0;
   private durabilityWaiters: DurabilityWaiter[] = [];
-  readonly stats = { managerWrites: 0, managerBytes: 0, eventsHandled: 0, retries: 0 };
+  readonly stats = {
+    managerWrites: 0,
+    managerBytes: 0,
+    eventsHandled: 0,
+    retries: 0,
+    /** Writes made again because the manager changed while the one events waited for was in flight. */
+    rewritesForEvents: 0,
+  };
 
   constructor(private readonly options: LdkEventLoopOptions) {
     super();
@@ -163,8 +170,19 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
   poll(): boolean {
     if (this.failure || this.stopped || this.inFlight) return false;
     if (this.cm.get_and_clear_needs_persistence()) this.dirtySince ??= Date.now();
-    this.delivering = this.deliverNext;
+    // Events waited for the write that just became durable. LDK's flag was cleared as that
+    // manager was serialized, so a flag raised since (or a write the persister asked for)
+    // means the manager changed after it: events queued meanwhile may be missing from what is
+    // durable, so it is written again before any event goes out.
+    const changedSinceWrite = this.forced || this.dirtySince !== undefined;
+    this.delivering = this.deliverNext && !changedSinceWrite;
+    const rewriteForEvents = this.deliverNext && changedSinceWrite;
     this.deliverNext = false;
+    if (rewriteForEvents) {
+      this.stats.rewritesForEvents++;
+      this.startWrite(true);
+      return true;
+    }
     if (!this.delivering && (this.forced || (this.dirtySince !== undefined && Date.now() - this.dirtySince >= this.coalesceMs))) {
       this.startWrite();
       return true;
@@ -311,6 +329,9 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
     // update handed to the persister up to this tick.
     const tick = this.tracker?.tickNow();
     const seq = ++this.writesSerialized;
+    // Clear LDK's flag as the manager is serialized: whatever raised it so far (an event handed
+    // back included) is in these bytes, so a flag raised later means a newer state.
+    this.cm.get_and_clear_needs_persistence();
     const bytes = this.cm.write();
     for (let attempt = 1; ; attempt++) {
       if (this.stopped) {

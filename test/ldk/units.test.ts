@@ -434,6 +434,32 @@ describe('LdkEventLoop', () => {
     expect(loop.persisting).toBe(false);
   });
 
+  it('an event LDK queues while that manager write is in flight waits for a newer write: no event goes out before a manager holding it is durable', async () => {
+    const { state, channelManager, chainMonitor } = fakeNode();
+    const store = gatedStore();
+    const handled: string[] = [];
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: (e) => void handled.push(e.constructor.name) });
+    state.needsPersistence = true;
+    state.pending.push(ldk.Event.constructor_pending_htlcs_forwardable(0n));
+    expect(loop.poll()).toBe(true); // handed back; write #1 serializes the manager
+    // While write #1 is in flight, LDK queues another event (and asks for persistence).
+    state.pending.push(ldk.Event.constructor_pending_htlcs_forwardable(1n));
+    state.needsPersistence = true;
+    store.release();
+    await loop.idle();
+
+    // Write #1 is durable but does not hold the second event: a newer write goes first.
+    expect(loop.poll()).toBe(true);
+    expect(handled).toEqual([]);
+    expect(loop.persisting).toBe(true);
+    store.release();
+    await loop.idle();
+    expect(loop.poll()).toBe(true);
+    expect(handled).toEqual(['Event_PendingHTLCsForwardable', 'Event_PendingHTLCsForwardable']);
+    expect(loop.stats).toMatchObject({ managerWrites: 2, rewritesForEvents: 1 });
+    expect(store.writes).toHaveLength(2);
+  });
+
   it('a monitor write requested while the app handles an event (e.g. claim_funds) starts the manager write in the same pass', async () => {
     const { state, channelManager, chainMonitor } = fakeNode();
     let writer: ManagerWriter | undefined;
