@@ -409,14 +409,20 @@ function gatedStore(): AsyncKVStore & { release(err?: Error): void; writes: Stor
   return store;
 }
 
+/** A loop over a gated store, with one event queued and LDK asking for a manager write. */
+function loopWithOneEventOwingAWrite() {
+  const { state, channelManager, chainMonitor } = fakeNode();
+  const store = gatedStore();
+  const handled: string[] = [];
+  const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: (e) => void handled.push(e.constructor.name) });
+  state.needsPersistence = true;
+  state.pending.push(ldk.Event.constructor_pending_htlcs_forwardable(0n));
+  return { state, store, handled, loop };
+}
+
 describe('LdkEventLoop', () => {
   it('hands no event to the app until the manager write LDK asked for is durable', async () => {
-    const { state, channelManager, chainMonitor } = fakeNode();
-    const store = gatedStore();
-    const handled: string[] = [];
-    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: (e) => void handled.push(e.constructor.name) });
-    state.needsPersistence = true;
-    state.pending.push(ldk.Event.constructor_pending_htlcs_forwardable(0n));
+    const { state, store, handled, loop } = loopWithOneEventOwingAWrite();
     expect(loop.poll()).toBe(true); // the event is handed back; the manager write starts
     expect(loop.persisting).toBe(true);
     expect(state.pending).toHaveLength(1);
@@ -426,21 +432,18 @@ describe('LdkEventLoop', () => {
     store.release();
     await loop.idle();
     expect(store.writes).toEqual([{ primaryNamespace: '', secondaryNamespace: '', key: 'manager' }]);
-    // Handing the event back made LDK ask again; the event still goes out now, and the
-    // renewed request is written later (coalesced), not in a loop.
+    // Handing the event back made LDK ask again, but that request is in the bytes written
+    // (the flag is cleared as the manager is serialized): the event goes out now, and no
+    // further write is owed (no write/hand-back loop, no redundant write later).
     expect(loop.poll()).toBe(true);
     expect(handled).toEqual(['Event_PendingHTLCsForwardable']);
     expect(loop.stats.managerWrites).toBe(1);
     expect(loop.persisting).toBe(false);
+    expect(loop.owesManagerWrite).toBe(false);
   });
 
   it('an event LDK queues while that manager write is in flight waits for a newer write: no event goes out before a manager holding it is durable', async () => {
-    const { state, channelManager, chainMonitor } = fakeNode();
-    const store = gatedStore();
-    const handled: string[] = [];
-    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: (e) => void handled.push(e.constructor.name) });
-    state.needsPersistence = true;
-    state.pending.push(ldk.Event.constructor_pending_htlcs_forwardable(0n));
+    const { state, store, handled, loop } = loopWithOneEventOwingAWrite();
     expect(loop.poll()).toBe(true); // handed back; write #1 serializes the manager
     // While write #1 is in flight, LDK queues another event (and asks for persistence).
     state.pending.push(ldk.Event.constructor_pending_htlcs_forwardable(1n));
