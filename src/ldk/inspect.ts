@@ -128,10 +128,16 @@ class StoreReader {
   async listAll(): Promise<{ key: string; version: bigint }[]> {
     const out: { key: string; version: bigint }[] = [];
     let pageToken: string | undefined;
+    // A server that hands out a token it handed out before would keep this loop going forever.
+    const seenTokens = new Set<string>();
     do {
       const res = await this.client.listKeyVersions({ storeId: this.options.storeId, ...(pageToken ? { pageToken } : {}) });
       for (const kv of res.keyVersions ?? []) out.push({ key: kv.key ?? '', version: int64ToBigInt(kv.version) });
       pageToken = res.nextPageToken || undefined;
+      if (pageToken !== undefined) {
+        if (seenTokens.has(pageToken)) throw new InspectError(`the server repeated the page token ${JSON.stringify(pageToken)} while listing keys`);
+        seenTokens.add(pageToken);
+      }
     } while (pageToken);
     return out;
   }

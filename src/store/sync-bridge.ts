@@ -12,7 +12,7 @@
  */
 import type { VssClientConfig } from '../client/index.js';
 import type { VssOperation } from '../protocol/index.js';
-import { StoreIOError, StoreOpenError, StoreTimeoutError } from './errors.js';
+import { StoreClosedError, StoreIOError, StoreOpenError, StoreTimeoutError } from './errors.js';
 import { fromWireError, type WireError } from './wire.js';
 
 type WorkerThreads = typeof import('node:worker_threads');
@@ -108,7 +108,7 @@ export class SyncBridge {
 
   /** Performs one VSS request, blocking until its response bytes arrive or `deadlineAt`. */
   call(operation: VssOperation, body: Uint8Array, deadlineAt: number): Uint8Array {
-    if (this.#closed) throw new StoreIOError('the sync bridge is closed');
+    if (this.#closed) throw new StoreClosedError('this blocking store view is closed');
     if (this.#failure) throw this.#failure;
     this.#checkAlive();
     const id = ++this.#nextId;

@@ -60,6 +60,14 @@ export interface ToSyncStoreOptions {
 const DEFAULT_SYNC_DEADLINE_MS = 30_000;
 const DEFAULT_WORKER_STARTUP_MS = 30_000;
 
+/** A wait bound for the sync bridge: a positive, finite number of milliseconds. */
+function checkWaitMs(name: string, value: number): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new StoreError(`${name} must be a positive, finite number of milliseconds, got ${String(value)}`);
+  }
+  return value;
+}
+
 function checkStoreId(storeId: string): void {
   if (typeof storeId !== 'string' || storeId.length === 0 || storeId.length > 120) {
     throw new StoreOpenError(`storeId must be 1 to 120 characters, got ${JSON.stringify(storeId)}`);
@@ -262,7 +270,11 @@ export class VssStore implements AtomicBatchKVStore {
     if (this.#ledger && !this.#ledger.recordSync) {
       throw new StoreError('toSyncStore needs a version ledger with recordSync');
     }
-    const bridge = new SyncBridge(this.#clientConfig, options.startupTimeoutMs ?? DEFAULT_WORKER_STARTUP_MS);
+    // Atomics.wait treats NaN as "forever": an unset environment variable turned into a
+    // deadline would make a blocked call hang instead of failing.
+    const deadlineMs = checkWaitMs('deadlineMs', options.deadlineMs ?? DEFAULT_SYNC_DEADLINE_MS);
+    const startupTimeoutMs = checkWaitMs('startupTimeoutMs', options.startupTimeoutMs ?? DEFAULT_WORKER_STARTUP_MS);
+    const bridge = new SyncBridge(this.#clientConfig, startupTimeoutMs);
     const host: SyncStoreHost = {
       engine: this.#engine,
       ledger: this.#ledger,
@@ -274,7 +286,7 @@ export class VssStore implements AtomicBatchKVStore {
       },
       released: (store) => this.#syncStores.delete(store),
     };
-    const sync = new VssSyncStore(host, bridge, options.deadlineMs ?? DEFAULT_SYNC_DEADLINE_MS);
+    const sync = new VssSyncStore(host, bridge, deadlineMs);
     this.#syncStores.add(sync);
     return sync;
   }

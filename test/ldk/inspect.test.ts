@@ -8,7 +8,10 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { StartedVssServer } from '../../src/server/index.js';
 import { deriveVssKeys } from '../../src/crypto/index.js';
-import { runInspect, type StoreInspection } from '../../src/ldk/inspect.js';
+import { InspectError, inspectStore, runInspect, type StoreInspection } from '../../src/ldk/inspect.js';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { bigIntToInt64, PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, vss } from '../../src/protocol/index.js';
 import { openVssWalletStore } from '../../harness/vss-wallet.js';
 import type { Wallet } from '../../harness/wallets.js';
 import { openPair, startServer, type Pair } from '../harness/helpers/e2e.js';
@@ -117,6 +120,30 @@ describe('ldk-vss inspect', () => {
     const down = await inspect(['--server-url', 'http://127.0.0.1:1/vss', '--store-id', 'x', '--seed', Buffer.from(wallet.seed).toString('hex')]);
     expect(down.code).toBe(1);
     expect(down.err[0]).toMatch(/ldk-vss inspect: /);
+  });
+
+  it('stops with InspectError when a server repeats a page token, instead of listing forever', async () => {
+    let pages = 0;
+    const looping = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        pages++;
+        const body = vss.ListKeyVersionsResponse.encode({ keyVersions: [{ key: `k${pages}`, version: bigIntToInt64(1n) }], nextPageToken: 'again' }).finish();
+        res.writeHead(200, { [PROTOCOL_VERSION_HEADER]: PROTOCOL_VERSION, 'content-type': 'application/octet-stream' });
+        res.end(body);
+      });
+    });
+    await new Promise<void>((resolve) => looping.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(looping.address() as AddressInfo).port}/vss`;
+      const keys = { dataEncryptionKey: new Uint8Array(32), obfuscationMasterKey: new Uint8Array(32) };
+      const failure = await inspectStore({ serverUrl: url, storeId: 's', keys }).catch((error: unknown) => error);
+      expect(failure).toBeInstanceOf(InspectError);
+      expect((failure as Error).message).toMatch(/repeated the page token "again"/);
+      expect(pages).toBe(2);
+    } finally {
+      await new Promise((resolve) => looping.close(resolve));
+    }
   });
 
   it('is an ldk-vss subcommand', async () => {

@@ -16,6 +16,7 @@ import {
   KeyBusyError,
   KeyNotFoundError,
   RollbackDetectedError,
+  StoreClosedError,
   StoreError,
   StoreIOError,
   StoreTimeoutError,
@@ -175,14 +176,31 @@ function syncSuite(backend: TestBackend): void {
     await store.close();
   }, 60_000);
 
-  it('fails cleanly when the worker cannot start in time, and after close', async () => {
+  it('fails cleanly when the worker cannot start in time, and after close (StoreClosedError, NotConnected for LDK)', async () => {
     const store = await open();
     expect(() => store.toSyncStore({ startupTimeoutMs: 1 })).toThrow(StoreTimeoutError);
     const sync = store.toSyncStore();
     sync.close();
-    expect(() => sync.list('a', '')).toThrow(StoreIOError);
+    let failure: unknown;
+    try {
+      sync.list('a', '');
+    } catch (error) {
+      failure = error;
+    }
+    expect(failure).toBeInstanceOf(StoreClosedError);
+    expect(ioErrorFor(failure)).toBe(ldk.IOError.LDKIOError_NotConnected);
     await store.close();
     expect(() => store.toSyncStore()).toThrow(StoreError);
+  });
+
+  it.each([Number.NaN, 0, -1, Number.POSITIVE_INFINITY])('refuses a wait bound of %s (Atomics.wait would treat NaN as forever)', async (bad) => {
+    const store = await open();
+    try {
+      expect(() => store.toSyncStore({ deadlineMs: bad })).toThrow(/deadlineMs must be a positive, finite number/);
+      expect(() => store.toSyncStore({ startupTimeoutMs: bad })).toThrow(/startupTimeoutMs must be a positive, finite number/);
+    } finally {
+      await store.close();
+    }
   });
 
   it('keeps the network error code across the worker: an unreachable server is ConnectionRefused for LDK, as on the async path', async () => {
