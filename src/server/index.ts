@@ -5,6 +5,12 @@ export { startVssServer, openBackend, createAuthorizer, ServerConfigError } from
 export type { StartedVssServer, VssServerOptions, BackendOption, AuthOption, PostgresSsl, LogLevel } from './server.js';
 export { createVssHandler, clientAddress, type VssAppOptions, type OperationRouting } from './app.js';
 export { MemoryBackend, type MemorySnapshot } from './backends/memory.js';
+// The SQL backends, for callers that open and tune one themselves (batching, pool) and hand the
+// instance to startVssServer({ backend }).
+export { PostgresBackend, type PostgresBackendOptions } from './backends/postgres.js';
+export { PgliteBackend, type PgliteBackendOptions } from './backends/pglite.js';
+export { DEFAULT_BATCHING, type SqlBackendOptions } from './backends/sql-backend.js';
+export type { BatcherOptions, GatherOptions, BatcherStats } from './backends/batcher.js';
 export type { StorageBackend, StoredRecord, PutItem, DeleteItem, PutRequest, ListedKey, ListQuery } from './backends/types.js';
 export * from './auth/index.js';
 export * from './errors.js';

@@ -5,10 +5,27 @@
 import http from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { keyValue, vss } from '../../src/protocol/index.js';
-import { clientAddress, MemoryBackend, startVssServer } from '../../src/server/index.js';
+import { clientAddress, DEFAULT_BATCHING, MemoryBackend, PgliteBackend, startVssServer } from '../../src/server/index.js';
 import { errorOf, newIdentity, send, TestClient, text } from './helpers.js';
 
 const origin = (url: string) => url.replace(/\/vss$/, '');
+
+describe('a backend the caller opens and tunes', () => {
+  it('is exported from ldk-vss/server, serves through startVssServer with its own batching, and stays open after close()', async () => {
+    expect(DEFAULT_BATCHING.maxBatchSize).toBeGreaterThan(1);
+    const backend = await PgliteBackend.open({ batching: false });
+    try {
+      expect(backend.batchStats).toBeUndefined(); // the caller's setting, not the default
+      const server = await startVssServer({ backend, auth: { kind: 'noop' } });
+      const put = vss.PutObjectRequest.encode({ storeId: 's', transactionItems: [keyValue('k', 0n, new Uint8Array([7]))] }).finish();
+      expect((await send(`${server.url}/putObjects`, put)).status).toBe(200);
+      await server.close();
+      expect((await backend.get('unauth-user', 's', 'k'))?.version).toBe(1n);
+    } finally {
+      await backend.close();
+    }
+  });
+});
 
 describe('close()', () => {
   it('finishes an in-flight request before stopping, refuses new connections afterwards, and keeps a caller-owned backend', async () => {
