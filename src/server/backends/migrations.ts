@@ -53,7 +53,12 @@ async function currentVersion(session: SqlSession): Promise<number> {
   if (!exists.rows[0]?.present) return 0;
   const result = await session.query({ text: 'SELECT db_version FROM vss_db_version' });
   if (result.rows.length !== 1) throw new Error(`vss_db_version must hold exactly one row, found ${result.rows.length}`);
-  return Number(result.rows[0].db_version);
+  // Anything but a count would pick the wrong migrations (a negative one slices from the end of
+  // the list, NULL reads as 0); the reference refuses such a row too.
+  const raw = result.rows[0].db_version;
+  const version = raw === null || raw === undefined ? Number.NaN : Number(raw);
+  if (!Number.isSafeInteger(version) || version < 0) throw new Error(`vss_db_version holds ${String(raw)}, which is not a number of applied migrations`);
+  return version;
 }
 
 /** Reads how many migrations a database has applied (0 for a fresh one). */

@@ -25,6 +25,24 @@ const INSERT_IF_ABSENT: SqlQuery = {
     VALUES ($1, $2, $3, $4, 1, now(), now())
     ON CONFLICT DO NOTHING`,
 };
+// The same inserts with a creation sequence number allocated beforehand (see SqlBackend.put).
+const UPSERT_AT: SqlQuery = {
+  name: 'vss_put_unconditional_at',
+  text: `INSERT INTO vss_db (user_token, store_id, key, value, version, created_at, last_updated_at, sort_order)
+    VALUES ($1, $2, $3, $4, 1, now(), now(), $5)
+    ON CONFLICT (user_token, store_id, key) DO UPDATE
+    SET value = EXCLUDED.value, version = 1, last_updated_at = EXCLUDED.last_updated_at`,
+};
+const INSERT_IF_ABSENT_AT: SqlQuery = {
+  name: 'vss_put_create_at',
+  text: `INSERT INTO vss_db (user_token, store_id, key, value, version, created_at, last_updated_at, sort_order)
+    VALUES ($1, $2, $3, $4, 1, now(), now(), $5)
+    ON CONFLICT (user_token, store_id, key) DO NOTHING`,
+};
+const ALLOCATE_SORT_ORDERS: SqlQuery = {
+  name: 'vss_allocate_sort_orders',
+  text: `SELECT nextval(pg_get_serial_sequence('vss_db', 'sort_order')) AS sort_order FROM generate_series(1, $1::int)`,
+};
 const UPDATE_IF_VERSION: SqlQuery = {
   name: 'vss_put_update',
   text: `UPDATE vss_db SET value = $4, version = $5, last_updated_at = now()
@@ -347,9 +365,10 @@ export class SqlBackend implements StorageBackend {
 
   async put(userToken: string, request: PutRequest): Promise<void> {
     // Keys within one request are distinct (checked upstream), so statement order cannot change
-    // the outcome; a fixed order makes concurrent multi-key puts lock rows in the same order
-    // and therefore never deadlock.
-    const steps = planWrites(request).sort((a, b) => (a.item.key < b.item.key ? -1 : a.item.key > b.item.key ? 1 : 0));
+    // whether the request applies; a fixed order makes concurrent multi-key puts lock rows in the
+    // same order and therefore never deadlock.
+    const planned = planWrites(request);
+    const steps = [...planned].sort((a, b) => compareKeys(a.item.key, b.item.key));
     if (steps.length === 0) return;
     if (steps.length === 1) {
       // The common single-item put: one autocommit statement, one round trip (possibly shared
@@ -364,10 +383,16 @@ export class SqlBackend implements StorageBackend {
       if (!applied) throw new ConflictError();
       return;
     }
+    // Statement order does decide the creation sequence (ListKeyVersions order): the reference
+    // numbers the keys a request creates in request order. When key order differs from that,
+    // the numbers are drawn first, in request order, and each insert uses its own.
+    const inserts = planned.filter(isInsertAttempt);
+    const needsOwnSortOrders = inserts.some((step, i) => i > 0 && compareKeys(inserts[i - 1].item.key, step.item.key) > 0);
     await this.driver.transaction(async (session) => {
+      const sortOrders = needsOwnSortOrders ? await allocateSortOrders(session, inserts) : undefined;
       for (const step of steps) {
         // Any failed check rolls everything back; the remaining statements cannot change that.
-        if (!(await runStep(session, userToken, request.storeId, step))) throw new ConflictError();
+        if (!(await runStep(session, userToken, request.storeId, step, sortOrders?.get(step)))) throw new ConflictError();
       }
     });
   }
@@ -398,12 +423,33 @@ export class SqlBackend implements StorageBackend {
   }
 }
 
+function compareKeys(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Whether a step is an INSERT attempt, which draws a creation sequence number (even if it then updates or does nothing). */
+function isInsertAttempt(step: WriteStep): boolean {
+  return step.kind === 'put' && (step.item.version === UNCONDITIONAL || step.item.version === CREATE_ONLY_VERSION);
+}
+
+/**
+ * Draws one creation sequence number per insert attempt and assigns them in the given (request)
+ * order. Undefined when `sort_order` has no sequence of its own (a hand-made schema): the inserts
+ * then take the column default, in statement order.
+ */
+async function allocateSortOrders(session: SqlSession, inserts: readonly WriteStep[]): Promise<Map<WriteStep, bigint> | undefined> {
+  const rows = (await session.query(ALLOCATE_SORT_ORDERS, [inserts.length])).rows;
+  if (rows.length !== inserts.length || rows.some((row) => row.sort_order === null)) return undefined;
+  const drawn = rows.map((row) => toBigInt(row.sort_order)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  return new Map(inserts.map((step, i) => [step, drawn[i]]));
+}
+
 function putKind(version: bigint): PutKind {
   return version === UNCONDITIONAL ? 'unconditional' : version === CREATE_ONLY_VERSION ? 'create' : 'update';
 }
 
 /** Executes one write; false when its version check failed (zero rows affected). */
-async function runStep(session: SqlSession, userToken: string, storeId: string, step: WriteStep): Promise<boolean> {
+async function runStep(session: SqlSession, userToken: string, storeId: string, step: WriteStep, sortOrder?: bigint): Promise<boolean> {
   const { key, version } = step.item;
   let result;
   if (step.kind === 'delete') {
@@ -413,9 +459,15 @@ async function runStep(session: SqlSession, userToken: string, storeId: string, 
         : await session.query(DELETE_IF_VERSION, [userToken, storeId, key, version.toString()]);
   } else {
     const value = step.item.value;
-    if (version === UNCONDITIONAL) result = await session.query(UPSERT, [userToken, storeId, key, value]);
-    else if (version === CREATE_ONLY_VERSION) result = await session.query(INSERT_IF_ABSENT, [userToken, storeId, key, value]);
-    else {
+    const at = sortOrder?.toString();
+    if (version === UNCONDITIONAL) {
+      result = at === undefined ? await session.query(UPSERT, [userToken, storeId, key, value]) : await session.query(UPSERT_AT, [userToken, storeId, key, value, at]);
+    } else if (version === CREATE_ONLY_VERSION) {
+      result =
+        at === undefined
+          ? await session.query(INSERT_IF_ABSENT, [userToken, storeId, key, value])
+          : await session.query(INSERT_IF_ABSENT_AT, [userToken, storeId, key, value, at]);
+    } else {
       result = await session.query(UPDATE_IF_VERSION, [userToken, storeId, key, value, nextVersion(version).toString(), version.toString()]);
     }
   }

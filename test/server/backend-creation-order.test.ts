@@ -1,0 +1,81 @@
+/**
+ * ListKeyVersions order is the creation sequence (`sort_order`), which the reference assigns
+ * statement by statement in request order. These cases run the same requests on every backend
+ * directly (no HTTP) and expect the reference's order, so the memory backend that unit tests
+ * trust and the SQL backends cannot drift apart on it.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ConflictError } from '../../src/server/errors.js';
+import type { PutItem, PutRequest, StorageBackend } from '../../src/server/backends/types.js';
+import { BACKEND_CASES, text, type OpenedBackend } from './helpers.js';
+
+const item = (key: string, version: bigint): PutItem => ({ key, version, value: text(`${key}@${version}`) });
+
+for (const backendCase of BACKEND_CASES) {
+  const title = backendCase.skipReason ? `${backendCase.name} — SKIPPED: ${backendCase.skipReason}` : backendCase.name;
+  describe.skipIf(backendCase.skipReason !== undefined)(`creation order of multi-item puts on ${title}`, () => {
+    let opened: OpenedBackend;
+    let backend: StorageBackend;
+    let storeCounter = 0;
+    beforeAll(async () => {
+      opened = await backendCase.open();
+      backend = opened.backend;
+    });
+    afterAll(async () => {
+      await opened?.dispose();
+    });
+
+    const newStore = () => `order-${++storeCounter}`;
+    const put = (storeId: string, request: Partial<PutRequest>) =>
+      backend.put('user', { storeId, transactionItems: [], deleteItems: [], ...request });
+    const listed = async (storeId: string) => (await backend.list('user', { storeId, keyPrefix: '', limit: 100 })).map((row) => row.key);
+
+    it('numbers the keys one request creates in request order, not key order', async () => {
+      const storeId = newStore();
+      await put(storeId, { transactionItems: [item('z', 0n), item('a', 0n), item('m', -1n)] });
+      // Newest first: m was created last, z first.
+      expect(await listed(storeId)).toEqual(['m', 'a', 'z']);
+    });
+
+    it('keeps an upserted key in place among keys created around it in the same request, global version included', async () => {
+      const storeId = newStore();
+      await put(storeId, { transactionItems: [item('b', 0n)] });
+      await put(storeId, { globalVersion: 0n, transactionItems: [item('y', 0n), item('b', -1n), item('c', 0n)] });
+      expect(await listed(storeId)).toEqual(['c', 'y', 'b']);
+      expect((await backend.get('user', storeId, 'b'))?.version).toBe(1n);
+      expect((await backend.get('user', storeId, 'global_version'))?.version).toBe(1n);
+    });
+
+    it('moves a key deleted and re-created in later requests to the front, in request order with its neighbours', async () => {
+      const storeId = newStore();
+      await put(storeId, { transactionItems: [item('p', 0n), item('q', 0n)] });
+      await put(storeId, { transactionItems: [item('r', 0n), item('d', 0n)], deleteItems: [{ key: 'p', version: 1n }] });
+      await put(storeId, { transactionItems: [item('p', 0n), item('e', 0n)] });
+      expect(await listed(storeId)).toEqual(['e', 'p', 'd', 'r', 'q']);
+    });
+
+    it('pages through keys created by one request in request order', async () => {
+      const storeId = newStore();
+      const keys = ['k9', 'k1', 'k5', 'k3', 'k7', 'k2'];
+      await put(storeId, { transactionItems: keys.map((key) => item(key, 0n)) });
+      const seen: string[] = [];
+      let beforeSortOrder: bigint | undefined;
+      for (let page = 0; page < 10; page++) {
+        const rows = await backend.list('user', { storeId, keyPrefix: 'k', limit: 2, beforeSortOrder });
+        if (rows.length === 0) break;
+        seen.push(...rows.map((row) => row.key));
+        beforeSortOrder = rows[rows.length - 1].sortOrder;
+      }
+      expect(seen).toEqual([...keys].reverse());
+    });
+
+    it('a conflicting multi-item put creates nothing and leaves the order of existing keys alone', async () => {
+      const storeId = newStore();
+      await put(storeId, { transactionItems: [item('s', 0n), item('t', 0n)] });
+      await expect(put(storeId, { transactionItems: [item('w', 0n), item('s', 0n), item('f', 0n)] })).rejects.toBeInstanceOf(ConflictError);
+      expect(await listed(storeId)).toEqual(['t', 's']);
+      await put(storeId, { transactionItems: [item('w', 0n), item('f', 0n)] });
+      expect(await listed(storeId)).toEqual(['f', 'w', 't', 's']);
+    });
+  });
+}
