@@ -49,6 +49,7 @@ import {
 import { ConflictError, InvalidRequestError, VssClientError } from '../../src/client/errors.js';
 import type { AsyncKVStore, StoreKey, SyncKVStore } from '../../src/store/types.js';
 import { MemoryKVStore, MemoryServer, connectionRefused } from './helpers/memory-store.js';
+import { fakeLdkNode } from './helpers/fake-ldk-node.js';
 
 beforeAll(async () => {
   await initLdk();
@@ -353,38 +354,6 @@ describe('migrateStore', () => {
   });
 });
 
-/** A stand-in ChannelManager / ChainMonitor exposing only what LdkEventLoop calls. */
-function fakeNode() {
-  const state = { needsPersistence: false, pending: [] as ldk.Event[], writes: 0 };
-  // Like LDK: an event the handler hands back (ReplayEvent) stays queued with those after it.
-  const provider = (queue: ldk.Event[]) => ({
-    process_pending_events(handler: ldk.EventHandler) {
-      while (queue.length > 0) {
-        if (!handler.handle_event(queue[0]).is_ok()) {
-          state.needsPersistence = true;
-          return;
-        }
-        queue.shift();
-      }
-    },
-  });
-  const channelManager = {
-    get_and_clear_needs_persistence: () => {
-      const v = state.needsPersistence;
-      state.needsPersistence = false;
-      return v;
-    },
-    write: () => Uint8Array.of(++state.writes),
-    as_EventsProvider: () => provider(state.pending),
-    get_event_or_persistence_needed_future: () => ({ register_callback_fn: () => {} }),
-  } as unknown as ldk.ChannelManager;
-  const chainMonitor = {
-    as_EventsProvider: () => provider([]),
-    get_update_future: () => ({ register_callback_fn: () => {} }),
-  } as unknown as ldk.ChainMonitor;
-  return { state, channelManager, chainMonitor };
-}
-
 /** A store whose writes resolve only when the test says so. */
 function gatedStore(): AsyncKVStore & { release(err?: Error): void; writes: StoreKey[]; waiting: number } {
   const inner = new MemoryKVStore();
@@ -411,7 +380,7 @@ function gatedStore(): AsyncKVStore & { release(err?: Error): void; writes: Stor
 
 /** A loop over a gated store, with one event queued and LDK asking for a manager write. */
 function loopWithOneEventOwingAWrite() {
-  const { state, channelManager, chainMonitor } = fakeNode();
+  const { state, channelManager, chainMonitor } = fakeLdkNode();
   const store = gatedStore();
   const handled: string[] = [];
   const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: (e) => void handled.push(e.constructor.name) });
@@ -451,9 +420,11 @@ describe('LdkEventLoop', () => {
     store.release();
     await loop.idle();
 
-    // Write #1 is durable but does not hold the second event: a newer write goes first.
+    // Write #1 is durable and holds the first event (handed back before it was serialized),
+    // which goes out; it does not hold the second: a newer write goes first.
     expect(loop.poll()).toBe(true);
-    expect(handled).toEqual([]);
+    expect(handled).toEqual(['Event_PendingHTLCsForwardable']);
+    expect(state.pending).toHaveLength(1);
     expect(loop.persisting).toBe(true);
     store.release();
     await loop.idle();
@@ -464,7 +435,7 @@ describe('LdkEventLoop', () => {
   });
 
   it('a monitor write requested while the app handles an event (e.g. claim_funds) starts the manager write in the same pass', async () => {
-    const { state, channelManager, chainMonitor } = fakeNode();
+    const { state, channelManager, chainMonitor } = fakeLdkNode();
     let writer: ManagerWriter | undefined;
     const written: number[] = [];
     // The persister's side of the link: the loop hands it the manager bytes with their tick.
@@ -485,7 +456,7 @@ describe('LdkEventLoop', () => {
   });
 
   it('coalesces manager writes LDK asks for while nothing needs them, up to coalesceMs', async () => {
-    const { state, channelManager, chainMonitor } = fakeNode();
+    const { state, channelManager, chainMonitor } = fakeLdkNode();
     const store = new MemoryKVStore();
     const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: () => {}, coalesceMs: 40 });
     for (let i = 0; i < 5; i++) {
@@ -501,7 +472,7 @@ describe('LdkEventLoop', () => {
   });
 
   it('retries a failed manager write, and stops for good on ConcurrentWriterError', async () => {
-    const { state, channelManager, chainMonitor } = fakeNode();
+    const { state, channelManager, chainMonitor } = fakeLdkNode();
     const store = gatedStore();
     const fatal: Error[] = [];
     const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: () => {}, backoff: { initialDelayMs: 1, maxDelayMs: 2 }, coalesceMs: 0, log: capturingLogger() });
@@ -518,7 +489,7 @@ describe('LdkEventLoop', () => {
   });
 
   it('an event handler that throws makes LDK replay the event instead of crashing WASM', () => {
-    const { state, channelManager, chainMonitor } = fakeNode();
+    const { state, channelManager, chainMonitor } = fakeLdkNode();
     let calls = 0;
     const loop = new LdkEventLoop({
       channelManager,
@@ -536,7 +507,7 @@ describe('LdkEventLoop', () => {
   });
 
   it('start() runs the loop by itself: owed writes go out when due, then events', async () => {
-    const { state, channelManager, chainMonitor } = fakeNode();
+    const { state, channelManager, chainMonitor } = fakeLdkNode();
     const store = new MemoryKVStore();
     const handled: string[] = [];
     const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: (e) => void handled.push(e.constructor.name), coalesceMs: 20 });
@@ -552,7 +523,7 @@ describe('LdkEventLoop', () => {
   });
 
   it('stop() ends a write still retrying with PersisterStoppedError', async () => {
-    const { state, channelManager, chainMonitor } = fakeNode();
+    const { state, channelManager, chainMonitor } = fakeLdkNode();
     const store = new MemoryKVStore();
     store.outage = true;
     const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: () => {}, backoff: { initialDelayMs: 5, maxDelayMs: 5 }, coalesceMs: 0, log: capturingLogger() });
@@ -577,7 +548,7 @@ describe('ManagerOrderedBroadcaster', () => {
   });
 
   it('holds a transaction until a manager serialized after the broadcast is durable (not one already in flight)', async () => {
-    const { state, channelManager, chainMonitor } = fakeNode();
+    const { state, channelManager, chainMonitor } = fakeLdkNode();
     const store = gatedStore();
     const sent: Uint8Array[][] = [];
     const b = new ManagerOrderedBroadcaster((txs) => void sent.push(txs));
@@ -598,12 +569,12 @@ describe('ManagerOrderedBroadcaster', () => {
     await flush();
     expect(sent).toEqual([[tx(1)]]);
     expect(b.held).toBe(0);
-    expect(state.writes).toBe(2);
+    expect(state.serialized).toBe(2);
     expect(b.stats.sentAfterManager).toBe(1);
   });
 
   it('drops what it holds when the loop stops before the manager is durable, as a crash would', async () => {
-    const { channelManager, chainMonitor } = fakeNode();
+    const { channelManager, chainMonitor } = fakeLdkNode();
     const store = new MemoryKVStore();
     store.outage = true;
     const log = capturingLogger();
@@ -626,7 +597,7 @@ describe('ManagerOrderedBroadcaster', () => {
   });
 
   it('sends anyway after maxHoldMs when the store does not confirm a manager write (a claim must not wait on storage)', async () => {
-    const { channelManager, chainMonitor } = fakeNode();
+    const { channelManager, chainMonitor } = fakeLdkNode();
     const store = new MemoryKVStore();
     store.outage = true;
     const log = capturingLogger();
