@@ -115,9 +115,19 @@ export function fileVersionLedger(path: string, options: FileVersionLedgerOption
       }
       const rows = text.split('\n');
       // A file not ending in a newline ends in a torn append: drop that partial line.
-      if (rows[rows.length - 1] !== '') rows[rows.length - 1] = '';
+      const torn = rows[rows.length - 1];
       rows.pop();
-      if (rows.length === 0) return new Map();
+      // The next append would continue the torn line, and the merged line would make the
+      // ledger unreadable (the store refuses to open) from the run after: cut it off first,
+      // once the rest is known to be a ledger (never truncate someone else's file).
+      const cutTorn = (): void => {
+        if (torn !== '') fs.truncateSync(path, Buffer.byteLength(text) - Buffer.byteLength(torn));
+      };
+      if (rows.length === 0) {
+        if (!HEADER.startsWith(torn)) throw new StoreOpenError(`${path} is not an ldk-vss version ledger`);
+        cutTorn();
+        return new Map();
+      }
       if (rows[0] !== HEADER) throw new StoreOpenError(`${path} is not an ldk-vss version ledger`);
       const map = new Map<string, bigint>();
       for (let i = 1; i < rows.length; i++) {
@@ -128,6 +138,7 @@ export function fileVersionLedger(path: string, options: FileVersionLedgerOption
         if (version === '-') map.delete(id);
         else map.set(id, BigInt(version));
       }
+      cutTorn();
       live = new Map(map);
       lines = rows.length - 1;
       return map;

@@ -117,6 +117,7 @@ export class VssStore implements AtomicBatchKVStore {
   readonly #onBackgroundError: VssStoreOptions['onBackgroundError'];
   readonly #syncStores = new Set<VssSyncStore>();
   #closed = false;
+  #closing: Promise<void> | undefined;
 
   private constructor(engine: StoreEngine, client: VssClient, clientConfig: VssClientConfig | undefined, ledger: VersionLedger | undefined, options: VssStoreOptions) {
     this.storeId = engine.storeId;
@@ -249,9 +250,16 @@ export class VssStore implements AtomicBatchKVStore {
     return this.#engine.queue.whenIdle();
   }
 
-  /** Finishes queued operations, stops sync workers and closes the ledger. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  /**
+   * Finishes queued operations, stops sync workers and closes the ledger. Every call resolves
+   * only once that is done (a second call, e.g. from another shutdown path, gets the same promise).
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     this.#closed = true;
     await this.flush();
     for (const sync of [...this.#syncStores]) sync.close();

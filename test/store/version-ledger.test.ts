@@ -68,3 +68,44 @@ describe('fileVersionLedger', () => {
     expect(await fileVersionLedger(path).load()).toEqual(new Map([[a, 1500n], [b, 3n]]));
   });
 });
+
+describe('fileVersionLedger after a crash mid-append', () => {
+  it('the run after a torn append records normally, and the run after that still opens with every version', async () => {
+    const path = tempFile();
+    const first = fileVersionLedger(path, { fsync: false });
+    await first.load();
+    await first.record([{ id: a, version: 7n }]);
+    await first.close?.();
+    appendFileSync(path, `${b} 12`); // the crash: this append never completed (no newline)
+
+    // Next run: the torn line is ignored, and the device keeps recording.
+    const second = fileVersionLedger(path, { fsync: false });
+    expect(await second.load()).toEqual(new Map([[a, 7n]]));
+    await second.record([{ id: b, version: 13n }]);
+    await second.record([{ id: a, version: 8n }]);
+    await second.close?.();
+
+    // The run after: the new records did not fuse with the torn fragment into a "corrupt" line
+    // (which would refuse to open the store until the ledger was deleted).
+    const third = fileVersionLedger(path, { fsync: false });
+    expect(await third.load()).toEqual(new Map([[a, 8n], [b, 13n]]));
+    expect(readFileSync(path, 'utf8').endsWith('\n')).toBe(true);
+  });
+
+  it('a header torn while the file was created is not taken for a foreign file on the run after next', async () => {
+    const path = tempFile();
+    writeFileSync(path, 'ldk-vss-ver'); // crash while the new file's header was written
+    const second = fileVersionLedger(path, { fsync: false });
+    expect((await second.load()).size).toBe(0);
+    await second.record([{ id: a, version: 1n }]);
+    await second.close?.();
+    expect(await fileVersionLedger(path, { fsync: false }).load()).toEqual(new Map([[a, 1n]]));
+  });
+
+  it('a foreign file without a final newline is refused and left untouched', async () => {
+    const path = tempFile();
+    writeFileSync(path, 'my notes');
+    await expect(fileVersionLedger(path).load()).rejects.toThrow(/not an ldk-vss version ledger/);
+    expect(readFileSync(path, 'utf8')).toBe('my notes');
+  });
+});
