@@ -14,9 +14,10 @@
  * write waits until a manager that knows the update is durable, so a restored manager is
  * never older than its monitors (LDK would force-close). Deltas of one channel may then be in
  * flight together: if a crash leaves a gap, the stored manager still holds the missing
- * updates as in flight and LDK re-issues exactly the same bytes on restart. Unlinked, a
- * channel's writes (deltas and full monitors) go one at a time, so the store never holds update
- * N without N-1 (LDK's reader stops at the first gap). At most one full monitor per channel is
+ * updates as in flight and LDK re-issues exactly the same bytes on restart. Unlinked, a delta
+ * starts only when nothing else of its channel is in flight, so the store never holds update N
+ * without N-1 (LDK's reader stops at the first gap); a full monitor holds every update up to its
+ * own, so it need not wait. At most one full monitor per channel is
  * in flight, and a newer one replaces queued or failing older writes it contains, so an old
  * snapshot is never written over a newer one. Channels proceed in parallel.
  */
