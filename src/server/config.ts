@@ -60,6 +60,44 @@ export interface ServeConfig {
   options: VssServerOptions & { host: string; port: number; backend: BackendOption; auth: AuthOption; logLevel: LogLevel };
   /** Where the data lives, for the startup log (never contains a password). */
   storageDescription: string;
+  /**
+   * One line per `VSS_*` variable that is set but not read (a typo such as `VSS_PSQL_ADRESS`
+   * would otherwise go unnoticed), naming the known variable it most likely meant.
+   */
+  warnings: string[];
+}
+
+/** The reference server's variables this server does not read, and what to do instead. */
+const UNSUPPORTED_REFERENCE_VARS: Readonly<Record<string, string>> = {
+  VSS_LOG_FILE: 'is the reference server\'s log file; ldk-vss writes JSON logs to stdout (redirect them instead)',
+};
+
+/** Edit distance, to name the variable a misspelt one most likely meant. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length];
+}
+
+/** Warnings for `VSS_*` variables that are set but not part of the configuration. */
+export function unknownVariableWarnings(env: Env): string[] {
+  const known = new Set<string>(SERVER_ENV_VARS);
+  return Object.keys(env)
+    .filter((name) => name.startsWith('VSS_') && !known.has(name) && env[name] !== undefined)
+    .sort()
+    .map((name) => {
+      const unsupported = UNSUPPORTED_REFERENCE_VARS[name];
+      if (unsupported) return `${name} ${unsupported}`;
+      const [closest] = SERVER_ENV_VARS.map((candidate) => ({ candidate, distance: editDistance(name, candidate) })).sort((x, y) => x.distance - y.distance);
+      const hint = closest && closest.distance <= 2 ? `; did you mean ${closest.candidate}?` : '';
+      return `${name} is set but not read by ldk-vss serve${hint} (ldk-vss serve --help lists the variables)`;
+    });
 }
 
 type Env = Readonly<Record<string, string | undefined>>;
@@ -274,5 +312,6 @@ export function loadServeConfig(env: Env = process.env): ServeConfig {
       shutdownGraceMs: graceText === undefined ? undefined : parseInteger('VSS_SHUTDOWN_GRACE_MS', graceText, 0, 3_600_000),
     },
     storageDescription: postgres?.description ?? `pglite ${dataDir}`,
+    warnings: unknownVariableWarnings(env),
   };
 }

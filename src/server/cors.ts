@@ -57,6 +57,9 @@ function allowedHeaders(requested: string | undefined): string {
   return [...names].join(', ');
 }
 
+/** Schemes of browser-extension pages, whose origins URL cannot serialize (see parseCorsOrigins). */
+const EXTENSION_SCHEMES = new Set(['chrome-extension:', 'moz-extension:', 'safari-web-extension:']);
+
 /** Parses VSS_CORS_ORIGINS: a comma-separated list of origins, or `*`. */
 export function parseCorsOrigins(text: string): string[] {
   const origins = text
@@ -72,7 +75,13 @@ export function parseCorsOrigins(text: string): string[] {
     } catch {
       throw new RangeError(`"${origin}" is not an origin such as https://wallet.example`);
     }
-    const bare = url.origin !== 'null' && url.pathname === '/' && url.search === '' && url.hash === '' && url.username === '' && url.password === '';
+    const plain = url.search === '' && url.hash === '' && url.username === '' && url.password === '';
+    if (EXTENSION_SCHEMES.has(url.protocol) && plain && url.host !== '' && url.port === '' && (url.pathname === '' || url.pathname === '/')) {
+      // A browser-extension wallet: its pages send `Origin: chrome-extension://<id>`, which URL
+      // serializes as an opaque origin ("null"), so it is kept in the form the browser sends.
+      return `${url.protocol}//${url.host}`;
+    }
+    const bare = url.origin !== 'null' && url.pathname === '/' && plain;
     if (!bare) throw new RangeError(`"${origin}" is not a bare origin (scheme://host[:port])`);
     // Browsers send the serialized form (lowercase host, no default port), which is what matches.
     return url.origin;

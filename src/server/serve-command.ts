@@ -43,6 +43,7 @@ export async function runServe(args: readonly string[], io: CommandIo): Promise<
     throw error;
   }
   const logger = pino({ level: config.options.logLevel, base: { service: 'ldk-vss' } });
+  for (const warning of config.warnings) logger.warn(`configuration: ${warning}`);
   let server;
   try {
     server = await startVssServer({ ...config.options, logger });

@@ -115,9 +115,11 @@ describe('ldk-vss serve', () => {
   it('serves on PGlite, finishes an in-flight request on SIGTERM, exits 0, and keeps the data for the next start', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'ldk-vss-cli-'));
     dirs.push(dataDir);
-    const first = await serve({ VSS_DATA_DIR: dataDir });
+    // A misspelt variable does not stop the server, but its log says so.
+    const first = await serve({ VSS_DATA_DIR: dataDir, VSS_PSQL_ADRESS: 'db:5432' });
     // Every log line is one JSON object (pino).
     expect(first.logs.every((line) => line.trim() === '' || typeof JSON.parse(line) === 'object')).toBe(true);
+    expect(first.logs.join('\n')).toContain('VSS_PSQL_ADRESS is set but not read by ldk-vss serve; did you mean VSS_PSQL_ADDRESS?');
     const client = new TestClient(first.url, 'cli');
     await client.put(0n, [{ key: 'persisted', version: 0n, value: 'yes' }]);
 

@@ -70,6 +70,17 @@ describe('exported constants', () => {
 });
 
 describe('loadServeConfig', () => {
+  it('warns about VSS_* variables it does not read, naming the likely intended one', () => {
+    const { warnings } = loadServeConfig({ VSS_PSQL_ADRESS: 'db:5432', VSS_LOG_FILE: '/var/log/vss.log', VSS_SOMETHING_ELSE: 'x', VSS_LOG_LEVEL: 'warn', HOME: '/root' });
+    expect(warnings).toEqual([
+      expect.stringMatching(/^VSS_LOG_FILE is the reference server's log file; ldk-vss writes JSON logs to stdout/),
+      'VSS_PSQL_ADRESS is set but not read by ldk-vss serve; did you mean VSS_PSQL_ADDRESS? (ldk-vss serve --help lists the variables)',
+      'VSS_SOMETHING_ELSE is set but not read by ldk-vss serve (ldk-vss serve --help lists the variables)',
+    ]);
+    expect(loadServeConfig(Object.fromEntries(SERVER_ENV_VARS.map((name) => [name, undefined]))).warnings).toEqual([]);
+    expect(loadServeConfig({ VSS_LOG_LEVEL: 'debug', VSS_DATA_DIR: '/tmp/x' }).warnings).toEqual([]);
+  });
+
   it('defaults to 127.0.0.1:8080, PGlite in ./.vss-data, signature auth, 128 MiB bodies, info logs', () => {
     const { options, storageDescription } = loadServeConfig({});
     expect(options).toMatchObject({

@@ -63,7 +63,24 @@ describe('VSS_CORS_ORIGINS', () => {
     }
   });
 
-  it.each(['https://wallet.example/app', 'https://wallet.example?x=1', 'https://user@wallet.example', 'file:///wallet'])('still refuses %s', (origin) => {
+  it('accepts browser-extension wallets (chrome-extension://<id> and the like) and matches the Origin they send', async () => {
+    const listed = 'chrome-extension://abcdefghijklmnopabcdefghijklmnop, moz-extension://0b1c2d3e-aaaa-bbbb-cccc-0123456789ab/, safari-web-extension://ABCDEF12-3456';
+    const { corsOrigins } = loadServeConfig({ VSS_CORS_ORIGINS: listed }).options;
+    expect(corsOrigins).toEqual(['chrome-extension://abcdefghijklmnopabcdefghijklmnop', 'moz-extension://0b1c2d3e-aaaa-bbbb-cccc-0123456789ab', 'safari-web-extension://ABCDEF12-3456']);
+    const server = await startVssServer({ auth: { kind: 'noop' }, corsOrigins });
+    try {
+      for (const origin of corsOrigins!) {
+        const response = await send(`${server.url}/getObject`, vss.GetObjectRequest.encode({ key: 'global_version' }).finish(), { headers: { origin } });
+        expect(response.headers['access-control-allow-origin']).toBe(origin);
+      }
+      const other = await send(`${server.url}/getObject`, vss.GetObjectRequest.encode({ key: 'global_version' }).finish(), { headers: { origin: 'chrome-extension://ponmlkjihgfedcbaponmlkjihgfedcba' } });
+      expect(other.headers['access-control-allow-origin']).toBeUndefined();
+    } finally {
+      await server.close();
+    }
+  });
+
+  it.each(['https://wallet.example/app', 'https://wallet.example?x=1', 'https://user@wallet.example', 'file:///wallet', 'chrome-extension://abc/popup.html', 'chrome-extension://'])('still refuses %s', (origin) => {
     expect(() => loadServeConfig({ VSS_CORS_ORIGINS: origin })).toThrow(/^VSS_CORS_ORIGINS: .*not a bare origin/);
   });
 });
