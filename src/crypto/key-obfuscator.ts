@@ -10,6 +10,8 @@ const NONCE_LENGTH = 12;
 const OVERHEAD = TAG_LENGTH + NONCE_LENGTH + TAG_LENGTH;
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+/** With the `u` flag a surrogate class matches only a surrogate that is not half of a pair. */
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
 
 /**
  * Deterministic, reversible key encryption, byte-identical to vss-client-ng's KeyObfuscator:
@@ -30,8 +32,17 @@ export class KeyObfuscator {
     this.#hashingKey = saltedHmac(prk, concatBytes(this.#obfuscationKey, utf8Bytes('hashing_key')));
   }
 
-  /** Encrypts `key` deterministically; the result is safe to use as a VSS key. */
+  /**
+   * Encrypts `key` deterministically; the result is safe to use as a VSS key. A string with a
+   * lone surrogate (e.g. an emoji cut in half by `slice`) has no UTF-8 form: encoding would turn
+   * it into U+FFFD, so distinct keys would share one stored object and never read back as
+   * themselves. Such keys are refused instead.
+   */
   obfuscate(key: string): string {
+    if (typeof key !== 'string') throw new InvalidCryptoInputError(`key to obfuscate must be a string, got ${typeof key}`);
+    if (LONE_SURROGATE.test(key)) {
+      throw new InvalidCryptoInputError(`key to obfuscate ${JSON.stringify(key)} contains a lone UTF-16 surrogate, which has no UTF-8 encoding`);
+    }
     const plaintext = utf8Bytes(key);
     const keyNonce = this.#syntheticNonce(plaintext);
     const sealedKey = chacha20poly1305(this.#obfuscationKey, keyNonce).encrypt(plaintext);

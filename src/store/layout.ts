@@ -22,9 +22,46 @@ export function encodeSchemaVersion(schema: SchemaVersion): Uint8Array {
   return new Uint8Array([schema, 0]);
 }
 
+/**
+ * Reads the marker the way LDK Node does (`Readable::read` of an `impl_writeable_tlv_based_enum!`):
+ * the variant byte, then a BigSize-length-prefixed TLV stream in which unknown odd types are
+ * skipped and unknown even ones are fatal; bytes after the stream are not read. A newer
+ * LDK Node that adds optional (odd) fields to the marker therefore still opens here.
+ */
 export function decodeSchemaVersion(bytes: Uint8Array): SchemaVersion {
-  if (bytes.length === 2 && (bytes[0] === 0 || bytes[0] === 1) && bytes[1] === 0) return bytes[0] as SchemaVersion;
-  throw new DataIntegrityError(`unknown VSS schema version marker ${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`);
+  const fail = (why: string): never => {
+    throw new DataIntegrityError(`unknown VSS schema version marker ${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}: ${why}`);
+  };
+  if (bytes.length === 0) fail('empty');
+  const variant = bytes[0];
+  if (variant !== 0 && variant !== 1) fail(`variant ${variant} is neither V0 (0) nor V1 (1)`);
+  let pos = 1;
+  // LDK's BigSize: canonical (shortest) big-endian encoding, else the read fails.
+  const bigSize = (limit: number): bigint => {
+    if (pos >= limit) fail('truncated');
+    const first = bytes[pos++];
+    const width = first === 0xff ? 8 : first === 0xfe ? 4 : first === 0xfd ? 2 : 0;
+    if (width === 0) return BigInt(first);
+    if (pos + width > limit) fail('truncated');
+    let value = 0n;
+    for (let i = 0; i < width; i++) value = (value << 8n) | BigInt(bytes[pos++]);
+    if (value < (width === 2 ? 0xfdn : width === 4 ? 0x10000n : 0x100000000n)) fail('non-canonical BigSize');
+    return value;
+  };
+  const streamLength = bigSize(bytes.length);
+  if (streamLength > BigInt(bytes.length - pos)) fail('TLV stream is truncated');
+  const end = pos + Number(streamLength);
+  let lastType = -1n;
+  while (pos < end) {
+    const type = bigSize(end);
+    if (type <= lastType) fail('TLV types are not strictly increasing');
+    const length = bigSize(end);
+    if (length > BigInt(end - pos)) fail('TLV record is truncated');
+    if (type % 2n === 0n) fail(`unknown required (even) TLV type ${type}`);
+    pos += Number(length);
+    lastType = type;
+  }
+  return variant as SchemaVersion;
 }
 
 /** A value's location on the server and the AAD its ciphertext is bound to. */

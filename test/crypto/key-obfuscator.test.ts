@@ -2,7 +2,10 @@ import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { randomBytes } from '@noble/hashes/utils.js';
 import { base64nopad } from '@scure/base';
 import { describe, expect, it } from 'vitest';
-import { InvalidObfuscatedKeyError, KeyObfuscator } from '../../src/crypto/index.js';
+import { hmac } from '@noble/hashes/hmac.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { hexToBytes } from '@noble/hashes/utils.js';
+import { deriveVssKeys, InvalidCryptoInputError, InvalidObfuscatedKeyError, KeyObfuscator } from '../../src/crypto/index.js';
 import { saltedHmac, utf8Bytes } from '../../src/crypto/kdf.js';
 
 const filled = (byte: number, n = 32) => new Uint8Array(n).fill(byte);
@@ -44,6 +47,42 @@ describe('KeyObfuscator: upstream vectors', () => {
   });
 });
 
+/**
+ * The reference obfuscation written out from the spec (§A4) given its two derived keys, so the
+ * spec's intermediate values are checked against what KeyObfuscator derives internally.
+ */
+function obfuscateWith(obfuscationKey: Uint8Array, hashingKey: Uint8Array, key: string): string {
+  const nonce = (material: Uint8Array) => new Uint8Array([0, 0, 0, 0, ...hmac(sha256, material, hashingKey).subarray(0, 8)]);
+  const pt = utf8Bytes(key);
+  const n1 = nonce(pt);
+  const sealed = chacha20poly1305(obfuscationKey, n1).encrypt(pt);
+  const wrapped = chacha20poly1305(obfuscationKey, nonce(sealed.subarray(0, pt.length))).encrypt(n1);
+  return base64nopad.encode(new Uint8Array([...sealed, ...wrapped]));
+}
+
+describe('KeyObfuscator: spec intermediate keys', () => {
+  const keys = ['a_semi_secret_key', '', '#', 'monitors#', 'vss_schema_version', 'é😀'];
+
+  it('derives obfuscation_k and hashing_k of the spec for master [42; 32] (§A4)', () => {
+    const obfuscator = new KeyObfuscator(filled(42));
+    const obfuscationK = hexToBytes('15c02a6e680d0ae2c5668eb802226a8d9414352ba49f807b6c1048e62e615af6');
+    const hashingK = hexToBytes('30f19911ae9c3e16661be18f72fd02f3e327201fe6f2bb73c792212faff801ef');
+    expect(obfuscateWith(obfuscationK, hashingK, 'a_semi_secret_key')).toBe(
+      'cMoet5WTvl0nYds+VW7JPCtXUq24DtMG2dR9apAi/T5jy8eNIEyDrUAJBS4geeUuX+XGXPqlizIByOip2g',
+    );
+    for (const key of keys) expect(obfuscator.obfuscate(key), key).toBe(obfuscateWith(obfuscationK, hashingK, key));
+  });
+
+  it('derives obfuscation_k and hashing_k of the spec for seed 0x00..0x3f (§B3)', () => {
+    const seed = Uint8Array.from({ length: 64 }, (_, i) => i);
+    const obfuscator = new KeyObfuscator(deriveVssKeys(seed).obfuscationMasterKey);
+    const obfuscationK = hexToBytes('bc6b591c3c3b34953d7055cce1369120c3d4f27d3e826af873eb0aa820df8a9f');
+    const hashingK = hexToBytes('902230e8384e2e5aa3fd80bf20d8e2ff01c3a0b982b394c777423cf47acf2e24');
+    expect(obfuscateWith(obfuscationK, hashingK, 'manager')).toBe('Vl6GlKf1fo6OxqCoqWahsOd/66y9GcMpNBEnlmtlr3+aw553TsZrSGYw2wdFsLbkbFIW');
+    for (const key of keys) expect(obfuscator.obfuscate(key), key).toBe(obfuscateWith(obfuscationK, hashingK, key));
+  });
+});
+
 describe('KeyObfuscator: round trips', () => {
   it('round-trips random keys with every odd character under random master keys', () => {
     for (let round = 0; round < 300; round++) {
@@ -67,6 +106,16 @@ describe('KeyObfuscator: round trips', () => {
     const b = new KeyObfuscator(filled(2));
     expect(a.obfuscate('k1')).not.toBe(a.obfuscate('k2'));
     expect(a.obfuscate('k1')).not.toBe(b.obfuscate('k1'));
+  });
+
+  it('refuses a key with a lone surrogate rather than merging it with other keys', () => {
+    const obfuscator = new KeyObfuscator(filled(42));
+    const halfEmoji = '😀'.slice(0, 1); // what `label.slice(0, n)` leaves when it cuts an emoji
+    for (const key of [`label${halfEmoji}`, `label${'😁'.slice(0, 1)}`, '\uDC00', 'a\uDFFFb']) {
+      expect(() => obfuscator.obfuscate(key), JSON.stringify(key)).toThrow(InvalidCryptoInputError);
+    }
+    // Whole pairs and U+FFFD itself are ordinary keys that round-trip.
+    for (const key of ['😀', 'label\uFFFD', 'a😀b']) expect(obfuscator.deobfuscate(obfuscator.obfuscate(key))).toBe(key);
   });
 
   it('rejects a master key that is not 32 bytes', () => {

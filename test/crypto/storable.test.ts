@@ -48,6 +48,18 @@ describe('Storable: upstream and derived vectors', () => {
     );
   });
 
+  it('opens the derived vectors with AAD "A" and refuses them with AAD "B" (upstream encrypt_decrypt, key mismatch)', () => {
+    for (const [hex, plaintext] of [
+      ['0a0a83fd7b654a65c034a78b12320a104368614368613230506f6c7931333035120c000102030405060708090a0b1a109d490652b147dfea2ac2f4a761e881a2', 'secret'],
+      ['0a0c83f37b654a65c034e8e22ffb12320a104368614368613230506f6c7931333035120c000102030405060708090a0b1a1045c5e0b28b6a34e5e0b7bbd9fb3f1ddf', 'secret_a'],
+    ] as const) {
+      const { value, version } = decryptStorable(hexToBytes(hex), DATA_KEY, utf8('A'));
+      expect(new TextDecoder().decode(value)).toBe(plaintext);
+      expect(version).toBe(8n);
+      expect(reasonOf(() => decryptStorable(hexToBytes(hex), DATA_KEY, utf8('B')))).toBe('tag');
+    }
+  });
+
   it('builds the LDK Node schema-version storable byte for byte', () => {
     const schemaKey =
       'zAFWxEyRX5by7HK/cWKE1BNnGT3uYb0mo26LYuK7AvrIxdzgx0hugSW1+6pD#VTPFTAJaU/exWkbWSsfSGZP2KebniIRaXoZSRE0u0+RNMgLe4ygCFsy9cJE+8EioW06pDSl67QiwUiK0Pug';
@@ -83,6 +95,14 @@ describe('Storable: round trips', () => {
       expect(decrypted.version).toBe(BigInt(size));
       expect(bytesToHex(decrypted.value)).toBe(bytesToHex(value));
     }
+  });
+
+  it('encodes an empty value at version 0 as prost does: no data field at all', () => {
+    const storable = encryptStorable(new Uint8Array(0), 0n, DATA_KEY, { randomBytes: counting });
+    // PlaintextBlob{} is zero bytes, so the ciphertext is empty and the data field is omitted.
+    expect(bytesToHex(storable).startsWith('12320a10' + bytesToHex(utf8(STORABLE_CIPHER_FORMAT)))).toBe(true);
+    expect(storable).toHaveLength(52);
+    expect(decryptStorable(storable, DATA_KEY)).toEqual({ value: new Uint8Array(0), version: 0n });
   });
 
   it('round-trips every int64 version', () => {
@@ -161,6 +181,16 @@ describe('Storable: bad input gives typed errors, never plaintext', () => {
       encryptionMetadata: { cipherFormat: STORABLE_CIPHER_FORMAT, nonce, tag: sealed.subarray(3) },
     }).finish();
     expect(reasonOf(() => decryptStorable(storable, DATA_KEY))).toBe('blob');
+  });
+
+  it('ignores unknown fields in the Storable and its metadata, like prost', () => {
+    const extra = (bytes: Uint8Array) => new Uint8Array([...bytes, 0x22, 0x02, 0xbe, 0xef, 0x28, 0x07]);
+    const meta = vss.EncryptionMetadata.encode(goodMessage.encryptionMetadata!).finish();
+    const withExtras = new Uint8Array([
+      ...extra(vss.Storable.encode({ data: goodMessage.data }).finish()),
+      0x12, meta.length + 6, ...extra(meta),
+    ]);
+    expect(new TextDecoder().decode(decryptStorable(withExtras, DATA_KEY, aad).value)).toBe('the channel state');
   });
 
   it('ignores cipher_format on read, like the reference', () => {

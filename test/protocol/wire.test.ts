@@ -44,3 +44,97 @@ describe('wire encoding matches the reference bytes', () => {
     expect(() => int64ToBigInt(2 ** 60)).toThrow(RangeError);
   });
 });
+
+/** Top-level tag bytes of an encoded message, in order (every tag here fits in one byte). */
+function tagsOf(bytes: Uint8Array): number[] {
+  const tags: number[] = [];
+  let pos = 0;
+  const varint = () => {
+    let value = 0n;
+    for (let shift = 0n; ; shift += 7n) {
+      const b = bytes[pos++];
+      value |= BigInt(b & 0x7f) << shift;
+      if (b < 0x80) return value;
+    }
+  };
+  while (pos < bytes.length) {
+    const tag = Number(varint());
+    tags.push(tag);
+    if ((tag & 7) === 0) varint();
+    else if ((tag & 7) === 2) {
+      const length = Number(varint());
+      pos += length;
+    }
+    else throw new Error(`unexpected wire type in tag ${tag}`);
+  }
+  return tags;
+}
+
+describe('field numbers and types match the reference proto (vss-server spec §1.3)', () => {
+  const kv = keyValue('k', 5n, new Uint8Array([1]));
+  const version = bigIntToInt64(7n);
+
+  it.each([
+    ['GetObjectRequest', vss.GetObjectRequest.encode({ storeId: 's', key: 'k' }).finish(), [0x0a, 0x12]],
+    ['GetObjectResponse', vss.GetObjectResponse.encode({ value: kv }).finish(), [0x12]],
+    [
+      'PutObjectRequest',
+      vss.PutObjectRequest.encode({ storeId: 's', globalVersion: version, transactionItems: [kv], deleteItems: [kv] }).finish(),
+      [0x0a, 0x10, 0x1a, 0x22],
+    ],
+    ['DeleteObjectRequest', vss.DeleteObjectRequest.encode({ storeId: 's', keyValue: kv }).finish(), [0x0a, 0x12]],
+    [
+      'ListKeyVersionsRequest',
+      vss.ListKeyVersionsRequest.encode({ storeId: 's', keyPrefix: 'p', pageSize: 3, pageToken: 't' }).finish(),
+      [0x0a, 0x12, 0x18, 0x22],
+    ],
+    [
+      'ListKeyVersionsResponse',
+      vss.ListKeyVersionsResponse.encode({ keyVersions: [kv], nextPageToken: 't', globalVersion: version }).finish(),
+      [0x0a, 0x12, 0x18],
+    ],
+    ['ErrorResponse', vss.ErrorResponse.encode({ errorCode: vss.ErrorCode.CONFLICT_EXCEPTION, message: 'm' }).finish(), [0x08, 0x12]],
+    ['KeyValue', vss.KeyValue.encode(kv).finish(), [0x0a, 0x10, 0x1a]],
+    ['Storable', vss.Storable.encode({ data: new Uint8Array([1]), encryptionMetadata: { cipherFormat: 'c' } }).finish(), [0x0a, 0x12]],
+    [
+      'EncryptionMetadata',
+      vss.EncryptionMetadata.encode({ cipherFormat: 'c', nonce: new Uint8Array([1]), tag: new Uint8Array([2]) }).finish(),
+      [0x0a, 0x12, 0x1a],
+    ],
+    ['PlaintextBlob', vss.PlaintextBlob.encode({ value: new Uint8Array([1]), version }).finish(), [0x0a, 0x10]],
+  ] as const)('%s', (_name, encoded, tags) => {
+    expect(tagsOf(encoded)).toEqual(tags);
+  });
+
+  it('numbers ErrorCode as the reference', () => {
+    expect({ ...vss.ErrorCode }).toMatchObject({
+      UNKNOWN: 0,
+      CONFLICT_EXCEPTION: 1,
+      INVALID_REQUEST_EXCEPTION: 2,
+      INTERNAL_SERVER_EXCEPTION: 3,
+      NO_SUCH_KEY_EXCEPTION: 4,
+      AUTH_EXCEPTION: 5,
+    });
+  });
+
+  it('encodes a negative page_size as a 10-byte two\'s-complement varint, not zigzag', () => {
+    expect(hex(vss.ListKeyVersionsRequest.encode({ pageSize: -1 }).finish())).toBe('18ffffffffffffffffff01');
+    expect(hex(vss.ListKeyVersionsRequest.encode({ pageSize: -2 }).finish())).toBe('18feffffffffffffffff01');
+    expect(vss.ListKeyVersionsRequest.decode(Buffer.from('18feffffffffffffffff01', 'hex')).pageSize).toBe(-2);
+    // Present zero stays on the wire (0 = "server chooses" differs from absent only in presence).
+    expect(hex(vss.ListKeyVersionsRequest.encode({ pageSize: 0 }).finish())).toBe('1800');
+  });
+
+  it('omits non-optional fields at their default value, as prost does', () => {
+    expect(hex(vss.KeyValue.encode(keyValue('', 0n)).finish())).toBe('');
+    expect(hex(vss.GetObjectRequest.encode({ storeId: '', key: '' }).finish())).toBe('');
+    expect(hex(vss.KeyValue.encode(keyValue('k', INT64_MIN)).finish())).toBe('0a016b1080808080808080808001');
+    expect(hex(vss.KeyValue.encode(keyValue('k', INT64_MAX)).finish())).toBe('0a016b10ffffffffffffffff7f');
+  });
+
+  it('refuses a known field sent with the wrong wire type, as prost does', () => {
+    // global_version (field 2, varint) sent length-delimited must not be skipped as unknown.
+    expect(() => vss.PutObjectRequest.decode(Buffer.from('0a0173120130', 'hex'))).toThrow(/wire type/);
+    expect(() => vss.KeyValue.decode(Buffer.from('0a016b1201ff', 'hex'))).toThrow(/wire type/);
+  });
+});

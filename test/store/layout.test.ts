@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { deriveVssKeys, KeyObfuscator } from '../../src/crypto/index.js';
+import { decryptStorable, deriveVssKeys, encryptStorable, KeyObfuscator, StorableDecryptionError } from '../../src/crypto/index.js';
 import { DataIntegrityError, decodeSchemaVersion, encodeSchemaVersion, StoreLayout } from '../../src/store/index.js';
 import { SPEC_MONITOR as MONITOR, SPEC_SEED as SEED, V0_MANAGER, V1_MANAGER, V1_MONITOR, V1_SCHEMA_KEY } from './helpers/vectors.js';
 
@@ -71,6 +71,58 @@ describe('schema version marker', () => {
     expect(encodeSchemaVersion(0)).toEqual(new Uint8Array([0, 0]));
     expect(decodeSchemaVersion(new Uint8Array([1, 0]))).toBe(1);
     expect(decodeSchemaVersion(new Uint8Array([0, 0]))).toBe(0);
-    for (const bad of [[2, 0], [1], [1, 1], [1, 0, 0], []]) expect(() => decodeSchemaVersion(new Uint8Array(bad))).toThrow(DataIntegrityError);
+    for (const bad of [[2, 0], [1], [1, 1], []]) expect(() => decodeSchemaVersion(new Uint8Array(bad))).toThrow(DataIntegrityError);
+  });
+
+  it('reads the marker as LDK does: optional (odd) TLVs skipped, bytes after the stream not read', () => {
+    expect(decodeSchemaVersion(new Uint8Array([1, 3, 1, 1, 0xaa]))).toBe(1);
+    expect(decodeSchemaVersion(new Uint8Array([0, 6, 1, 0, 3, 2, 0xaa, 0xbb]))).toBe(0);
+    expect(decodeSchemaVersion(new Uint8Array([1, 0, 0]))).toBe(1);
+    // Three-byte BigSizes: a 253-byte stream holding odd type 253 with a 249-byte value.
+    expect(decodeSchemaVersion(new Uint8Array([1, 0xfd, 0x00, 0xfd, 0xfd, 0x00, 0xfd, 0xf9, ...new Uint8Array(0xf9)]))).toBe(1);
+  });
+
+  it.each([
+    ['an unknown required (even) TLV', [1, 2, 2, 0]],
+    ['TLV types out of order', [1, 4, 3, 0, 1, 0]],
+    ['a repeated TLV type', [1, 4, 1, 0, 1, 0]],
+    ['a TLV record longer than its stream', [1, 3, 1, 5, 0]],
+    ['a stream longer than the marker', [1, 5, 1, 0]],
+    ['a non-canonical BigSize', [1, 0xfd, 0x00, 0x01, 0]],
+  ])('rejects a marker with %s', (_name, bad) => {
+    expect(() => decodeSchemaVersion(new Uint8Array(bad))).toThrow(DataIntegrityError);
+  });
+});
+
+describe('addresses never collide and AAD binds a value to its schema and address', () => {
+  const v1 = new StoreLayout(1, obfuscator);
+  const v0 = new StoreLayout(0, obfuscator);
+  const dataKey = deriveVssKeys(SEED).dataEncryptionKey;
+
+  it('gives distinct store keys to addresses whose joined text would look alike', () => {
+    const triples: Array<[string, string, string]> = [
+      ['', '', 'a'], ['a', '', 'a'], ['a', 'a', 'a'], ['a', 'b', 'c'], ['a', 'bc', 'd'], ['ab', 'c', 'd'], ['a', '', 'bcd'], ['a', 'b', 'cd'],
+    ];
+    for (const layout of [v1, v0]) {
+      const keys = triples.map(([p, s, k]) => layout.address(p, s, k).storeKey);
+      expect(new Set(keys).size).toBe(triples.length);
+      // And every one parses back to where it came from.
+      triples.forEach(([p, s, k], i) => expect(layout.parse(keys[i])).toEqual({ primaryNamespace: p, secondaryNamespace: s, key: k }));
+    }
+  });
+
+  it('a V1 value does not open under the V0 AAD or another address, and a V0 value not under the V1 AAD', () => {
+    const value = utf8('channel monitor');
+    const atV1 = v1.address('monitors', '', MONITOR);
+    const atV0 = v0.address('monitors', '', MONITOR);
+    const elsewhere = v1.address('monitors', '', 'other');
+    expect(atV0.aad).toHaveLength(0);
+    const sealedV1 = encryptStorable(value, -1n, dataKey, { aad: atV1.aad });
+    expect(decryptStorable(sealedV1, dataKey, atV1.aad).value).toEqual(value);
+    expect(() => decryptStorable(sealedV1, dataKey, atV0.aad)).toThrow(StorableDecryptionError);
+    expect(() => decryptStorable(sealedV1, dataKey, elsewhere.aad)).toThrow(StorableDecryptionError);
+    const sealedV0 = encryptStorable(value, -1n, dataKey, { aad: atV0.aad });
+    expect(decryptStorable(sealedV0, dataKey, atV0.aad).value).toEqual(value);
+    expect(() => decryptStorable(sealedV0, dataKey, atV1.aad)).toThrow(StorableDecryptionError);
   });
 });

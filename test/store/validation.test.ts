@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkKey, checkNamespace, InvalidKeyError } from '../../src/store/index.js';
+import { checkKey, checkNamespace, InvalidKeyError, KVSTORE_NAMESPACE_KEY_ALPHABET, KVSTORE_NAMESPACE_KEY_MAX_LEN } from '../../src/store/index.js';
 
 describe('LDK key and namespace rules', () => {
   it('accepts the LDK alphabet up to 120 characters, and the root namespace', () => {
@@ -28,5 +28,30 @@ describe('LDK key and namespace rules', () => {
   it('applies the empty-primary rule to namespaces alone', () => {
     expect(() => checkNamespace('', 'x')).toThrow(InvalidKeyError);
     expect(() => checkNamespace('x', 'y#')).toThrow(InvalidKeyError);
+  });
+
+  it('uses exactly LDK\'s alphabet and length limit, for every component', () => {
+    expect(KVSTORE_NAMESPACE_KEY_ALPHABET).toBe('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-');
+    expect(KVSTORE_NAMESPACE_KEY_MAX_LEN).toBe(120);
+    for (let code = 0; code < 256; code++) {
+      const c = String.fromCharCode(code);
+      const allowed = KVSTORE_NAMESPACE_KEY_ALPHABET.includes(c);
+      for (const address of [[`p${c}`, '', 'k'], ['p', `s${c}`, 'k'], ['p', 's', `k${c}`]]) {
+        if (allowed) expect(() => checkKey(address[0], address[1], address[2]), `char ${code}`).not.toThrow();
+        else expect(() => checkKey(address[0], address[1], address[2]), `char ${code}`).toThrow(InvalidKeyError);
+      }
+    }
+  });
+
+  it('rejects a trailing newline, look-alike letters and astral characters (no regex end-of-line slack)', () => {
+    for (const key of ['key\n', 'key\r\n', '\nkey', 'kеy' /* Cyrillic е */, 'k😀', 'ｋey' /* fullwidth */]) {
+      expect(() => checkKey('p', '', key), JSON.stringify(key)).toThrow(InvalidKeyError);
+      expect(() => checkNamespace(key, ''), JSON.stringify(key)).toThrow(InvalidKeyError);
+    }
+  });
+
+  it('rejects non-string components with InvalidKeyError instead of a TypeError', () => {
+    expect(() => checkKey('p', '', 42 as unknown as string)).toThrow(InvalidKeyError);
+    expect(() => checkNamespace(undefined as unknown as string, '')).toThrow(InvalidKeyError);
   });
 });
