@@ -7,7 +7,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import type { StartedVssServer } from '../../src/server/index.js';
-import { KeyNotFoundError, supportsAtomicBatch, type VssStore } from '../../src/store/index.js';
+import { InvalidKeyError, KeyNotFoundError, supportsAtomicBatch, type VssStore } from '../../src/store/index.js';
 import type { AsyncKVStore, KeyValueWrite } from '../../src/store/types.js';
 import { CrashableStore, SimulatedCrashError, type CrashEvent, type CrashPoint } from '../../harness/crash-store.js';
 import { openVssWalletStore } from '../../harness/vss-wallet.js';
@@ -95,7 +95,7 @@ describe('CrashableStore and atomic batches', () => {
     expect(store.batches).toHaveLength(1);
     expect(store.batches[0].items.map((i) => i.kind)).toEqual(['manager', 'monitor-update', 'monitor-update']);
     // A refused batch (the same key twice) is not recorded as durable.
-    await expect(store.writeBatch!([update(3), update(3, 'again')])).rejects.toThrow();
+    await expect(store.writeBatch!([update(3), update(3, 'again')])).rejects.toBeInstanceOf(InvalidKeyError);
     expect(store.batches).toHaveLength(1);
   });
 

@@ -18,7 +18,7 @@ describe('VssServerThread', () => {
       const answer = (): Promise<number> => fetch(`${thread.url}/getObject`, { method: 'POST', body: new Uint8Array(0) }).then((r) => r.status);
       expect(await answer()).toBe(404); // an empty request names no key: not found, from the server
       await thread.stop();
-      await expect(fetch(`${thread.url}/getObject`, { method: 'POST' })).rejects.toThrow();
+      await expect(fetch(`${thread.url}/getObject`, { method: 'POST' })).rejects.toMatchObject({ cause: { code: 'ECONNREFUSED' } });
       await thread.resume();
       expect(await answer()).toBe(404);
     } finally {

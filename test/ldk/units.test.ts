@@ -2,7 +2,7 @@
  * The LDK layer's pieces on their own (real LDK WASM, no nodes): layout helpers, the sync
  * KVStore bridge and its error mapping, migration, the event loop's ordering, limits.
  */
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import * as ldk from 'lightningdevkit';
 import {
   LdkEventLoop,
@@ -529,7 +529,8 @@ describe('LdkEventLoop', () => {
     const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: () => {}, backoff: { initialDelayMs: 5, maxDelayMs: 5 }, coalesceMs: 0, log: capturingLogger() });
     state.needsPersistence = true;
     loop.poll();
-    await new Promise((r) => setTimeout(r, 30));
+    // Stop only once the write has failed and is retrying (the path the name promises).
+    await vi.waitFor(() => expect(loop.stats.retries).toBeGreaterThan(0), { timeout: 5_000, interval: 5 });
     await loop.stop();
     expect(loop.fatalError).toBeInstanceOf(PersisterStoppedError);
   });

@@ -3,6 +3,7 @@
  * restarting on the same port and data, /health, /metrics, CORS and rate limits.
  */
 import http from 'node:http';
+import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { keyValue, vss } from '../../src/protocol/index.js';
 import { clientAddress, DEFAULT_BATCHING, MemoryBackend, PgliteBackend, startVssServer } from '../../src/server/index.js';
@@ -47,7 +48,7 @@ describe('close()', () => {
     let closing: Promise<void> | undefined;
     expect(await inFlight).toBe(200);
     await closing;
-    await expect(fetch(`${server.url}/getObject`, { method: 'POST' })).rejects.toThrow();
+    await expect(fetch(`${server.url}/getObject`, { method: 'POST' })).rejects.toMatchObject({ cause: { code: 'ECONNREFUSED' } });
     // The backend the caller passed in is still open and holds the write.
     expect((await backend.get('unauth-user', 's', 'k'))?.version).toBe(1n);
 
@@ -64,21 +65,30 @@ describe('close()', () => {
   it('closes a backend it created itself, and close() is idempotent', async () => {
     const server = await startVssServer({ auth: { kind: 'noop' } });
     await Promise.all([server.close(), server.close()]);
-    await expect(server.backend.checkHealth()).rejects.toThrow();
+    await expect(server.backend.checkHealth()).rejects.toThrow('MemoryBackend is closed');
   });
 
   it('cuts connections that outlive the grace period', async () => {
-    const server = await startVssServer({ auth: { kind: 'noop' }, shutdownGraceMs: 200 });
+    const lines: string[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+    const server = await startVssServer({ auth: { kind: 'noop' }, shutdownGraceMs: 200, logger });
+    // Expect: 100-continue makes the server say when it has parsed the head and handed the request
+    // to the app: from then on the request is in flight (a connection that is not, close() cuts
+    // at once, which is not the path under test).
+    let inFlight!: () => void;
+    const handedToApp = new Promise<void>((resolve) => (inFlight = resolve));
     const stuck = new Promise<string>((resolve) => {
-      const request = http.request(`${server.url}/putObjects`, { method: 'POST', headers: { 'content-length': 1000 } }, () => resolve('answered'));
+      const request = http.request(`${server.url}/putObjects`, { method: 'POST', headers: { 'content-length': 1000, expect: '100-continue' } }, () => resolve('answered'));
       request.on('error', () => resolve('cut'));
-      request.write('x'.repeat(10));
+      request.on('continue', () => request.write('x'.repeat(10), () => inFlight()));
+      request.flushHeaders();
     });
-    await new Promise((r) => setTimeout(r, 50));
-    const started = Date.now();
+    await handedToApp;
+    // Were the grace period not enforced, close() would wait for this request forever.
     await server.close();
-    expect(Date.now() - started).toBeLessThan(5000);
     expect(await stuck).toBe('cut');
+    // Cut by the end of the grace period, not before it.
+    expect(lines.map((line) => (JSON.parse(line) as { msg: string }).msg)).toContain('shutdown grace period over; closing remaining connections');
   });
 
   it('restored MemoryBackend snapshots bring back old data and new keys still sort first', async () => {
