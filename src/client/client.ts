@@ -9,7 +9,7 @@ import {
   VssError,
 } from './errors.js';
 import { FixedHeaders, type VssHeaderProvider } from './headers.js';
-import { checkTimeoutMs, discardBody, fetchWithDeadline, readBodyCapped, type FetchFunction, type FetchResponse } from './http.js';
+import { checkTimeoutMs, discardBody, fetchWithDeadline, readBodyCapped, urlForMessages, type FetchFunction, type FetchResponse } from './http.js';
 import { defaultRetryPolicy, retry, timerSleep, type RetryPolicy, type Sleep } from './retry.js';
 
 /** Per-attempt timeout when none is configured (the reference's 10 s). */
@@ -155,7 +155,7 @@ export class VssClient {
   }
 
   async #attempt<Res>(url: string, body: Uint8Array, responseType: MessageType<unknown, Res>, signal: AbortSignal | undefined): Promise<Res> {
-    const aborted = () => new VssClientError('aborted', `request to ${url} aborted by the caller`, { cause: signal?.reason });
+    const aborted = () => new VssClientError('aborted', `request to ${urlForMessages(url)} aborted by the caller`, { cause: signal?.reason });
     if (signal?.aborted) throw aborted();
     let providerHeaders: Record<string, string>;
     try {

@@ -83,19 +83,32 @@ export class InternalServerError extends VssServerError {
   }
 }
 
-/** The server speaks another protocol version, or did not send the version header at all. */
+/**
+ * The server speaks another protocol version, or did not send the version header at all.
+ * `fromIntermediary` marks the second case on a 5xx, 408 or 429 reply: what a reverse proxy
+ * or load balancer sends while the VSS server behind it restarts or is overloaded. Such a
+ * reply says nothing about the server's protocol, so it is retried like any 5xx.
+ */
 export class VersionMismatchError extends VssError {
   readonly versionExpected = PROTOCOL_VERSION;
+  readonly fromIntermediary: boolean;
   constructor(
     readonly versionServed: string | undefined,
     options?: { status?: number },
   ) {
-    super(
-      versionServed === undefined
-        ? 'The server did not set the `vss-protocol-version` header'
-        : `The VSS server and client speak different versions of the VSS protocol, the server serves version ${versionServed}, client expects ${PROTOCOL_VERSION}`,
-      options,
-    );
+    const status = options?.status;
+    const fromIntermediary = versionServed === undefined && status !== undefined && (status >= 500 || status === 408 || status === 429);
+    let message: string;
+    if (versionServed !== undefined) {
+      message = `The VSS server and client speak different versions of the VSS protocol, the server serves version ${versionServed}, client expects ${PROTOCOL_VERSION}`;
+    } else {
+      message = 'The server did not set the `vss-protocol-version` header';
+      // The status tells an outage (a proxy's 502) from an old server; 2xx keeps the reference text.
+      if (fromIntermediary) message += ` (on an HTTP ${status} reply, likely from a proxy in front of an unavailable VSS server)`;
+      else if (status !== undefined && (status < 200 || status > 299)) message += ` (on an HTTP ${status} reply)`;
+    }
+    super(message, options);
+    this.fromIntermediary = fromIntermediary;
   }
 }
 

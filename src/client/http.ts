@@ -41,6 +41,20 @@ export function checkTimeoutMs(name: string, value: number): number {
 }
 
 /**
+ * `url` as error messages show it: without userinfo (a password) and with any query elided
+ * (a signed LNURL's `k1`/`sig` is a login credential until the challenge expires). Error
+ * messages end up in logs and bug reports.
+ */
+export function urlForMessages(url: string): string {
+  try {
+    const parsed = new URL(url);
+    return `${parsed.protocol}//${parsed.host}${parsed.pathname}${parsed.search ? '?…' : ''}`;
+  } catch {
+    return '<unparsable URL>';
+  }
+}
+
+/**
  * Runs `fetch` and then `consume(response)` under one deadline of `timeoutMs`, also honouring
  * `outerSignal`. Failures become `VssClientError` with reason `timeout`, `aborted` or `network`;
  * errors thrown by `consume` itself pass through unchanged.
@@ -62,10 +76,11 @@ export async function fetchWithDeadline<T>(
   }, timeoutMs);
   const onOuterAbort = () => controller.abort(outerSignal?.reason);
   outerSignal?.addEventListener('abort', onOuterAbort, { once: true });
+  const shownUrl = urlForMessages(url);
   const failure = (stage: string, cause: unknown): VssClientError => {
-    if (timedOut) return new VssClientError('timeout', `${stage} ${url}: no complete response within ${timeoutMs} ms`, { cause });
-    if (outerSignal?.aborted) return new VssClientError('aborted', `${stage} ${url}: aborted by the caller`, { cause });
-    return new VssClientError('network', `${stage} ${url}: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    if (timedOut) return new VssClientError('timeout', `${stage} ${shownUrl}: no complete response within ${timeoutMs} ms`, { cause });
+    if (outerSignal?.aborted) return new VssClientError('aborted', `${stage} ${shownUrl}: aborted by the caller`, { cause });
+    return new VssClientError('network', `${stage} ${shownUrl}: ${(cause as Error)?.message ?? String(cause)}`, { cause });
   };
   try {
     let response: FetchResponse;

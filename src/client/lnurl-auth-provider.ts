@@ -105,19 +105,23 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
 
   async #fetchToken(): Promise<CachedJwt> {
     this.fetchCount += 1;
-    const challenge = strictText(await this.#get(this.#url), 'LNURL response is not valid UTF-8');
+    const first = await this.#get(this.#url);
+    const challenge = strictText(first.body, `LNURL response is not valid UTF-8${replyContext(first.status)}`);
     let signedUrl: string;
     try {
       signedUrl = signLnurl(this.#parentKey, challenge);
     } catch (cause) {
-      throw new HeaderProviderError('invalid-data', `invalid lnurl: ${(cause as Error).message}`, { cause });
+      // The crypto layer's messages already start with "invalid lnurl: ".
+      const detail = String((cause as Error)?.message ?? cause).replace(/^invalid lnurl: /, '');
+      throw new HeaderProviderError('invalid-data', `invalid lnurl: ${detail}${replyContext(first.status, challenge)}`, { cause });
     }
-    const body = strictText(await this.#get(signedUrl), 'LNURL Auth response is not valid UTF-8');
+    const second = await this.#get(signedUrl);
+    const body = strictText(second.body, `LNURL Auth response is not valid UTF-8${replyContext(second.status)}`);
     let parsed: unknown;
     try {
       parsed = JSON.parse(body);
     } catch (cause) {
-      throw new HeaderProviderError('invalid-data', 'Failed to parse LNURL Auth response as JSON', { cause });
+      throw new HeaderProviderError('invalid-data', `Failed to parse LNURL Auth response as JSON${replyContext(second.status)}`, { cause });
     }
     const { token, reason } = (typeof parsed === 'object' && parsed !== null ? parsed : {}) as { token?: unknown; reason?: unknown };
     if (typeof token === 'string') {
@@ -127,19 +131,42 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
       return jwt;
     }
     if (typeof reason === 'string') throw new HeaderProviderError('authorization', `LNURL Auth failed, reason is: ${reason}`);
-    throw new HeaderProviderError('invalid-data', 'LNURL Auth response did not contain a token nor an error');
+    throw new HeaderProviderError('invalid-data', `LNURL Auth response did not contain a token nor an error${replyContext(second.status)}`);
   }
 
-  /** GET with the default headers; the HTTP status is not checked (the body decides), like the reference. */
-  async #get(url: string): Promise<Uint8Array> {
+  /**
+   * GET with the default headers. The status does not decide the outcome (the body does, like
+   * the reference), but it is returned so errors can name it.
+   */
+  async #get(url: string): Promise<{ status: number; body: Uint8Array }> {
     try {
-      return await fetchWithDeadline(this.#fetch, url, { method: 'GET', headers: { ...this.#defaults } }, this.#timeoutMs, async (response) =>
-        readBodyCapped(response, LNURL_BODY_CAP),
-      );
+      return await fetchWithDeadline(this.#fetch, url, { method: 'GET', headers: { ...this.#defaults } }, this.#timeoutMs, async (response) => ({
+        status: response.status,
+        body: await readBodyCapped(response, LNURL_BODY_CAP),
+      }));
     } catch (cause) {
       throw new HeaderProviderError('request', `error performing LNURL request: ${(cause as Error).message}`, { cause });
     }
   }
+}
+
+/**
+ * What an unusable LNURL reply said, for the error message: its status when not 2xx, and the
+ * `reason` of an LUD-style `{"status":"ERROR","reason":…}` body. A 503 from a proxy or a
+ * refusal to hand out a challenge otherwise reads as a mere "invalid lnurl".
+ */
+function replyContext(status: number, body?: string): string {
+  const parts: string[] = [];
+  if (status < 200 || status > 299) parts.push(`HTTP ${status}`);
+  if (body !== undefined) {
+    try {
+      const reason = (JSON.parse(body) as { reason?: unknown } | null)?.reason;
+      if (typeof reason === 'string') parts.push(`reason: ${reason}`);
+    } catch {
+      // Not JSON: nothing more to report.
+    }
+  }
+  return parts.length === 0 ? '' : ` (the LNURL server answered ${parts.join(', ')})`;
 }
 
 function strictText(bytes: Uint8Array, message: string): string {

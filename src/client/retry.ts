@@ -3,6 +3,7 @@
  * decorators, where the outermost wrapper decides first. Delays are in milliseconds.
  */
 import { ConflictError, InvalidRequestError, NoSuchKeyError, VersionMismatchError } from './errors.js';
+import { MAX_TIMEOUT_MS } from './http.js';
 
 /** What a policy sees after a failed attempt. */
 export interface RetryContext {
@@ -121,14 +122,16 @@ export const NO_RETRY: RetryPolicy = Object.freeze({ nextDelay: () => undefined 
  * Errors that retrying cannot fix: the key is missing, the request is malformed, the version
  * conflicts (retrying a conditional write blindly could hide a concurrent writer), or the
  * server speaks another protocol. Everything else (network, timeouts, 5xx, auth and
- * header-provider failures, undecodable replies) is worth another attempt.
+ * header-provider failures, undecodable replies) is worth another attempt, including a
+ * 5xx/408/429 without the protocol header (`fromIntermediary`): a proxy's "502 Bad Gateway"
+ * while the server restarts is an outage, not a protocol mismatch.
  */
 export function isPermanentVssError(error: unknown): boolean {
   return (
     error instanceof NoSuchKeyError ||
     error instanceof InvalidRequestError ||
     error instanceof ConflictError ||
-    error instanceof VersionMismatchError
+    (error instanceof VersionMismatchError && !error.fromIntermediary)
   );
 }
 
@@ -170,21 +173,33 @@ export function defaultRetryPolicy(): RetryPolicy {
 /** Sleeps for `ms`; rejects with the signal's reason if it aborts first. */
 export type Sleep = (ms: number, signal?: AbortSignal) => Promise<void>;
 
-/** `setTimeout`-based sleep (so fake timers drive it in tests). */
+/**
+ * `setTimeout`-based sleep (so fake timers drive it in tests). A delay longer than a timer can
+ * wait (2^31 − 1 ms) is slept in steps: `setTimeout` would fire such a delay after about 1 ms,
+ * turning an uncapped exponential backoff into a tight retry loop once its delays grow past it.
+ */
 export const timerSleep: Sleep = (ms, signal) =>
   new Promise<void>((resolve, reject) => {
     if (signal?.aborted) {
       reject(signal.reason);
       return;
     }
+    let remaining = ms;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const onAbort = () => {
       clearTimeout(timer);
       reject(signal?.reason);
     };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
+    const wait = (): void => {
+      const step = Math.min(remaining, MAX_TIMEOUT_MS);
+      remaining -= step;
+      timer = setTimeout(() => {
+        if (remaining > 0) return wait();
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      }, step);
+    };
+    wait();
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 

@@ -187,6 +187,27 @@ describe('LnurlAuthJwtProvider against a local LNURL endpoint', () => {
     expect(error.reason).toBe('invalid-data');
   });
 
+  it('names the HTTP status and the LUD error reason when a reply is unusable', async () => {
+    server = await startLnurlServer(() => ({ status: 502, body: '<html>Bad Gateway</html>' }));
+    server.challengeReply = { status: 503, body: JSON.stringify({ status: 'ERROR', reason: 'down for maintenance' }) };
+    const refused = await new LnurlAuthJwtProvider(parent, server.url).getHeaders().catch((e) => e);
+    expect(refused.reason).toBe('invalid-data');
+    expect(refused.message).toBe('invalid lnurl: URL has no scheme (the LNURL server answered HTTP 503, reason: down for maintenance)');
+
+    server.challengeReply = { status: 200, body: JSON.stringify({ status: 'ERROR', reason: 'rate limited' }) };
+    const limited = await new LnurlAuthJwtProvider(parent, server.url).getHeaders().catch((e) => e);
+    expect(limited.message).toContain('(the LNURL server answered reason: rate limited)');
+
+    server.challengeReply = undefined;
+    const gateway = await new LnurlAuthJwtProvider(parent, server.url).getHeaders().catch((e) => e);
+    expect(gateway.reason).toBe('invalid-data');
+    expect(gateway.message).toBe('Failed to parse LNURL Auth response as JSON (the LNURL server answered HTTP 502)');
+
+    server.verifyReply = () => ({ status: 500, body: '{}' });
+    const empty = await new LnurlAuthJwtProvider(parent, server.url).getHeaders().catch((e) => e);
+    expect(empty.message).toBe('LNURL Auth response did not contain a token nor an error (the LNURL server answered HTTP 500)');
+  });
+
   it('reports an unreachable endpoint as a request error, and a slow one as a timeout', async () => {
     const closed = await startLnurlServer(() => ({ body: '{}' }));
     await closed.close();
@@ -198,6 +219,24 @@ describe('LnurlAuthJwtProvider against a local LNURL endpoint', () => {
     const slow = await new LnurlAuthJwtProvider(parent, server.url, {}, { timeoutMs: 200 }).getHeaders().catch((e) => e);
     expect(slow.reason).toBe('request');
     expect(slow.cause.reason).toBe('timeout');
+  });
+
+  it('keeps the signed login URL (k1, sig, key) out of every error message in the chain', async () => {
+    server = await startLnurlServer(() => ({ body: JSON.stringify({ token: testJwt({}) }) }));
+    server.verifyDelayMs = 2000;
+    const error = await new LnurlAuthJwtProvider(parent, server.url, {}, { timeoutMs: 200 }).getHeaders().catch((e) => e);
+    expect(error.cause.reason).toBe('timeout');
+    const messages: string[] = [];
+    for (let e: unknown = error; e instanceof Error; e = e.cause) messages.push(e.message);
+    const k1 = /k1=([0-9a-f]{64})/.exec(server.lastVerifyUrl ?? '')?.[1];
+    expect(k1).toMatch(/^[0-9a-f]{64}$/);
+    for (const message of messages) {
+      expect(message).not.toContain('sig=');
+      expect(message).not.toContain('key=');
+      expect(message).not.toContain(k1!);
+    }
+    // Still says which request failed.
+    expect(error.message).toContain('/verify?…');
   });
 
   it('accepts the parent key as an extended private key string (m/877\'/138\')', async () => {

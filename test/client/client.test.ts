@@ -150,6 +150,21 @@ describe('VssClient error mapping (by ErrorResponse.error_code, not HTTP status)
     expect(error.cause).toBeInstanceOf(TypeError);
   });
 
+  it('keeps credentials in the base URL (userinfo) out of error messages', async () => {
+    const client = new VssClient('http://wallet:s3cret-pass@vss.test/vss', {
+      fetch: async () => {
+        throw new TypeError('fetch failed');
+      },
+      retryPolicy: NO_RETRY,
+    });
+    const network = await client.getObject({ storeId: 's', key: 'k' }).catch((e) => e);
+    expect(network.reason).toBe('network');
+    expect(network.message).toBe('InternalError: request to http://vss.test/vss/getObject: fetch failed');
+    const aborted = await client.getObject({ storeId: 's', key: 'k' }, { signal: AbortSignal.abort() }).catch((e) => e);
+    expect(aborted.reason).toBe('aborted');
+    expect(aborted.message).not.toContain('s3cret');
+  });
+
   it('wraps a header-provider failure into AuthError (no request sent)', async () => {
     const { fetch, requests } = mockFetch(() => okGet());
     const provider: VssHeaderProvider = { getHeaders: async () => Promise.reject(new Error('no token')) };
@@ -164,14 +179,40 @@ describe('VssClient error mapping (by ErrorResponse.error_code, not HTTP status)
 
 describe('VssClient protocol-version gate', () => {
   it('rejects a reply without the header, before looking at the status', async () => {
-    for (const reply of [{ ...okGet(), headers: null }, { ...errorReply(404, 4, 'x'), headers: null }]) {
+    for (const [reply, suffix] of [
+      [{ ...okGet(), headers: null }, ''],
+      [{ ...errorReply(404, 4, 'x'), headers: null }, ' (on an HTTP 404 reply)'],
+    ] as const) {
       const { fetch } = mockFetch(() => reply);
       const error = await new VssClient(BASE, { fetch, retryPolicy: NO_RETRY }).getObject({ storeId: 's', key: 'k' }).catch((e) => e);
       expect(error).toBeInstanceOf(VersionMismatchError);
       expect(error.versionServed).toBeUndefined();
       expect(error.versionExpected).toBe('0');
-      expect(error.message).toBe('The server did not set the `vss-protocol-version` header');
+      expect(error.fromIntermediary).toBe(false);
+      expect(error.message).toBe(`The server did not set the \`vss-protocol-version\` header${suffix}`);
     }
+  });
+
+  it("retries a proxy's 502/503/504/429 without the header (the server behind it is restarting), and flags a write ambiguous", async () => {
+    const gateway = (status: number): MockReply => ({ status, headers: { 'content-type': 'text/html' }, body: new TextEncoder().encode('<html>Bad Gateway</html>') });
+    const { fetch, requests } = mockFetch((_, i) => (i < 4 ? gateway([502, 503, 504, 429][i]) : okGet()));
+    const client = new VssClient(BASE, { fetch, sleep: instantSleep });
+    expect((await client.getObject({ storeId: 's', key: 'k' })).value?.key).toBe('k1');
+    expect(requests).toHaveLength(5);
+
+    const down = mockFetch((_, i) => (i === 0 ? gateway(502) : errorReply(409, 1, 'moved')));
+    const error = await new VssClient(BASE, { fetch: down.fetch, sleep: instantSleep }).putObjects({ storeId: 's' }).catch((e) => e);
+    expect(error).toBeInstanceOf(ConflictError);
+    expect(error.afterAmbiguousAttempt).toBe(true);
+
+    // When retries run out, the error names the status, not just a missing header.
+    const always = mockFetch(() => gateway(502));
+    const last = await new VssClient(BASE, { fetch: always.fetch, retryPolicy: TEST_POLICY, sleep: instantSleep }).getObject({ storeId: 's', key: 'k' }).catch((e) => e);
+    expect(always.requests).toHaveLength(3);
+    expect(last).toBeInstanceOf(VersionMismatchError);
+    expect(last.fromIntermediary).toBe(true);
+    expect(last.message).toContain('HTTP 502');
+    expect(isPermanentVssError(last)).toBe(false);
   });
 
   it('rejects another version, even with the legacy opt-in', async () => {

@@ -20,6 +20,10 @@ export interface LnurlServer {
   verifyReply: VerifyReply;
   /** Milliseconds `/verify` waits before answering (to make concurrent callers overlap). */
   verifyDelayMs: number;
+  /** The full URL (with query) of the last `/verify` request. */
+  lastVerifyUrl?: string;
+  /** When set, `/auth` answers this instead of a challenge. */
+  challengeReply?: { status: number; body: string };
   close(): Promise<void>;
 }
 
@@ -36,12 +40,18 @@ export async function startLnurlServer(verifyReply: VerifyReply): Promise<LnurlS
     const url = new URL(req.url ?? '/', 'http://placeholder');
     state.requests.push({ path: url.pathname, headers: req.headers });
     if (url.pathname === '/auth') {
+      if (state.challengeReply) {
+        res.statusCode = state.challengeReply.status;
+        res.end(state.challengeReply.body);
+        return;
+      }
       const k1 = randomBytes(32).toString('hex');
       challenges.add(k1);
       res.end(`http://127.0.0.1:${(server.address() as AddressInfo).port}/verify?tag=login&k1=${k1}`);
       return;
     }
     if (url.pathname === '/verify') {
+      state.lastVerifyUrl = req.url;
       const k1 = url.searchParams.get('k1') ?? '';
       const sig = url.searchParams.get('sig') ?? '';
       const key = url.searchParams.get('key') ?? '';

@@ -126,21 +126,48 @@ describe('retry with the real timer sleep under fake timers', () => {
     vi.useRealTimers();
   });
 
-  it('sleeps exactly the policy delays', async () => {
-    vi.useFakeTimers();
+  /** Retries an operation that always fails, with the real timer sleep; records when each attempt ran. */
+  function failingWithTimes(policy: Parameters<typeof retry>[1]): { attemptTimes: number[]; promise: Promise<unknown> } {
     const attemptTimes: number[] = [];
     const promise = retry(
       async () => {
         attemptTimes.push(Date.now());
         throw new Error('down');
       },
-      new ExponentialBackoffRetryPolicy(100).withMaxAttempts(4),
+      policy,
       { sleep: timerSleep },
     ).catch((e: unknown) => e);
+    return { attemptTimes, promise };
+  }
+
+  it('sleeps exactly the policy delays', async () => {
+    vi.useFakeTimers();
+    const { attemptTimes, promise } = failingWithTimes(new ExponentialBackoffRetryPolicy(100).withMaxAttempts(4));
     await vi.runAllTimersAsync();
     await promise;
     const start = attemptTimes[0];
     expect(attemptTimes.map((t) => t - start)).toEqual([0, 100, 400, 1100]);
+  });
+
+  it('a delay longer than a timer can wait (2^31 - 1 ms) is slept in full, not after ~1 ms', async () => {
+    vi.useFakeTimers();
+    // An uncapped backoff reaches such delays: base 1 s passes 2^31 ms at the 22nd failure.
+    const { attemptTimes, promise } = failingWithTimes({ nextDelay: ({ attemptsMade }) => (attemptsMade < 2 ? 3_000_000_000 : undefined) });
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(attemptTimes).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(3_000_000_000 - 1_001);
+    expect(attemptTimes).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(attemptTimes).toHaveLength(2);
+    expect(attemptTimes[1] - attemptTimes[0]).toBe(3_000_000_000);
+    expect(((await promise) as Error).message).toBe('down');
+    // An abort still ends a long sleep in any of its steps.
+    const controller = new AbortController();
+    const sleeping = timerSleep(5_000_000_000, controller.signal).catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(2 ** 31 + 10);
+    controller.abort(new Error('stop'));
+    expect(((await sleeping) as Error).message).toBe('stop');
+    expect(vi.getTimerCount()).toBe(0);
   });
 
   it('an abort during a sleep ends the loop without another attempt', async () => {
