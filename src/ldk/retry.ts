@@ -39,7 +39,17 @@ export function backoffDelay(attempt: number, options: BackoffOptions = {}): num
  * retried.
  */
 export function isTransientStoreError(err: unknown): boolean {
-  return !(
+  // VssStore reports the client's errors as a StoreIOError caused by them: look down the chain,
+  // or an invalid request (400/413) or an incompatible server would be retried forever.
+  for (let current: unknown = err, depth = 0; current !== undefined && depth < 5; current = (current as { cause?: unknown }).cause, depth++) {
+    if (isPermanent(current)) return false;
+    if (!(current instanceof Error)) break;
+  }
+  return true;
+}
+
+function isPermanent(err: unknown): boolean {
+  return (
     err instanceof ConcurrentWriterError ||
     err instanceof RollbackDetectedError ||
     err instanceof DataIntegrityError ||
@@ -48,7 +58,9 @@ export function isTransientStoreError(err: unknown): boolean {
     err instanceof StoreClosedError ||
     err instanceof ConflictError ||
     err instanceof InvalidRequestError ||
-    err instanceof VersionMismatchError
+    // A reply without the protocol header on a 5xx/408/429 comes from a proxy in front of a
+    // server that is down: an outage, not an incompatible server.
+    (err instanceof VersionMismatchError && !err.fromIntermediary)
   );
 }
 

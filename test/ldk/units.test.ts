@@ -46,7 +46,7 @@ import {
   StoreIOError,
   StoreTimeoutError,
 } from '../../src/store/errors.js';
-import { ConflictError, InvalidRequestError, VssClientError } from '../../src/client/errors.js';
+import { ConflictError, InternalServerError, InvalidRequestError, VersionMismatchError, VssClientError } from '../../src/client/errors.js';
 import type { AsyncKVStore, StoreKey, SyncKVStore } from '../../src/store/types.js';
 import { MemoryKVStore, MemoryServer, connectionRefused } from './helpers/memory-store.js';
 import { fakeLdkNode } from './helpers/fake-ldk-node.js';
@@ -126,6 +126,17 @@ describe('error classification', () => {
     ]) {
       expect(isTransientStoreError(fatal)).toBe(false);
     }
+  });
+
+  it('classifies the client errors a VssStore wraps in StoreIOError by their cause', () => {
+    const wrapped = (cause: Error) => new StoreIOError(`writing: ${cause.message}`, { cause });
+    expect(isTransientStoreError(wrapped(new InvalidRequestError('body too large')))).toBe(false);
+    expect(isTransientStoreError(wrapped(new VersionMismatchError('1')))).toBe(false);
+    expect(isTransientStoreError(wrapped(new VersionMismatchError(undefined, { status: 200 })))).toBe(false);
+    // No protocol header on a 502/503/429: a proxy in front of a server that is down.
+    for (const status of [502, 503, 429]) expect(isTransientStoreError(wrapped(new VersionMismatchError(undefined, { status })))).toBe(true);
+    expect(isTransientStoreError(wrapped(new VssClientError('network', 'down')))).toBe(true);
+    expect(isTransientStoreError(wrapped(new InternalServerError('busy')))).toBe(true);
   });
 
   it('backs off exponentially within bounds', () => {
