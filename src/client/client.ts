@@ -4,6 +4,7 @@ import {
   errorFromResponse,
   errorProvesNotApplied,
   InternalServerError,
+  InvalidRequestError,
   VersionMismatchError,
   VssClientError,
   VssError,
@@ -122,6 +123,7 @@ export class VssClient {
     options: VssCallOptions = {},
     check?: (response: Res) => void,
   ): Promise<Res> {
+    refuseLoneSurrogates(request, operation);
     const body = requestType.encode(request).finish();
     const url = `${this.baseUrl}${VSS_PATHS[operation]}`;
     const isWrite = operation === 'putObjects' || operation === 'deleteObject';
@@ -231,4 +233,23 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Pro
       },
     );
   });
+}
+
+/** With the `u` flag a surrogate class matches only a surrogate that is not half of a pair. */
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
+
+/**
+ * Refuses a request whose strings (store id, keys, prefix, page token) hold a lone UTF-16
+ * surrogate, which has no UTF-8 form: protobufjs would send a short one as invalid UTF-8 (the
+ * server answers 400) but a long one as U+FFFD, so two distinct keys would silently share one
+ * stored object. The same InvalidRequestError the server gives, before anything is sent.
+ */
+function refuseLoneSurrogates(value: unknown, path: string, depth = 0): void {
+  if (typeof value === 'string') {
+    if (LONE_SURROGATE.test(value)) throw new InvalidRequestError(`${path} contains a lone UTF-16 surrogate, which has no UTF-8 encoding`);
+  } else if (Array.isArray(value) && depth < 4) {
+    value.forEach((item, i) => refuseLoneSurrogates(item, `${path}[${i}]`, depth + 1));
+  } else if (typeof value === 'object' && value !== null && !(value instanceof Uint8Array) && depth < 4) {
+    for (const [name, field] of Object.entries(value)) refuseLoneSurrogates(field, `${path}.${name}`, depth + 1);
+  }
 }

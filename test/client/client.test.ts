@@ -81,6 +81,22 @@ describe('VssClient request construction', () => {
     expect(() => new VssClient(BASE, { timeoutMs: 2 ** 31 })).toThrow(/at most 2147483647/);
     expect(new VssClient(BASE, { timeoutMs: 2 ** 31 - 1 }).timeoutMs).toBe(2 ** 31 - 1);
   });
+
+  it('refuses strings with a lone UTF-16 surrogate before sending (a long one would reach the server as U+FFFD and merge keys)', async () => {
+    const { fetch, requests } = mockFetch(() => ({ body: vss.PutObjectResponse.encode({}).finish() }));
+    const client = new VssClient(BASE, { fetch, retryPolicy: NO_RETRY });
+    const cut = (emoji: string) => `${'x'.repeat(60)}${emoji.slice(1)}`; // the second half of an emoji
+    expect(cut('😀')).not.toBe(cut('😁'));
+    const put = client.putObjects({ storeId: 's', transactionItems: [keyValue(cut('😀'), -1n, new Uint8Array([1]))] });
+    await expect(put).rejects.toThrow(InvalidRequestError);
+    await expect(put).rejects.toThrow(/transactionItems\[0\]\.key contains a lone UTF-16 surrogate/);
+    await expect(client.listKeyVersions({ storeId: 's', keyPrefix: '\udc00' })).rejects.toThrow(/keyPrefix contains a lone UTF-16 surrogate/);
+    await expect(client.getObject({ storeId: 's\ud800', key: 'k' })).rejects.toThrow(/storeId contains a lone UTF-16 surrogate/);
+    expect(requests).toHaveLength(0);
+    // Whole emoji are fine.
+    await client.putObjects({ storeId: 's', transactionItems: [keyValue('😀 and 😁', -1n, new Uint8Array([1]))] });
+    expect(requests).toHaveLength(1);
+  });
 });
 
 describe('VssClient error mapping (by ErrorResponse.error_code, not HTTP status)', () => {
