@@ -585,9 +585,11 @@ for (const name of ['pglite', 'postgres'] as const) {
       for (const key of ['a', 'b', 'c']) expect(await stored(userToken, storeId, key)).toEqual({ version: 1n, value: key });
     });
 
-    // Only on PostgreSQL can the test require batches: PGlite runs each statement to completion on
-    // this thread before the next request is even parsed, so HTTP traffic rarely queues behind it.
-    it(`answers concurrent HTTP requests of every kind, each with its own outcome${name === 'postgres' ? ', through batch statements' : ''}`, async () => {
+    // Whether concurrent HTTP requests end up sharing a statement depends on scheduling (PGlite
+    // runs each statement to completion before the next request is even parsed; on PostgreSQL
+    // it varies with the machine's load): this test pins each request's outcome; the tests above
+    // drive the backend directly and pin the batching.
+    it('answers concurrent HTTP requests of every kind, each with its own outcome', async () => {
       let server: StartedVssServer | undefined;
       try {
         server = await startVssServer({ backend });
@@ -597,7 +599,6 @@ for (const name of ['pglite', 'postgres'] as const) {
           send(`${server?.url}/putObjects`, vss.PutObjectRequest.encode({ storeId: 'http', transactionItems: [keyValue(key, version, text(v))] }).finish(), { headers: headers() });
         const get = (key: string) => send(`${server?.url}/getObject`, vss.GetObjectRequest.encode({ storeId: 'http', key }).finish(), { headers: headers() });
         for (let i = 0; i < 8; i++) expect((await put(`k${i}`, 0n, 'start')).status).toBe(200);
-        const before = structuredClone(backend.batchStats);
         const responses = await Promise.all([
           ...Array.from({ length: 8 }, (_, i) => put(`k${i}`, i % 2 === 0 ? 1n : 5n, `next${i}`)),
           ...Array.from({ length: 8 }, (_, i) => put(`n${i}`, i % 2 === 0 ? 0n : -1n, `new${i}`)),
@@ -611,17 +612,6 @@ for (const name of ['pglite', 'postgres'] as const) {
         for (let i = 0; i < 8; i += 2) {
           const record = vss.GetObjectResponse.decode((await get(`k${i}`)).body).value;
           expect({ version: Number(record?.version), value: str(record?.value) }).toEqual({ version: 2, value: `next${i}` });
-        }
-        if (name === 'postgres') {
-          const after = backend.batchStats;
-          const served =
-            (after?.get.batchedRequests ?? 0) -
-            (before?.get.batchedRequests ?? 0) +
-            (['unconditional', 'create', 'update'] as const).reduce(
-              (sum, kind) => sum + (after?.put[kind].batchedRequests ?? 0) - (before?.put[kind].batchedRequests ?? 0),
-              0,
-            );
-          expect(served, 'requests served by batch statements').toBeGreaterThan(0);
         }
       } finally {
         await server?.close();
