@@ -1,4 +1,4 @@
-import { PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, VSS_PATHS, vss, type VssOperation } from '../protocol/index.js';
+import { hasLoneSurrogate, PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, VSS_PATHS, vss, type VssOperation } from '../protocol/index.js';
 import {
   AuthError,
   errorFromResponse,
@@ -235,9 +235,6 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Pro
   });
 }
 
-/** With the `u` flag a surrogate class matches only a surrogate that is not half of a pair. */
-const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
-
 /**
  * Refuses a request whose strings (store id, keys, prefix, page token) hold a lone UTF-16
  * surrogate, which has no UTF-8 form: protobufjs would send a short one as invalid UTF-8 (the
@@ -246,7 +243,7 @@ const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
  */
 function refuseLoneSurrogates(value: unknown, path: string, depth = 0): void {
   if (typeof value === 'string') {
-    if (LONE_SURROGATE.test(value)) throw new InvalidRequestError(`${path} contains a lone UTF-16 surrogate, which has no UTF-8 encoding`);
+    if (hasLoneSurrogate(value)) throw new InvalidRequestError(`${path} contains a lone UTF-16 surrogate, which has no UTF-8 encoding`);
   } else if (Array.isArray(value) && depth < 4) {
     value.forEach((item, i) => refuseLoneSurrogates(item, `${path}[${i}]`, depth + 1));
   } else if (typeof value === 'object' && value !== null && !(value instanceof Uint8Array) && depth < 4) {

@@ -3,6 +3,7 @@ import { base64nopad } from '@scure/base';
 import { concatBytes } from '@noble/hashes/utils.js';
 import { saltedHmac, utf8Bytes } from './kdf.js';
 import { InvalidCryptoInputError, InvalidObfuscatedKeyError } from './errors.js';
+import { hasLoneSurrogate } from '../protocol/index.js';
 
 const TAG_LENGTH = 16;
 const NONCE_LENGTH = 12;
@@ -10,8 +11,6 @@ const NONCE_LENGTH = 12;
 const OVERHEAD = TAG_LENGTH + NONCE_LENGTH + TAG_LENGTH;
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
-/** With the `u` flag a surrogate class matches only a surrogate that is not half of a pair. */
-const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
 
 /**
  * Deterministic, reversible key encryption, byte-identical to vss-client-ng's KeyObfuscator:
@@ -40,7 +39,7 @@ export class KeyObfuscator {
    */
   obfuscate(key: string): string {
     if (typeof key !== 'string') throw new InvalidCryptoInputError(`key to obfuscate must be a string, got ${typeof key}`);
-    if (LONE_SURROGATE.test(key)) {
+    if (hasLoneSurrogate(key)) {
       throw new InvalidCryptoInputError(`key to obfuscate ${JSON.stringify(key)} contains a lone UTF-16 surrogate, which has no UTF-8 encoding`);
     }
     const plaintext = utf8Bytes(key);

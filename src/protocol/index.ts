@@ -57,3 +57,15 @@ export function keyValue(key: string, version: bigint, value: Uint8Array = new U
 export function hasField<T extends object>(message: T, field: keyof T & string): boolean {
   return Object.prototype.hasOwnProperty.call(message, field) && (message as Record<string, unknown>)[field] != null;
 }
+
+/** With the `u` flag a surrogate class matches only a surrogate that is not half of a pair. */
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
+
+/**
+ * Whether `text` holds a UTF-16 surrogate without its partner (an emoji cut in half by `slice`,
+ * a JSON `\ud800` escape). Such a string has no UTF-8 form: encoding it yields U+FFFD, so two
+ * distinct strings would become one key, store id or user on the wire.
+ */
+export function hasLoneSurrogate(text: string): boolean {
+  return LONE_SURROGATE.test(text);
+}

@@ -9,7 +9,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import getRawBody from 'raw-body';
-import { PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, VSS_PATHS, vss, type VssOperation } from '../protocol/index.js';
+import { hasLoneSurrogate, PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, VSS_PATHS, vss, type VssOperation } from '../protocol/index.js';
 import type { Authorizer } from './auth/types.js';
 import type { StorageBackend } from './backends/types.js';
 import { HEALTH_PATH, METRICS_PATH, VSS_BASE_PATH } from './constants.js';
@@ -106,15 +106,12 @@ class ClientGoneError extends Error {
   override readonly name = 'ClientGoneError';
 }
 
-/** A UTF-16 surrogate without its partner: not a character, so not storable as text. */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
 function checkUserToken(userToken: string): string {
   // The reference lets such tokens through to fail later as 500s; they can never own data.
   // A lone surrogate (possible in a JWT `sub` escaped as \ud800) would be stored as U+FFFD,
   // merging users that differ only there; the reference's JSON parser refuses it too.
   const usable =
-    userToken.length > 0 && fitsLength(userToken, MAX_USER_TOKEN_LENGTH) && !userToken.includes('\0') && !LONE_SURROGATE.test(userToken);
+    userToken.length > 0 && fitsLength(userToken, MAX_USER_TOKEN_LENGTH) && !userToken.includes('\0') && !hasLoneSurrogate(userToken);
   if (!usable) {
     throw new AuthError(`User token must be 1 to ${MAX_USER_TOKEN_LENGTH} characters of valid Unicode without NUL`);
   }
