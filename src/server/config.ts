@@ -3,6 +3,7 @@
  * plus DATABASE_URL, VSS_AUTH, VSS_DATA_DIR and the operator extras. Every problem is reported
  * as a ConfigError naming the variable, which the CLI prints as one line before exiting.
  */
+import { closest, distance } from 'fastest-levenshtein';
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
@@ -72,19 +73,6 @@ const UNSUPPORTED_REFERENCE_VARS: Readonly<Record<string, string>> = {
   VSS_LOG_FILE: 'is the reference server\'s log file; ldk-vss writes JSON logs to stdout (redirect them instead)',
 };
 
-/** Edit distance, to name the variable a misspelt one most likely meant. */
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const current = [i];
-    for (let j = 1; j <= b.length; j++) {
-      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    previous = current;
-  }
-  return previous[b.length];
-}
-
 /** Warnings for `VSS_*` variables that are set but not part of the configuration. */
 export function unknownVariableWarnings(env: Env): string[] {
   const known = new Set<string>(SERVER_ENV_VARS);
@@ -94,8 +82,8 @@ export function unknownVariableWarnings(env: Env): string[] {
     .map((name) => {
       const unsupported = UNSUPPORTED_REFERENCE_VARS[name];
       if (unsupported) return `${name} ${unsupported}`;
-      const [closest] = SERVER_ENV_VARS.map((candidate) => ({ candidate, distance: editDistance(name, candidate) })).sort((x, y) => x.distance - y.distance);
-      const hint = closest && closest.distance <= 2 ? `; did you mean ${closest.candidate}?` : '';
+      const likely = closest(name, [...SERVER_ENV_VARS]);
+      const hint = distance(name, likely) <= 2 ? `; did you mean ${likely}?` : '';
       return `${name} is set but not read by ldk-vss serve${hint} (ldk-vss serve --help lists the variables)`;
     });
 }
