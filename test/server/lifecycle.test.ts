@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { keyValue, vss } from '../../src/protocol/index.js';
 import { clientAddress, DEFAULT_BATCHING, MemoryBackend, PgliteBackend, startVssServer } from '../../src/server/index.js';
 import { errorOf, newIdentity, send, TestClient, text } from './helpers.js';
+import { ServerMetrics } from '../../src/server/metrics.js';
 
 const origin = (url: string) => url.replace(/\/vss$/, '');
 
@@ -149,6 +150,19 @@ describe('operator features', () => {
     } finally {
       await server.close();
     }
+  });
+
+  it('servers in one process keep their own request counters but share one process-metrics collector', async () => {
+    const a = new ServerMetrics({ processMetrics: true });
+    const b = new ServerMetrics({ processMetrics: true });
+    a.observe('getObject', 200, 0.001);
+    expect(await a.registry.getSingleMetricAsString('vss_http_requests_total')).toMatch(/status="200"\} 1/);
+    expect(await b.registry.getSingleMetricAsString('vss_http_requests_total')).not.toMatch(/status="200"/);
+    // One collector (and one GC observer) per process, not per server.
+    const cpu = a.registry.getSingleMetric('process_cpu_user_seconds_total');
+    expect(cpu).toBeDefined();
+    expect(b.registry.getSingleMetric('process_cpu_user_seconds_total')).toBe(cpu);
+    expect(new ServerMetrics().registry.getSingleMetric('process_cpu_user_seconds_total')).toBeUndefined();
   });
 
   it('CORS: allowed origins get headers and preflights, others get none', async () => {
