@@ -320,7 +320,11 @@ export class WalletFleet {
 
   /** Stops the network and every wallet's persistence. */
   async shutdown(): Promise<void> {
-    await this.net.shutdown();
-    await Promise.all([...this.wallets.values()].map((w) => w.handle.close?.().catch(() => {})));
+    try {
+      await this.net.shutdown();
+    } finally {
+      // The store clients are closed even if a node failed to stop (its error still surfaces).
+      await Promise.all([...this.wallets.values()].map((w) => w.handle.close?.().catch(() => {})));
+    }
   }
 }

@@ -32,3 +32,18 @@ describe('WalletFleet.addWallet', () => {
     }
   });
 });
+
+describe('WalletFleet.shutdown', () => {
+  it('closes every store client even when stopping the network fails, and still reports that failure', async () => {
+    const close = vi.fn(async () => {});
+    const fleet = await WalletFleet.create(async (): Promise<WalletStoreHandle> => ({ store: unusedStore, close }));
+    await fleet.addWallet('A');
+    const stop = fleet.net.shutdown.bind(fleet.net);
+    vi.spyOn(fleet.net, 'shutdown').mockImplementationOnce(async () => {
+      await stop();
+      throw new Error('a node failed to stop');
+    });
+    await expect(fleet.shutdown()).rejects.toThrow('a node failed to stop');
+    expect(close).toHaveBeenCalledTimes(1);
+  });
+});
