@@ -113,12 +113,15 @@ export class TcpPeerLink {
 /** Accepts LDK peer connections for one PeerManager on a TCP port. */
 export class TcpPeerListener {
   private readonly server: Server;
-  readonly links: TcpPeerLink[] = [];
+  /** Open links (a link leaves the set when its socket closes, so reconnects do not pile up). */
+  readonly links = new Set<TcpPeerLink>();
 
   /** `peerManager` is read on every accept, so a restored node can take over the port. */
   constructor(peerManager: () => ldk.PeerManager, onActivity: () => void = () => {}) {
     this.server = createServer((socket) => {
-      this.links.push(TcpPeerLink.accept(peerManager(), socket, onActivity));
+      const link = TcpPeerLink.accept(peerManager(), socket, onActivity);
+      this.links.add(link);
+      socket.once('close', () => this.links.delete(link));
     });
   }
 
