@@ -12,6 +12,7 @@
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { randomBytes } from 'node:crypto';
 import { decryptStorable, encryptStorable, KeyObfuscator } from '../src/crypto/index.js';
+import { median } from './stats.js';
 
 const SIZES: Array<[string, number]> = [
   ['64 B', 64],
@@ -36,8 +37,6 @@ function opsPerSecond(fn: () => void): number {
   } while (elapsed < ROUND_MS || iterations < 3);
   return (iterations * 1000) / elapsed;
 }
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** Alternates rounds of `ours` and `raw` after a warm-up; returns median ops/s and median ratio. */
 function compare(ours: () => void, raw: () => void): { oursOps: number; rawOps: number; ratio: number } {

@@ -158,7 +158,8 @@ async function measure(concurrency: number, seconds: number, op: (key: string) =
   const elapsed = (performance.now() - started) / 1000;
   const cpuAfter = await probe.read();
   latencies.sort((a, b) => a - b);
-  const pick = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
+  // Nearest rank (as src/ldk/report-format.ts): the smallest latency with at least q of the samples at or below it.
+  const pick = (q: number) => latencies[Math.max(0, Math.ceil(q * latencies.length) - 1)];
   const perOp = (key: keyof typeof cpuAfter) => ((cpuAfter[key] - cpuBefore[key]) * 1e6) / latencies.length;
   return {
     opsPerSecond: latencies.length / elapsed,
