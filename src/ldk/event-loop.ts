@@ -72,6 +72,12 @@ export interface LdkEventLoopEvents {
   fatal: [Error];
 }
 
+/**
+ * How many newer manager writes waiting events may be held for in a row when the manager keeps
+ * changing during each write (see `poll()`); then they go out with the last durable manager.
+ */
+export const MAX_REWRITES_FOR_EVENTS = 8;
+
 interface DurabilityWaiter {
   /** Satisfied by a write whose sequence number is above this. */
   after: number;
@@ -103,13 +109,8 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
    */
   private deliverNext = false;
   private delivering = false;
-  /**
-   * This pass follows the write events waited for, but the manager changed while it was in
-   * flight: only the event at the head of the queue (handed back before that write was
-   * serialized, so it is in it) may go out; `headDelivered` records that it did.
-   */
-  private headOnly = false;
-  private headDelivered = false;
+  /** Writes made again in a row for the same waiting events (see MAX_REWRITES_FOR_EVENTS). */
+  private rewritesInARow = 0;
   private readonly coalesceMs: number;
   /** Manager writes serialized so far (each gets the next number). */
   private writesSerialized = 0;
@@ -138,19 +139,11 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
     options.broadcaster?.attach(this);
     this.handler = ldk.EventHandler.new_impl({
       handle_event: (event: ldk.Event): ldk.Result_NoneReplayEventZ => {
-        if ((this.dirtySince !== undefined || this.headOnly) && !this.delivering) {
-          if (this.headOnly && !this.headDelivered) {
-            // The head event was handed back before the durable write was serialized: it is
-            // in that manager, and LDK keeps it at the head of its queue. Letting it out means
-            // every manager write releases at least one event, so traffic that changes the
-            // manager during every write cannot hold the app's events back indefinitely.
-            this.headDelivered = true;
-          } else {
-            // The manager LDK asked for is not durable yet: hand the event back (LDK replays
-            // it on the next pass) and write the manager first.
-            this.eventWaiting = true;
-            return ldk.Result_NoneReplayEventZ.constructor_err(ldk.ReplayEvent.constructor_new());
-          }
+        if (this.dirtySince !== undefined && !this.delivering) {
+          // The manager LDK asked for is not durable yet: hand the event back (LDK replays it
+          // on the next pass) and write the manager first.
+          this.eventWaiting = true;
+          return ldk.Result_NoneReplayEventZ.constructor_err(ldk.ReplayEvent.constructor_new());
         }
         this.stats.eventsHandled++;
         let handled: void | boolean;
@@ -188,15 +181,27 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
     // Events waited for the write that just became durable. LDK's flag was cleared as that
     // manager was serialized, so a flag raised since (or a write the persister asked for)
     // means the manager changed after it: events queued meanwhile may be missing from what is
-    // durable. Then only the event handed back before the write goes out (see the handler),
-    // and the others wait for a newer write; unchanged, they all go out.
+    // durable, so it is written again before any event goes out.
+    // Under traffic that changes the manager during every write this could go on for good, so
+    // after MAX_REWRITES_FOR_EVENTS newer writes in a row the events go out with the last
+    // durable manager (what LDK's own ordering does every time: events first, then the write).
     const changedSinceWrite = this.forced || this.dirtySince !== undefined;
-    const afterEventWrite = this.deliverNext;
+    const rewriteForEvents = this.deliverNext && changedSinceWrite && this.rewritesInARow < MAX_REWRITES_FOR_EVENTS;
+    this.delivering = this.deliverNext && !rewriteForEvents;
     this.deliverNext = false;
-    this.delivering = afterEventWrite && !changedSinceWrite;
-    this.headOnly = afterEventWrite && changedSinceWrite;
-    this.headDelivered = false;
-    if (!afterEventWrite && (this.forced || (this.dirtySince !== undefined && Date.now() - this.dirtySince >= this.coalesceMs))) {
+    if (rewriteForEvents) {
+      this.stats.rewritesForEvents++;
+      this.rewritesInARow++;
+      this.startWrite(true);
+      return true;
+    }
+    if (this.delivering) {
+      if (changedSinceWrite) {
+        this.log.warn({ rewrites: this.rewritesInARow }, 'the ChannelManager changed during every write the waiting events were held for; handing them out now');
+      }
+      this.rewritesInARow = 0;
+    }
+    if (!this.delivering && (this.forced || (this.dirtySince !== undefined && Date.now() - this.dirtySince >= this.coalesceMs))) {
       this.startWrite();
       return true;
     }
@@ -204,18 +209,14 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
     this.eventWaiting = false;
     try {
       this.options.chainMonitor.as_EventsProvider().process_pending_events(this.handler);
-      // Each provider keeps its own handed-back event at its head: one may go out from each.
-      this.headDelivered = false;
       this.cm.as_EventsProvider().process_pending_events(this.handler);
     } finally {
       this.delivering = false;
-      this.headOnly = false;
     }
     this.options.peerManager?.process_events();
     // A handler's action (e.g. claim_funds) may have produced a monitor update that waits
     // for a manager write: start it now rather than on the next pass.
     if (this.eventWaiting || this.forced) {
-      if (this.eventWaiting && afterEventWrite) this.stats.rewritesForEvents++;
       this.startWrite(this.eventWaiting);
       return true;
     }
