@@ -15,7 +15,8 @@
  * several in flight (LDK batches HTLCs into shared commitment updates), each as the ratio
  * to the baseline measured in the same run, alternating rounds so machine noise hits both;
  * bytes written per payment after 10 and after 1,000 payments; restore time of a node with
- * 20 channels and 1,000 payments, with parallel reads and with one read at a time.
+ * 20 channels and 1,000 payments, with parallel reads and with one read at a time, and in a
+ * fresh process (bench/cold-restore.ts) as well as in this warm one.
  *
  * Environment: BENCH_PAYMENTS (per round, default 20), BENCH_ROUNDS (default 5),
  * BENCH_CONCURRENCY (default 5), BENCH_LONG_PAYMENTS (default 1000), BENCH_CHANNELS (default 20).
@@ -29,6 +30,7 @@ import { VssServerThread, type ThreadBackendOption } from '../harness/server-thr
 import { initLdk, migrateStore, readChannelMonitors } from '../src/ldk/index.js';
 import { VssStore } from '../src/store/index.js';
 import { supportsAtomicBatch, type AsyncKVStore, type KeyValueWrite, type StoreKey } from '../src/store/types.js';
+import { coldRestore } from './cold-restore.js';
 import { median } from './stats.js';
 
 const PAYMENTS = Number(process.env.BENCH_PAYMENTS ?? 20);
@@ -290,14 +292,26 @@ async function main(): Promise<void> {
   } else {
     console.log('  reading on PostgreSQL: SKIPPED (TEST_DATABASE_URL not set)');
   }
-  // A new device: open the store (one listing of every key), then restore the node.
+  // A new device, in a fresh process: nothing compiled or cached, as on a phone restoring a wallet.
+  // It restores a copy of the store: a restore re-persists every monitor it watches (and drops
+  // the replayed deltas), so the warm restore below would otherwise start from different data.
+  const coldStoreId = `${storeId}-cold`;
+  storeSeeds.set(coldStoreId, storeSeeds.get(storeId)!);
+  await migrateStore(storeA.inner, await openStore(pglite.url, coldStoreId));
+  const cold = await coldRestore({ serverUrl: pglite.url, storeId: coldStoreId, storeSeed: storeSeeds.get(coldStoreId)!, nodeSeed: seed, blocks: long.net.chain.blocksAfter(0) });
+  console.log(
+    `  restore in a fresh process: ${(cold.initLdkMs + cold.openMs + cold.restoreMs).toFixed(0)} ms (LDK WebAssembly ${cold.initLdkMs.toFixed(0)} ms, ` +
+      `store open ${cold.openMs.toFixed(0)} ms, restoreNode ${cold.restoreMs.toFixed(0)} ms: ${cold.monitors} monitors, ${cold.updatesApplied} updates replayed, ` +
+      `${Math.round(cold.bytesRead / 1024)} KiB read), after ${cold.startupMs.toFixed(0)} ms of process start and module loading under tsx; ${cold.wallMs.toFixed(0)} ms from fork to restored node`,
+  );
+  // The same in this (warm) process: open the store (one listing of every key), then restore the node.
   const restoreStarted = performance.now();
   const fresh = await openStore(pglite.url, storeId);
   const openMs = performance.now() - restoreStarted;
   const { restored } = await long.net.restoreNode({ name: 'A', seed, persistence: vssPersistence(fresh) });
   const restoreMs = performance.now() - restoreStarted;
   console.log(
-    `  store holds ${keysInStore} keys; restore on a new device: ${restoreMs.toFixed(0)} ms (store open ${openMs.toFixed(0)} ms, restoreNode ${restored.stats.durationMs.toFixed(0)} ms: ${restored.stats.monitors} monitors, ${restored.stats.updatesApplied} updates replayed, ${Math.round(restored.stats.bytesRead / 1024)} KiB read)`,
+    `  store holds ${keysInStore} keys; restore in this warm process: ${restoreMs.toFixed(0)} ms (store open ${openMs.toFixed(0)} ms, restoreNode ${restored.stats.durationMs.toFixed(0)} ms: ${restored.stats.monitors} monitors, ${restored.stats.updatesApplied} updates replayed, ${Math.round(restored.stats.bytesRead / 1024)} KiB read)`,
   );
   await long.net.shutdown();
   await pglite.close();
