@@ -1,9 +1,9 @@
 /**
  * The event-processing loop of an LDK node with the ChannelManager persistence rule built in:
  * whenever `get_and_clear_needs_persistence()` says so, the manager is written and the write
- * must be durable before the application sees further events. A restored manager is then
- * never older than LDK tolerates relative to its monitors (an old manager makes LDK
- * force-close channels).
+ * must be durable before the application sees further events (payment outcomes excepted, see
+ * `isDeliveredWithoutManagerWrite`). A restored manager is then never older than LDK tolerates
+ * relative to its monitors (an old manager makes LDK force-close channels).
  *
  * `poll()` never blocks, so an app (or the harness) can drive it from its own pump; `start()`
  * runs it by itself, woken by LDK's futures.
@@ -78,6 +78,33 @@ export interface LdkEventLoopEvents {
  */
 export const MAX_REWRITES_FOR_EVENTS = 8;
 
+/**
+ * Events that go to the app at once, even while a manager write is owed.
+ *
+ * LDK holds a channel's revoke_and_ack monitor update until the app has handled the PaymentSent
+ * (or PaymentForwarded) that the same commitment round produced. LDK 0.1.0 (and the 0.1.2-0
+ * pre-release) mis-numbers monitor updates when such a held revoke_and_ack also frees HTLCs
+ * waiting in the channel's holding cell, and a later release then panics the WASM module
+ * ("Attempted to apply ChannelMonitorUpdates out of order"), taking every node of the process
+ * down. Holding these events for the manager write made that window wide: with several
+ * payments in flight and the manager not linked to the persister it panicked within a few
+ * hundred payments (docs/ldk.md). Handing them out at once closes it.
+ *
+ * This is safe for these kinds: they report what is already settled in the monitors (the
+ * preimage LDK learned, a fee earned), and if the node crashes before a manager that knows
+ * they were handled is durable, LDK creates them again on restart (at-least-once delivery,
+ * which handlers must tolerate anyway). The path events are informational (scoring) and go
+ * out with them so that one of them at the head of LDK's queue cannot hold a PaymentSent back.
+ */
+export function isDeliveredWithoutManagerWrite(event: ldk.Event): boolean {
+  return (
+    event instanceof ldk.Event_PaymentSent ||
+    event instanceof ldk.Event_PaymentForwarded ||
+    event instanceof ldk.Event_PaymentPathSuccessful ||
+    event instanceof ldk.Event_PaymentPathFailed
+  );
+}
+
 interface DurabilityWaiter {
   /** Satisfied by a write whose sequence number is above this. */
   after: number;
@@ -139,7 +166,7 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
     options.broadcaster?.attach(this);
     this.handler = ldk.EventHandler.new_impl({
       handle_event: (event: ldk.Event): ldk.Result_NoneReplayEventZ => {
-        if (this.dirtySince !== undefined && !this.delivering) {
+        if (this.dirtySince !== undefined && !this.delivering && !isDeliveredWithoutManagerWrite(event)) {
           // The manager LDK asked for is not durable yet: hand the event back (LDK replays it
           // on the next pass) and write the manager first.
           this.eventWaiting = true;
@@ -172,7 +199,8 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
    * One non-blocking pass: nothing while a manager write is in flight; otherwise the manager
    * write starts if one is owed and due (requested by the persister, events waiting for it,
    * or `coalesceMs` passed since LDK asked); otherwise pending events go to the handler.
-   * Events never reach the app while a write LDK asked for is not durable. Returns true if
+   * Events never reach the app while a write LDK asked for is not durable, payment outcomes
+   * excepted (`isDeliveredWithoutManagerWrite`). Returns true if
    * it did work.
    */
   poll(): boolean {

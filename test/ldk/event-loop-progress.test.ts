@@ -4,7 +4,8 @@
  * bounded number of times in a row: the app's events cannot be held back for good.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { LdkEventLoop, MAX_REWRITES_FOR_EVENTS, initLdk, silentLogger } from '../../src/ldk/index.js';
+import * as ldk from 'lightningdevkit';
+import { LdkEventLoop, MAX_REWRITES_FOR_EVENTS, initLdk, isDeliveredWithoutManagerWrite, silentLogger } from '../../src/ldk/index.js';
 import type { AsyncKVStore } from '../../src/store/types.js';
 import { MemoryKVStore } from './helpers/memory-store.js';
 import { fakeLdkNode, tagOf } from './helpers/fake-ldk-node.js';
@@ -80,5 +81,51 @@ describe('LdkEventLoop under constant traffic', () => {
     loop.poll();
     expect(handled.at(-1)).toMatchObject({ tag: 100n });
     expect(handled.at(-1)!.durableAtDelivery).toBeGreaterThan(handled.at(-1)!.serializedBefore);
+  });
+});
+
+describe('payment outcomes while a manager write is owed', () => {
+  const bytes = (fill: number) => new Uint8Array(32).fill(fill);
+  const paymentSent = () =>
+    ldk.Event.constructor_payment_sent(ldk.Option_ThirtyTwoBytesZ.constructor_some(bytes(1)), bytes(2), bytes(3), ldk.Option_u64Z.constructor_none());
+  const paymentFailed = () =>
+    ldk.Event.constructor_payment_failed(bytes(4), ldk.Option_ThirtyTwoBytesZ.constructor_some(bytes(5)), ldk.Option_PaymentFailureReasonZ.constructor_none());
+
+  it('hands out PaymentSent at once (LDK may hold a monitor update until it is handled) and holds the rest for the write', async () => {
+    const { state, channelManager, chainMonitor } = fakeLdkNode();
+    const store = gatedStore();
+    const handled: { kind: string; durableAtDelivery: number }[] = [];
+    const loop = new LdkEventLoop({
+      channelManager,
+      chainMonitor,
+      store,
+      log: silentLogger,
+      // Not yet due by time: only waiting events make the write start now.
+      coalesceMs: 60_000,
+      handleEvent: (e) => void handled.push({ kind: e.constructor.name, durableAtDelivery: store.durable }),
+    });
+    state.pending.push(paymentSent(), ldk.Event.constructor_pending_htlcs_forwardable(7n), paymentSent());
+    state.needsPersistence = true;
+
+    expect(loop.poll()).toBe(true);
+    // The first PaymentSent went out before any manager was durable; the event after it was
+    // handed back (and, as in LDK, so was everything behind it), and the write started for it.
+    expect(handled).toEqual([{ kind: 'Event_PaymentSent', durableAtDelivery: 0 }]);
+    expect(state.pending.map((e) => e.constructor.name)).toEqual(['Event_PendingHTLCsForwardable', 'Event_PaymentSent']);
+    expect(loop.persisting).toBe(true);
+
+    store.release();
+    await loop.idle();
+    loop.poll();
+    expect(handled.slice(1)).toEqual([
+      { kind: 'Event_PendingHTLCsForwardable', durableAtDelivery: 1 },
+      { kind: 'Event_PaymentSent', durableAtDelivery: 1 },
+    ]);
+  });
+
+  it('classifies only payment outcomes as deliverable before the write: a failed payment still waits', () => {
+    expect(isDeliveredWithoutManagerWrite(paymentSent())).toBe(true);
+    expect(isDeliveredWithoutManagerWrite(paymentFailed())).toBe(false);
+    expect(isDeliveredWithoutManagerWrite(ldk.Event.constructor_pending_htlcs_forwardable(1n))).toBe(false);
   });
 });
