@@ -166,9 +166,10 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
     options.broadcaster?.attach(this);
     this.handler = ldk.EventHandler.new_impl({
       handle_event: (event: ldk.Event): ldk.Result_NoneReplayEventZ => {
-        if (this.dirtySince !== undefined && !this.delivering && !isDeliveredWithoutManagerWrite(event)) {
+        const managerNotDurable = this.dirtySince !== undefined || this.inFlight !== undefined;
+        if (managerNotDurable && !this.delivering && !isDeliveredWithoutManagerWrite(event)) {
           // The manager LDK asked for is not durable yet: hand the event back (LDK replays it
-          // on the next pass) and write the manager first.
+          // on the next pass) and write the manager first (or let the write in flight finish).
           this.eventWaiting = true;
           return ldk.Result_NoneReplayEventZ.constructor_err(ldk.ReplayEvent.constructor_new());
         }
@@ -196,7 +197,8 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
   }
 
   /**
-   * One non-blocking pass: nothing while a manager write is in flight; otherwise the manager
+   * One non-blocking pass: while a manager write is in flight only payment outcomes go out
+   * (`deliverPaymentOutcomes`); otherwise the manager
    * write starts if one is owed and due (requested by the persister, events waiting for it,
    * or `coalesceMs` passed since LDK asked); otherwise pending events go to the handler.
    * Events never reach the app while a write LDK asked for is not durable, payment outcomes
@@ -204,7 +206,8 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
    * it did work.
    */
   poll(): boolean {
-    if (this.failure || this.stopped || this.inFlight) return false;
+    if (this.failure || this.stopped) return false;
+    if (this.inFlight) return this.deliverPaymentOutcomes();
     if (this.cm.get_and_clear_needs_persistence()) this.dirtySince ??= Date.now();
     // Events waited for the write that just became durable. LDK's flag was cleared as that
     // manager was serialized, so a flag raised since (or a write the persister asked for)
@@ -248,6 +251,27 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
       this.startWrite(this.eventWaiting);
       return true;
     }
+    return this.stats.eventsHandled > before;
+  }
+
+  /**
+   * The pass made while a manager write is in flight: only the events that must not wait for
+   * it go out (`isDeliveredWithoutManagerWrite`), the rest are handed back for after the
+   * write. LDK resumes a channel whose monitor update completed without this loop (the peer
+   * handler's message processing does it), so a revoke_and_ack can come back from the peer
+   * while a write is in flight; the PaymentSent of that round must have been handled by then.
+   */
+  private deliverPaymentOutcomes(): boolean {
+    // Only when LDK's state changed since the write began (a PaymentSent comes with such a
+    // change): events that were already waiting were handed back before, and handing them back
+    // again would only make LDK ask for one more write.
+    if (!this.cm.get_and_clear_needs_persistence()) return false;
+    this.dirtySince ??= Date.now();
+    const before = this.stats.eventsHandled;
+    this.cm.as_EventsProvider().process_pending_events(this.handler);
+    // Handing the other events back raised LDK's flag again; the write owed for the change
+    // above (after the one in flight) covers whatever this pass changed.
+    this.cm.get_and_clear_needs_persistence();
     return this.stats.eventsHandled > before;
   }
 
@@ -335,8 +359,10 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
     this.running = (async () => {
       while (!this.stopped && !this.failure) {
         const didWork = this.poll();
-        if (this.inFlight) await this.inFlight;
-        else if (!didWork) await this.waitForLdk(Math.min(1_000, this.managerWriteDueInMs ?? 1_000));
+        if (didWork) continue;
+        // During a write LDK may queue a payment outcome that must go out before it finishes.
+        if (this.inFlight) await Promise.race([this.inFlight, this.waitForLdk(1_000)]);
+        else await this.waitForLdk(Math.min(1_000, this.managerWriteDueInMs ?? 1_000));
       }
     })();
   }

@@ -8,9 +8,10 @@
  * of that round, and mis-numbers the update when that held revoke_and_ack also frees HTLCs from
  * the holding cell. While the event loop held PaymentSent for the manager write, this setup
  * panicked within 40 to 400 payments (in six runs of a stress script); the loop now hands
- * payment outcomes out at once (isDeliveredWithoutManagerWrite). The panic depends on timing,
- * so a regression fails this test most of the time rather than every time (with the old loop
- * it failed in three of four runs).
+ * payment outcomes out at once (isDeliveredWithoutManagerWrite), also while a manager write is
+ * in flight. The panic depends on timing, so a regression fails this test most of the time
+ * rather than every time: with the loop holding outcomes it failed in three of four runs; with
+ * outcomes held only during in-flight writes, in three of three runs next to e2e-crash.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';

@@ -91,7 +91,8 @@ describe('payment outcomes while a manager write is owed', () => {
   const paymentFailed = () =>
     ldk.Event.constructor_payment_failed(bytes(4), ldk.Option_ThirtyTwoBytesZ.constructor_some(bytes(5)), ldk.Option_PaymentFailureReasonZ.constructor_none());
 
-  it('hands out PaymentSent at once (LDK may hold a monitor update until it is handled) and holds the rest for the write', async () => {
+  /** A loop over a fake node whose manager writes wait for `store.release()`; `handled` records what reached the app and how many writes were durable then. */
+  const recordingLoop = (coalesceMs?: number) => {
     const { state, channelManager, chainMonitor } = fakeLdkNode();
     const store = gatedStore();
     const handled: { kind: string; durableAtDelivery: number }[] = [];
@@ -100,10 +101,15 @@ describe('payment outcomes while a manager write is owed', () => {
       chainMonitor,
       store,
       log: silentLogger,
-      // Not yet due by time: only waiting events make the write start now.
-      coalesceMs: 60_000,
+      coalesceMs,
       handleEvent: (e) => void handled.push({ kind: e.constructor.name, durableAtDelivery: store.durable }),
     });
+    return { state, store, handled, loop };
+  };
+
+  it('hands out PaymentSent at once (LDK may hold a monitor update until it is handled) and holds the rest for the write', async () => {
+    // Not yet due by time: only waiting events make the write start now.
+    const { state, store, handled, loop } = recordingLoop(60_000);
     state.pending.push(paymentSent(), ldk.Event.constructor_pending_htlcs_forwardable(7n), paymentSent());
     state.needsPersistence = true;
 
@@ -121,6 +127,37 @@ describe('payment outcomes while a manager write is owed', () => {
       { kind: 'Event_PendingHTLCsForwardable', durableAtDelivery: 1 },
       { kind: 'Event_PaymentSent', durableAtDelivery: 1 },
     ]);
+  });
+
+  it('while a manager write is in flight, hands out a PaymentSent LDK queues meanwhile; other events wait for a newer write', async () => {
+    const { state, store, handled, loop } = recordingLoop();
+    state.pending.push(ldk.Event.constructor_pending_htlcs_forwardable(1n));
+    state.needsPersistence = true;
+    expect(loop.poll()).toBe(true); // handed back; write #1 starts
+    expect(loop.persisting).toBe(true);
+    // Nothing changed since the write began: a pass now would only hand the event back again.
+    expect(loop.poll()).toBe(false);
+    expect(handled).toEqual([]);
+
+    // During write #1, LDK learns a preimage: a PaymentSent joins the queue (behind the event
+    // already waiting, so LDK would hand it out only after that one; put it first, as LDK does
+    // when the waiting event is handled by then) and LDK asks for persistence.
+    state.pending.unshift(paymentSent());
+    state.needsPersistence = true;
+    expect(loop.poll()).toBe(true);
+    expect(handled).toEqual([{ kind: 'Event_PaymentSent', durableAtDelivery: 0 }]);
+    expect(loop.persisting).toBe(true);
+
+    // The other event waits for a manager written after the change: write #1, then a newer one.
+    store.release();
+    await loop.idle();
+    expect(loop.poll()).toBe(true);
+    expect(handled).toHaveLength(1);
+    store.release();
+    await loop.idle();
+    expect(loop.poll()).toBe(true);
+    expect(handled.slice(1)).toEqual([{ kind: 'Event_PendingHTLCsForwardable', durableAtDelivery: 2 }]);
+    expect(loop.stats.managerWrites).toBe(2);
   });
 
   it('classifies only payment outcomes as deliverable before the write: a failed payment still waits', () => {
