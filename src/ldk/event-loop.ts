@@ -79,7 +79,7 @@ export interface LdkEventLoopEvents {
 export const MAX_REWRITES_FOR_EVENTS = 8;
 
 /**
- * Events that go to the app at once, even while a manager write is owed.
+ * Events that go to the app at once, even while a manager write is owed or in flight.
  *
  * LDK holds a channel's revoke_and_ack monitor update until the app has handled the PaymentSent
  * (or PaymentForwarded) that the same commitment round produced. LDK 0.1.0 (and the 0.1.2-0
@@ -187,7 +187,7 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
     });
   }
 
-  /** True while a manager write is in flight (events wait for it). */
+  /** True while a manager write is in flight (events other than payment outcomes wait for it). */
   get persisting(): boolean {
     return this.inFlight !== undefined;
   }
@@ -198,12 +198,11 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
 
   /**
    * One non-blocking pass: while a manager write is in flight only payment outcomes go out
-   * (`deliverPaymentOutcomes`); otherwise the manager
-   * write starts if one is owed and due (requested by the persister, events waiting for it,
-   * or `coalesceMs` passed since LDK asked); otherwise pending events go to the handler.
-   * Events never reach the app while a write LDK asked for is not durable, payment outcomes
-   * excepted (`isDeliveredWithoutManagerWrite`). Returns true if
-   * it did work.
+   * (`deliverPaymentOutcomes`); otherwise the manager write starts if one is owed and due
+   * (requested by the persister, events waiting for it, or `coalesceMs` passed since LDK
+   * asked); otherwise pending events go to the handler. Events never reach the app while a
+   * write LDK asked for is not durable, payment outcomes excepted
+   * (`isDeliveredWithoutManagerWrite`). Returns true if it did work.
    */
   poll(): boolean {
     if (this.failure || this.stopped) return false;
