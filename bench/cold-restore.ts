@@ -98,8 +98,8 @@ async function runChild(input: ColdRestoreInput, startupMs: number): Promise<Omi
   t = performance.now();
   const { node, restored } = await net.restoreNode({ name: 'A', seed: input.nodeSeed, persistence: vssPersistence(store) });
   const restoreMs = performance.now() - t;
-  // Writes the restore started (monitors re-persisted as they are watched) land before the
-  // parent goes on with the same store.
+  // The writes the restore started (monitors re-persisted as they are watched) land before the
+  // child reports, so it exits with nothing in flight.
   await node.persistence.vssPersister?.flush();
   await store.close();
   const { monitors, updatesApplied, bytesRead } = restored.stats;
