@@ -48,3 +48,10 @@ export class PersisterStoppedError extends LdkPersistenceError {}
 
 /** A copy made by `migrateStore` did not read back identical. */
 export class MigrationVerificationError extends LdkPersistenceError {}
+
+/**
+ * LDK's WebAssembly module trapped (a Rust panic, whose message LDK prints to stderr) during a
+ * call the event loop made. The module's state is then unusable for every node in the process:
+ * stop the process and restore the node from its store.
+ */
+export class LdkPanicError extends LdkPersistenceError {}

@@ -11,7 +11,7 @@
 import { EventEmitter } from 'node:events';
 import * as ldk from 'lightningdevkit';
 import type { AsyncKVStore } from '../store/types.js';
-import { PersisterStoppedError } from './errors.js';
+import { LdkPanicError, PersisterStoppedError } from './errors.js';
 import { describeError, stderrLogger, type PersistenceLogger } from './log.js';
 import { writeManagerBytes } from './manager.js';
 import { backoffDelay, isTransientStoreError, sleep, type BackoffOptions } from './retry.js';
@@ -206,7 +206,32 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
    */
   poll(): boolean {
     if (this.failure || this.stopped) return false;
-    if (this.inFlight) return this.deliverPaymentOutcomes();
+    try {
+      return this.inFlight ? this.deliverPaymentOutcomes() : this.pass();
+    } catch (err) {
+      throw this.failOnPanic(err, 'processing events');
+    }
+  }
+
+  /**
+   * A trap in LDK's WebAssembly (a Rust panic) leaves the module unusable: the loop stops for
+   * good with a typed error that says so, emitted as `fatal`. Other errors pass through as
+   * they are.
+   */
+  private failOnPanic(err: unknown, during: string): unknown {
+    if (!(err instanceof WebAssembly.RuntimeError)) return err;
+    const failure = new LdkPanicError(
+      `LDK panicked while ${during} (${err.message}; LDK's own message is on stderr): its WebAssembly state is unusable, so every node in this process must stop; restart and restore from the store`,
+      { cause: err },
+    );
+    this.failure ??= failure;
+    this.settleWaiters(undefined, failure);
+    this.emit('fatal', failure);
+    return failure;
+  }
+
+  /** The pass made when no manager write is in flight. */
+  private pass(): boolean {
     if (this.cm.get_and_clear_needs_persistence()) this.dirtySince ??= Date.now();
     // Events waited for the write that just became durable. LDK's flag was cleared as that
     // manager was serialized, so a flag raised since (or a write the persister asked for)
@@ -357,7 +382,14 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
     if (this.running) return;
     this.running = (async () => {
       while (!this.stopped && !this.failure) {
-        const didWork = this.poll();
+        let didWork: boolean;
+        try {
+          didWork = this.poll();
+        } catch (err) {
+          // Already reported as `fatal`; the loop ends like after any other fatal error.
+          if (err instanceof LdkPanicError) return;
+          throw err;
+        }
         if (didWork) continue;
         // During a write LDK may queue a payment outcome that must go out before it finishes.
         if (this.inFlight) await Promise.race([this.inFlight, this.waitForLdk(1_000)]);
@@ -402,8 +434,16 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
     const seq = ++this.writesSerialized;
     // Clear LDK's flag as the manager is serialized: whatever raised it so far (an event handed
     // back included) is in these bytes, so a flag raised later means a newer state.
-    this.cm.get_and_clear_needs_persistence();
-    const bytes = this.cm.write();
+    let bytes: Uint8Array;
+    try {
+      this.cm.get_and_clear_needs_persistence();
+      bytes = this.cm.write();
+    } catch (err) {
+      // persistWithRetry never rejects: a panic is recorded (and emitted) like any failure.
+      const failure = this.failOnPanic(err, 'serializing the ChannelManager');
+      if (failure instanceof LdkPanicError) return;
+      throw failure;
+    }
     for (let attempt = 1; ; attempt++) {
       if (this.stopped) {
         this.failure ??= new PersisterStoppedError('event loop stopped before the manager was durable');

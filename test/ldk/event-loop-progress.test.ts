@@ -5,7 +5,7 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as ldk from 'lightningdevkit';
-import { LdkEventLoop, MAX_REWRITES_FOR_EVENTS, initLdk, isDeliveredWithoutManagerWrite, silentLogger } from '../../src/ldk/index.js';
+import { LdkEventLoop, LdkPanicError, MAX_REWRITES_FOR_EVENTS, initLdk, isDeliveredWithoutManagerWrite, silentLogger } from '../../src/ldk/index.js';
 import type { AsyncKVStore } from '../../src/store/types.js';
 import { MemoryKVStore } from './helpers/memory-store.js';
 import { fakeLdkNode, tagOf } from './helpers/fake-ldk-node.js';
@@ -164,5 +164,61 @@ describe('payment outcomes while a manager write is owed', () => {
     expect(isDeliveredWithoutManagerWrite(paymentSent())).toBe(true);
     expect(isDeliveredWithoutManagerWrite(paymentFailed())).toBe(false);
     expect(isDeliveredWithoutManagerWrite(ldk.Event.constructor_pending_htlcs_forwardable(1n))).toBe(false);
+  });
+});
+
+describe('a panic inside LDK', () => {
+  const trap = () => new WebAssembly.RuntimeError('unreachable');
+
+  it('stops the loop for good with LdkPanicError (emitted as fatal) when LDK traps while processing events; other errors pass through', async () => {
+    const { state, channelManager, chainMonitor } = fakeLdkNode();
+    let failWith: Error | undefined;
+    const provider = channelManager.as_EventsProvider();
+    (channelManager as unknown as { as_EventsProvider: () => unknown }).as_EventsProvider = () => ({
+      process_pending_events: (handler: ldk.EventHandler) => {
+        if (failWith) throw failWith;
+        provider.process_pending_events(handler);
+      },
+    });
+    const fatal: Error[] = [];
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store: new MemoryKVStore(), log: silentLogger, handleEvent: () => {} });
+    loop.on('fatal', (err) => fatal.push(err));
+
+    failWith = new TypeError('a bug in the caller');
+    expect(() => loop.poll()).toThrow(TypeError);
+    expect(loop.fatalError).toBeUndefined();
+
+    failWith = trap();
+    state.pending.push(ldk.Event.constructor_pending_htlcs_forwardable(1n));
+    let thrown: unknown;
+    try {
+      loop.poll();
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).toBeInstanceOf(LdkPanicError);
+    expect((thrown as Error).message).toMatch(/LDK panicked while processing events .*restart and restore from the store/);
+    expect((thrown as Error).cause).toBeInstanceOf(WebAssembly.RuntimeError);
+    expect(fatal).toEqual([thrown]);
+    expect(loop.fatalError).toBe(thrown);
+    // Nothing more is attempted, and whoever waits for a durable manager learns why.
+    expect(loop.poll()).toBe(false);
+    await expect(loop.managerDurable()).rejects.toBe(thrown);
+  });
+
+  it('a loop running by itself ends with fatal (no unhandled rejection) when LDK traps while serializing the manager', async () => {
+    const { state, channelManager, chainMonitor } = fakeLdkNode();
+    (channelManager as unknown as { write: () => Uint8Array }).write = () => {
+      throw trap();
+    };
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store: new MemoryKVStore(), log: silentLogger, handleEvent: () => {}, coalesceMs: 0 });
+    const fatal = new Promise<Error>((resolve) => loop.once('fatal', resolve));
+    state.needsPersistence = true;
+    loop.start();
+    const error = await fatal;
+    expect(error).toBeInstanceOf(LdkPanicError);
+    expect(error.message).toMatch(/while serializing the ChannelManager/);
+    await loop.stop();
+    expect(loop.fatalError).toBe(error);
   });
 });
