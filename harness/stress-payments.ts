@@ -1,0 +1,142 @@
+/**
+ * npm run stress:payments
+ *
+ * Two in-process LDK nodes paying each other in rounds of 20 payments, alternately one at a
+ * time and several in flight, for as long as it takes LDK to go wrong: a tool for timing-
+ * dependent failures that a test run of a few hundred payments catches only sometimes. It found
+ * LDK 0.1.0's "Attempted to apply ChannelMonitorUpdates out of order" panic (docs/ldk.md,
+ * "Payment outcomes go out at once"). A round that finishes prints the event loops' counters; a
+ * panic ends the process with LDK's message (LDK_LOG=trace shows what led to it).
+ *
+ * Environment:
+ *   STRESS_SETUP    linked (default): both wallets on VssPersister, linked to the event loop;
+ *                   unlinked: the same without the link; payer-only: the payee in memory;
+ *                   ldk-sync: LDK's MonitorUpdatingPersister over the blocking store view
+ *   STRESS_ROUNDS   rounds of 20 payments (default 40)
+ *   STRESS_IN_FLIGHT payments in flight in the odd rounds (default 5)
+ *   STRESS_DELAY_MS extra delay before each of the payer's writes (default 0)
+ *   STRESS_DATABASE_URL  run the VSS server on this PostgreSQL server (in a database
+ *                   `ldk_vss_stress_<pid>`, dropped at the end) instead of embedded PGlite
+ *   LDK_LOG         trace or debug: LDK's log lines to stderr (default: errors only)
+ */
+import { randomBytes } from 'node:crypto';
+import * as ldk from 'lightningdevkit';
+import pg from 'pg';
+import { initLdk } from '../src/ldk/index.js';
+import { VssStore } from '../src/store/index.js';
+import { supportsAtomicBatch, type AsyncKVStore, type KeyValueWrite } from '../src/store/types.js';
+import { WalletNetwork } from './network.js';
+import { ldkMonitorUpdatingPersistence, memoryPersistence, vssPersistence, type PersistenceFactory } from './persistence.js';
+import { VssServerThread } from './server-thread.js';
+
+const SETUPS = ['linked', 'unlinked', 'payer-only', 'ldk-sync'] as const;
+type Setup = (typeof SETUPS)[number];
+const PAYMENTS_PER_ROUND = 20;
+
+function setupFromEnv(): Setup {
+  const value = process.env.STRESS_SETUP ?? 'linked';
+  if (!(SETUPS as readonly string[]).includes(value)) throw new Error(`STRESS_SETUP must be one of ${SETUPS.join(', ')}, got ${JSON.stringify(value)}`);
+  return value as Setup;
+}
+
+function positiveInteger(name: string, fallback: number, allowZero = false): number {
+  const raw = process.env[name];
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < (allowZero ? 0 : 1)) throw new Error(`${name} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${JSON.stringify(raw)}`);
+  return value;
+}
+
+/** The store with every write (and batch) delayed by `delayMs`: a slow link to the server. */
+function delayedWrites(inner: AsyncKVStore, delayMs: number): AsyncKVStore {
+  if (delayMs === 0) return inner;
+  const sleep = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, delayMs));
+  const store: AsyncKVStore & { writeBatch?: (writes: readonly KeyValueWrite[]) => Promise<void> } = {
+    read: (p, s, k) => inner.read(p, s, k),
+    write: async (p, s, k, v) => {
+      await sleep();
+      await inner.write(p, s, k, v);
+    },
+    remove: (p, s, k, lazy) => inner.remove(p, s, k, lazy),
+    list: (p, s) => inner.list(p, s),
+    listAll: () => inner.listAll(),
+  };
+  if (supportsAtomicBatch(inner)) {
+    store.writeBatch = async (writes) => {
+      await sleep();
+      await inner.writeBatch(writes);
+    };
+  }
+  return store;
+}
+
+async function main(): Promise<void> {
+  const setup = setupFromEnv();
+  const rounds = positiveInteger('STRESS_ROUNDS', 40);
+  const inFlight = positiveInteger('STRESS_IN_FLIGHT', 5);
+  const delayMs = positiveInteger('STRESS_DELAY_MS', 0, true);
+  const logLevel = process.env.LDK_LOG === 'trace' ? ldk.Level.LDKLevel_Trace : process.env.LDK_LOG === 'debug' ? ldk.Level.LDKLevel_Debug : ldk.Level.LDKLevel_Error;
+
+  await initLdk();
+  const databaseUrl = process.env.STRESS_DATABASE_URL;
+  const database = `ldk_vss_stress_${process.pid}`;
+  let server: VssServerThread;
+  if (databaseUrl) {
+    const url = new URL(databaseUrl);
+    url.pathname = `/${database}`;
+    server = await VssServerThread.start({ kind: 'postgres', url: url.toString(), createDatabase: true });
+  } else {
+    server = await VssServerThread.start({ kind: 'pglite' });
+  }
+  const closeServer = async (): Promise<void> => {
+    await server.close();
+    if (!databaseUrl) return;
+    const admin = new pg.Client({ connectionString: databaseUrl });
+    await admin.connect();
+    await admin.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
+    await admin.end();
+  };
+  const persistence = async (name: string, delay: number): Promise<PersistenceFactory> => {
+    const store = await VssStore.open({
+      storeId: `stress-${name}-${randomBytes(4).toString('hex')}`,
+      client: { baseUrl: server.url },
+      keys: { seed: new Uint8Array(randomBytes(64)) },
+    });
+    if (setup === 'ldk-sync') return ldkMonitorUpdatingPersistence(store.toSyncStore(), store);
+    return vssPersistence(delayedWrites(store, delay), { linkManager: setup !== 'unlinked' });
+  };
+
+  const net = await WalletNetwork.create();
+  const a = net.addNode({ name: 'A', persistence: await persistence('a', delayMs), logLevel });
+  const b = net.addNode({ name: 'B', persistence: setup === 'payer-only' ? memoryPersistence() : await persistence('b', 0), logLevel });
+  net.start();
+  await net.connect(a, b);
+  await net.openChannel(a, b, { capacitySat: 10_000_000n, timeoutMs: 60_000 });
+  console.log(`stress:payments  setup ${setup}, ${rounds} rounds of ${PAYMENTS_PER_ROUND} payments (odd rounds ${inFlight} in flight), payer writes delayed ${delayMs} ms, ${databaseUrl ? 'PostgreSQL' : 'PGlite'}`);
+
+  for (let round = 0; round < rounds; round++) {
+    const lanes = round % 2 === 0 ? 1 : inFlight;
+    let started = 0;
+    const lane = async (): Promise<void> => {
+      while (started < PAYMENTS_PER_ROUND) {
+        started++;
+        await net.waitForPayment(net.sendPayment(a, b, 1_000n), { timeoutMs: 120_000 });
+      }
+    };
+    await Promise.all(Array.from({ length: lanes }, lane));
+    await net.waitFor(() => net.quiescent(a, b), { timeoutMs: 120_000, what: 'the channel to settle' });
+    const counters = [a, b].flatMap((n) => (n.eventLoop ? [`${n.name} ${JSON.stringify(n.eventLoop.stats)}`] : []));
+    console.log(`round ${round + 1}/${rounds} done (${lanes} in flight); ${counters.join('; ')}`);
+  }
+  console.log(`${rounds * PAYMENTS_PER_ROUND} payments, no failure`);
+  await net.shutdown();
+  await closeServer();
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
