@@ -17,18 +17,9 @@ import {
   parseBindAddress,
   SERVER_ENV_VARS,
 } from '../../src/server/config.js';
+import { configError } from './helpers.js';
 
 const rsaPem = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
-
-function configError(env: Record<string, string>): ConfigError {
-  try {
-    loadServeConfig(env);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return error as ConfigError;
-  }
-  throw new Error(`expected a ConfigError for ${JSON.stringify(env)}`);
-}
 
 let dir: string;
 beforeAll(async () => {

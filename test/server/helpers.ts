@@ -13,6 +13,7 @@ import { bigIntToInt64, hasField, int64ToBigInt, keyValue, vss } from '../../src
 import { MemoryBackend, type StorageBackend } from '../../src/server/index.js';
 import { PgliteBackend } from '../../src/server/backends/pglite.js';
 import { PostgresBackend } from '../../src/server/backends/postgres.js';
+import { ConfigError, loadServeConfig } from '../../src/server/config.js';
 
 export const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL;
 
@@ -294,4 +295,15 @@ export const BACKEND_CASES: readonly BackendCase[] = [
 
 export function backendCase(name: BackendCase['name']): BackendCase {
   return BACKEND_CASES.find((c) => c.name === name) as BackendCase;
+}
+
+/** The ConfigError `loadServeConfig` throws for `env` (fails the test if it throws something else, or nothing). */
+export function configError(env: Record<string, string>): ConfigError {
+  try {
+    loadServeConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return error as ConfigError;
+  }
+  throw new Error(`expected a ConfigError for ${JSON.stringify(env)}`);
 }

@@ -8,8 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportJWK, SignJWT, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError, loadServeConfig } from '../../src/server/config.js';
 import { JwtAuthorizer, JwtKeyError } from '../../src/server/index.js';
+import { configError } from './helpers.js';
 
 const rsa2048 = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const rsa1024 = generateKeyPairSync('rsa', { modulusLength: 1024 });
@@ -36,14 +36,7 @@ describe('JWKS keys', () => {
     expect(() => new JwtAuthorizer({ jwks })).toThrow(JwtKeyError);
     const path = join(dir, `${_name.replace(/\W+/g, '-')}.json`);
     await writeFile(path, JSON.stringify(jwks));
-    let error: unknown;
-    try {
-      loadServeConfig({ VSS_JWT_JWKS_PATH: path });
-    } catch (caught) {
-      error = caught;
-    }
-    expect(error).toBeInstanceOf(ConfigError);
-    expect((error as ConfigError).variable).toBe('VSS_JWT_JWKS_PATH');
+    expect(configError({ VSS_JWT_JWKS_PATH: path }).variable).toBe('VSS_JWT_JWKS_PATH');
   });
 
   it('accepts a JWKS mixing other keys with one usable RSA key, and verifies with it', async () => {
