@@ -9,7 +9,6 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  ConfigError,
   DEFAULT_DATA_DIR,
   DEFAULT_PORT,
   HEALTH_PATH,
