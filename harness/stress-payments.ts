@@ -24,10 +24,11 @@ import * as ldk from 'lightningdevkit';
 import pg from 'pg';
 import { initLdk } from '../src/ldk/index.js';
 import { VssStore } from '../src/store/index.js';
-import { supportsAtomicBatch, type AsyncKVStore, type KeyValueWrite } from '../src/store/types.js';
+import { supportsAtomicBatch, type AsyncKVStore } from '../src/store/types.js';
 import { WalletNetwork } from './network.js';
 import { ldkMonitorUpdatingPersistence, memoryPersistence, vssPersistence, type PersistenceFactory } from './persistence.js';
 import { VssServerThread } from './server-thread.js';
+import { wrapStore } from './wrapped-store.js';
 
 const SETUPS = ['linked', 'unlinked', 'payer-only', 'ldk-sync'] as const;
 type Setup = (typeof SETUPS)[number];
@@ -51,23 +52,18 @@ function positiveInteger(name: string, fallback: number, allowZero = false): num
 function delayedWrites(inner: AsyncKVStore, delayMs: number): AsyncKVStore {
   if (delayMs === 0) return inner;
   const sleep = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, delayMs));
-  const store: AsyncKVStore & { writeBatch?: (writes: readonly KeyValueWrite[]) => Promise<void> } = {
-    read: (p, s, k) => inner.read(p, s, k),
+  return wrapStore(inner, {
     write: async (p, s, k, v) => {
       await sleep();
       await inner.write(p, s, k, v);
     },
-    remove: (p, s, k, lazy) => inner.remove(p, s, k, lazy),
-    list: (p, s) => inner.list(p, s),
-    listAll: () => inner.listAll(),
-  };
-  if (supportsAtomicBatch(inner)) {
-    store.writeBatch = async (writes) => {
-      await sleep();
-      await inner.writeBatch(writes);
-    };
-  }
-  return store;
+    writeBatch: supportsAtomicBatch(inner)
+      ? async (writes) => {
+          await sleep();
+          await inner.writeBatch(writes);
+        }
+      : undefined,
+  });
 }
 
 async function main(): Promise<void> {

@@ -4,6 +4,7 @@
  */
 import { supportsAtomicBatch, type AsyncKVStore, type KeyValueWrite, type StoreKey } from '../../../src/store/types.js';
 import { connectionRefused } from './memory-store.js';
+import { wrapStore, type StoreOverrides } from '../../../harness/wrapped-store.js';
 
 export interface RecordedWrite {
   key: StoreKey;
@@ -109,12 +110,6 @@ export class RecordingStore implements AsyncKVStore {
  * `inner` with some operations replaced (to hold or fail them in a test); the rest pass through.
  * No `writeBatch`, so the persister writes each key on its own.
  */
-export function overridingStore(inner: AsyncKVStore, overrides: Partial<Pick<AsyncKVStore, 'write' | 'remove'>>): AsyncKVStore {
-  return {
-    read: (p, s, k) => inner.read(p, s, k),
-    write: overrides.write ?? ((p, s, k, value) => inner.write(p, s, k, value)),
-    list: (p, s) => inner.list(p, s),
-    listAll: () => inner.listAll(),
-    remove: overrides.remove ?? ((p, s, k, lazy) => inner.remove(p, s, k, lazy)),
-  };
+export function overridingStore(inner: AsyncKVStore, overrides: Pick<StoreOverrides, 'write' | 'remove'>): AsyncKVStore {
+  return wrapStore(inner, { ...overrides, batches: false });
 }
