@@ -10,7 +10,7 @@ import {
   RollbackDetectedError,
   StoreClosedError,
 } from '../store/errors.js';
-import { ConflictError, InvalidRequestError, VersionMismatchError } from '../client/errors.js';
+import { isPermanentVssError } from '../client/retry.js';
 import { CorruptStateError } from './errors.js';
 
 export interface BackoffOptions {
@@ -56,11 +56,9 @@ function isPermanent(err: unknown): boolean {
     err instanceof CorruptStateError ||
     err instanceof InvalidKeyError ||
     err instanceof StoreClosedError ||
-    err instanceof ConflictError ||
-    err instanceof InvalidRequestError ||
-    // A reply without the protocol header on a 5xx/408/429 comes from a proxy in front of a
-    // server that is down: an outage, not an incompatible server.
-    (err instanceof VersionMismatchError && !err.fromIntermediary)
+    // The client's own rule: conflicts, invalid requests, missing keys and an incompatible
+    // server (not a proxy's header-less 5xx while the server is down) are permanent.
+    isPermanentVssError(err)
   );
 }
 

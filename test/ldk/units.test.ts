@@ -46,7 +46,7 @@ import {
   StoreIOError,
   StoreTimeoutError,
 } from '../../src/store/errors.js';
-import { ConflictError, InternalServerError, InvalidRequestError, VersionMismatchError, VssClientError } from '../../src/client/errors.js';
+import { ConflictError, InternalServerError, InvalidRequestError, NoSuchKeyError, VersionMismatchError, VssClientError } from '../../src/client/errors.js';
 import type { AsyncKVStore, StoreKey, SyncKVStore } from '../../src/store/types.js';
 import { MemoryKVStore, MemoryServer, connectionRefused } from './helpers/memory-store.js';
 import { fakeLdkNode } from './helpers/fake-ldk-node.js';
@@ -123,6 +123,7 @@ describe('error classification', () => {
       new StoreClosedError('x'),
       new ConflictError('x'),
       new InvalidRequestError('x'),
+      new NoSuchKeyError('x'),
     ]) {
       expect(isTransientStoreError(fatal)).toBe(false);
     }
