@@ -34,6 +34,15 @@ interface UncertainWrite {
   digest?: Uint8Array;
 }
 
+/**
+ * What a read-back says: no attempt to settle ('none'), ours committed, ours did not, or an
+ * older attempt of ours landed late instead ('superseded': the key is at a version we wrote).
+ */
+type SettleOutcome = 'none' | 'committed' | 'not-committed' | 'superseded';
+
+/** Late attempts remembered per key (each is a request that failed; more than a few in a row is an outage). */
+const MAX_LATE_ATTEMPTS = 8;
+
 export interface EngineConfig {
   storeId: string;
   dataEncryptionKey: Uint8Array;
@@ -70,6 +79,12 @@ export class StoreEngine {
   /** Server versions this store believes current, by store key (absent = no such key). */
   readonly versions = new Map<string, bigint>();
   readonly #uncertain = new Map<string, UncertainWrite>();
+  /**
+   * Attempts a read-back found not committed whose request may still reach the server (a
+   * broken connection or an aborted request does not stop a request already sent). If one
+   * lands later, the next compare-and-set meets our own write, not another writer's.
+   */
+  readonly #late = new Map<string, UncertainWrite[]>();
   /** Keys whose last conditional write met another version; writes fail fast until a read. */
   readonly #conflicted = new Set<string>();
   /** Sequence number of the last local change per key, so stale reads/lists never teach us. */
@@ -149,6 +164,10 @@ export class StoreEngine {
           listed.set(marker.storeKey, 1n);
           schema = 1;
           created = true;
+        } else if (listed.has(marker.storeKey) && attempt === 0) {
+          // The marker was absent when read and present when listed: another instance created
+          // the store in between. Read its marker again rather than calling the store foreign.
+          continue;
         } else if ([...listed.keys()].some((k) => k.startsWith(V0_PROBE_PREFIX))) {
           schema = 0;
         } else {
@@ -158,7 +177,7 @@ export class StoreEngine {
         }
       }
       this.layout = new StoreLayout(schema, this.#obfuscator);
-      if (schema === 0) this.#checkV0Ownership(listed);
+      if (schema === 0) this.#checkV0Ownership(listed, marker.storeKey);
       for (const [storeKey, version] of listed) this.versions.set(storeKey, version);
       return { schema, created };
     }
@@ -166,10 +185,13 @@ export class StoreEngine {
   }
 
   /** A V0 store has no marker to authenticate the keys; deobfuscating some of its keys does. */
-  #checkV0Ownership(listed: Map<string, bigint>): void {
+  #checkV0Ownership(listed: Map<string, bigint>, markerKey: string): void {
     const layout = this.#layout();
     let checked = 0;
     for (const storeKey of listed.keys()) {
+      // A V0 marker (00 00) still sits at the V1 address, which is not a V0 key; it was
+      // authenticated when it decrypted.
+      if (storeKey === markerKey) continue;
       if (checked++ >= 16) break;
       try {
         layout.parse(storeKey);
@@ -367,18 +389,22 @@ export class StoreEngine {
     }
     yield* this.#settleUncertain(target);
     this.#failIfConflicted(target);
-    const expected = this.versions.get(storeKey) ?? 0n;
-    const next = expected + 1n;
-    const storable = encryptStorable(value, next, this.#dataKey, { aad });
-    try {
-      yield* call('putObjects', { storeId: this.storeId, transactionItems: [keyValue(storeKey, expected, storable)] });
-    } catch (error) {
-      yield* this.#afterFailedWrite(error, target, { kind: 'write', expected, digest: sha256(value) }, 'writing');
+    for (let tries = 0; ; tries++) {
+      const expected = this.versions.get(storeKey) ?? 0n;
+      const next = expected + 1n;
+      const storable = encryptStorable(value, next, this.#dataKey, { aad });
+      try {
+        yield* call('putObjects', { storeId: this.storeId, transactionItems: [keyValue(storeKey, expected, storable)] });
+      } catch (error) {
+        const attempt: UncertainWrite = { kind: 'write', expected, digest: sha256(value) };
+        if ((yield* this.#afterFailedWrite(error, target, attempt, 'writing', tries === 0)) === 'retry') continue;
+        return;
+      }
+      this.#applied(storeKey);
+      this.versions.set(storeKey, next);
+      yield* record([{ id: this.id(storeKey), version: next }]);
       return;
     }
-    this.#touch(storeKey);
-    this.versions.set(storeKey, next);
-    yield* record([{ id: this.id(storeKey), version: next }]);
   }
 
   /**
@@ -410,45 +436,50 @@ export class StoreEngine {
       yield* this.#settleUncertain(target);
       this.#failIfConflicted(target);
     }
-    const expected = keys.map((k) => this.versions.get(k) ?? 0n);
-    const transactionItems = items.map(({ target, value }, i) =>
-      keyValue(target.address.storeKey, expected[i], encryptStorable(value, expected[i] + 1n, this.#dataKey, { aad: target.address.aad })),
-    );
-    try {
-      yield* call('putObjects', { storeId: this.storeId, transactionItems });
-    } catch (error) {
-      for (const storeKey of keys) this.#touch(storeKey);
-      const attempts = items.map(({ value }, i): UncertainWrite => ({ kind: 'write', expected: expected[i], digest: sha256(value) }));
-      if (error instanceof ConflictError) {
-        if (error.afterAmbiguousAttempt) {
-          // Our own earlier attempt may have committed; the keys' current state tells.
-          items.forEach(({ target }, i) => this.#uncertain.set(target.address.storeKey, attempts[i]));
-          const outcomes: string[] = [];
+    for (let tries = 0; ; tries++) {
+      const expected = keys.map((k) => this.versions.get(k) ?? 0n);
+      const transactionItems = items.map(({ target, value }, i) =>
+        keyValue(target.address.storeKey, expected[i], encryptStorable(value, expected[i] + 1n, this.#dataKey, { aad: target.address.aad })),
+      );
+      try {
+        yield* call('putObjects', { storeId: this.storeId, transactionItems });
+      } catch (error) {
+        for (const storeKey of keys) this.#touch(storeKey);
+        const attempts = items.map(({ value }, i): UncertainWrite => ({ kind: 'write', expected: expected[i], digest: sha256(value) }));
+        if (error instanceof ConflictError) {
+          // The batch applied all or nothing, so its keys tell one story: all ours (an earlier
+          // attempt of this batch committed), some moved by an older attempt of ours that
+          // landed late (retry once), or another writer.
+          const outcomes: SettleOutcome[] = [];
           try {
-            for (const { target } of items) outcomes.push(yield* this.#settleUncertain(target));
+            for (const [i, { target }] of items.entries()) {
+              outcomes.push(yield* this.#explainConflict(target, attempts[i], error.afterAmbiguousAttempt));
+            }
           } catch (settleError) {
             if (settleError instanceof ConcurrentWriterError) for (const k of keys) this.#conflicted.add(k);
             throw settleError;
           }
-          if (outcomes.every((o) => o === 'committed')) return;
+          if (error.afterAmbiguousAttempt && outcomes.every((o) => o === 'committed')) return;
+          if (tries === 0 && outcomes.includes('superseded') && !outcomes.includes('committed')) continue;
+          for (const storeKey of keys) this.#conflicted.add(storeKey);
+          throw new ConcurrentWriterError(
+            `writing ${describeBatch(items)}: the server holds a version other than the one this store last saw for at least one of them. ` +
+              'Another writer changed a key, or the server lost writes. Nothing was overwritten; read the keys before writing them again.',
+            { cause: error },
+          );
         }
-        for (const storeKey of keys) this.#conflicted.add(storeKey);
-        throw new ConcurrentWriterError(
-          `writing ${describeBatch(items)}: the server holds a version other than the one this store last saw for at least one of them. ` +
-            'Another writer changed a key, or the server lost writes. Nothing was overwritten; read the keys before writing them again.',
-          { cause: error },
-        );
+        if (!errorProvesNotApplied(error)) items.forEach(({ target }, i) => this.#uncertain.set(target.address.storeKey, attempts[i]));
+        throw storeFailure(error, `writing ${describeBatch(items)}`);
       }
-      if (!errorProvesNotApplied(error)) items.forEach(({ target }, i) => this.#uncertain.set(target.address.storeKey, attempts[i]));
-      throw storeFailure(error, `writing ${describeBatch(items)}`);
+      const changes: VersionChange[] = [];
+      keys.forEach((storeKey, i) => {
+        this.#applied(storeKey);
+        this.versions.set(storeKey, expected[i] + 1n);
+        changes.push({ id: this.id(storeKey), version: expected[i] + 1n });
+      });
+      yield* record(changes);
+      return;
     }
-    const changes: VersionChange[] = [];
-    keys.forEach((storeKey, i) => {
-      this.#touch(storeKey);
-      this.versions.set(storeKey, expected[i] + 1n);
-      changes.push({ id: this.id(storeKey), version: expected[i] + 1n });
-    });
-    yield* record(changes);
   }
 
   *remove(target: Target): Operation<void> {
@@ -465,35 +496,62 @@ export class StoreEngine {
     }
     yield* this.#settleUncertain(target);
     this.#failIfConflicted(target);
-    const expected = this.versions.get(storeKey);
-    // The whole store was listed at open and every change since went through here, so a key
-    // with no known version does not exist: removing it is a no-op, as LDK expects.
-    if (expected === undefined) return;
-    // Forget the version BEFORE deleting: a ledger may under-state what the server holds
-    // (less detection) but must never over-state it (a false rollback alarm).
-    yield* record([{ id: this.id(storeKey), version: null }]);
-    try {
-      // DeleteObject ignores versions; a delete item inside a put is checked (409 on mismatch).
-      yield* call('putObjects', { storeId: this.storeId, deleteItems: [keyValue(storeKey, expected)] });
-    } catch (error) {
-      if (errorProvesNotApplied(error) && !(error instanceof ConflictError)) yield* record([{ id: this.id(storeKey), version: expected }]);
-      yield* this.#afterFailedWrite(error, target, { kind: 'remove', expected }, 'removing');
+    for (let tries = 0; ; tries++) {
+      const expected = this.versions.get(storeKey);
+      if (expected === undefined) {
+        yield* this.#removeUnknown(target);
+        return;
+      }
+      // Forget the version BEFORE deleting: a ledger may under-state what the server holds
+      // (less detection) but must never over-state it (a false rollback alarm).
+      yield* record([{ id: this.id(storeKey), version: null }]);
+      try {
+        // DeleteObject ignores versions; a delete item inside a put is checked (409 on mismatch).
+        yield* call('putObjects', { storeId: this.storeId, deleteItems: [keyValue(storeKey, expected)] });
+      } catch (error) {
+        if (errorProvesNotApplied(error) && !(error instanceof ConflictError)) yield* record([{ id: this.id(storeKey), version: expected }]);
+        if ((yield* this.#afterFailedWrite(error, target, { kind: 'remove', expected }, 'removing', tries === 0)) === 'retry') continue;
+        return;
+      }
+      this.#applied(storeKey);
+      this.versions.delete(storeKey);
       return;
     }
-    this.#touch(storeKey);
-    this.versions.delete(storeKey);
   }
 
-  /** Returns normally only if a read-back proved the failed attempt committed after all. */
-  *#afterFailedWrite(error: unknown, target: Target, attempt: UncertainWrite, verb: string): Operation<void> {
+  /**
+   * Remove of a key with no known version. Absent on the server: a no-op, as LDK expects. But
+   * another writer may have created it since open, and removing it unseen would discard that
+   * writer's data, so one read tells (only for keys this store does not know to exist).
+   */
+  *#removeUnknown(target: Target): Operation<void> {
+    const { storeKey } = target.address;
+    let found: vss.GetObjectResponse;
+    try {
+      found = yield* call('getObject', { storeId: this.storeId, key: storeKey });
+    } catch (error) {
+      if (error instanceof NoSuchKeyError) return;
+      throw storeFailure(error, `checking ${describe(target.where)} before removing it`);
+    }
+    this.#conflicted.add(storeKey);
+    throw new ConcurrentWriterError(
+      `removing ${describe(target.where)}: the server holds version ${int64ToBigInt(found.value?.version)} of a key this store never saw ` +
+        '(another writer created it). Nothing was removed; read the key before removing it.',
+    );
+  }
+
+  /**
+   * Returns 'committed' only if a read-back proved the failed attempt committed after all, and
+   * 'retry' (only when `mayRetry`) if the conflict was an older attempt of ours landing late;
+   * otherwise throws.
+   */
+  *#afterFailedWrite(error: unknown, target: Target, attempt: UncertainWrite, verb: string, mayRetry: boolean): Operation<'committed' | 'retry'> {
     const { storeKey } = target.address;
     this.#touch(storeKey);
     if (error instanceof ConflictError) {
-      if (error.afterAmbiguousAttempt) {
-        // Our own earlier attempt may have committed; only the server's current state can tell.
-        this.#uncertain.set(storeKey, attempt);
-        if ((yield* this.#settleUncertain(target)) === 'committed') return;
-      }
+      const outcome = yield* this.#explainConflict(target, attempt, error.afterAmbiguousAttempt);
+      if (outcome === 'committed') return 'committed';
+      if (outcome === 'superseded' && mayRetry) return 'retry';
       this.#conflicted.add(storeKey);
       throw new ConcurrentWriterError(
         `${verb} ${describe(target.where)}: the server's version is not ${attempt.expected}, the one this store last saw. ` +
@@ -506,11 +564,32 @@ export class StoreEngine {
   }
 
   /**
-   * Settles a write or remove whose reply was lost by reading the key back: our value at the
-   * next version means it committed; the old version means it did not; anything else is
-   * another writer's doing. Network failures leave it unsettled (to be retried).
+   * Why a compare-and-set met another version, where our own requests can tell: an earlier
+   * attempt of this one committed ('committed', only after an ambiguous attempt), or an older
+   * attempt of ours landed late ('superseded'). 'none' or 'not-committed' when neither; throws
+   * ConcurrentWriterError when the read-back shows another writer.
    */
-  *#settleUncertain(target: Target): Operation<'none' | 'committed' | 'not-committed'> {
+  *#explainConflict(target: Target, attempt: UncertainWrite, ambiguous: boolean): Operation<SettleOutcome> {
+    const { storeKey } = target.address;
+    if (ambiguous) {
+      this.#uncertain.set(storeKey, attempt);
+      return yield* this.#settleUncertain(target);
+    }
+    const late = this.#late.get(storeKey);
+    if (!late) return 'none';
+    this.#uncertain.set(storeKey, late[late.length - 1]);
+    const outcome = yield* this.#settleUncertain(target);
+    return outcome === 'committed' ? 'superseded' : outcome;
+  }
+
+  /**
+   * Settles a write or remove whose reply was lost by reading the key back: our value at the
+   * next version means it committed; the old version means it did not (but its request may
+   * still land, so it is remembered as late); an older late attempt of ours having landed
+   * instead means 'superseded'; anything else is another writer's doing. Network failures
+   * leave it unsettled (to be retried).
+   */
+  *#settleUncertain(target: Target): Operation<SettleOutcome> {
     const { storeKey, aad } = target.address;
     const attempt = this.#uncertain.get(storeKey);
     if (!attempt) return 'none';
@@ -523,6 +602,33 @@ export class StoreEngine {
     const current = found ? int64ToBigInt(found.version) : undefined;
     this.#uncertain.delete(storeKey);
     this.#touch(storeKey);
+    const outcome = yield* this.#outcome(attempt, found, current, aad, storeKey);
+    const late = this.#late.get(storeKey) ?? [];
+    if (outcome === 'not-committed') {
+      // Every late attempt expects the version the key still has (a write that applies clears them).
+      if (!late.includes(attempt)) this.#late.set(storeKey, [...late, attempt].slice(-MAX_LATE_ATTEMPTS));
+      return outcome;
+    }
+    this.#late.delete(storeKey);
+    if (outcome === 'committed') return outcome;
+    for (const older of late) {
+      if (older !== attempt && (yield* this.#outcome(older, found, current, aad, storeKey)) === 'committed') return 'superseded';
+    }
+    this.#conflicted.add(storeKey);
+    throw new ConcurrentWriterError(
+      `an earlier ${attempt.kind} of ${describe(target.where)} had an unknown outcome, and the server now holds ` +
+        `${current === undefined ? 'no value' : `version ${current}`} that is neither the old state nor ours: another writer changed the key`,
+    );
+  }
+
+  /** What the key's current state says about one attempt; adopts the version when it committed. */
+  *#outcome(
+    attempt: UncertainWrite,
+    found: vss.KeyValue.$Properties | undefined,
+    current: bigint | undefined,
+    aad: Uint8Array,
+    storeKey: string,
+  ): Operation<'committed' | 'not-committed' | 'neither'> {
     if (attempt.kind === 'write') {
       if (current === attempt.expected || (current === undefined && attempt.expected === 0n)) return 'not-committed';
       if (current === attempt.expected + 1n && found && this.#holds(found, aad, current, attempt.digest)) {
@@ -530,21 +636,17 @@ export class StoreEngine {
         yield* record([{ id: this.id(storeKey), version: current }]);
         return 'committed';
       }
-    } else {
-      if (current === undefined) {
-        this.versions.delete(storeKey);
-        return 'committed';
-      }
-      if (current === attempt.expected) {
-        yield* record([{ id: this.id(storeKey), version: current }]);
-        return 'not-committed';
-      }
+      return 'neither';
     }
-    this.#conflicted.add(storeKey);
-    throw new ConcurrentWriterError(
-      `an earlier ${attempt.kind} of ${describe(target.where)} had an unknown outcome, and the server now holds ` +
-        `${current === undefined ? 'no value' : `version ${current}`} that is neither the old state nor ours: another writer changed the key`,
-    );
+    if (current === undefined) {
+      this.versions.delete(storeKey);
+      return 'committed';
+    }
+    if (current === attempt.expected) {
+      yield* record([{ id: this.id(storeKey), version: current }]);
+      return 'not-committed';
+    }
+    return 'neither';
   }
 
   /** Whether a stored value is exactly what we attempted to write at `version`. */
@@ -567,6 +669,12 @@ export class StoreEngine {
 
   #touch(storeKey: string): void {
     this.#lastChange.set(storeKey, ++this.#sequence);
+  }
+
+  /** A compare-and-set of ours applied: the key moved past any late attempt's expected version. */
+  #applied(storeKey: string): void {
+    this.#touch(storeKey);
+    this.#late.delete(storeKey);
   }
 
   #layout(): StoreLayout {

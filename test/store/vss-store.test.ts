@@ -241,6 +241,18 @@ function storeSuite(backend: TestBackend): void {
       await reopened.close();
     });
 
+    it('opens a V0 store whose marker says V0 (00 00 at the V1 address)', async () => {
+      const storeId = newStoreId();
+      const node = new LdkNodeStoreWriter(fx.raw, storeId, SEED, 0);
+      await node.writeMarker();
+      await node.write('bdk_wallet', '', 'descriptor', bytes('wpkh(...)'));
+      const store = await open(storeId);
+      expect(store.schemaVersion).toBe(0);
+      expect(text(await store.read('bdk_wallet', '', 'descriptor'))).toBe('wpkh(...)');
+      expect((await store.listAll()).map((k) => k.key)).toEqual(['descriptor']);
+      await store.close();
+    });
+
     it('unconditional mode behaves like LDK Node: version -1 writes, last writer wins', async () => {
       const storeId = newStoreId();
       const a = await open(storeId, { writeMode: 'unconditional' });
@@ -299,6 +311,91 @@ function storeSuite(backend: TestBackend): void {
       expect((results.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason).toBeInstanceOf(ConcurrentWriterError);
       await a.close();
       await b.close();
+    });
+
+    it('removing a key another writer created after open is a conflict; removing an absent key is a no-op', async () => {
+      const storeId = newStoreId();
+      const { fetch, counts } = countingFetch();
+      const a = await open(storeId, { clientRuntime: { fetch } });
+      const b = await open(storeId);
+      await b.write('m', '', 'theirs', bytes('b'));
+      await expect(a.remove('m', '', 'theirs', false)).rejects.toBeInstanceOf(ConcurrentWriterError);
+      expect(text(await b.read('m', '', 'theirs'))).toBe('b');
+      // An absent key costs one read and nothing else.
+      const before = { ...counts };
+      await a.remove('m', '', 'never-written', false);
+      expect(counts.getObject).toBe((before.getObject ?? 0) + 1);
+      expect(counts.putObjects ?? 0).toBe(before.putObjects ?? 0);
+      // Once read, the key is known and a deliberate remove goes through.
+      expect(text(await a.read('m', '', 'theirs'))).toBe('b');
+      await a.remove('m', '', 'theirs', false);
+      const fresh = await open(storeId);
+      await expect(fresh.read('m', '', 'theirs')).rejects.toBeInstanceOf(KeyNotFoundError);
+      await fresh.close();
+      await a.close();
+      await b.close();
+    });
+
+    it('two instances creating the same empty store at once both open it', async () => {
+      const storeId = newStoreId();
+      let other: VssStore | undefined;
+      // The other instance opens (and creates) the store between this one's marker read and its listing.
+      const racing: FetchFunction = async (url, init) => {
+        if (url.endsWith('/listKeyVersions') && !other) other = await open(storeId);
+        return fetch(url, init);
+      };
+      const store = await open(storeId, { clientRuntime: { fetch: racing } });
+      expect(other?.schemaVersion).toBe(1);
+      expect(store.schemaVersion).toBe(1);
+      await store.write('', '', 'manager', bytes('m'));
+      expect(text(await other!.read('', '', 'manager'))).toBe('m');
+      await store.close();
+      await other!.close();
+    });
+
+    it('an older attempt of ours that lands late is not mistaken for another writer', async () => {
+      const storeId = newStoreId();
+      // A put whose connection breaks after the request went out: the caller sees an error,
+      // and the request reaches the server only later (here: just before the next put).
+      let breakNextPut = false;
+      let late: (() => Promise<Response>) | undefined;
+      const delaying: FetchFunction = async (url, init) => {
+        if (url.endsWith('/putObjects')) {
+          if (breakNextPut) {
+            breakNextPut = false;
+            const { signal: _signal, ...rest } = init ?? {};
+            late = () => fetch(url, rest);
+            throw new TypeError('fetch failed: socket hang up');
+          }
+          if (late) {
+            const deliver = late;
+            late = undefined;
+            await (await deliver()).arrayBuffer();
+          }
+        }
+        return fetch(url, init);
+      };
+      const store = await open(storeId, { clientRuntime: { fetch: delaying }, client: { baseUrl: fx.url, retry: 'none' } });
+      await store.write('late', '', 'k', bytes('v1'));
+      breakNextPut = true;
+      await expect(store.write('late', '', 'k', bytes('v2'))).rejects.toBeInstanceOf(StoreIOError);
+      // The next write reads back (v2 not there yet), then v2 lands, then this put meets it.
+      await store.write('late', '', 'k', bytes('v3'));
+      expect(late).toBeUndefined();
+      expect(text(await store.read('late', '', 'k'))).toBe('v3');
+      const lateKey = new LdkNodeStoreWriter(fx.raw, storeId, SEED, 1).storeKey('late', '', 'k');
+      expect((await rawListing(fx.raw, storeId)).get(lateKey)).toBe(3n);
+      // The same for a batch, and a real other writer is still caught afterwards.
+      breakNextPut = true;
+      await expect(store.writeBatch([{ primaryNamespace: 'late', secondaryNamespace: '', key: 'k', value: bytes('v4') }])).rejects.toBeInstanceOf(StoreIOError);
+      await store.writeBatch([{ primaryNamespace: 'late', secondaryNamespace: '', key: 'k', value: bytes('v5') }]);
+      expect(text(await store.read('late', '', 'k'))).toBe('v5');
+      const other = await open(storeId);
+      await other.read('late', '', 'k');
+      await other.write('late', '', 'k', bytes('theirs'));
+      await expect(store.write('late', '', 'k', bytes('v6'))).rejects.toBeInstanceOf(ConcurrentWriterError);
+      await store.close();
+      await other.close();
     });
 
     it('a listing adopts no versions: a stale write after list or listAll still fails, before and after a conflict', async () => {

@@ -35,9 +35,10 @@ export class LdkNodeStoreWriter {
     return this.schema === 1 ? utf8(storeKey) : new Uint8Array();
   }
 
+  /** The marker always sits at its V1 address; its value names the schema (`01 00` or `00 00`). */
   async writeMarker(): Promise<void> {
     const key = `${this.obfuscator.obfuscate('#')}#${this.obfuscator.obfuscate('vss_schema_version')}`;
-    const storable = encryptStorable(new Uint8Array([1, 0]), -1n, this.dataKey, { aad: utf8(key) });
+    const storable = encryptStorable(new Uint8Array([this.schema, 0]), -1n, this.dataKey, { aad: utf8(key) });
     await this.client.putObjects({ storeId: this.storeId, transactionItems: [keyValue(key, -1n, storable)] });
   }
 
