@@ -3,6 +3,7 @@
  * conversions both the server and the client need. Nothing here does I/O.
  */
 import Long from 'long';
+import protobuf from 'protobufjs/minimal.js';
 import { vss } from './generated/vss.js';
 
 export { vss };
@@ -68,4 +69,26 @@ const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
  */
 export function hasLoneSurrogate(text: string): boolean {
   return LONE_SURROGATE.test(text);
+}
+
+/**
+ * Counts the top-level occurrences of the given field numbers in an encoded message, stopping
+ * as soon as the count exceeds `limit`; undefined if the bytes are not a well-formed message
+ * (the full decode then reports it). Decoding first would materialise every item: a body of
+ * nothing but empty items is half a million objects per MiB, all built on one thread before a
+ * count could refuse them.
+ */
+export function countTopLevelFields(body: Uint8Array, fields: readonly number[], limit: number): number | undefined {
+  const reader = protobuf.Reader.create(body);
+  let count = 0;
+  try {
+    while (reader.pos < reader.len) {
+      const tag = reader.uint32();
+      if (fields.includes(tag >>> 3) && ++count > limit) return count;
+      reader.skipType(tag & 7);
+    }
+  } catch {
+    return undefined;
+  }
+  return count;
 }

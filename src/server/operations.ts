@@ -5,6 +5,7 @@
 import {
   GLOBAL_VERSION_KEY,
   bigIntToInt64,
+  countTopLevelFields,
   hasField,
   int64ToBigInt,
   vss,
@@ -45,12 +46,25 @@ export async function getObject(backend: StorageBackend, userToken: string, requ
   throw new NoSuchKeyError();
 }
 
+const tooManyItems = () => new InvalidRequestError(`Number of write items per request should be less than equal to ${MAX_PUT_ITEM_COUNT}`);
+
+/** PutObjectRequest's repeated fields (proto/vss.proto): transaction_items = 3, delete_items = 4. */
+const PUT_ITEM_FIELDS = [3, 4];
+
+/**
+ * Decodes a PutObjectRequest, refusing more than the item limit before any item is built, so one
+ * request cannot hold the event loop (or exhaust memory) while its items are decoded.
+ */
+export function decodePutObjects(body: Uint8Array): vss.PutObjectRequest {
+  const items = countTopLevelFields(body, PUT_ITEM_FIELDS, MAX_PUT_ITEM_COUNT);
+  if (items !== undefined && items > MAX_PUT_ITEM_COUNT) throw tooManyItems();
+  return vss.PutObjectRequest.decode(body);
+}
+
 export async function putObjects(backend: StorageBackend, userToken: string, request: vss.PutObjectRequest): Promise<vss.PutObjectResponse> {
   const transactionItems = request.transactionItems ?? [];
   const deleteItems = request.deleteItems ?? [];
-  if (transactionItems.length + deleteItems.length > MAX_PUT_ITEM_COUNT) {
-    throw new InvalidRequestError(`Number of write items per request should be less than equal to ${MAX_PUT_ITEM_COUNT}`);
-  }
+  if (transactionItems.length + deleteItems.length > MAX_PUT_ITEM_COUNT) throw tooManyItems();
   checkStoreId(request.storeId);
   const globalVersion = hasField(request, 'globalVersion') ? int64ToBigInt(request.globalVersion) : undefined;
   // One row may be written once per request: repeated keys would make the outcome depend on
@@ -146,7 +160,8 @@ function operation<Req, Res>(
       let request: Req;
       try {
         request = decode(body);
-      } catch {
+      } catch (error) {
+        if (error instanceof InvalidRequestError) throw error;
         throw new InvalidRequestError(`Error parsing request: body is not a valid ${name} request`);
       }
       return encode(await handler(backend, userToken, request)).finish();
@@ -156,7 +171,7 @@ function operation<Req, Res>(
 
 export const OPERATIONS: Readonly<Record<VssOperation, OperationSpec>> = {
   getObject: operation('getObject', (b) => vss.GetObjectRequest.decode(b), getObject, (r) => vss.GetObjectResponse.encode(r)),
-  putObjects: operation('putObjects', (b) => vss.PutObjectRequest.decode(b), putObjects, (r) => vss.PutObjectResponse.encode(r)),
+  putObjects: operation('putObjects', decodePutObjects, putObjects, (r) => vss.PutObjectResponse.encode(r)),
   deleteObject: operation('deleteObject', (b) => vss.DeleteObjectRequest.decode(b), deleteObject, (r) => vss.DeleteObjectResponse.encode(r)),
   listKeyVersions: operation(
     'listKeyVersions',

@@ -3,7 +3,7 @@
  * handle whose close() drains in-flight requests before releasing what the server created.
  */
 import { readFile } from 'node:fs/promises';
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import pino, { type Level, type Logger } from 'pino';
 import { PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, vss } from '../protocol/index.js';
@@ -192,14 +192,19 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
   // that leaves it unsure whether a write was applied) but reconnects to the next instance.
   const pending = new Set<ServerResponse>();
   let shuttingDown = false;
-  const server: Server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => {
+  const serve = (req: IncomingMessage, res: ServerResponse) => {
     if (shuttingDown) res.setHeader('connection', 'close');
     else {
       pending.add(res);
       res.once('close', () => pending.delete(res));
     }
     handler(req, res);
-  });
+  };
+  // Node would answer a request without Host (400) or with an Expect other than 100-continue
+  // (417) itself, without the protocol-version header or an ErrorResponse. The reference serves
+  // both, and so do we: neither header means anything to VSS.
+  const server: Server = createServer({ keepAliveTimeout: 65_000, requireHostHeader: false }, serve);
+  server.on('checkExpectation', serve);
   server.on('clientError', answerClientError);
   const host = options.host ?? DEFAULT_HOST;
   try {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bigIntToInt64, hasField, int64ToBigInt, INT64_MAX, INT64_MIN, keyValue, vss } from '../../src/protocol/index.js';
+import { bigIntToInt64, countTopLevelFields, hasField, int64ToBigInt, INT64_MAX, INT64_MIN, keyValue, vss } from '../../src/protocol/index.js';
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
@@ -136,5 +136,30 @@ describe('field numbers and types match the reference proto (vss-server spec §1
     // global_version (field 2, varint) sent length-delimited must not be skipped as unknown.
     expect(() => vss.PutObjectRequest.decode(Buffer.from('0a0173120130', 'hex'))).toThrow(/wire type/);
     expect(() => vss.KeyValue.decode(Buffer.from('0a016b1201ff', 'hex'))).toThrow(/wire type/);
+  });
+});
+
+describe('countTopLevelFields', () => {
+  const put = (items: number, deletes: number) =>
+    vss.PutObjectRequest.encode({
+      storeId: 's',
+      globalVersion: bigIntToInt64(7n),
+      transactionItems: Array.from({ length: items }, (_, i) => keyValue(`k${i}`, 0n, new Uint8Array([i]))),
+      deleteItems: Array.from({ length: deletes }, (_, i) => keyValue(`d${i}`, 1n)),
+    }).finish();
+
+  it('counts the given top-level fields only (not fields of nested messages)', () => {
+    // Every KeyValue holds its own fields 1 to 3; only the request's fields 3 and 4 count.
+    expect(countTopLevelFields(put(5, 2), [3, 4], 100)).toBe(7);
+    expect(countTopLevelFields(put(5, 2), [4], 100)).toBe(2);
+    expect(countTopLevelFields(put(0, 0), [3, 4], 100)).toBe(0);
+    expect(countTopLevelFields(new Uint8Array(0), [3, 4], 100)).toBe(0);
+  });
+
+  it('stops one past the limit, and reports malformed bytes as undefined', () => {
+    expect(countTopLevelFields(put(10, 0), [3, 4], 3)).toBe(4);
+    const body = put(2, 0);
+    expect(countTopLevelFields(body.subarray(0, body.length - 1), [3, 4], 100)).toBeUndefined();
+    expect(countTopLevelFields(Uint8Array.from([0x1a, 0x7f]), [3], 100)).toBeUndefined();
   });
 });

@@ -6,7 +6,7 @@
  */
 import http from 'node:http';
 import net from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { bigIntToInt64, hasField, keyValue, vss } from '../../src/protocol/index.js';
 import {
   MemoryBackend,
@@ -238,6 +238,47 @@ describe('bad input against a noop-auth server', () => {
     expect(raw.toLowerCase()).toContain('vss-protocol-version: 0');
     const body = Buffer.from(raw.slice(raw.indexOf('\r\n\r\n') + 4), 'latin1');
     expect(vss.ErrorResponse.decode(body).errorCode).toBe(INVALID);
+  });
+
+  it('refuses more than 1000 items before decoding any of them, and still decodes 1000', async () => {
+    const decode = vi.spyOn(vss.PutObjectRequest, 'decode');
+    try {
+      // Empty items cost two bytes each on the wire and one object each when decoded.
+      const emptyItems = (n: number) => Buffer.concat([vss.PutObjectRequest.encode({ storeId: 's' }).finish(), Buffer.alloc(2 * n, Uint8Array.from([0x1a, 0x00]))]);
+      const refused = await send(`${server.url}/putObjects`, emptyItems(1001));
+      expect(refused.status).toBe(400);
+      expect(errorOf(refused)).toEqual({ code: INVALID, message: 'Number of write items per request should be less than equal to 1000' });
+      expect(decode).not.toHaveBeenCalled();
+      // Delete items count too.
+      const mixed = Buffer.concat([emptyItems(600), Buffer.alloc(2 * 401, Uint8Array.from([0x22, 0x00]))]);
+      expect(errorOf(await send(`${server.url}/putObjects`, mixed)).message).toMatch(/^Number of write items/);
+      expect(decode).not.toHaveBeenCalled();
+      // At the limit the request is decoded and judged on its items (empty keys are invalid).
+      const atLimit = await send(`${server.url}/putObjects`, emptyItems(1000));
+      expect(decode).toHaveBeenCalledTimes(1);
+      expect(errorOf(atLimit).message).not.toMatch(/^Number of write items/);
+    } finally {
+      decode.mockRestore();
+    }
+  });
+
+  it('serves a request without Host, or with an Expect other than 100-continue, like any other', async () => {
+    const body = vss.GetObjectRequest.encode({ storeId: 'no-such-store', key: 'k' }).finish();
+    for (const headers of [`content-length: ${body.length}`, `host: x\r\nexpect: something-else\r\ncontent-length: ${body.length}`]) {
+      const raw = await new Promise<string>((resolve) => {
+        const socket = net.connect(server.port, '127.0.0.1', () => {
+          socket.write(`POST /vss/getObject HTTP/1.1\r\n${headers}\r\nconnection: close\r\n\r\n`);
+          socket.write(body);
+        });
+        let data = '';
+        socket.on('data', (chunk) => (data += chunk.toString('latin1')));
+        socket.on('close', () => resolve(data));
+      });
+      expect(raw, headers).toMatch(/^HTTP\/1\.1 404/);
+      expect(raw.toLowerCase()).toContain('vss-protocol-version: 0');
+      const answer = Buffer.from(raw.slice(raw.indexOf('\r\n\r\n') + 4), 'latin1');
+      expect(vss.ErrorResponse.decode(answer).errorCode).toBe(vss.ErrorCode.NO_SUCH_KEY_EXCEPTION);
+    }
   });
 
   it('survives clients that hang up in the middle of a body', async () => {
