@@ -33,7 +33,7 @@ export const SERVER_ENV_DOCS = {
   VSS_PSQL_ADDRESS: 'PostgreSQL host:port (default 127.0.0.1:5432)',
   VSS_PSQL_DEFAULT_DB: 'database used to create the VSS database if missing (default postgres)',
   VSS_PSQL_VSS_DB: 'the VSS database (default vss)',
-  VSS_PSQL_TLS: 'any value: connect to PostgreSQL over TLS, verifying against the system roots',
+  VSS_PSQL_TLS: 'any value, even empty: connect to PostgreSQL over TLS, verifying against the system roots',
   VSS_PSQL_CRT_PEM: 'root certificate (PEM text or path) to trust for PostgreSQL TLS; implies TLS',
   VSS_PSQL_POOL_SIZE: 'PostgreSQL connection pool size (default 10)',
   VSS_DATA_DIR: `directory of the embedded PGlite database used when no PostgreSQL is configured (default ${DEFAULT_DATA_DIR})`,
@@ -105,6 +105,18 @@ function value(env: Env, name: ServerEnvVar): string | undefined {
   const raw = env[name];
   return raw === undefined || raw.trim() === '' ? undefined : raw.trim();
 }
+
+/** Credentials are taken as given: a space may be part of a password. */
+function credential(env: Env, name: 'VSS_PSQL_USERNAME' | 'VSS_PSQL_PASSWORD'): string | undefined {
+  const raw = env[name];
+  return raw === undefined || raw === '' ? undefined : raw;
+}
+
+/**
+ * Like the reference, VSS_PSQL_TLS asks for TLS by being set at all, even to nothing: an empty
+ * value must not quietly mean a plaintext connection.
+ */
+const tlsRequested = (env: Env) => env.VSS_PSQL_TLS !== undefined;
 
 /** Letters, digits, '.', '-' and '_' (container service names use '_'): hostnames and IPv4 addresses. */
 const HOSTNAME = /^[A-Za-z0-9_.-]+$/;
@@ -192,8 +204,8 @@ function postgresBackend(env: Env): { backend: BackendOption; description: strin
     } catch (error) {
       throw new ConfigError('VSS_PSQL_ADDRESS', (error as Error).message);
     }
-    const user = encodeURIComponent(value(env, 'VSS_PSQL_USERNAME') ?? 'postgres');
-    const password = value(env, 'VSS_PSQL_PASSWORD');
+    const user = encodeURIComponent(credential(env, 'VSS_PSQL_USERNAME') ?? 'postgres');
+    const password = credential(env, 'VSS_PSQL_PASSWORD');
     const credentials = password === undefined ? user : `${user}:${encodeURIComponent(password)}`;
     url = `postgresql://${credentials}@${address}/${encodeURIComponent(value(env, 'VSS_PSQL_VSS_DB') ?? 'vss')}`;
   } else {
@@ -203,14 +215,16 @@ function postgresBackend(env: Env): { backend: BackendOption; description: strin
     if (env.DATABASE_URL !== undefined) {
       throw new ConfigError('DATABASE_URL', 'is set but empty; unset it to use the embedded PGlite database');
     }
-    const orphan = (['VSS_PSQL_DEFAULT_DB', 'VSS_PSQL_TLS', 'VSS_PSQL_CRT_PEM', 'VSS_PSQL_POOL_SIZE'] as const).find((name) => value(env, name) !== undefined);
+    const orphan = (['VSS_PSQL_DEFAULT_DB', 'VSS_PSQL_TLS', 'VSS_PSQL_CRT_PEM', 'VSS_PSQL_POOL_SIZE'] as const).find((name) =>
+      name === 'VSS_PSQL_TLS' ? tlsRequested(env) : value(env, name) !== undefined,
+    );
     if (orphan !== undefined) {
       throw new ConfigError(orphan, `is set but no PostgreSQL is configured (set DATABASE_URL or ${partNames.join('/')}); refusing to fall back to the embedded PGlite database`);
     }
     return undefined;
   }
   const crt = value(env, 'VSS_PSQL_CRT_PEM');
-  const ssl = crt !== undefined ? { ca: pemText('VSS_PSQL_CRT_PEM', crt) } : value(env, 'VSS_PSQL_TLS') !== undefined ? true : undefined;
+  const ssl = crt !== undefined ? { ca: pemText('VSS_PSQL_CRT_PEM', crt) } : tlsRequested(env) ? true : undefined;
   const poolText = value(env, 'VSS_PSQL_POOL_SIZE');
   return {
     backend: {

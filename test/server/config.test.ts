@@ -122,6 +122,14 @@ describe('loadServeConfig', () => {
     });
   });
 
+  it('takes VSS_PSQL_TLS set to nothing as a request for TLS (like the reference), and credentials untrimmed', () => {
+    const { options, storageDescription } = loadServeConfig({ VSS_PSQL_USERNAME: ' u', VSS_PSQL_PASSWORD: ' pw with spaces ', VSS_PSQL_TLS: '' });
+    expect(options.backend).toMatchObject({ kind: 'postgres', url: 'postgresql://%20u:%20pw%20with%20spaces%20@127.0.0.1:5432/vss', ssl: true });
+    expect(storageDescription).toContain('(TLS)');
+    expect(storageDescription).not.toContain('spaces');
+    expect(configError({ VSS_PSQL_TLS: '' }).variable).toBe('VSS_PSQL_TLS');
+  });
+
   it('selects JWT when a key is configured (inline PEM or file), and noop only when asked', async () => {
     expect(loadServeConfig({ VSS_JWT_RSA_PEM: rsaPem }).options.auth).toEqual({ kind: 'jwt', publicKeyPem: rsaPem.trim() });
     const pemPath = join(dir, 'key.pem');
