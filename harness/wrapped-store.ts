@@ -5,6 +5,7 @@
 import { supportsAtomicBatch, type AsyncKVStore, type KeyValueWrite } from '../src/store/types.js';
 
 export interface StoreOverrides {
+  read?: AsyncKVStore['read'];
   write?: AsyncKVStore['write'];
   remove?: AsyncKVStore['remove'];
   /** Replaces the inner store's atomic batch (only offered when the inner store has one). */
@@ -15,7 +16,7 @@ export interface StoreOverrides {
 
 export function wrapStore(inner: AsyncKVStore, overrides: StoreOverrides): AsyncKVStore {
   const store: AsyncKVStore & { writeBatch?: (writes: readonly KeyValueWrite[]) => Promise<void> } = {
-    read: (p, s, k) => inner.read(p, s, k),
+    read: overrides.read ?? ((p, s, k) => inner.read(p, s, k)),
     write: overrides.write ?? ((p, s, k, value) => inner.write(p, s, k, value)),
     list: (p, s) => inner.list(p, s),
     listAll: () => inner.listAll(),

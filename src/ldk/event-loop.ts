@@ -8,11 +8,11 @@
  * `poll()` never blocks, so an app (or the harness) can drive it from its own pump; `start()`
  * runs it by itself, woken by LDK's futures.
  */
-import { EventEmitter } from 'node:events';
 import * as ldk from 'lightningdevkit';
 import type { AsyncKVStore } from '../store/types.js';
 import { LdkPanicError, PersisterStoppedError } from './errors.js';
 import { describeError, stderrLogger, type PersistenceLogger } from './log.js';
+import { StatusEmitter } from './status-emitter.js';
 import { writeManagerBytes } from './manager.js';
 import { backoffDelay, isTransientStoreError, sleep, type BackoffOptions } from './retry.js';
 import type { ManagerWriteTracker, VssPersister } from './persister.js';
@@ -112,9 +112,9 @@ interface DurabilityWaiter {
   reject: (err: Error) => void;
 }
 
-export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements ManagerDurability {
+export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements ManagerDurability {
   private readonly cm: ldk.ChannelManager;
-  private readonly log: PersistenceLogger;
+  protected readonly log: PersistenceLogger;
   private readonly isTransient: (err: unknown) => boolean;
   private readonly abort = new AbortController();
   private readonly handler: ldk.EventHandler;
@@ -226,7 +226,7 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
     );
     this.failure ??= failure;
     this.settleWaiters(undefined, failure);
-    this.emit('fatal', failure);
+    this.notify('fatal', failure);
     return failure;
   }
 
@@ -338,7 +338,7 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
   private requestManagerWrite(): void {
     this.forced = true;
     this.wake?.();
-    queueMicrotask(() => this.emit('persist-requested'));
+    queueMicrotask(() => this.notify('persist-requested'));
   }
 
   private settleWaiters(durableSeq: number | undefined, err?: Error): void {
@@ -457,20 +457,20 @@ export class LdkEventLoop extends EventEmitter<LdkEventLoopEvents> implements Ma
         this.stats.managerWrites++;
         this.stats.managerBytes += bytes.length;
         this.settleWaiters(seq);
-        this.emit('manager-persisted', { bytes: bytes.length, latencyMs: Date.now() - started, attempts: attempt });
+        this.notify('manager-persisted', { bytes: bytes.length, latencyMs: Date.now() - started, attempts: attempt });
         return;
       } catch (err) {
         if (!this.isTransient(err)) {
           this.failure = err instanceof Error ? err : new Error(String(err));
           this.log.error({ cause: describeError(err) }, 'ChannelManager persistence stopped: this error is not retried; the node must shut down');
           this.settleWaiters(undefined, this.failure);
-          this.emit('fatal', this.failure);
+          this.notify('fatal', this.failure);
           return;
         }
         const delayMs = backoffDelay(attempt, this.options.backoff);
         this.stats.retries++;
         this.log.warn({ attempt, delayMs: Math.round(delayMs), cause: describeError(err) }, 'ChannelManager write failed, retrying');
-        this.emit('retry', { attempt, delayMs, error: err });
+        this.notify('retry', { attempt, delayMs, error: err });
         await sleep(delayMs, this.abort.signal);
       }
     }

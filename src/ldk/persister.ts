@@ -21,7 +21,6 @@
  * in flight, and a newer one replaces queued or failing older writes it contains, so an old
  * snapshot is never written over a newer one. Channels proceed in parallel.
  */
-import { EventEmitter } from 'node:events';
 import * as ldk from 'lightningdevkit';
 import { supportsAtomicBatch, type AsyncKVStore, type AtomicBatchKVStore, type KeyValueWrite } from '../store/types.js';
 import { KeyNotFoundError } from '../store/errors.js';
@@ -37,6 +36,7 @@ import {
   withSentinel,
 } from './layout.js';
 import { describeError, stderrLogger, type PersistenceLogger } from './log.js';
+import { StatusEmitter } from './status-emitter.js';
 import { readMonitorWithUpdates, type MonitorReadContext } from './monitors.js';
 import { backoffDelay, isTransientStoreError, sleep, type BackoffOptions } from './retry.js';
 import { isNullPointer } from './pointers.js';
@@ -208,12 +208,12 @@ interface ChannelState {
 
 const IN_PROGRESS = ldk.ChannelMonitorUpdateStatus.LDKChannelMonitorUpdateStatus_InProgress;
 
-export class VssPersister extends EventEmitter<VssPersisterEvents> {
+export class VssPersister extends StatusEmitter<VssPersisterEvents> {
   private readonly store: AsyncKVStore;
   private readonly maxPending: bigint;
   private readonly stallThresholdMs: number;
   private readonly isTransient: (err: unknown) => boolean;
-  private readonly log: PersistenceLogger;
+  protected readonly log: PersistenceLogger;
   private readonly channels = new Map<string, ChannelState>();
   /** Deltas reported by `noteStoredUpdates` for channels LDK has not mentioned yet. */
   private readonly preStored = new Map<string, Set<bigint>>();
@@ -576,6 +576,8 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
       } catch (err) {
         write.attempts++;
         write.lastError = err;
+        // Cut off by close() (a closed store, an aborted request): a shutdown, not a failure.
+        if (this.closed) return 'stopped';
         if (!this.isTransient(err)) {
           this.fail(err, ch, write);
           return 'stopped';
@@ -583,7 +585,7 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
         const delayMs = backoffDelay(write.attempts, this.options.backoff);
         this.stats.retries++;
         this.log.warn({ monitor: ch.name, kind: write.kind, attempt: write.attempts, delayMs: Math.round(delayMs), cause: describeError(err) }, 'monitor write failed, retrying');
-        this.emit('retry', { monitorName: ch.name, attempt: write.attempts, delayMs, error: err });
+        this.notify('retry', { monitorName: ch.name, attempt: write.attempts, delayMs, error: err });
         await sleep(delayMs, this.abort.signal);
         if (this.closed || this.failure) return 'stopped';
         if (this.superseded(ch, write)) return 'superseded';
@@ -613,7 +615,7 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
     try {
       restored = await readMonitorWithUpdates(this.store, ch.name, this.options);
     } catch (err) {
-      if (!(err instanceof KeyNotFoundError)) throw err;
+      if (!(err instanceof KeyNotFoundError) || !isLiveMonitorKey(err, ch.name)) throw err;
       // No live monitor: an earlier attempt got past removing it (the archived copy was written
       // first), or it was never stored. Either way only leftover deltas remain to remove;
       // retrying the read would fail forever.
@@ -648,7 +650,7 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
     if (write.kind === 'archive') {
       this.log.info({ monitor: ch.name }, 'channel monitor archived');
       if (ch.archived && ch.pending.length === 0 && ch.running.size === 0) this.channels.delete(ch.name);
-      this.emit('durable', { monitorName: ch.name, kind: 'archive', completedUpdateIds: [], coversUpdateId: 0n, bytes: 0, latencyMs, attempts: write.attempts + 1 });
+      this.notify('durable', { monitorName: ch.name, kind: 'archive', completedUpdateIds: [], coversUpdateId: 0n, bytes: 0, latencyMs, attempts: write.attempts + 1 });
       return;
     }
     this.stats.bytesWritten += write.bytes.length;
@@ -679,7 +681,7 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
       this.reportCompleted(ch.outpoint, id);
     }
     this.stats.completedUpdates += completed.length;
-    this.emit('durable', { monitorName: ch.name, kind: write.kind, completedUpdateIds: completed, coversUpdateId: write.coversUpdateId, bytes: write.bytes.length, latencyMs, attempts: write.attempts + 1 });
+    this.notify('durable', { monitorName: ch.name, kind: write.kind, completedUpdateIds: completed, coversUpdateId: write.coversUpdateId, bytes: write.bytes.length, latencyMs, attempts: write.attempts + 1 });
   }
 
   /** Deltas contained in a durable full monitor are dead weight: remove them lazily. */
@@ -716,7 +718,7 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
     clearInterval(this.stallTimer);
     this.log.error({ monitor: ch.name, kind: write.kind, cause: describeError(err) }, 'monitor persistence stopped: this error is not retried; the node must shut down');
     this.rejectWaiters(error);
-    this.emit('fatal', error);
+    this.notify('fatal', error);
   }
 
   private rejectWaiters(err: Error): void {
@@ -759,13 +761,18 @@ export class VssPersister extends EventEmitter<VssPersisterEvents> {
         ch.stalledSince = head.enqueuedAt;
         const info = this.describe(ch, now);
         this.log.warn({ monitor: ch.name, pendingMs, attempts: info.attempts, lastError: info.lastError }, 'monitor write stalled: the channel is held until it is durable');
-        this.emit('stalled', info);
+        this.notify('stalled', info);
       } else if (ch.stalledSince !== undefined && (!head || pendingMs < this.stallThresholdMs)) {
         const stalledMs = now - ch.stalledSince;
         ch.stalledSince = undefined;
         this.log.info({ monitor: ch.name, stalledMs }, 'monitor writes durable again');
-        this.emit('recovered', { monitorName: ch.name, pendingMs: stalledMs });
+        this.notify('recovered', { monitorName: ch.name, pendingMs: stalledMs });
       }
     }
   }
+}
+
+/** Whether a missing key is the channel's live monitor (not one of its deltas vanishing mid-read). */
+function isLiveMonitorKey(err: KeyNotFoundError, monitorName: string): boolean {
+  return err.primaryNamespace === CHANNEL_MONITOR_NAMESPACE.primary && err.secondaryNamespace === CHANNEL_MONITOR_NAMESPACE.secondary && err.key === monitorName;
 }

@@ -7,6 +7,7 @@ import {
   ConcurrentWriterError,
   DataIntegrityError,
   InvalidKeyError,
+  KeyNotFoundError,
   RollbackDetectedError,
   StoreClosedError,
 } from '../store/errors.js';
@@ -56,6 +57,8 @@ function isPermanent(err: unknown): boolean {
     err instanceof CorruptStateError ||
     err instanceof InvalidKeyError ||
     err instanceof StoreClosedError ||
+    // A key that is gone stays gone: a read of it cannot succeed by retrying.
+    err instanceof KeyNotFoundError ||
     // The client's own rule: conflicts, invalid requests, missing keys and an incompatible
     // server (not a proxy's header-less 5xx while the server is down) are permanent.
     isPermanentVssError(err)

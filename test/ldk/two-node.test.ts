@@ -2,9 +2,9 @@
  * Two in-process LDK nodes (real WASM), A persisting through VssPersister: the guarantees
  * the adapter exists for. One file so the WASM loads once.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
 import * as ldk from 'lightningdevkit';
-import { ConcurrentWriterError } from '../../src/store/errors.js';
+import { ConcurrentWriterError, KeyNotFoundError, StoreClosedError } from '../../src/store/errors.js';
 import {
   CHANNEL_MONITOR_NAMESPACE,
   CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE,
@@ -12,14 +12,14 @@ import {
   silentLogger,
   toLdkKVStore,
   VssPersister,
-  type DurableWriteEvent,
 } from '../../src/ldk/index.js';
 import { postgresServerOption, vssBackend, type StoreBackend } from './helpers/backends.js';
 import type { AsyncKVStore } from '../../src/store/types.js';
 import { MemoryKVStore, MemoryServer } from './helpers/memory-store.js';
 import { overridingStore, RecordingStore } from './helpers/recording-store.js';
 import { useVssBackend } from './helpers/fixture.js';
-import { openPair, persisterOf, readMonitorsAsNewDevice, vssNode, type Pair } from './helpers/nodes.js';
+import { capturingLogger } from './helpers/capturing-logger.js';
+import { fullMonitorUpdateId, openPair, persisterOf, readMonitorsAsNewDevice, vssNode, type Pair } from './helpers/nodes.js';
 
 let pair: Pair | undefined;
 const fx = useVssBackend('two-node', () => pair, () => {
@@ -39,19 +39,26 @@ describe('VssPersister between two LDK nodes', () => {
     const { net, a, b, channel } = pair;
     const persister = persisterOf(a);
 
-    // Each time LDK is released, the write that released it has already resolved.
+    // Whenever LDK is told an update is complete, the server already holds that update's delta
+    // or a full monitor that contains it (checked against the store's resolved writes, at the
+    // moment of the call, not against what the persister reports).
     const violations: string[] = [];
     const released: bigint[] = [];
-    persister.on('durable', (e: DurableWriteEvent) => {
-      const key = e.kind === 'update' ? [CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, e.monitorName, e.coversUpdateId.toString()] : [CHANNEL_MONITOR_NAMESPACE.primary, '', e.monitorName];
-      if (!store.wrote(key[0], key[1], key[2])) violations.push(`${e.kind} ${key.join('/')} released before its write resolved`);
-      for (const id of e.completedUpdateIds) if (id > e.coversUpdateId) violations.push(`update ${id} released by a write covering only ${e.coversUpdateId}`);
-      released.push(...e.completedUpdateIds);
+    const tellLdk = ldk.ChainMonitor.prototype.channel_monitor_updated;
+    const told = vi.spyOn(ldk.ChainMonitor.prototype, 'channel_monitor_updated').mockImplementation(function (this: ldk.ChainMonitor, outpoint, updateId) {
+      const delta = store.durableValue(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, channel.monitorName, updateId.toString());
+      const full = store.durableValue(CHANNEL_MONITOR_NAMESPACE.primary, CHANNEL_MONITOR_NAMESPACE.secondary, channel.monitorName);
+      const fullCovers = full ? fullMonitorUpdateId(full, a.seed) : -1n;
+      if (!delta && fullCovers < updateId) violations.push(`LDK told update ${updateId} is complete; the server holds no delta for it and a full monitor at ${fullCovers}`);
+      released.push(updateId);
+      return tellLdk.call(this, outpoint, updateId);
     });
+    onTestFinished(() => told.mockRestore());
 
     for (let i = 0; i < 3; i++) {
       const before = persister.monitors()[0].latestUpdateId;
       await net.pay(a, b, 50_000n, { settled: true });
+      expect(violations).toEqual([]);
       const state = persister.monitors()[0];
       expect(state.latestUpdateId - before).toBe(5n); // 5 monitor updates per direct payment
       expect(state.durableUpdateId).toBe(state.latestUpdateId);
@@ -71,19 +78,30 @@ describe('VssPersister between two LDK nodes', () => {
     }
     // Every id LDK issued was released exactly once and in order.
     const expected = Array.from({ length: 15 }, (_, i) => BigInt(i + 1));
-    expect(released.filter((id) => id > 0n)).toEqual(expected);
+    expect(released).toEqual(expected);
     expect(a.pendingMonitorUpdates()).toEqual([]);
   });
 
   it('holds the channel while the server is down (no message leaves A) and completes once it is back', async () => {
     const storeId = fx.nextStoreId();
-    pair = await openPair({ persistenceA: vssNode(await fx.backend.open(storeId), { stallThresholdMs: 300 }) });
+    const log = capturingLogger();
+    pair = await openPair({ persistenceA: vssNode(await fx.backend.open(storeId), { stallThresholdMs: 300, log }) });
     const { net, a, b } = pair;
     const persister = persisterOf(a);
     const stalled: string[] = [];
     const recovered: string[] = [];
     persister.on("stalled", (info) => stalled.push(info.monitorName));
     persister.on('recovered', (info) => recovered.push(info.monitorName));
+    // Observers with bugs: each status listener throws. Persistence must not notice (before,
+    // a throwing 'manager-persisted' listener made the loop rewrite the manager forever, and a
+    // throwing 'stalled' listener, called from a timer, crashed the process).
+    const thrown = new Set<string>();
+    const buggy = (event: string) => () => {
+      thrown.add(event);
+      throw new Error(`observer bug in '${event}'`);
+    };
+    for (const event of ['durable', 'stalled', 'recovered', 'retry'] as const) persister.on(event, buggy(event));
+    for (const event of ['manager-persisted', 'retry'] as const) a.eventLoop!.on(event, buggy(`loop ${event}`));
     await net.pay(a, b, 10_000n, { settled: true });
     const balanceB = b.channels()[0].get_outbound_capacity_msat();
 
@@ -114,6 +132,9 @@ describe('VssPersister between two LDK nodes', () => {
     expect(persister.blocked).toBe(false);
     expect(a.closures).toEqual([]);
     expect(b.closures).toEqual([]);
+    expect([...thrown].sort()).toEqual(['durable', 'loop manager-persisted', 'loop retry', 'recovered', 'stalled']);
+    expect(persister.fatalError).toBeUndefined();
+    expect(log.lines.some((line) => line.level === 'error' && line.message.includes("a 'stalled' listener threw"))).toBe(true);
   });
 
   it('restores A from the store alone: the channel reestablishes with the same balance and pays again', async () => {
@@ -215,13 +236,27 @@ function newDeviceChainMonitor(store: AsyncKVStore) {
 describe('VssPersister storage layout', () => {
   it("writes LDK's layout: full monitors every N updates with the sentinel, stale deltas removed, LDK's own reader restores it", async () => {
     const storeId = fx.nextStoreId();
-    pair = await openPair({ persistenceA: vssNode(await fx.backend.open(storeId), { maximumPendingUpdates: 4 }) });
+    const store = new RecordingStore(await fx.backend.open(storeId));
+    pair = await openPair({ persistenceA: vssNode(store, { maximumPendingUpdates: 4 }) });
     const { net, a, b, channel } = pair;
+    // A delta may go only once the server holds a full monitor that contains it: removing it
+    // earlier would leave a crash with an old full monitor and its deltas gone.
+    const earlyRemovals: string[] = [];
+    let deltaRemovals = 0;
+    store.beforeRemove = (k) => {
+      if (k.primaryNamespace !== CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE) return;
+      deltaRemovals++;
+      const full = store.durableValue(CHANNEL_MONITOR_NAMESPACE.primary, CHANNEL_MONITOR_NAMESPACE.secondary, k.secondaryNamespace);
+      const covers = full ? fullMonitorUpdateId(full, a.seed) : -1n;
+      if (covers < BigInt(k.key)) earlyRemovals.push(`delta ${k.key} removed while the stored full monitor is at ${covers}`);
+    };
     for (let i = 0; i < 3; i++) await net.pay(a, b, 10_000n, { settled: true });
     const persister = persisterOf(a);
     await persister.flush();
     expect(persister.monitors()[0].latestUpdateId).toBe(15n);
     await net.runFor(100); // lazy removals settle
+    expect(deltaRemovals).toBeGreaterThanOrEqual(6); // after the fulls at 4, 8 and 12
+    expect(earlyRemovals).toEqual([]);
 
     const view = await fx.backend.open(storeId);
     const full = await view.read('monitors', '', channel.monitorName);
@@ -340,6 +375,57 @@ describe('VssPersister storage layout', () => {
     await persister.close();
   });
 
+  it('an archive that finds a delta gone mid-read stops (fail closed) instead of taking it for a missing monitor', async () => {
+    const storeId = fx.nextStoreId();
+    const inner = await fx.backend.open(storeId);
+    let archiving = false;
+    const store = overridingStore(inner, {
+      // While archiving, every delta is listed but reads as missing, as if removed in between.
+      read: (p, s, k) => (archiving && p === CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE ? Promise.reject(new KeyNotFoundError(p, s, k)) : inner.read(p, s, k)),
+    });
+    pair = await openPair({ persistenceA: vssNode(store, { linkManager: false }) });
+    const { net, a, b, channel } = pair;
+    await net.pay(a, b, 10_000n, { settled: true });
+    const persister = persisterOf(a);
+    await persister.flush();
+    const deltas = await inner.list(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, channel.monitorName);
+    expect(deltas.length).toBeGreaterThan(0);
+    await net.stop();
+    archiving = true;
+    const [txid, index] = channel.monitorName.split('_');
+    persister.toLdkPersist().archive_persisted_channel(ldk.OutPoint.constructor_new(Uint8Array.from(Buffer.from(txid, 'hex').reverse()), Number(index)));
+    await persister.flush().catch(() => {});
+    expect(persister.fatalError).toBeInstanceOf(KeyNotFoundError);
+    // Nothing was taken apart: the live monitor and its deltas are all still there.
+    expect(await inner.list(CHANNEL_MONITOR_NAMESPACE.primary, CHANNEL_MONITOR_NAMESPACE.secondary)).toEqual([channel.monitorName]);
+    expect((await inner.list(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, channel.monitorName)).sort()).toEqual([...deltas].sort());
+  });
+
+  it('a write cut off by close() (its store closed under it) ends quietly: a shutdown is not a fatal error', async () => {
+    const storeId = fx.nextStoreId();
+    const inner = await fx.backend.open(storeId);
+    let holdDeltas = false;
+    let cutOff: ((err: Error) => void) | undefined;
+    const store = overridingStore(inner, {
+      write: (p, s, k, value) =>
+        holdDeltas && p === CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE ? new Promise<void>((_, reject) => (cutOff = reject)) : inner.write(p, s, k, value),
+    });
+    pair = await openPair({ persistenceA: vssNode(store, { linkManager: false }) });
+    const { net, a, b } = pair;
+    const persister = persisterOf(a);
+    const fatal: Error[] = [];
+    persister.on('fatal', (e) => fatal.push(e));
+    holdDeltas = true;
+    net.sendPayment(a, b, 10_000n);
+    for (let i = 0; i < 100 && !cutOff; i++) await net.runFor(10);
+    expect(cutOff).toBeDefined();
+    await persister.close();
+    cutOff!(new StoreClosedError('the store was closed'));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(fatal).toEqual([]);
+    expect(persister.fatalError).toBeUndefined();
+  });
+
   it('archives a monitor in LDK\'s layout (plain serialization under archived_monitors, live keys removed)', async () => {
     const storeId = fx.nextStoreId();
     pair = await openPair({ persistenceA: vssNode(await fx.backend.open(storeId)) });
@@ -366,11 +452,23 @@ describe('VssPersister storage layout', () => {
     expect((decoded as ldk.Result_C2Tuple_ThirtyTwoBytesChannelMonitorZDecodeErrorZ_OK).res.get_b().get_latest_update_id()).toBe(latest);
   });
 
-  it('an archive interrupted after the live monitor was removed finishes on retry (it does not retry a missing monitor forever)', async () => {
+  it('an archive writes the archived copy before removing the live monitor, and one interrupted after that removal finishes on retry', async () => {
     const storeId = fx.nextStoreId();
     const inner = await fx.backend.open(storeId);
     let failDeltaRemoves = 1;
+    // The first archived write fails; at that moment the live monitor must still be there
+    // (removing it first would lose the monitor to a crash between the two steps).
+    let failArchivedWrites = 1;
+    let liveWhenArchiving: string[] | undefined;
     const store = overridingStore(inner, {
+      write: async (p, s, k, value) => {
+        if (p === 'archived_monitors' && failArchivedWrites > 0) {
+          failArchivedWrites -= 1;
+          liveWhenArchiving = await inner.list(CHANNEL_MONITOR_NAMESPACE.primary, CHANNEL_MONITOR_NAMESPACE.secondary);
+          throw new Error('connection reset');
+        }
+        return inner.write(p, s, k, value);
+      },
       remove: async (p, s, k, lazy) => {
         if (p === CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE && failDeltaRemoves > 0) {
           failDeltaRemoves -= 1;
@@ -393,7 +491,9 @@ describe('VssPersister storage layout', () => {
     await new Promise((r) => setTimeout(r, 50));
 
     expect(failDeltaRemoves).toBe(0);
-    expect(persister.stats.retries).toBeGreaterThan(0);
+    expect(failArchivedWrites).toBe(0);
+    expect(liveWhenArchiving).toEqual([channel.monitorName]);
+    expect(persister.stats.retries).toBeGreaterThan(1);
     const view = await fx.backend.open(storeId);
     expect(await view.list('monitors', '')).toEqual([]);
     expect(await view.list(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, channel.monitorName)).toEqual([]);

@@ -50,16 +50,12 @@ import { ConflictError, InternalServerError, InvalidRequestError, NoSuchKeyError
 import type { AsyncKVStore, StoreKey, SyncKVStore } from '../../src/store/types.js';
 import { MemoryKVStore, MemoryServer, connectionRefused } from './helpers/memory-store.js';
 import { fakeLdkNode } from './helpers/fake-ldk-node.js';
+import { capturingLogger } from './helpers/capturing-logger.js';
 
 beforeAll(async () => {
   await initLdk();
 });
 
-function capturingLogger(): PersistenceLogger & { lines: { level: string; fields: Record<string, unknown>; message: string }[] } {
-  const lines: { level: string; fields: Record<string, unknown>; message: string }[] = [];
-  const at = (level: string) => (fields: Record<string, unknown>, message: string) => lines.push({ level, fields, message });
-  return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
-}
 
 describe('layout', () => {
   it('names monitors like LDK (display-order txid, index) and parses them back', () => {
@@ -124,6 +120,7 @@ describe('error classification', () => {
       new ConflictError('x'),
       new InvalidRequestError('x'),
       new NoSuchKeyError('x'),
+      new KeyNotFoundError('monitor_updates', 'chan', '7'),
     ]) {
       expect(isTransientStoreError(fatal)).toBe(false);
     }
@@ -496,6 +493,45 @@ describe('LdkEventLoop', () => {
     await expect(loop.idle()).rejects.toBeInstanceOf(ConcurrentWriterError);
     expect(fatal).toHaveLength(1);
     expect(loop.poll()).toBe(false);
+  });
+
+  it('status listeners that throw are logged and ignored: the write is not repeated, events still go out', async () => {
+    const { state, channelManager, chainMonitor } = fakeLdkNode();
+    const store = gatedStore();
+    const handled: string[] = [];
+    const log = capturingLogger();
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, handleEvent: (e) => void handled.push(e.constructor.name), backoff: { initialDelayMs: 1, maxDelayMs: 2 }, coalesceMs: 0, log });
+    const fatal: Error[] = [];
+    loop.on('fatal', (e) => fatal.push(e));
+    let calls = 0;
+    for (const event of ['retry', 'manager-persisted'] as const) {
+      loop.on(event, () => {
+        calls++;
+        throw new Error(`dashboard bug in '${event}'`);
+      });
+    }
+    // A second listener still hears the event after the first one threw.
+    let persistedHeard = 0;
+    loop.on('manager-persisted', () => void persistedHeard++);
+    state.needsPersistence = true;
+    state.pending.push(ldk.Event.constructor_pending_htlcs_forwardable(0n));
+    loop.poll();
+    store.release(connectionRefused()); // one failed attempt: 'retry' is emitted
+    await new Promise((r) => setTimeout(r, 20));
+    store.release();
+    await loop.idle();
+    loop.poll();
+    expect(handled).toEqual(['Event_PendingHTLCsForwardable']);
+    expect(store.writes).toHaveLength(1);
+    expect(loop.stats.managerWrites).toBe(1);
+    expect(loop.stats.retries).toBe(1);
+    expect(calls).toBe(2);
+    expect(persistedHeard).toBe(1);
+    expect(fatal).toEqual([]);
+    expect(log.lines.filter((l) => l.level === 'error').map((l) => l.message)).toEqual([
+      "a 'retry' listener threw; ignored, persistence carries on",
+      "a 'manager-persisted' listener threw; ignored, persistence carries on",
+    ]);
   });
 
   it('an event handler that throws makes LDK replay the event instead of crashing WASM', () => {

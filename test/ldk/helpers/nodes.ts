@@ -9,6 +9,7 @@ import type { WalletNode } from '../../../harness/node.js';
 import { vssPersistence, type PersistenceFactory, type VssPersistenceOptions } from '../../../harness/persistence.js';
 import type { AsyncKVStore } from '../../../src/store/types.js';
 import { readChannelMonitors, type RestoredMonitor, type VssPersister } from '../../../src/ldk/index.js';
+import { withoutSentinel } from '../../../src/ldk/layout.js';
 
 export interface Pair {
   net: WalletNetwork;
@@ -56,4 +57,12 @@ export async function readMonitorsAsNewDevice(store: AsyncKVStore, seed: Uint8Ar
     feeEstimator: ldk.FeeEstimator.new_impl({ get_est_sat_per_1000_weight: () => 253 }),
     logger,
   });
+}
+
+/** The latest update id inside a stored full monitor (LDK's sentinel and all), decoded with the node's seed. */
+export function fullMonitorUpdateId(stored: Uint8Array, seed: Uint8Array): bigint {
+  const keys = ldk.KeysManager.constructor_new(seed, 1n, 3);
+  const parsed = ldk.UtilMethods.constructor_C2Tuple_ThirtyTwoBytesChannelMonitorZ_read(withoutSentinel(stored), keys.as_EntropySource(), keys.as_SignerProvider());
+  if (!(parsed instanceof ldk.Result_C2Tuple_ThirtyTwoBytesChannelMonitorZDecodeErrorZ_OK)) throw new Error('stored full monitor does not decode');
+  return parsed.res.get_b().get_latest_update_id();
 }

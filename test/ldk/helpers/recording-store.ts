@@ -14,6 +14,8 @@ export interface RecordedWrite {
 
 type KeyFilter = (k: StoreKey) => boolean;
 
+const keyId = (p: string, s: string, k: string) => JSON.stringify([p, s, k]);
+
 export class RecordingStore implements AsyncKVStore {
   readonly writes: RecordedWrite[] = [];
   /** The keys of each durable batch write. */
@@ -27,6 +29,10 @@ export class RecordingStore implements AsyncKVStore {
   outage = false;
   /** Called synchronously when a write has resolved (before the caller continues). */
   afterWrite: ((w: RecordedWrite) => void) | undefined;
+  /** Called synchronously when a remove is asked for (before it is sent). */
+  beforeRemove: ((k: StoreKey) => void) | undefined;
+  /** What the server holds per key, as far as resolved writes and removes tell. */
+  private readonly durable = new Map<string, Uint8Array>();
 
   /**
    * Present when the inner store writes atomic batches (unless `atomicBatches: false`, which
@@ -46,6 +52,7 @@ export class RecordingStore implements AsyncKVStore {
         await inner.writeBatch(writes);
         this.batches.push(writes.map(({ primaryNamespace, secondaryNamespace, key }) => ({ primaryNamespace, secondaryNamespace, key })));
         const resolvedAt = performance.now();
+        for (const w of writes) this.durable.set(keyId(w.primaryNamespace, w.secondaryNamespace, w.key), w.value);
         const recorded = writes.map((w) => ({ key: { primaryNamespace: w.primaryNamespace, secondaryNamespace: w.secondaryNamespace, key: w.key }, bytes: w.value.length, resolvedAt }));
         this.writes.push(...recorded);
         for (const r of recorded) this.afterWrite?.(r);
@@ -74,6 +81,7 @@ export class RecordingStore implements AsyncKVStore {
     const key = { primaryNamespace: p, secondaryNamespace: s, key: k };
     if (this.failWritesTo?.(key)) throw connectionRefused();
     await this.inner.write(p, s, k, value);
+    this.durable.set(keyId(p, s, k), value);
     const recorded = { key, bytes: value.length, resolvedAt: performance.now() };
     this.writes.push(recorded);
     this.afterWrite?.(recorded);
@@ -81,6 +89,9 @@ export class RecordingStore implements AsyncKVStore {
 
   async remove(p: string, s: string, k: string, lazy: boolean): Promise<void> {
     this.check();
+    this.beforeRemove?.({ primaryNamespace: p, secondaryNamespace: s, key: k });
+    // Forgotten at once: from here on the key may be gone (a lazy remove resolves before it is sent).
+    this.durable.delete(keyId(p, s, k));
     await this.inner.remove(p, s, k, lazy);
   }
 
@@ -100,6 +111,11 @@ export class RecordingStore implements AsyncKVStore {
     return this.inner.listAll();
   }
 
+  /** The value of this key's last resolved write, unless it was removed since. */
+  durableValue(p: string, s: string, k: string): Uint8Array | undefined {
+    return this.durable.get(keyId(p, s, k));
+  }
+
   /** True if a write to exactly this key has resolved. */
   wrote(p: string, s: string, k: string): boolean {
     return this.writes.some((w) => w.key.primaryNamespace === p && w.key.secondaryNamespace === s && w.key.key === k);
@@ -110,6 +126,6 @@ export class RecordingStore implements AsyncKVStore {
  * `inner` with some operations replaced (to hold or fail them in a test); the rest pass through.
  * No `writeBatch`, so the persister writes each key on its own.
  */
-export function overridingStore(inner: AsyncKVStore, overrides: Pick<StoreOverrides, 'write' | 'remove'>): AsyncKVStore {
+export function overridingStore(inner: AsyncKVStore, overrides: Pick<StoreOverrides, 'read' | 'write' | 'remove'>): AsyncKVStore {
   return wrapStore(inner, { ...overrides, batches: false });
 }
