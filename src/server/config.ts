@@ -234,7 +234,7 @@ function postgresBackend(env: Env): { backend: BackendOption; description: strin
       poolSize: poolText === undefined ? undefined : parseInteger('VSS_PSQL_POOL_SIZE', poolText, 1, 1000),
       defaultDatabase: value(env, 'VSS_PSQL_DEFAULT_DB') ?? 'postgres',
     },
-    description: `postgres ${redactedUrl(url)}${ssl ? ' (TLS)' : ''}`,
+    description: `postgres ${redactedUrl(url)}${ssl ? ' (TLS)' : ''} from ${databaseUrl !== undefined ? 'DATABASE_URL' : 'VSS_PSQL_*'}`,
   };
 }
 
@@ -313,7 +313,7 @@ export function loadServeConfig(env: Env = process.env): ServeConfig {
       trustProxy: trustText === undefined ? undefined : parseTrustProxy(trustText),
       shutdownGraceMs: graceText === undefined ? undefined : parseInteger('VSS_SHUTDOWN_GRACE_MS', graceText, 0, 3_600_000),
     },
-    storageDescription: postgres?.description ?? `pglite ${dataDir}`,
+    storageDescription: postgres?.description ?? `pglite ${dataDir} ${value(env, 'VSS_DATA_DIR') !== undefined ? 'from VSS_DATA_DIR' : '(the default VSS_DATA_DIR)'}`,
     warnings: unknownVariableWarnings(env),
   };
 }

@@ -9,6 +9,7 @@ export { MemoryBackend, type MemorySnapshot } from './backends/memory.js';
 // instance to startVssServer({ backend }).
 export { PostgresBackend, type PostgresBackendOptions } from './backends/postgres.js';
 export { PgliteBackend, type PgliteBackendOptions } from './backends/pglite.js';
+export { DataDirInUseError, DATA_DIR_LOCK_FILE } from './backends/data-dir-lock.js';
 export { DEFAULT_BATCHING, type SqlBackendOptions } from './backends/sql-backend.js';
 export type { BatcherOptions, GatherOptions, BatcherStats } from './backends/batcher.js';
 export type { StorageBackend, StoredRecord, PutItem, DeleteItem, PutRequest, ListedKey, ListQuery } from './backends/types.js';

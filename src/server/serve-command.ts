@@ -49,7 +49,9 @@ export async function runServe(args: readonly string[], io: CommandIo): Promise<
     server = await startVssServer({ ...config.options, logger });
   } catch (error) {
     logger.fatal({ err: error }, 'VSS server failed to start');
-    io.stderr(`ldk-vss: cannot start: ${(error as Error).message}`);
+    // Which storage, and which variable chose it: a bare "connect ECONNREFUSED" or
+    // "Connection terminated unexpectedly" says neither.
+    io.stderr(`ldk-vss: cannot start on ${config.storageDescription}: ${(error as Error).message}`);
     return 1;
   }
   logger.info({ storage: config.storageDescription }, 'storage ready');

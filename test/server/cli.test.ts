@@ -89,7 +89,7 @@ describe('ldk-vss serve with invalid configuration', () => {
     expect(result.code).toBe(1);
     const lines = result.stderr.trim().split('\n');
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^ldk-vss: cannot start: .*ECONNREFUSED/);
+    expect(lines[0]).toMatch(/^ldk-vss: cannot start on postgres postgres:\/\/postgres@127\.0\.0\.1:1\/vss from DATABASE_URL: .*ECONNREFUSED/);
   });
 });
 
@@ -141,6 +141,12 @@ describe('ldk-vss serve', () => {
     expect(first.logs.join('\n')).toContain('VSS server stopped');
 
     const second = await serve({ VSS_DATA_DIR: dataDir });
+    // A second server on the same directory would lose the first one's writes: refused.
+    const intruder = await runCli(['serve'], { VSS_BIND_ADDRESS: '127.0.0.1:0', VSS_AUTH: 'noop', VSS_DATA_DIR: dataDir });
+    expect(intruder.code).toBe(1);
+    const intruderLines = intruder.stderr.trim().split('\n');
+    expect(intruderLines).toHaveLength(1);
+    expect(intruderLines[0]).toMatch(new RegExp(`^ldk-vss: cannot start on pglite .* from VSS_DATA_DIR: data directory .* is in use by process ${second.child.pid} `));
     const again = new TestClient(second.url, 'cli');
     expect((await again.get('persisted')).version).toBe(1n);
     expect((await again.get('late')).version).toBe(1n);

@@ -103,6 +103,7 @@ describe('loadServeConfig', () => {
     const { options, storageDescription } = loadServeConfig({ DATABASE_URL: 'postgres://vss:s3cret@db:5432/vss', VSS_PSQL_TLS: '1', VSS_PSQL_POOL_SIZE: '20' });
     expect(options.backend).toEqual({ kind: 'postgres', url: 'postgres://vss:s3cret@db:5432/vss', ssl: true, poolSize: 20, defaultDatabase: 'postgres' });
     expect(storageDescription).not.toContain('s3cret');
+    expect(storageDescription).toMatch(/ from DATABASE_URL$/);
   });
 
   it('builds the URL from the reference VSS_PSQL_* variables, encoding credentials', () => {

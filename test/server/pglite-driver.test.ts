@@ -4,9 +4,14 @@
  * in-memory tuning of PgliteBackend (file growth, WAL zero-fill).
  */
 import { PGlite } from '@electric-sql/pglite';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PgliteBackend, PgliteDriver } from '../../src/server/backends/pglite.js';
+import { DATA_DIR_LOCK_FILE, DataDirInUseError, STALE_AFTER_MS } from '../../src/server/backends/data-dir-lock.js';
 import { statementRolledBack } from '../../src/server/backends/sql-backend.js';
 import { sqlState, type SqlQuery } from '../../src/server/backends/sql-driver.js';
 
@@ -162,9 +167,6 @@ describe('PgliteBackend in memory', () => {
 
 /** Runs `work` with a fresh temporary data directory, removed afterwards. */
 async function withDataDir(work: (dir: string) => Promise<void>): Promise<void> {
-  const { mkdtemp, rm } = await import('node:fs/promises');
-  const { tmpdir } = await import('node:os');
-  const { join } = await import('node:path');
   const dir = await mkdtemp(join(tmpdir(), 'ldk-vss-pglite-'));
   try {
     await work(dir);
@@ -213,6 +215,57 @@ describe('PgliteBackend on disk', () => {
       } finally {
         await backend.close();
       }
+    });
+  });
+});
+
+describe('one server per data directory', () => {
+  const lockPath = (dir: string) => join(dir, DATA_DIR_LOCK_FILE);
+
+  it('refuses a second backend on a directory in use, and opens it again once the first is closed', async () => {
+    await withDataDir(async (dir) => {
+      const first = await PgliteBackend.open({ dataDir: dir });
+      try {
+        const error = await PgliteBackend.open({ dataDir: dir }).catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(DataDirInUseError);
+        expect((error as Error).message).toContain(`in use by process ${process.pid} on ${hostname()}`);
+        expect(JSON.parse(await readFile(lockPath(dir), 'utf8'))).toMatchObject({ pid: process.pid, host: hostname() });
+      } finally {
+        await first.close();
+      }
+      await expect(readFile(lockPath(dir))).rejects.toMatchObject({ code: 'ENOENT' });
+      const second = await PgliteBackend.open({ dataDir: dir });
+      await second.close();
+    });
+  });
+
+  it('refuses a lock held by another live process on this host, or refreshed recently from another host', async () => {
+    await withDataDir(async (dir) => {
+      await writeFile(lockPath(dir), JSON.stringify({ pid: process.ppid, host: hostname(), since: '2026-01-01T00:00:00Z' }));
+      await expect(PgliteBackend.open({ dataDir: dir })).rejects.toThrow(new RegExp(`in use by process ${process.ppid} `));
+      await writeFile(lockPath(dir), JSON.stringify({ pid: 1, host: 'another-host', since: '2026-01-01T00:00:00Z' }));
+      await expect(PgliteBackend.open({ dataDir: dir })).rejects.toBeInstanceOf(DataDirInUseError);
+      // A half-written lock (a server that crashed while creating it) is judged by its age too.
+      await writeFile(lockPath(dir), '{"pid": 12');
+      await expect(PgliteBackend.open({ dataDir: dir })).rejects.toBeInstanceOf(DataDirInUseError);
+    });
+  });
+
+  it('takes over a lock whose holder is gone: a dead pid on this host, or a stale lock from another host', async () => {
+    await withDataDir(async (dir) => {
+      const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+      const deadPid = Number(dead.stdout);
+      expect(deadPid).toBeGreaterThan(0);
+      await writeFile(lockPath(dir), JSON.stringify({ pid: deadPid, host: hostname(), since: '2026-01-01T00:00:00Z' }));
+      const afterCrash = await PgliteBackend.open({ dataDir: dir });
+      expect(JSON.parse(await readFile(lockPath(dir), 'utf8')).pid).toBe(process.pid);
+      await afterCrash.close();
+
+      await writeFile(lockPath(dir), JSON.stringify({ pid: 1, host: 'another-host', since: '2026-01-01T00:00:00Z' }));
+      const old = new Date(Date.now() - STALE_AFTER_MS - 5_000);
+      await utimes(lockPath(dir), old, old);
+      const afterRecreate = await PgliteBackend.open({ dataDir: dir });
+      await afterRecreate.close();
     });
   });
 });

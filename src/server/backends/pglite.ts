@@ -7,6 +7,7 @@ import { MemoryFS, messages, PGlite, protocol, types } from '@electric-sql/pglit
 import { NodeFS } from '@electric-sql/pglite/nodefs';
 import { fsyncSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
 import { migrate, type MigrationOutcome } from './migrations.js';
 import { SqlBackend, type SqlBackendOptions } from './sql-backend.js';
 import type { SqlDriver, SqlQuery, SqlResult, SqlSession } from './sql-driver.js';
@@ -291,8 +292,17 @@ export class PgliteBackend extends SqlBackend {
     options: SqlBackendOptions,
     readonly migration: MigrationOutcome,
     readonly dataDir: string | undefined,
+    private readonly dataDirLock: DataDirLock | undefined,
   ) {
     super('pglite', pgliteDriver, options);
+  }
+
+  override async close(): Promise<void> {
+    try {
+      await super.close();
+    } finally {
+      await this.dataDirLock?.release();
+    }
   }
 
   get db(): PGlite {
@@ -300,13 +310,23 @@ export class PgliteBackend extends SqlBackend {
   }
 
   static async open(options: PgliteBackendOptions = {}): Promise<PgliteBackend> {
-    if (options.db === undefined && options.dataDir !== undefined) await mkdir(options.dataDir, { recursive: true });
+    let lock: DataDirLock | undefined;
+    if (options.db === undefined && options.dataDir !== undefined) {
+      await mkdir(options.dataDir, { recursive: true });
+      lock = await lockDataDir(options.dataDir);
+    }
     const inMemory = options.db === undefined && options.dataDir === undefined;
-    const db =
-      options.db ??
-      (inMemory
-        ? await PGlite.create({ fs: new GrowingMemoryFS() })
-        : await PGlite.create({ fs: new SyncingNodeFS(options.dataDir!), startParams: PGLITE_START_PARAMS }));
+    let db: PGlite;
+    try {
+      db =
+        options.db ??
+        (inMemory
+          ? await PGlite.create({ fs: new GrowingMemoryFS() })
+          : await PGlite.create({ fs: new SyncingNodeFS(options.dataDir!), startParams: PGLITE_START_PARAMS }));
+    } catch (error) {
+      await lock?.release();
+      throw error;
+    }
     const driver = new PgliteDriver(db);
     try {
       // New WAL segments are zero-filled by default, in 8 KiB writes that grow an in-memory file
@@ -317,9 +337,10 @@ export class PgliteBackend extends SqlBackend {
       if (inMemory) await driver.query({ text: 'SET wal_init_zero = off' });
       const migration = await migrate(driver);
       if (migration.from !== migration.to) options.logger?.info({ ...migration, dataDir: options.dataDir }, 'applied database migrations');
-      return new PgliteBackend(driver, options, migration, options.dataDir);
+      return new PgliteBackend(driver, options, migration, options.dataDir, lock);
     } catch (error) {
       await db.close();
+      await lock?.release();
       throw error;
     }
   }
