@@ -80,7 +80,7 @@ export async function fetchWithDeadline<T>(
   const failure = (stage: string, cause: unknown): VssClientError => {
     if (timedOut) return new VssClientError('timeout', `${stage} ${shownUrl}: no complete response within ${timeoutMs} ms`, { cause });
     if (outerSignal?.aborted) return new VssClientError('aborted', `${stage} ${shownUrl}: aborted by the caller`, { cause });
-    return new VssClientError('network', `${stage} ${shownUrl}: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    return new VssClientError('network', `${stage} ${shownUrl}: ${transportFailureText(cause)}`, { cause });
   };
   try {
     let response: FetchResponse;
@@ -169,4 +169,16 @@ export async function discardBody(response: FetchResponse): Promise<void> {
   } catch {
     // Nothing useful to do: the connection is simply not reused.
   }
+}
+
+/**
+ * What went wrong on the wire, in one line. Node's fetch (undici) reports every transport failure
+ * as "fetch failed" and keeps the reason (connect ECONNREFUSED, getaddrinfo ENOTFOUND, a reset)
+ * one cause further down, where most error printers never look.
+ */
+function transportFailureText(cause: unknown): string {
+  const text = (cause as Error)?.message ?? String(cause);
+  const reason = (cause as { cause?: unknown } | undefined)?.cause;
+  const detail = reason instanceof Error ? reason.message || (reason as NodeJS.ErrnoException).code : undefined;
+  return detail && !text.includes(detail) ? `${text} (${detail})` : text;
 }

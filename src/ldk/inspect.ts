@@ -335,6 +335,10 @@ export async function runInspect(args: readonly string[], io: InspectIo): Promis
       return 0;
     }
     io.stdout(`store ${JSON.stringify(storeId)} on ${serverUrl}: ${inspection.keys.length} keys, ${formatBytes(inspection.totalStoredBytes)} stored, schema ${inspection.schema === undefined ? '(empty store)' : `V${inspection.schema}`}`);
+    if (inspection.keys.length === 0 && auth.kind === 'sigs') {
+      // The server cannot tell a wrong seed from a new wallet: the seed is also the user.
+      io.stdout('nothing is stored for this identity: with signature auth the seed also names the user, so a mistyped seed (or another store id) looks like an empty store');
+    }
     if (inspection.keys.length > 0) {
       const rows = [
         ['namespace', 'key', 'what', 'version', 'stored', 'plain'],

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { closedLoopbackPort } from '../helpers/ports.js';
 import {
   AuthError,
   ConflictError,
@@ -164,6 +165,13 @@ describe('VssClient error mapping (by ErrorResponse.error_code, not HTTP status)
     expect(error).toBeInstanceOf(VssClientError);
     expect(error.reason).toBe('network');
     expect(error.cause).toBeInstanceOf(TypeError);
+  });
+
+  it("names the reason Node's fetch hides one cause down (here: connection refused)", async () => {
+    const closed = await closedLoopbackPort();
+    const refused = await new VssClient(`http://127.0.0.1:${closed}/vss`, { retryPolicy: NO_RETRY }).getObject({ storeId: 's', key: 'k' }).catch((e) => e);
+    expect(refused.reason).toBe('network');
+    expect(refused.message).toMatch(new RegExp(`^InternalError: request to http://127\\.0\\.0\\.1:${closed}/vss/getObject: fetch failed \\(connect ECONNREFUSED 127\\.0\\.0\\.1:${closed}\\)$`));
   });
 
   it('keeps credentials in the base URL (userinfo) out of error messages', async () => {

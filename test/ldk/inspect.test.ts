@@ -3,6 +3,7 @@
  * the adapter (two LDK wallets, a channel, payments).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { closedLoopbackPort } from '../helpers/ports.js';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -105,6 +106,10 @@ describe('ldk-vss inspect', () => {
     const wrong = await inspect(['--server-url', server.url, '--store-id', wallet.storeId, '--seed', randomBytes(64).toString('hex')]);
     expect(wrong.code).toBe(0);
     expect(wrong.out[0]).toMatch(/0 keys, .* schema \(empty store\)/);
+    expect(wrong.out[1]).toMatch(/the seed also names the user, so a mistyped seed .* looks like an empty store/);
+    // The wallet's own seed shows its keys and no such hint.
+    const right = await inspect(base());
+    expect(right.out.join('\n')).not.toMatch(/mistyped seed/);
     const missing = await inspect([...base(), '--dump', '//no_such_key']);
     expect(missing.code).toBe(1);
     expect(missing.err[0]).toMatch(/no value at \/\/no_such_key/);
@@ -117,9 +122,11 @@ describe('ldk-vss inspect', () => {
     expect(badFlag.code).toBe(2);
     const badDump = await inspect([...base(), '--dump', 'manager']);
     expect(badDump.err[0]).toMatch(/--dump takes primary\/secondary\/key/);
-    const down = await inspect(['--server-url', 'http://127.0.0.1:1/vss', '--store-id', 'x', '--seed', Buffer.from(wallet.seed).toString('hex')]);
+    const closedPort = await closedLoopbackPort();
+    const down = await inspect(['--server-url', `http://127.0.0.1:${closedPort}/vss`, '--store-id', 'x', '--seed', Buffer.from(wallet.seed).toString('hex')]);
     expect(down.code).toBe(1);
-    expect(down.err[0]).toMatch(/ldk-vss inspect: /);
+    // The reason, not just "fetch failed".
+    expect(down.err[0]).toMatch(new RegExp(`^ldk-vss inspect: .*/vss/listKeyVersions: fetch failed \\(connect ECONNREFUSED 127\\.0\\.0\\.1:${closedPort}\\)$`));
   });
 
   it('stops with InspectError when a server repeats a page token, instead of listing forever', async () => {
