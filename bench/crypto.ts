@@ -13,6 +13,7 @@ import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { randomBytes } from 'node:crypto';
 import { decryptStorable, encryptStorable, KeyObfuscator } from '../src/crypto/index.js';
 import { median } from './stats.js';
+import { integerSetting } from '../harness/tool-settings.js';
 
 const SIZES: Array<[string, number]> = [
   ['64 B', 64],
@@ -20,8 +21,8 @@ const SIZES: Array<[string, number]> = [
   ['64 KiB', 64 * 1024],
   ['1 MiB', 1024 * 1024],
 ];
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
-const ROUND_MS = Number(process.env.BENCH_ROUND_MS ?? 150);
+const ROUNDS = integerSetting('BENCH_ROUNDS', 9);
+const ROUND_MS = integerSetting('BENCH_ROUND_MS', 150);
 const TARGET_RATIO = 1.5;
 const utf8 = new TextEncoder();
 

@@ -12,9 +12,10 @@
  * server acknowledging it (it includes waiting for the ChannelManager write that must
  * precede the monitor update, see VssPersister.linkManagerWriter).
  *
- * Environment: BENCH_PAYMENTS (default 60 per configuration), BENCH_DATABASE_URL (default
- * TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/ldk_vss_bench), BENCH_LATENCY_MS
- * (default 20). Results: a table on stdout and bench/results/e2e-<time>.json.
+ * Environment: BENCH_PAYMENTS (default 60 per configuration), BENCH_DATABASE_URL (the
+ * PostgreSQL server to use; default TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres:
+ * the run creates its own database ldkvss_e2e_<pid> there and drops it afterwards),
+ * BENCH_LATENCY_MS (default 20). Results: a table on stdout and bench/results/e2e-<time>.json.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -28,11 +29,21 @@ import { PersistenceMeter } from '../harness/wallet-metrics.js';
 import { percentile, table } from '../src/ldk/report-format.js';
 import { vssStoreOpener } from '../harness/vss-wallet.js';
 import { WalletFleet } from '../harness/wallets.js';
+import { integerSetting } from '../harness/tool-settings.js';
 
-const PAYMENTS = Number(process.env.BENCH_PAYMENTS ?? 60);
+const PAYMENTS = integerSetting('BENCH_PAYMENTS', 60);
 const WARMUP = 5;
-const LATENCY_MS = Number(process.env.BENCH_LATENCY_MS ?? 20);
-const DATABASE_URL = process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/ldk_vss_bench';
+const LATENCY_MS = integerSetting('BENCH_LATENCY_MS', 20, 0);
+const POSTGRES_URL = process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+/** This run's own database on that server (created by the VSS server, dropped at the end). */
+const DATABASE = `ldkvss_e2e_${process.pid}`;
+const DATABASE_URL = withDatabase(POSTGRES_URL, DATABASE);
+
+function withDatabase(url: string, name: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${name}`;
+  return parsed.toString();
+}
 const AMOUNT_MSAT = 5_000_000n;
 
 interface Result {
@@ -103,19 +114,23 @@ async function measure(serverUrl: string): Promise<Omit<Result, 'configuration' 
   }
 }
 
-async function postgresReachable(url: string): Promise<string | undefined> {
-  const admin = new URL(url);
-  admin.pathname = '/postgres';
-  const client = new Client({ connectionString: admin.toString(), connectionTimeoutMillis: 2_000 });
+/** Runs `work` on the PostgreSQL server's maintenance database, or says why it cannot be reached. */
+async function onPostgres<T>(work: (client: Client) => Promise<T>): Promise<{ value: T } | { problem: string }> {
+  const admin = withDatabase(DATABASE_URL, 'postgres');
+  const client = new Client({ connectionString: admin, connectionTimeoutMillis: 2_000 });
   try {
     await client.connect();
-    await client.query('select 1');
-    return undefined;
+    return { value: await work(client) };
   } catch (err) {
-    return `PostgreSQL not reachable at ${admin.host} (${(err as Error).message})`;
+    return { problem: `PostgreSQL not reachable at ${new URL(admin).host} (${(err as Error).message})` };
   } finally {
     await client.end().catch(() => {});
   }
+}
+
+async function postgresReachable(): Promise<string | undefined> {
+  const outcome = await onPostgres((client) => client.query('select 1'));
+  return 'problem' in outcome ? outcome.problem : undefined;
 }
 
 async function run(): Promise<void> {
@@ -126,7 +141,7 @@ async function run(): Promise<void> {
     { configuration: 'baseline: in-memory persister', backend: 'none', addedLatencyMs: 0, payments: PAYMENTS, paymentsPerSec: baselinePps, ratioToBaseline: 1, monitorWrites: 0, timeToDurableP50Ms: null, timeToDurableP99Ms: null, bytesPerPayment: null },
   ];
   const backends: { label: string; option: BackendOption; skipped?: string }[] = [{ label: 'PGlite (embedded)', option: 'pglite' }];
-  const pgProblem = await postgresReachable(DATABASE_URL);
+  const pgProblem = await postgresReachable();
   backends.push({ label: 'PostgreSQL', option: { kind: 'postgres', url: DATABASE_URL, createDatabase: true }, skipped: pgProblem });
 
   for (const backend of backends) {
@@ -177,10 +192,12 @@ async function run(): Promise<void> {
   console.log(`\nwritten to ${file}`);
 }
 
-run().then(
-  () => setTimeout(() => process.exit(0), 500).unref(),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+run()
+  .finally(() => onPostgres((client) => client.query(`DROP DATABASE IF EXISTS "${DATABASE}" WITH (FORCE)`)))
+  .then(
+    () => setTimeout(() => process.exit(0), 500).unref(),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );

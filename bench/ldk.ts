@@ -32,12 +32,14 @@ import { VssStore } from '../src/store/index.js';
 import { supportsAtomicBatch, type AsyncKVStore, type KeyValueWrite, type StoreKey } from '../src/store/types.js';
 import { coldRestore } from './cold-restore.js';
 import { median } from './stats.js';
+import pg from 'pg';
+import { integerSetting } from '../harness/tool-settings.js';
 
-const PAYMENTS = Number(process.env.BENCH_PAYMENTS ?? 20);
-const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 5));
-const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 5);
-const LONG_PAYMENTS = Number(process.env.BENCH_LONG_PAYMENTS ?? 1000);
-const CHANNELS = Number(process.env.BENCH_CHANNELS ?? 20);
+const PAYMENTS = integerSetting('BENCH_PAYMENTS', 20);
+const ROUNDS = integerSetting('BENCH_ROUNDS', 5);
+const CONCURRENCY = integerSetting('BENCH_CONCURRENCY', 5);
+const LONG_PAYMENTS = integerSetting('BENCH_LONG_PAYMENTS', 1000);
+const CHANNELS = integerSetting('BENCH_CHANNELS', 20);
 const TARGET_RATIO = 0.5;
 const AMOUNT_MSAT = 1_000n;
 
@@ -172,9 +174,11 @@ async function main(): Promise<void> {
   const pglite = await VssServerThread.start({ kind: 'pglite' });
   const pgUrl = process.env.TEST_DATABASE_URL;
   let postgres: VssServerThread | undefined;
+  // This run's own database on that server, dropped at the end.
+  const database = `ldkvss_ldk_${process.pid}`;
   if (pgUrl) {
     const url = new URL(pgUrl);
-    url.pathname = '/ldk_vss_bench_ldk';
+    url.pathname = `/${database}`;
     postgres = await VssServerThread.start({ kind: 'postgres', url: url.toString(), createDatabase: true } as ThreadBackendOption);
   }
 
@@ -315,7 +319,12 @@ async function main(): Promise<void> {
   );
   await long.net.shutdown();
   await pglite.close();
-  await postgres?.close();
+  if (postgres && pgUrl) {
+    await postgres.close();
+    const admin = new pg.Client({ connectionString: pgUrl });
+    await admin.connect();
+    await admin.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`).finally(() => admin.end());
+  }
 }
 
 main().then(

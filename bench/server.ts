@@ -37,19 +37,20 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { Pool as HttpPool } from 'undici';
 import { keyValue, vss } from '../src/protocol/index.js';
+import { choiceListSetting, choiceSetting, integerListSetting, integerSetting } from '../harness/tool-settings.js';
 
 const BASE_URL = process.env.DATABASE_URL ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const DATABASE = `ldkvss_bench_${process.pid}`;
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 2);
+const ROUNDS = integerSetting('BENCH_ROUNDS', 5);
+const SECONDS = integerSetting('BENCH_SECONDS', 2);
 const WARMUP_SECONDS = 0.5;
 const WARMUP_PASS_SECONDS = 1.5;
-const KEY_COUNT = Number(process.env.BENCH_KEYS ?? 5000);
-const POOL_SIZE = Number(process.env.BENCH_POOL ?? 32);
-const CONCURRENCY = (process.env.BENCH_CONCURRENCY ?? '1,16,64').split(',').map(Number);
-const OPS = (process.env.BENCH_OPS ?? 'put,get').split(',');
-const ROUTING = process.env.BENCH_ROUTING === 'express' ? 'express' : 'direct';
-const HTTP_CLIENT = process.env.BENCH_HTTP_CLIENT === 'node' ? 'node:http' : 'undici';
+const KEY_COUNT = integerSetting('BENCH_KEYS', 5000);
+const POOL_SIZE = integerSetting('BENCH_POOL', 32);
+const CONCURRENCY = integerListSetting('BENCH_CONCURRENCY', [1, 16, 64]);
+const OPS = choiceListSetting('BENCH_OPS', ['put', 'get'], ['put', 'get']);
+const ROUTING = choiceSetting('BENCH_ROUTING', ['direct', 'express'], 'direct');
+const HTTP_CLIENT = choiceSetting('BENCH_HTTP_CLIENT', ['undici', 'node'], 'undici') === 'node' ? 'node:http' : 'undici';
 const VALUE = randomBytes(1024);
 const STORE_ID = 'bench';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -350,8 +351,15 @@ function nodeHttpPoster(agent: http.Agent, url: string): (body: Uint8Array) => P
 
 // --- main ------------------------------------------------------------------------------------
 async function main(): Promise<void> {
-  const admin = new pg.Client({ connectionString: BASE_URL });
-  await admin.connect();
+  const admin = new pg.Client({ connectionString: BASE_URL, connectionTimeoutMillis: 5_000 });
+  await admin.connect().catch((error: unknown) => {
+    const where = new URL(BASE_URL);
+    process.stderr.write(
+      `bench:server needs PostgreSQL (DATABASE_URL, else TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres): ` +
+        `cannot connect to ${where.host}: ${(error as Error).message || String(error)}\n`,
+    );
+    process.exit(1);
+  });
   await admin.query(`DROP DATABASE IF EXISTS "${DATABASE}" WITH (FORCE)`);
   const server = await startServer(); // creates the database and applies the migrations
   const httpFloor = await startHttpFloor(vss.GetObjectResponse.encode({ value: keyValue('key-0', 1n, VALUE) }).finish());

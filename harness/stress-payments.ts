@@ -28,25 +28,12 @@ import { supportsAtomicBatch, type AsyncKVStore } from '../src/store/types.js';
 import { WalletNetwork } from './network.js';
 import { ldkMonitorUpdatingPersistence, memoryPersistence, vssPersistence, type PersistenceFactory } from './persistence.js';
 import { VssServerThread } from './server-thread.js';
+import { choiceSetting, integerSetting } from './tool-settings.js';
 import { wrapStore } from './wrapped-store.js';
 
 const SETUPS = ['linked', 'unlinked', 'payer-only', 'ldk-sync'] as const;
 type Setup = (typeof SETUPS)[number];
 const PAYMENTS_PER_ROUND = 20;
-
-function setupFromEnv(): Setup {
-  const value = process.env.STRESS_SETUP ?? 'linked';
-  if (!(SETUPS as readonly string[]).includes(value)) throw new Error(`STRESS_SETUP must be one of ${SETUPS.join(', ')}, got ${JSON.stringify(value)}`);
-  return value as Setup;
-}
-
-function positiveInteger(name: string, fallback: number, allowZero = false): number {
-  const raw = process.env[name];
-  if (raw === undefined) return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < (allowZero ? 0 : 1)) throw new Error(`${name} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${JSON.stringify(raw)}`);
-  return value;
-}
 
 /** The store with every write (and batch) delayed by `delayMs`: a slow link to the server. */
 function delayedWrites(inner: AsyncKVStore, delayMs: number): AsyncKVStore {
@@ -67,10 +54,10 @@ function delayedWrites(inner: AsyncKVStore, delayMs: number): AsyncKVStore {
 }
 
 async function main(): Promise<void> {
-  const setup = setupFromEnv();
-  const rounds = positiveInteger('STRESS_ROUNDS', 40);
-  const inFlight = positiveInteger('STRESS_IN_FLIGHT', 5);
-  const delayMs = positiveInteger('STRESS_DELAY_MS', 0, true);
+  const setup: Setup = choiceSetting('STRESS_SETUP', SETUPS, 'linked');
+  const rounds = integerSetting('STRESS_ROUNDS', 40);
+  const inFlight = integerSetting('STRESS_IN_FLIGHT', 5);
+  const delayMs = integerSetting('STRESS_DELAY_MS', 0, 0);
   const logLevel = process.env.LDK_LOG === 'trace' ? ldk.Level.LDKLevel_Trace : process.env.LDK_LOG === 'debug' ? ldk.Level.LDKLevel_Debug : ldk.Level.LDKLevel_Error;
 
   await initLdk();

@@ -1,0 +1,47 @@
+/**
+ * Environment settings of the harness tools and benchmarks. A bad value is refused before any
+ * work starts, with one line naming the variable and exit code 2: not NaN rows after a minute
+ * of measuring, and not a stack trace.
+ */
+
+/** Prints why `name` is refused and exits. */
+function refuse(name: string, expected: string, raw: string): never {
+  process.stderr.write(`${name} must be ${expected}, got ${JSON.stringify(raw)}\n`);
+  process.exit(2);
+}
+
+function parseInteger(name: string, raw: string, min: number): number {
+  const value = Number(raw.trim());
+  if (raw.trim() === '' || !Number.isSafeInteger(value) || value < min) refuse(name, min === 0 ? 'a whole number ≥ 0' : `a whole number ≥ ${min}`, raw);
+  return value;
+}
+
+/** An integer setting of at least `min` (default 1). */
+export function integerSetting(name: string, fallback: number, min = 1): number {
+  const raw = process.env[name];
+  return raw === undefined ? fallback : parseInteger(name, raw, min);
+}
+
+/** A comma-separated list of integers of at least `min`. */
+export function integerListSetting(name: string, fallback: readonly number[], min = 1): number[] {
+  const raw = process.env[name];
+  if (raw === undefined) return [...fallback];
+  return raw.split(',').map((part) => parseInteger(name, part, min));
+}
+
+/** One of `choices`. */
+export function choiceSetting<T extends string>(name: string, choices: readonly T[], fallback: T): T {
+  const raw = process.env[name];
+  if (raw === undefined) return fallback;
+  if (!(choices as readonly string[]).includes(raw)) refuse(name, `one of ${choices.join(', ')}`, raw);
+  return raw as T;
+}
+
+/** A comma-separated list, each one of `choices`. */
+export function choiceListSetting<T extends string>(name: string, choices: readonly T[], fallback: readonly T[]): T[] {
+  const raw = process.env[name];
+  if (raw === undefined) return [...fallback];
+  const parts = raw.split(',');
+  if (parts.some((part) => !(choices as readonly string[]).includes(part))) refuse(name, `a comma-separated list of ${choices.join(', ')}`, raw);
+  return parts as T[];
+}
