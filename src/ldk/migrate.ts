@@ -8,7 +8,7 @@ import * as ldk from 'lightningdevkit';
 import type { AsyncKVStore, StoreKey, SyncKVStore } from '../store/types.js';
 import { KeyNotFoundError, StoreError } from '../store/errors.js';
 import { MigrationVerificationError } from './errors.js';
-import { CHANNEL_MANAGER_NAMESPACE } from './layout.js';
+import { CHANNEL_MANAGER_NAMESPACE, CHANNEL_MONITOR_NAMESPACE, CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE } from './layout.js';
 import { createLimiter } from './concurrency.js';
 
 /** An LDK KVStore as a migration source: reads go to `kvStore`, the key listing to `migratable`. */
@@ -114,6 +114,9 @@ function targetEndpoint(target: MigrationTarget): Endpoint {
 }
 
 const label = (k: StoreKey): string => [k.primaryNamespace, k.secondaryNamespace, k.key].join('/');
+const isMonitorData = (k: StoreKey): boolean =>
+  (k.primaryNamespace === CHANNEL_MONITOR_NAMESPACE.primary && k.secondaryNamespace === CHANNEL_MONITOR_NAMESPACE.secondary) ||
+  k.primaryNamespace === CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE;
 const isManager = (k: StoreKey): boolean =>
   k.primaryNamespace === CHANNEL_MANAGER_NAMESPACE.primary && k.secondaryNamespace === CHANNEL_MANAGER_NAMESPACE.secondary && k.key === CHANNEL_MANAGER_NAMESPACE.key;
 
@@ -137,12 +140,23 @@ export async function migrateStore(from: MigrationSource, to: MigrationTarget, o
   const keys = await source.listAll!();
   const ordered = [...keys.filter((k) => !isManager(k)), ...keys.filter(isManager)];
 
-  if (!options.overwrite) {
-    const existing = target.listAll ? await target.listAll() : undefined;
-    if (existing) {
-      const present = new Set(existing.map(label));
-      const clash = ordered.find((k) => present.has(label(k)));
-      if (clash) throw new MigrationVerificationError(`target already holds ${label(clash)}; pass overwrite: true to replace existing keys`);
+  const existing = target.listAll ? await target.listAll() : undefined;
+  if (existing && !options.overwrite) {
+    const present = new Set(existing.map(label));
+    const clash = ordered.find((k) => present.has(label(k)));
+    if (clash) throw new MigrationVerificationError(`target already holds ${label(clash)}; pass overwrite: true to replace existing keys`);
+  }
+  if (existing && options.overwrite) {
+    // Overwriting replaces the source's keys, it removes nothing: a monitor or monitor update
+    // the target holds and the source does not would be read by a restore as part of the
+    // copied state (a leftover delta above the copied full monitor gets applied to it).
+    const inSource = new Set(keys.map(label));
+    const foreign = existing.filter((k) => isMonitorData(k) && !inSource.has(label(k)));
+    if (foreign.length > 0) {
+      throw new MigrationVerificationError(
+        `target holds ${foreign.length} monitor key(s) the source does not (e.g. ${label(foreign[0])}); a restore from the copy would ` +
+          'read them as part of the copied state. Remove them, or migrate into an empty store (nothing was copied)',
+      );
     }
   }
 

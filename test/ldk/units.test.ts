@@ -293,6 +293,21 @@ describe('migrateStore', () => {
     expect([...(await to.read('monitor_updates', 'chan', '1'))]).toEqual([1, 1]);
   });
 
+  it('refuses to overwrite into a target holding monitor data the source lacks (a restore would read it as copied state)', async () => {
+    const from = new MemoryKVStore();
+    await fill(from, 2);
+    const to = new MemoryKVStore();
+    await to.write('monitor_updates', 'chan', '99', Uint8Array.of(9)); // a leftover delta
+    await to.write('payments', '', 'old', Uint8Array.of(1)); // other data is only overwritten where it clashes
+    const error = await migrateStore(from, to, { overwrite: true }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(MigrationVerificationError);
+    expect((error as Error).message).toMatch(/holds 1 monitor key\(s\) the source does not \(e\.g\. monitor_updates\/chan\/99\)/);
+    expect(to.server.keys().length).toBe(2); // nothing copied
+    await to.remove('monitor_updates', 'chan', '99', false);
+    await migrateStore(from, to, { overwrite: true });
+    expect([...(await to.read('payments', '', 'old'))]).toEqual([1]);
+  });
+
   it('detects a copy that does not read back identical', async () => {
     const from = new MemoryKVStore();
     await fill(from, 3);
