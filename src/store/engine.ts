@@ -450,6 +450,8 @@ export class StoreEngine {
           // The batch applied all or nothing, so its keys tell one story: all ours (an earlier
           // attempt of this batch committed), some moved by an older attempt of ours that
           // landed late (retry once), or another writer.
+          // After a lost reply every key is uncertain, even if reading one of them back fails.
+          if (error.afterAmbiguousAttempt) items.forEach(({ target }, i) => this.#uncertain.set(target.address.storeKey, attempts[i]));
           const outcomes: SettleOutcome[] = [];
           try {
             for (const [i, { target }] of items.entries()) {
@@ -575,8 +577,8 @@ export class StoreEngine {
       this.#uncertain.set(storeKey, attempt);
       return yield* this.#settleUncertain(target);
     }
-    const late = this.#late.get(storeKey);
-    if (!late) return 'none';
+    const late = this.#lateAttempts(storeKey);
+    if (late.length === 0) return 'none';
     this.#uncertain.set(storeKey, late[late.length - 1]);
     const outcome = yield* this.#settleUncertain(target);
     return outcome === 'committed' ? 'superseded' : outcome;
@@ -603,10 +605,11 @@ export class StoreEngine {
     this.#uncertain.delete(storeKey);
     this.#touch(storeKey);
     const outcome = yield* this.#outcome(attempt, found, current, aad, storeKey);
-    const late = this.#late.get(storeKey) ?? [];
+    const late = this.#lateAttempts(storeKey);
     if (outcome === 'not-committed') {
-      // Every late attempt expects the version the key still has (a write that applies clears them).
-      if (!late.includes(attempt)) this.#late.set(storeKey, [...late, attempt].slice(-MAX_LATE_ATTEMPTS));
+      // Only writes: their landing is recognisable (our sealed value at the next version),
+      // while a key gone missing may be anyone's delete.
+      if (attempt.kind === 'write' && !late.includes(attempt)) this.#late.set(storeKey, [...late, attempt].slice(-MAX_LATE_ATTEMPTS));
       return outcome;
     }
     this.#late.delete(storeKey);
@@ -640,12 +643,12 @@ export class StoreEngine {
     }
     if (current === undefined) {
       this.versions.delete(storeKey);
+      yield* record([{ id: this.id(storeKey), version: null }]);
       return 'committed';
     }
-    if (current === attempt.expected) {
-      yield* record([{ id: this.id(storeKey), version: current }]);
-      return 'not-committed';
-    }
+    // Not applied yet, but the request may still land: the ledger keeps the key forgotten (it may
+    // under-state what the server holds, never over-state it).
+    if (current === attempt.expected) return 'not-committed';
     return 'neither';
   }
 
@@ -669,6 +672,15 @@ export class StoreEngine {
 
   #touch(storeKey: string): void {
     this.#lastChange.set(storeKey, ++this.#sequence);
+  }
+
+  /**
+   * Late writes that could still apply: those expecting the version this store believes the key
+   * has. Once the store learned another version (a read, another writer), older ones cannot.
+   */
+  #lateAttempts(storeKey: string): UncertainWrite[] {
+    const expected = this.versions.get(storeKey) ?? 0n;
+    return (this.#late.get(storeKey) ?? []).filter((late) => late.expected === expected);
   }
 
   /** A compare-and-set of ours applied: the key moved past any late attempt's expected version. */

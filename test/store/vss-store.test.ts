@@ -398,6 +398,63 @@ function storeSuite(backend: TestBackend): void {
       await other.close();
     });
 
+    it('a batch whose reply was lost leaves every key uncertain, even when reading one of them back fails', async () => {
+      const storeId = newStoreId();
+      let loseReply = false;
+      let getsAllowed = Infinity;
+      const flaky: FetchFunction = async (url, init) => {
+        if (url.endsWith('/putObjects') && loseReply) {
+          loseReply = false;
+          await (await fetch(url, init)).arrayBuffer(); // committed, reply lost; the retry meets 409
+          throw new TypeError('fetch failed: socket hang up');
+        }
+        if (url.endsWith('/getObject') && getsAllowed-- <= 0) throw new TypeError('fetch failed: ECONNRESET');
+        return fetch(url, init);
+      };
+      const store = await open(storeId, { clientRuntime: { fetch: flaky } });
+      const batch = (v: string) => ['k1', 'k2', 'k3'].map((key) => ({ primaryNamespace: 'b', secondaryNamespace: '', key, value: bytes(v) }));
+      await store.writeBatch(batch('a'));
+      loseReply = true;
+      getsAllowed = 1; // k1 reads back, k2's read-back fails
+      await expect(store.writeBatch(batch('b'))).rejects.toBeInstanceOf(StoreIOError);
+      getsAllowed = Infinity;
+      // k3 was never read back: it must still be settled by reading, not taken for a conflict.
+      await store.write('b', '', 'k3', bytes('c'));
+      await store.write('b', '', 'k2', bytes('c'));
+      expect(text(await store.read('b', '', 'k3'))).toBe('c');
+      await store.close();
+    });
+
+    it('a late attempt never excuses a conflict once the key moved on: another writer\'s delete stays a conflict', async () => {
+      const storeId = newStoreId();
+      let failNextPut = false;
+      const failing: FetchFunction = async (url, init) => {
+        if (url.endsWith('/putObjects') && failNextPut) {
+          failNextPut = false;
+          throw new TypeError('fetch failed: socket hang up'); // outcome unknown (never sent here)
+        }
+        return fetch(url, init);
+      };
+      const a = await open(storeId, { clientRuntime: { fetch: failing }, client: { baseUrl: fx.url, retry: 'none' } });
+      const b = await open(storeId);
+      await a.write('m', '', 'k', bytes('a1'));
+      failNextPut = true;
+      await expect(a.remove('m', '', 'k', false)).rejects.toBeInstanceOf(StoreIOError);
+      failNextPut = true;
+      await expect(a.write('m', '', 'k', bytes('a2'))).rejects.toBeInstanceOf(StoreIOError); // reads back: not committed
+      await b.read('m', '', 'k');
+      await b.write('m', '', 'k', bytes('b2'));
+      expect(text(await a.read('m', '', 'k'))).toBe('b2');
+      await b.remove('m', '', 'k', false);
+      // a's old attempts expected version 1; the key has moved on twice since: this is b's doing.
+      await expect(a.write('m', '', 'k', bytes('a3'))).rejects.toBeInstanceOf(ConcurrentWriterError);
+      const fresh = await open(storeId);
+      await expect(fresh.read('m', '', 'k')).rejects.toBeInstanceOf(KeyNotFoundError);
+      await fresh.close();
+      await a.close();
+      await b.close();
+    });
+
     it('a listing adopts no versions: a stale write after list or listAll still fails, before and after a conflict', async () => {
       const { a, b } = await changedBehindTheBackOfA('chan', 'k', 'a1', 'b2');
       // A listing shows the key at b's version; a never read it, so its next write is stale.
