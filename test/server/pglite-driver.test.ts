@@ -4,14 +4,17 @@
  * in-memory tuning of PgliteBackend (file growth, WAL zero-fill).
  */
 import { PGlite } from '@electric-sql/pglite';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readlink, rm, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PgliteBackend, PgliteDriver } from '../../src/server/backends/pglite.js';
-import { DATA_DIR_LOCK_FILE, DataDirInUseError, STALE_AFTER_MS } from '../../src/server/backends/data-dir-lock.js';
+import { DATA_DIR_LOCK_FILE, DataDirInUseError, STALE_AFTER_MS, STALE_SAME_HOST_AFTER_MS } from '../../src/server/backends/data-dir-lock.js';
+
+const LOCK_MODULE = fileURLToPath(new URL('../../src/server/backends/data-dir-lock.ts', import.meta.url));
 import { statementRolledBack } from '../../src/server/backends/sql-backend.js';
 import { sqlState, type SqlQuery } from '../../src/server/backends/sql-driver.js';
 
@@ -221,14 +224,23 @@ describe('PgliteBackend on disk', () => {
 
 describe('one server per data directory', () => {
   const lockPath = (dir: string) => join(dir, DATA_DIR_LOCK_FILE);
+  /** A lock file as another holder would have left it. */
+  const writeLock = async (dir: string, holder: { pid: number; host?: string }, ageMs = 0) => {
+    const pidNamespace = await readlink('/proc/self/ns/pid').catch(() => undefined);
+    await writeFile(lockPath(dir), JSON.stringify({ host: hostname(), pidNamespace, token: 'theirs', since: '2026-01-01T00:00:00Z', ...holder }));
+    const at = new Date(Date.now() - ageMs);
+    await utimes(lockPath(dir), at, at);
+  };
 
-  it('refuses a second backend on a directory in use, and opens it again once the first is closed', async () => {
+  it('refuses a second backend on a directory in use (however the path is spelled), and opens it again once the first is closed', async () => {
     await withDataDir(async (dir) => {
       const first = await PgliteBackend.open({ dataDir: dir });
       try {
-        const error = await PgliteBackend.open({ dataDir: dir }).catch((e: unknown) => e);
-        expect(error).toBeInstanceOf(DataDirInUseError);
-        expect((error as Error).message).toContain(`in use by process ${process.pid} on ${hostname()}`);
+        for (const spelling of [dir, `${dir}/`, join(dir, '..', basename(dir))]) {
+          const error = await PgliteBackend.open({ dataDir: spelling }).catch((e: unknown) => e);
+          expect(error).toBeInstanceOf(DataDirInUseError);
+          expect((error as Error).message).toContain(`in use by process ${process.pid} on ${hostname()}`);
+        }
         expect(JSON.parse(await readFile(lockPath(dir), 'utf8'))).toMatchObject({ pid: process.pid, host: hostname() });
       } finally {
         await first.close();
@@ -239,11 +251,11 @@ describe('one server per data directory', () => {
     });
   });
 
-  it('refuses a lock held by another live process on this host, or refreshed recently from another host', async () => {
+  it('refuses a lock held by another live process here, or refreshed recently from elsewhere', async () => {
     await withDataDir(async (dir) => {
-      await writeFile(lockPath(dir), JSON.stringify({ pid: process.ppid, host: hostname(), since: '2026-01-01T00:00:00Z' }));
+      await writeLock(dir, { pid: process.ppid });
       await expect(PgliteBackend.open({ dataDir: dir })).rejects.toThrow(new RegExp(`in use by process ${process.ppid} `));
-      await writeFile(lockPath(dir), JSON.stringify({ pid: 1, host: 'another-host', since: '2026-01-01T00:00:00Z' }));
+      await writeLock(dir, { pid: 1, host: 'another-host' });
       await expect(PgliteBackend.open({ dataDir: dir })).rejects.toBeInstanceOf(DataDirInUseError);
       // A half-written lock (a server that crashed while creating it) is judged by its age too.
       await writeFile(lockPath(dir), '{"pid": 12');
@@ -251,21 +263,46 @@ describe('one server per data directory', () => {
     });
   });
 
-  it('takes over a lock whose holder is gone: a dead pid on this host, or a stale lock from another host', async () => {
+  it('takes over a lock whose holder is gone: a dead pid here, a stale lock from elsewhere, an old lock whose pid was reused', async () => {
     await withDataDir(async (dir) => {
       const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
       const deadPid = Number(dead.stdout);
       expect(deadPid).toBeGreaterThan(0);
-      await writeFile(lockPath(dir), JSON.stringify({ pid: deadPid, host: hostname(), since: '2026-01-01T00:00:00Z' }));
-      const afterCrash = await PgliteBackend.open({ dataDir: dir });
-      expect(JSON.parse(await readFile(lockPath(dir), 'utf8')).pid).toBe(process.pid);
-      await afterCrash.close();
-
-      await writeFile(lockPath(dir), JSON.stringify({ pid: 1, host: 'another-host', since: '2026-01-01T00:00:00Z' }));
-      const old = new Date(Date.now() - STALE_AFTER_MS - 5_000);
-      await utimes(lockPath(dir), old, old);
-      const afterRecreate = await PgliteBackend.open({ dataDir: dir });
-      await afterRecreate.close();
+      const cases: Array<[string, { pid: number; host?: string }, number]> = [
+        ['dead pid on this host', { pid: deadPid }, 0],
+        ['another host, not refreshed', { pid: 1, host: 'another-host' }, STALE_AFTER_MS + 5_000],
+        ['live pid, not refreshed for long (reused after a reboot)', { pid: process.ppid }, STALE_SAME_HOST_AFTER_MS + 5_000],
+      ];
+      for (const [what, holder, ageMs] of cases) {
+        await writeLock(dir, holder, ageMs);
+        const backend = await PgliteBackend.open({ dataDir: dir });
+        expect(JSON.parse(await readFile(lockPath(dir), 'utf8')).pid, what).toBe(process.pid);
+        await backend.close();
+      }
     });
+  });
+
+  it('lets exactly one of two servers starting at the same instant take over a stale lock', async () => {
+    const dead = Number(spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout);
+    // Each child spins until the agreed instant, then takes the lock and holds it a moment.
+    const script = `import { lockDataDir } from ${JSON.stringify(LOCK_MODULE)};
+      const [dir, goAt] = [process.argv[1], Number(process.argv[2])];
+      while (Date.now() < goAt) {}
+      lockDataDir(dir).then(() => { process.stdout.write('locked'); setTimeout(() => {}, 500); }, (e) => process.stdout.write(e.name));`;
+    const contender = (dir: string, goAt: number) =>
+      new Promise<string>((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script, dir, String(goAt)], { stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        child.stdout.on('data', (chunk) => (out += chunk));
+        child.on('close', () => resolve(out));
+      });
+    for (let round = 0; round < 3; round++) {
+      await withDataDir(async (dir) => {
+        await writeLock(dir, { pid: dead });
+        const goAt = Date.now() + 3_000;
+        const outcomes = await Promise.all([contender(dir, goAt), contender(dir, goAt)]);
+        expect(outcomes.sort(), `round ${round}`).toEqual(['DataDirInUseError', 'locked']);
+      });
+    }
   });
 });

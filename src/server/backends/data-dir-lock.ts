@@ -2,22 +2,31 @@
  * One server per embedded data directory. PGlite keeps no lock of its own: two processes on one
  * directory both start, each with its own view of the database, and the writes one of them
  * acknowledged are gone once the other's pages win. A lock file in the directory (created
- * exclusively) refuses the second server instead.
+ * exclusively, naming its holder with a random token) refuses the second server instead.
  *
  * A server that crashed leaves its lock file behind, so a lock counts as stale when its holder
- * is provably gone: on this host, no process with its pid (or it names this very process, which
- * does not hold it: a restarted container reusing pid 1); on another host (a shared volume, a
- * recreated container), when the holder has not refreshed it for STALE_AFTER_MS.
+ * is provably gone: in this pid namespace on this host, no process has its pid (or the pid is
+ * this process's own, which does not hold it: a restarted container reusing pid 1); anywhere
+ * else (another host sharing the volume, another container's pid namespace), when the holder
+ * has not refreshed it for STALE_AFTER_MS. A lock not refreshed for STALE_SAME_HOST_AFTER_MS is
+ * stale even if a process with its pid exists (after a reboot the pid belongs to someone else).
+ *
+ * Taking over a stale lock is serialised by a second, short-lived lock file: two servers
+ * starting together after a crash cannot both delete the stale lock and both create their own.
  */
-import { open, readFile, rm, stat, utimes } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { open, readFile, readlink, realpath, rm, stat, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 
 export const DATA_DIR_LOCK_FILE = 'ldk-vss.lock';
+const TAKEOVER_SUFFIX = '.takeover';
 /** How often the holder refreshes the lock file's modification time. */
 export const REFRESH_EVERY_MS = 5_000;
-/** A lock from another host not refreshed for this long is stale. */
+/** A lock whose holder cannot be checked by pid, not refreshed for this long, is stale. */
 export const STALE_AFTER_MS = 30_000;
+/** A lock not refreshed for this long is stale even if a process with its pid exists. */
+export const STALE_SAME_HOST_AFTER_MS = 300_000;
 
 /** The data directory is used by another running server. */
 export class DataDirInUseError extends Error {
@@ -26,40 +35,49 @@ export class DataDirInUseError extends Error {
 
 export interface DataDirLock {
   readonly path: string;
-  /** Stops refreshing and deletes the lock file. */
+  /** Stops refreshing and deletes the lock file, if it is still this holder's. */
   release(): Promise<void>;
 }
 
 interface Holder {
   pid: number;
   host: string;
+  /** The pid namespace (Linux), so a pid is only checked where it means the same process. */
+  pidNamespace?: string;
+  token: string;
   since: string;
 }
 
-/** Lock files this process holds: a second backend in the same process is refused too. */
-const heldHere = new Set<string>();
+/** Tokens of the locks this process holds, by lock path: a second backend here is refused too. */
+const heldHere = new Map<string, string>();
 
 export async function lockDataDir(dir: string): Promise<DataDirLock> {
-  const path = join(dir, DATA_DIR_LOCK_FILE);
-  for (let attempt = 0; attempt < 3; attempt++) {
-    if (await tryCreate(path)) return held(path);
-    const found = await inspect(path);
+  const path = join(await realpath(dir), DATA_DIR_LOCK_FILE);
+  const me: Holder = { pid: process.pid, host: hostname(), pidNamespace: await ownPidNamespace(), token: randomBytes(16).toString('hex'), since: new Date().toISOString() };
+  for (let attempt = 0; attempt < 20; attempt++) {
+    if (await tryCreate(path, me)) return held(path, me.token);
+    const found = await inspect(path, me);
     if (found === 'vanished') continue;
-    if (!found.stale) {
-      const { holder, ageMs } = found;
-      const who = holder ? `process ${holder.pid} on ${holder.host} (since ${holder.since})` : 'another process';
-      throw new DataDirInUseError(
-        `data directory ${dir} is in use by ${who}, lock refreshed ${Math.round(ageMs / 1000)} s ago: two servers on one embedded ` +
-          `database lose each other's writes. Stop that server or use another VSS_DATA_DIR; a lock left by a server that is gone ` +
-          `is taken over by itself (at once on this host, after ${STALE_AFTER_MS / 1000} s from another)`,
-      );
-    }
-    await rm(path, { force: true });
+    if (!found.stale) throw inUse(dir, found);
+    if (await takeOver(path, found.text, me)) return held(path, me.token);
+    // Another server is taking the stale lock over right now: look again shortly.
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  throw new DataDirInUseError(`data directory ${dir}: another server keeps taking its lock (${path}); is one restarting in a loop?`);
+  throw new DataDirInUseError(`data directory ${dir}: could not take its lock (${path}); another server keeps taking it`);
 }
 
-async function tryCreate(path: string): Promise<boolean> {
+function inUse(dir: string, found: Inspection): DataDirInUseError {
+  const { holder, ageMs } = found;
+  const who = holder ? `process ${holder.pid} on ${holder.host} (since ${holder.since})` : 'another process';
+  return new DataDirInUseError(
+    `data directory ${dir} is in use by ${who}, lock refreshed ${Math.round(ageMs / 1000)} s ago: two servers on one embedded ` +
+      `database lose each other's writes. Stop that server or use another VSS_DATA_DIR; a lock left by a server that is gone ` +
+      `is taken over by itself (at once when its process is gone from this host, otherwise after ${STALE_AFTER_MS / 1000} s without a refresh)`,
+  );
+}
+
+/** Creates the lock file exclusively; false if it exists. */
+async function tryCreate(path: string, me: Holder): Promise<boolean> {
   let handle;
   try {
     handle = await open(path, 'wx');
@@ -68,8 +86,7 @@ async function tryCreate(path: string): Promise<boolean> {
     throw error;
   }
   try {
-    const holder: Holder = { pid: process.pid, host: hostname(), since: new Date().toISOString() };
-    await handle.writeFile(JSON.stringify(holder));
+    await handle.writeFile(JSON.stringify(me));
     await handle.sync();
   } finally {
     await handle.close();
@@ -77,8 +94,33 @@ async function tryCreate(path: string): Promise<boolean> {
   return true;
 }
 
-function held(path: string): DataDirLock {
-  heldHere.add(path);
+/**
+ * Replaces a stale lock whose content is `staleText`, holding the takeover lock meanwhile; false
+ * if another server holds the takeover lock or the lock changed since it was judged stale.
+ */
+async function takeOver(path: string, staleText: string, me: Holder): Promise<boolean> {
+  const takeoverPath = path + TAKEOVER_SUFFIX;
+  if (!(await tryCreate(takeoverPath, me))) {
+    // A takeover that died half-way leaves its file: judged by age alone (it lives milliseconds).
+    const age = await stat(takeoverPath).then((s) => Date.now() - s.mtimeMs, () => 0);
+    if (age > STALE_AFTER_MS) await rm(takeoverPath, { force: true });
+    return false;
+  }
+  try {
+    const now = await readFile(path, 'utf8').catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined;
+      throw error;
+    });
+    if (now !== undefined && now !== staleText) return false; // renewed or replaced meanwhile
+    await rm(path, { force: true });
+    return await tryCreate(path, me);
+  } finally {
+    await rm(takeoverPath, { force: true });
+  }
+}
+
+function held(path: string, token: string): DataDirLock {
+  heldHere.set(path, token);
   const refresh = setInterval(() => {
     const now = new Date();
     utimes(path, now, now).catch(() => {});
@@ -87,14 +129,24 @@ function held(path: string): DataDirLock {
   return {
     path,
     async release() {
-      if (!heldHere.delete(path)) return;
+      if (heldHere.get(path) !== token) return;
+      heldHere.delete(path);
       clearInterval(refresh);
-      await rm(path, { force: true });
+      // Delete only our own lock (never one another server created after judging ours stale).
+      const text = await readFile(path, 'utf8').catch(() => undefined);
+      if (text !== undefined && parseHolder(text)?.token === token) await rm(path, { force: true });
     },
   };
 }
 
-async function inspect(path: string): Promise<'vanished' | { stale: boolean; holder: Holder | undefined; ageMs: number }> {
+interface Inspection {
+  stale: boolean;
+  holder: Holder | undefined;
+  ageMs: number;
+  text: string;
+}
+
+async function inspect(path: string, me: Holder): Promise<'vanished' | Inspection> {
   let text: string;
   let ageMs: number;
   try {
@@ -104,20 +156,28 @@ async function inspect(path: string): Promise<'vanished' | { stale: boolean; hol
     throw error;
   }
   const holder = parseHolder(text);
-  if (heldHere.has(path)) return { stale: false, holder, ageMs };
-  // Unreadable (a crash while it was being written) or from another host: judged by its age.
-  if (!holder || holder.host !== hostname()) return { stale: ageMs > STALE_AFTER_MS, holder, ageMs };
-  return { stale: holder.pid === process.pid || !processExists(holder.pid), holder, ageMs };
+  const result = (stale: boolean): Inspection => ({ stale, holder, ageMs, text });
+  if (heldHere.has(path)) return result(false);
+  // Unreadable (a crash while it was being written), or a pid that means nothing here.
+  if (!holder || holder.host !== me.host || holder.pidNamespace !== me.pidNamespace) return result(ageMs > STALE_AFTER_MS);
+  return result(holder.pid === process.pid || !processExists(holder.pid) || ageMs > STALE_SAME_HOST_AFTER_MS);
 }
 
 function parseHolder(text: string): Holder | undefined {
   try {
     const value = JSON.parse(text) as Partial<Holder>;
-    if (typeof value.pid === 'number' && typeof value.host === 'string' && typeof value.since === 'string') return value as Holder;
+    if (typeof value.pid === 'number' && typeof value.host === 'string' && typeof value.token === 'string' && typeof value.since === 'string') {
+      return value as Holder;
+    }
   } catch {
     // fall through
   }
   return undefined;
+}
+
+/** This process's pid namespace (`pid:[4026531836]` on Linux), undefined where there is none to read. */
+async function ownPidNamespace(): Promise<string | undefined> {
+  return readlink('/proc/self/ns/pid').catch(() => undefined);
 }
 
 function processExists(pid: number): boolean {

@@ -339,8 +339,11 @@ export class PgliteBackend extends SqlBackend {
       if (migration.from !== migration.to) options.logger?.info({ ...migration, dataDir: options.dataDir }, 'applied database migrations');
       return new PgliteBackend(driver, options, migration, options.dataDir, lock);
     } catch (error) {
-      await db.close();
-      await lock?.release();
+      try {
+        await db.close();
+      } finally {
+        await lock?.release();
+      }
       throw error;
     }
   }
