@@ -140,6 +140,10 @@ export async function migrateStore(from: MigrationSource, to: MigrationTarget, o
   const keys = await source.listAll!();
   const ordered = [...keys.filter((k) => !isManager(k)), ...keys.filter(isManager)];
 
+  if (options.overwrite && !target.listAll) {
+    // Without a listing, leftover monitor data in the target could not be refused (see below).
+    throw new MigrationVerificationError('overwrite: true needs a target that can list its keys (an AsyncKVStore or SyncKVStore, not a bare LDK KVStore)');
+  }
   const existing = target.listAll ? await target.listAll() : undefined;
   if (existing && !options.overwrite) {
     const present = new Set(existing.map(label));

@@ -175,13 +175,17 @@ function pemText(name: ServerEnvVar, text: string): string {
 function redactedUrl(url: string): string {
   const parsed = new URL(url);
   if (parsed.password) parsed.password = '***';
+  // pg also takes the password (and TLS key material) as query parameters.
+  for (const name of ['password', 'sslpassword', 'sslkey']) if (parsed.searchParams.has(name)) parsed.searchParams.set(name, '***');
   return parsed.toString();
 }
 
 function postgresBackend(env: Env): { backend: BackendOption; description: string } | undefined {
   const databaseUrl = value(env, 'DATABASE_URL');
   const partNames = ['VSS_PSQL_USERNAME', 'VSS_PSQL_PASSWORD', 'VSS_PSQL_ADDRESS', 'VSS_PSQL_VSS_DB'] as const;
-  const partsGiven = partNames.filter((name) => value(env, name) !== undefined);
+  const partsGiven = partNames.filter((name) =>
+    name === 'VSS_PSQL_USERNAME' || name === 'VSS_PSQL_PASSWORD' ? credential(env, name) !== undefined : value(env, name) !== undefined,
+  );
   let url: string;
   if (databaseUrl !== undefined) {
     if (partsGiven.length > 0) {

@@ -322,6 +322,8 @@ describe('migrateStore', () => {
     const ldkTarget = new MemoryKVStore();
     await migrateStore(from, toLdkKVStore(ldkTarget.toSyncStore()));
     expect(ldkTarget.server.keys().length).toBe(6);
+    // A bare LDK KVStore cannot list: overwriting into it could not refuse leftover monitor data.
+    await expect(migrateStore(from, toLdkKVStore(ldkTarget.toSyncStore()), { overwrite: true })).rejects.toThrow(/needs a target that can list its keys/);
 
     const back = new MemoryKVStore();
     const source = { kvStore: toLdkKVStore(ldkTarget.toSyncStore()), migratable: toLdkMigratableKVStore(ldkTarget.toSyncStore()) };

@@ -104,6 +104,11 @@ describe('loadServeConfig', () => {
     expect(options.backend).toEqual({ kind: 'postgres', url: 'postgres://vss:s3cret@db:5432/vss', ssl: true, poolSize: 20, defaultDatabase: 'postgres' });
     expect(storageDescription).not.toContain('s3cret');
     expect(storageDescription).toMatch(/ from DATABASE_URL$/);
+    const inQuery = loadServeConfig({ DATABASE_URL: 'postgres://vss@db:5432/vss?password=s3cret&sslmode=require' }).storageDescription;
+    expect(inQuery).not.toContain('s3cret');
+    expect(inQuery).toContain('sslmode=require');
+    // A password of spaces alone is still a PostgreSQL setting, not a reason to fall back to PGlite.
+    expect(loadServeConfig({ VSS_PSQL_PASSWORD: '   ' }).options.backend).toMatchObject({ kind: 'postgres' });
   });
 
   it('builds the URL from the reference VSS_PSQL_* variables, encoding credentials', () => {
