@@ -5,7 +5,8 @@
  * it falls relative to each write: before the server has the bytes, or after the server has
  * them but before the wallet learns it. `CrashableStore` arms a crash point on the n-th write
  * matching a filter and, when it is reached, cuts the store off (every operation from then on,
- * and every one still waiting, fails; nothing more reaches the server) and calls `onCrash`
+ * and every one still waiting, fails; nothing more is sent, while a request already on the wire
+ * may still land, as after a real crash) and calls `onCrash`
  * synchronously, so the caller can drop the node in the same tick, before LDK acts again.
  *
  * Atomic batches. When the inner store writes atomic batches (`VssStore.writeBatch`), so does
@@ -18,7 +19,7 @@
  * hears back. Pass `atomicBatches: false` to hide `writeBatch` (the persister then writes the
  * manager first and each monitor write separately, the older path).
  */
-import { supportsAtomicBatch, type AsyncKVStore, type AtomicBatchKVStore, type KeyValueWrite, type StoreKey } from '../src/store/types.js';
+import { supportsAbort, supportsAtomicBatch, type AsyncKVStore, type AtomicBatchKVStore, type KeyValueWrite, type StoreKey } from '../src/store/types.js';
 
 /** Where a crash falls relative to one write. */
 export type CrashTiming =
@@ -170,11 +171,17 @@ export class CrashableStore implements AsyncKVStore {
     this.armed = undefined;
   }
 
-  /** Crashes now: nothing more reaches the server; everything pending fails. */
+  /**
+   * Crashes now: nothing more is sent, everything pending fails. An inner store that can abort
+   * (VssStore) is aborted in the same instant, so what it still had queued (a newer write of a
+   * key waiting behind one on the wire) is never sent; what was already on the wire may land,
+   * as after a real crash.
+   */
   crash(): void {
     if (this.cut) return;
     this.cut = true;
     this.armed = undefined;
+    if (supportsAbort(this.inner)) this.inner.abort().catch(() => {});
     for (const reject of this.parked) reject(new SimulatedCrashError());
     this.parked.clear();
   }

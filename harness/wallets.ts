@@ -223,8 +223,8 @@ export class WalletFleet {
   }
 
   /**
-   * Crashes a wallet now: its store is cut off (nothing more reaches the server, pending
-   * operations fail) and the node is dropped without another call into it.
+   * Crashes a wallet now: its store is cut off (nothing more is sent, a request already on the
+   * wire may land, pending operations fail) and the node is dropped without another call into it.
    */
   async crash(name: string): Promise<void> {
     const w = this.wallet(name);
@@ -239,6 +239,14 @@ export class WalletFleet {
    */
   crashAt(name: string, point: CrashPoint): Promise<CrashEvent> {
     const w = this.wallet(name);
+    if (w.mode === 'ldk-sync') {
+      // LDK's MonitorUpdatingPersister writes monitors through the blocking view, which does not
+      // pass through the crashable store: a crash point counting them would never fire.
+      const kinds = point.kind === undefined ? undefined : Array.isArray(point.kind) ? point.kind : [point.kind];
+      if (kinds === undefined || kinds.some((kind) => kind === 'monitor' || kind === 'monitor-update')) {
+        return Promise.reject(new Error(`wallet ${name} runs in ldk-sync mode, whose monitor writes bypass the crash points: arm crashAt with kind 'manager' (or use a vss-persister wallet)`));
+      }
+    }
     return new Promise((resolve, reject) => {
       w.store.crashAt(point, (event) => {
         // Called synchronously from inside the write; the node is dropped once the current

@@ -46,6 +46,20 @@ export function supportsAtomicBatch(store: AsyncKVStore): store is AtomicBatchKV
   return typeof (store as Partial<AtomicBatchKVStore>).writeBatch === 'function';
 }
 
+/**
+ * A store that can be stopped the way a crash stops it: nothing queued is sent any more,
+ * requests on the wire are abandoned (the server may or may not have applied them), no
+ * graceful flush. For crash tests, and for a process that must stop writing at once.
+ */
+export interface AbortableKVStore extends AsyncKVStore {
+  abort(): Promise<void>;
+}
+
+/** Whether `store` can be aborted. */
+export function supportsAbort(store: AsyncKVStore): store is AbortableKVStore {
+  return typeof (store as Partial<AbortableKVStore>).abort === 'function';
+}
+
 /** The same contract, blocking the calling thread (for LDK code that needs a sync store). */
 export interface SyncKVStore {
   read(primaryNamespace: string, secondaryNamespace: string, key: string): Uint8Array;

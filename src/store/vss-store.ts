@@ -3,6 +3,7 @@
  * VssStore (V1 layout, reads V0), with conditional writes, ordered per-key writes,
  * optional rollback detection and a blocking view for LDK's synchronous code.
  */
+import { setMaxListeners } from 'node:events';
 import { nodeHttpAvailable, nodeHttpFetch, VssClient, vssClientFromConfig, type VssClientConfig, type VssClientRuntime } from '../client/index.js';
 import { deriveVssKeys, KeyObfuscator } from '../crypto/index.js';
 import { runAsync, type AsyncEffects, type Operation } from './effects.js';
@@ -11,7 +12,7 @@ import { InvalidKeyError, StoreClosedError, StoreError, StoreOpenError, Rollback
 import type { SchemaVersion } from './layout.js';
 import { SyncBridge } from './sync-bridge.js';
 import { VssSyncStore, type SyncStoreHost } from './sync-store.js';
-import type { AtomicBatchKVStore, KeyValueWrite, StoreKey } from './types.js';
+import type { AbortableKVStore, AtomicBatchKVStore, KeyValueWrite, StoreKey } from './types.js';
 import { checkKey, checkNamespace } from './validation.js';
 import { fileVersionLedger, type VersionLedger } from './version-ledger.js';
 
@@ -88,27 +89,32 @@ function withDefaultTransport(runtime: VssClientRuntime = {}): VssClientRuntime 
   return { ...runtime, fetch: nodeHttpFetch() };
 }
 
-function clientEffects(client: VssClient, ledger: VersionLedger | undefined): AsyncEffects {
+/** The store's effects over its client; after `stop` aborts, nothing is sent or recorded any more. */
+function clientEffects(client: VssClient, ledger: VersionLedger | undefined, stop: AbortSignal, storeId: string): AsyncEffects {
+  const stopped = () => new StoreClosedError(`VSS store ${JSON.stringify(storeId)} was aborted`);
+  const options = { signal: stop };
   return {
     vss: (call) => {
+      if (stop.aborted) return Promise.reject(stopped());
       switch (call.operation) {
         case 'getObject':
-          return client.getObject(call.request);
+          return client.getObject(call.request, options);
         case 'putObjects':
-          return client.putObjects(call.request);
+          return client.putObjects(call.request, options);
         case 'deleteObject':
-          return client.deleteObject(call.request);
+          return client.deleteObject(call.request, options);
         case 'listKeyVersions':
-          return client.listKeyVersions(call.request);
+          return client.listKeyVersions(call.request, options);
       }
     },
     record: async (changes) => {
+      if (stop.aborted) throw stopped();
       await ledger?.record(changes);
     },
   };
 }
 
-export class VssStore implements AtomicBatchKVStore {
+export class VssStore implements AtomicBatchKVStore, AbortableKVStore {
   readonly storeId: string;
   readonly #engine: StoreEngine;
   readonly #effects: AsyncEffects;
@@ -118,11 +124,15 @@ export class VssStore implements AtomicBatchKVStore {
   readonly #syncStores = new Set<VssSyncStore>();
   #closed = false;
   #closing: Promise<void> | undefined;
+  readonly #stop = new AbortController();
 
   private constructor(engine: StoreEngine, client: VssClient, clientConfig: VssClientConfig | undefined, ledger: VersionLedger | undefined, options: VssStoreOptions) {
     this.storeId = engine.storeId;
     this.#engine = engine;
-    this.#effects = clientEffects(client, ledger);
+    // Every request in flight listens on this one signal (and removes its listener when done):
+    // more than Node's default of 10 at once is normal (parallel reads), not a leak.
+    setMaxListeners(0, this.#stop.signal);
+    this.#effects = clientEffects(client, ledger, this.#stop.signal, engine.storeId);
     this.#clientConfig = clientConfig;
     this.#ledger = ledger;
     this.#onBackgroundError = options.onBackgroundError;
@@ -264,6 +274,23 @@ export class VssStore implements AtomicBatchKVStore {
     await this.flush();
     for (const sync of [...this.#syncStores]) sync.close();
     await this.#ledger?.close?.();
+  }
+
+  /**
+   * Stops the way a crash does, at once (before this returns its promise): new calls fail with
+   * `StoreClosedError`, queued operations fail without being sent, requests on the wire are
+   * abandoned (the server may or may not apply them, as after a real crash), nothing more is
+   * recorded in the version ledger. Resolves once every queued operation has settled.
+   */
+  abort(): Promise<void> {
+    this.#closed = true;
+    this.#stop.abort();
+    this.#closing ??= (async () => {
+      await this.flush();
+      for (const sync of [...this.#syncStores]) sync.close();
+      await this.#ledger?.close?.();
+    })();
+    return this.#closing;
   }
 
   /**

@@ -128,7 +128,20 @@ describe('CrashableStore and atomic batches', () => {
     expect(store.batches).toHaveLength(1);
   });
 
-  it('after-durable at the manager of a batch: the whole batch is durable, the wallet never hears back, nothing more lands', async () => {
+  it('a crash aborts the store underneath at once: a write still queued in it is never sent', async () => {
+    const { store, server: other } = await fixture();
+    // m1 goes on the wire; m2 waits in VssStore's per-key queue behind it. Then the crash.
+    const first = store.write('', '', 'manager', text('m1')).catch((err: unknown) => err);
+    const second = store.write('', '', 'manager', text('m2')).catch((err: unknown) => err);
+    store.crash();
+    expect(await first).toBeInstanceOf(SimulatedCrashError);
+    expect(await second).toBeInstanceOf(SimulatedCrashError);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // m1 was on the wire and may have landed, as after a real crash; m2 was never sent.
+    expect([undefined, 'm1']).toContain(await valueOf(await other(), manager('')));
+  });
+
+  it('after-durable at the manager of a batch: the whole batch is durable, the wallet never hears back, what it sends next fails', async () => {
     const { store, server: other } = await fixture();
     const events = arm(store, { kind: 'manager', ordinal: 1, timing: 'after-durable' });
     const heard: string[] = [];

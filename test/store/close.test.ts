@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { FetchFunction } from '../../src/client/index.js';
-import { StoreClosedError } from '../../src/store/index.js';
+import { StoreClosedError, StoreError } from '../../src/store/index.js';
 import { STORE_TEST_BACKENDS, useStoreServer } from './helpers/backends.js';
 
 const SEED = new Uint8Array(64).fill(0x3c);
@@ -23,8 +23,14 @@ function gatedPuts(): { fetch: FetchFunction; release(): void; held(): number } 
     fetch: async (url, init) => {
       if (url.endsWith('/putObjects')) {
         held++;
-        await opened;
-        held--;
+        // Held like a slow network, and abandoned like one when the caller aborts.
+        const signal = init?.signal ?? undefined;
+        const aborted = new Promise<never>((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason), { once: true }));
+        try {
+          await Promise.race([opened, aborted]);
+        } finally {
+          held--;
+        }
       }
       return fetch(url, init);
     },
@@ -62,5 +68,26 @@ describe('VssStore.close() with writes queued (PGlite)', () => {
     await Promise.all([first, second, write]);
     expect(written).toBe(true);
     expect(firstClosed && secondClosed).toBe(true);
+  });
+
+  it('abort() stops like a crash: the write on the wire is abandoned, the queued one never sent, new calls refused', async () => {
+    const puts = gatedPuts();
+    const storeId = fx.newStoreId();
+    const store = await fx.open(storeId, { clientRuntime: { fetch: puts.fetch } });
+    puts.held();
+    const onTheWire = store.write('ns', '', 'k', Uint8Array.of(1)).catch((e: unknown) => e);
+    const queued = store.write('ns', '', 'k', Uint8Array.of(2)).catch((e: unknown) => e); // same key: waits behind it
+    await new Promise((r) => setTimeout(r, 20));
+    expect(puts.held()).toBe(1);
+    const aborted = store.abort();
+    await expect(store.read('ns', '', 'k')).rejects.toBeInstanceOf(StoreClosedError);
+    expect(await onTheWire).toBeInstanceOf(StoreError);
+    expect(await queued).toBeInstanceOf(StoreError);
+    await aborted; // settles without waiting for the held request
+    puts.release();
+    await new Promise((r) => setTimeout(r, 50));
+    const view = await fx.open(storeId);
+    expect(await view.list('ns', '')).toEqual([]); // the held request was abandoned before it was sent
+    await view.close();
   });
 });
