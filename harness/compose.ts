@@ -213,8 +213,22 @@ export async function stackDown(options: ComposeDriverOptions & { volumes?: bool
 /** One line per service: name and state. */
 export async function stackStatus(options: ComposeDriverOptions = {}): Promise<string[]> {
   const environment = await checkDocker(options);
-  const result = await runCompose('ps', () => compose.ps({ ...composeOptions(options, environment), commandOptions: [['--format', 'json']] }));
-  return result.data.services.map((service) => `${service.name}\t${service.state}`);
+  const result = await runCompose('ps', () => compose.execCompose('ps', ['--format', 'json'], composeOptions(options, environment)));
+  return parsePsJson(result.out).map((service) => `${service.name}\t${service.state}`);
+}
+
+/**
+ * `docker compose ps --format json`: Compose 2.21 and later print one JSON object per line,
+ * earlier v2 releases one JSON array (`[]` when nothing runs).
+ */
+export function parsePsJson(text: string): Array<{ name: string; state: string }> {
+  const trimmed = text.trim();
+  if (trimmed === '') return [];
+  const entries: unknown[] = trimmed.startsWith('[') ? (JSON.parse(trimmed) as unknown[]) : trimmed.split('\n').filter((line) => line.trim() !== '').map((line) => JSON.parse(line) as unknown);
+  return entries.map((entry) => {
+    const { Name, State } = entry as { Name?: unknown; State?: unknown };
+    return { name: String(Name ?? '?'), state: String(State ?? '?') };
+  });
 }
 
 const USAGE = 'usage: tsx harness/compose.ts up | down [--volumes] | status';

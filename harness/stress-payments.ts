@@ -90,30 +90,35 @@ async function main(): Promise<void> {
   };
 
   const net = await WalletNetwork.create();
-  const a = net.addNode({ name: 'A', persistence: await persistence('a', delayMs), logLevel });
-  const b = net.addNode({ name: 'B', persistence: setup === 'payer-only' ? memoryPersistence() : await persistence('b', 0), logLevel });
-  net.start();
-  await net.connect(a, b);
-  await net.openChannel(a, b, { capacitySat: 10_000_000n, timeoutMs: 60_000 });
-  console.log(`stress:payments  setup ${setup}, ${rounds} rounds of ${PAYMENTS_PER_ROUND} payments (odd rounds ${inFlight} in flight), payer writes delayed ${delayMs} ms, ${databaseUrl ? 'PostgreSQL' : 'PGlite'}`);
+  // The database is dropped and the server stopped whatever happens: a failing run (a timeout,
+  // an LDK panic: what this tool exists to find) must not leave them behind.
+  try {
+    const a = net.addNode({ name: 'A', persistence: await persistence('a', delayMs), logLevel });
+    const b = net.addNode({ name: 'B', persistence: setup === 'payer-only' ? memoryPersistence() : await persistence('b', 0), logLevel });
+    net.start();
+    await net.connect(a, b);
+    await net.openChannel(a, b, { capacitySat: 10_000_000n, timeoutMs: 60_000 });
+    console.log(`stress:payments  setup ${setup}, ${rounds} rounds of ${PAYMENTS_PER_ROUND} payments (odd rounds ${inFlight} in flight), payer writes delayed ${delayMs} ms, ${databaseUrl ? 'PostgreSQL' : 'PGlite'}`);
 
-  for (let round = 0; round < rounds; round++) {
-    const lanes = round % 2 === 0 ? 1 : inFlight;
-    let started = 0;
-    const lane = async (): Promise<void> => {
-      while (started < PAYMENTS_PER_ROUND) {
-        started++;
-        await net.waitForPayment(net.sendPayment(a, b, 1_000n), { timeoutMs: 120_000 });
-      }
-    };
-    await Promise.all(Array.from({ length: lanes }, lane));
-    await net.waitFor(() => net.quiescent(a, b), { timeoutMs: 120_000, what: 'the channel to settle' });
-    const counters = [a, b].flatMap((n) => (n.eventLoop ? [`${n.name} ${JSON.stringify(n.eventLoop.stats)}`] : []));
-    console.log(`round ${round + 1}/${rounds} done (${lanes} in flight); ${counters.join('; ')}`);
+    for (let round = 0; round < rounds; round++) {
+      const lanes = round % 2 === 0 ? 1 : inFlight;
+      let started = 0;
+      const lane = async (): Promise<void> => {
+        while (started < PAYMENTS_PER_ROUND) {
+          started++;
+          await net.waitForPayment(net.sendPayment(a, b, 1_000n), { timeoutMs: 120_000 });
+        }
+      };
+      await Promise.all(Array.from({ length: lanes }, lane));
+      await net.waitFor(() => net.quiescent(a, b), { timeoutMs: 120_000, what: 'the channel to settle' });
+      const counters = [a, b].flatMap((n) => (n.eventLoop ? [`${n.name} ${JSON.stringify(n.eventLoop.stats)}`] : []));
+      console.log(`round ${round + 1}/${rounds} done (${lanes} in flight); ${counters.join('; ')}`);
+    }
+    console.log(`${rounds * PAYMENTS_PER_ROUND} payments, no failure`);
+  } finally {
+    await net.shutdown().catch(() => {});
+    await closeServer();
   }
-  console.log(`${rounds * PAYMENTS_PER_ROUND} payments, no failure`);
-  await net.shutdown();
-  await closeServer();
 }
 
 main().then(

@@ -25,6 +25,7 @@ import {
   DEFAULT_COMPOSE_FILE,
   DockerUnavailableError,
   stackDown,
+  parsePsJson,
   stackStatus,
   stackUp,
   VSS_CONTAINER_PORT,
@@ -277,6 +278,16 @@ describe('harness/compose.ts driver', () => {
       expect(lastLine).toBe(
         'docker compose up failed (exit 17): failed to solve: process "/bin/sh -c npm ci" did not complete successfully: exit code: 1',
       );
+    });
+
+    it('reads `ps --format json` from every Compose v2: one object per line, or one array (empty when nothing runs)', () => {
+      const postgres = { Name: 'ldk-vss-postgres-1', State: 'running', Ports: '5432/tcp' };
+      const vss = { Name: 'ldk-vss-vss-1', State: 'exited' };
+      const expected = [{ name: 'ldk-vss-postgres-1', state: 'running' }, { name: 'ldk-vss-vss-1', state: 'exited' }];
+      expect(parsePsJson(`${JSON.stringify(postgres)}\n${JSON.stringify(vss)}\n`)).toEqual(expected);
+      expect(parsePsJson(JSON.stringify([postgres, vss]))).toEqual(expected);
+      expect(parsePsJson('[]\n')).toEqual([]);
+      expect(parsePsJson('')).toEqual([]);
     });
 
     it('down keeps the database volume unless --volumes is given; status lists the services', async () => {
