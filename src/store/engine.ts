@@ -501,7 +501,8 @@ export class StoreEngine {
     for (let tries = 0; ; tries++) {
       const expected = this.versions.get(storeKey);
       if (expected === undefined) {
-        yield* this.#removeUnknown(target);
+        // 'ours': a create of ours landed late; its version is now known, so remove it.
+        if ((yield* this.#removeUnknown(target)) === 'ours' && tries === 0) continue;
         return;
       }
       // Forget the version BEFORE deleting: a ledger may under-state what the server holds
@@ -524,16 +525,24 @@ export class StoreEngine {
   /**
    * Remove of a key with no known version. Absent on the server: a no-op, as LDK expects. But
    * another writer may have created it since open, and removing it unseen would discard that
-   * writer's data, so one read tells (only for keys this store does not know to exist).
+   * writer's data, so one read tells (only for keys this store does not know to exist). The one
+   * exception is our own create that failed and landed late: then the version is adopted.
    */
-  *#removeUnknown(target: Target): Operation<void> {
-    const { storeKey } = target.address;
+  *#removeUnknown(target: Target): Operation<'absent' | 'ours'> {
+    const { storeKey, aad } = target.address;
     let found: vss.GetObjectResponse;
     try {
       found = yield* call('getObject', { storeId: this.storeId, key: storeKey });
     } catch (error) {
-      if (error instanceof NoSuchKeyError) return;
+      if (error instanceof NoSuchKeyError) return 'absent';
       throw storeFailure(error, `checking ${describe(target.where)} before removing it`);
+    }
+    const current = int64ToBigInt(found.value?.version);
+    for (const late of this.#lateAttempts(storeKey)) {
+      if ((yield* this.#outcome(late, found.value ?? undefined, current, aad, storeKey)) === 'committed') {
+        this.#late.delete(storeKey);
+        return 'ours';
+      }
     }
     this.#conflicted.add(storeKey);
     throw new ConcurrentWriterError(

@@ -398,6 +398,36 @@ function storeSuite(backend: TestBackend): void {
       await other.close();
     });
 
+    it('removing a key whose create of ours failed but landed late removes it (not a false conflict)', async () => {
+      const storeId = newStoreId();
+      let breakNextPut = false;
+      let late: (() => Promise<Response>) | undefined;
+      let gets = 0;
+      const delaying: FetchFunction = async (url, init) => {
+        if (url.endsWith('/putObjects') && breakNextPut) {
+          breakNextPut = false;
+          const { signal: _signal, ...rest } = init ?? {};
+          late = () => fetch(url, rest);
+          throw new TypeError('fetch failed: socket hang up');
+        }
+        // The first read settles the failed create (not there yet); the create lands before the second.
+        if (url.endsWith('/getObject') && ++gets === 2 && late) {
+          await (await late()).arrayBuffer();
+          late = undefined;
+        }
+        return fetch(url, init);
+      };
+      const store = await open(storeId, { clientRuntime: { fetch: delaying }, client: { baseUrl: fx.url, retry: 'none' } });
+      breakNextPut = true;
+      await expect(store.write('late', '', 'new', bytes('v1'))).rejects.toBeInstanceOf(StoreIOError);
+      await store.remove('late', '', 'new', false);
+      expect(late).toBeUndefined();
+      const fresh = await open(storeId);
+      await expect(fresh.read('late', '', 'new')).rejects.toBeInstanceOf(KeyNotFoundError);
+      await fresh.close();
+      await store.close();
+    });
+
     it('a batch whose reply was lost leaves every key uncertain, even when reading one of them back fails', async () => {
       const storeId = newStoreId();
       let loseReply = false;
