@@ -619,7 +619,9 @@ describe('ordering of monitor and manager writes', () => {
   });
 });
 
-const postgres = postgresServerOption(`ldk_vss_ldk_${process.pid}`);
+// One database for every run (store ids are unique per test): a name per process left one
+// database behind on the PostgreSQL server for every run.
+const postgres = postgresServerOption('ldk_vss_ldk_tests');
 describe.skipIf(!postgres)(`on PostgreSQL${postgres ? '' : ' (SKIPPED: TEST_DATABASE_URL not set)'}`, () => {
   let pg: StoreBackend;
   beforeAll(async () => {
