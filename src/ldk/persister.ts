@@ -577,7 +577,10 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
         write.attempts++;
         write.lastError = err;
         // Cut off by close() (a closed store, an aborted request): a shutdown, not a failure.
-        if (this.closed) return 'stopped';
+        if (this.closed) {
+          this.log.info({ monitor: ch.name, kind: write.kind, cause: describeError(err) }, 'monitor write ended by close(); the channel stays held');
+          return 'stopped';
+        }
         if (!this.isTransient(err)) {
           this.fail(err, ch, write);
           return 'stopped';
