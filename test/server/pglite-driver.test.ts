@@ -257,6 +257,9 @@ describe('one server per data directory', () => {
       await expect(PgliteBackend.open({ dataDir: dir })).rejects.toThrow(new RegExp(`in use by process ${process.ppid} `));
       await writeLock(dir, { pid: 1, host: 'another-host' });
       await expect(PgliteBackend.open({ dataDir: dir })).rejects.toBeInstanceOf(DataDirInUseError);
+      // This process's pid with another token: another thread of this process holds it.
+      await writeLock(dir, { pid: process.pid });
+      await expect(PgliteBackend.open({ dataDir: dir })).rejects.toBeInstanceOf(DataDirInUseError);
       // A half-written lock (a server that crashed while creating it) is judged by its age too.
       await writeFile(lockPath(dir), '{"pid": 12');
       await expect(PgliteBackend.open({ dataDir: dir })).rejects.toBeInstanceOf(DataDirInUseError);
@@ -272,6 +275,7 @@ describe('one server per data directory', () => {
         ['dead pid on this host', { pid: deadPid }, 0],
         ['another host, not refreshed', { pid: 1, host: 'another-host' }, STALE_AFTER_MS + 5_000],
         ['live pid, not refreshed for long (reused after a reboot)', { pid: process.ppid }, STALE_SAME_HOST_AFTER_MS + 5_000],
+        ['this pid, not refreshed (a thread or earlier process that is gone)', { pid: process.pid }, STALE_AFTER_MS + 5_000],
       ];
       for (const [what, holder, ageMs] of cases) {
         await writeLock(dir, holder, ageMs);

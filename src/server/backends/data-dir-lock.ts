@@ -5,11 +5,12 @@
  * exclusively, naming its holder with a random token) refuses the second server instead.
  *
  * A server that crashed leaves its lock file behind, so a lock counts as stale when its holder
- * is provably gone: in this pid namespace on this host, no process has its pid (or the pid is
- * this process's own, which does not hold it: a restarted container reusing pid 1); anywhere
- * else (another host sharing the volume, another container's pid namespace), when the holder
- * has not refreshed it for STALE_AFTER_MS. A lock not refreshed for STALE_SAME_HOST_AFTER_MS is
- * stale even if a process with its pid exists (after a reboot the pid belongs to someone else).
+ * is provably gone: in this pid namespace on this host, no process has its pid; anywhere else
+ * (another host sharing the volume, another container's pid namespace, a container restarted
+ * with a new one), and for this very process (another thread of it may hold the lock, or a
+ * previous process had the same pid), when the holder has not refreshed it for STALE_AFTER_MS.
+ * A lock not refreshed for STALE_SAME_HOST_AFTER_MS is stale even if a process with its pid
+ * exists (after a reboot the pid belongs to someone else).
  *
  * Taking over a stale lock is serialised by a second, short-lived lock file: two servers
  * starting together after a crash cannot both delete the stale lock and both create their own.
@@ -48,7 +49,7 @@ interface Holder {
   since: string;
 }
 
-/** Tokens of the locks this process holds, by lock path: a second backend here is refused too. */
+/** Tokens of the locks this thread holds, by lock path (other threads are judged by refresh age). */
 const heldHere = new Map<string, string>();
 
 export async function lockDataDir(dir: string): Promise<DataDirLock> {
@@ -72,7 +73,7 @@ function inUse(dir: string, found: Inspection): DataDirInUseError {
   return new DataDirInUseError(
     `data directory ${dir} is in use by ${who}, lock refreshed ${Math.round(ageMs / 1000)} s ago: two servers on one embedded ` +
       `database lose each other's writes. Stop that server or use another VSS_DATA_DIR; a lock left by a server that is gone ` +
-      `is taken over by itself (at once when its process is gone from this host, otherwise after ${STALE_AFTER_MS / 1000} s without a refresh)`,
+      `is taken over by itself (at once when its process is gone from this host and pid namespace, otherwise after ${STALE_AFTER_MS / 1000} s without a refresh)`,
   );
 }
 
@@ -160,7 +161,8 @@ async function inspect(path: string, me: Holder): Promise<'vanished' | Inspectio
   if (heldHere.has(path)) return result(false);
   // Unreadable (a crash while it was being written), or a pid that means nothing here.
   if (!holder || holder.host !== me.host || holder.pidNamespace !== me.pidNamespace) return result(ageMs > STALE_AFTER_MS);
-  return result(holder.pid === process.pid || !processExists(holder.pid) || ageMs > STALE_SAME_HOST_AFTER_MS);
+  if (holder.pid === process.pid) return result(ageMs > STALE_AFTER_MS);
+  return result(!processExists(holder.pid) || ageMs > STALE_SAME_HOST_AFTER_MS);
 }
 
 function parseHolder(text: string): Holder | undefined {
