@@ -17,11 +17,14 @@ export abstract class StatusEmitter<T extends Events<T>> extends EventEmitter<T>
   /** Emits `event` to every listener; a throwing listener is logged, not propagated. */
   protected notify<K extends keyof T & string>(event: K, ...args: T[K]): void {
     const listeners = (this as EventEmitter).rawListeners(event) as Array<(...values: unknown[]) => unknown>;
+    const failed = (error: unknown) => this.log.error({ event, cause: describeError(error) }, `a '${event}' listener threw; ignored, persistence carries on`);
     for (const listener of listeners) {
       try {
-        listener.apply(this, args);
+        const returned = listener.apply(this, args);
+        // An async listener's rejection would otherwise be an unhandled rejection (fatal in Node).
+        if (returned instanceof Promise) returned.catch(failed);
       } catch (error) {
-        this.log.error({ event, cause: describeError(error) }, `a '${event}' listener threw; ignored, persistence carries on`);
+        failed(error);
       }
     }
   }

@@ -527,9 +527,13 @@ describe('LdkEventLoop', () => {
         throw new Error(`dashboard bug in '${event}'`);
       });
     }
-    // A second listener still hears the event after the first one threw.
+    // A second listener still hears the event after the first one threw; an async one that
+    // rejects is logged too (not an unhandled rejection, which would end the process).
     let persistedHeard = 0;
     loop.on('manager-persisted', () => void persistedHeard++);
+    loop.on('manager-persisted', async () => {
+      throw new Error('async dashboard bug');
+    });
     state.needsPersistence = true;
     state.pending.push(ldk.Event.constructor_pending_htlcs_forwardable(0n));
     loop.poll();
@@ -545,8 +549,10 @@ describe('LdkEventLoop', () => {
     expect(calls).toBe(2);
     expect(persistedHeard).toBe(1);
     expect(fatal).toEqual([]);
+    await new Promise((r) => setTimeout(r, 0));
     expect(log.lines.filter((l) => l.level === 'error').map((l) => l.message)).toEqual([
       "a 'retry' listener threw; ignored, persistence carries on",
+      "a 'manager-persisted' listener threw; ignored, persistence carries on",
       "a 'manager-persisted' listener threw; ignored, persistence carries on",
     ]);
   });
