@@ -180,6 +180,13 @@ async function main(): Promise<void> {
     const url = new URL(pgUrl);
     url.pathname = `/${database}`;
     postgres = await VssServerThread.start({ kind: 'postgres', url: url.toString(), createDatabase: true } as ThreadBackendOption);
+    const server = postgres;
+    dropDatabase = async () => {
+      await server.close();
+      const admin = new pg.Client({ connectionString: pgUrl });
+      await admin.connect();
+      await admin.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`).finally(() => admin.end());
+    };
   }
 
   const setups: Setup[] = [
@@ -319,18 +326,17 @@ async function main(): Promise<void> {
   );
   await long.net.shutdown();
   await pglite.close();
-  if (postgres && pgUrl) {
-    await postgres.close();
-    const admin = new pg.Client({ connectionString: pgUrl });
-    await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`).finally(() => admin.end());
-  }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+/** Drops this run's PostgreSQL database (set once it exists); also run when the benchmark fails. */
+let dropDatabase: (() => Promise<void>) | undefined;
+
+main()
+  .finally(() => dropDatabase?.().catch((err: unknown) => console.error('could not drop the benchmark database:', err)))
+  .then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );

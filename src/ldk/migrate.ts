@@ -231,6 +231,6 @@ async function checkSourceUnchanged(source: Endpoint, copiedKeys: StoreKey[], co
   const sample = (keys: string[]): string => (keys.length === 0 ? '' : ` (${keys.slice(0, 3).join(', ')}${keys.length > 3 ? ', ...' : ''})`);
   throw new MigrationVerificationError(
     `the source changed while it was being copied: ${added.length} key(s) added${sample(added)}, ${removed.length} removed${sample(removed)}, ` +
-      `${changed.length} rewritten${sample(changed)}. The target is not a consistent copy; stop the node and migrate again (into an empty target, or with overwrite: true)`,
+      `${changed.length} rewritten${sample(changed)}. The target is not a consistent copy; stop the node and migrate again into an empty target (overwrite: true refuses monitor data the source no longer has)`,
   );
 }
