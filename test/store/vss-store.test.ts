@@ -267,6 +267,13 @@ function storeSuite(backend: TestBackend): void {
     });
   });
 
+  /** What a new instance of the store sees: the key is not on the server. */
+  async function expectAbsentOnServer(storeId: string, primaryNamespace: string, key: string): Promise<void> {
+    const fresh = await open(storeId);
+    await expect(fresh.read(primaryNamespace, '', key)).rejects.toBeInstanceOf(KeyNotFoundError);
+    await fresh.close();
+  }
+
   /** Two instances of one store: `a` writes the key, then `b` reads it and writes it again. */
   async function changedBehindTheBackOfA(namespace: string, key: string, aValue: string, bValue: string): Promise<{ a: VssStore; b: VssStore }> {
     const storeId = newStoreId();
@@ -329,9 +336,7 @@ function storeSuite(backend: TestBackend): void {
       // Once read, the key is known and a deliberate remove goes through.
       expect(text(await a.read('m', '', 'theirs'))).toBe('b');
       await a.remove('m', '', 'theirs', false);
-      const fresh = await open(storeId);
-      await expect(fresh.read('m', '', 'theirs')).rejects.toBeInstanceOf(KeyNotFoundError);
-      await fresh.close();
+      await expectAbsentOnServer(storeId, 'm', 'theirs');
       await a.close();
       await b.close();
     });
@@ -422,9 +427,7 @@ function storeSuite(backend: TestBackend): void {
       await expect(store.write('late', '', 'new', bytes('v1'))).rejects.toBeInstanceOf(StoreIOError);
       await store.remove('late', '', 'new', false);
       expect(late).toBeUndefined();
-      const fresh = await open(storeId);
-      await expect(fresh.read('late', '', 'new')).rejects.toBeInstanceOf(KeyNotFoundError);
-      await fresh.close();
+      await expectAbsentOnServer(storeId, 'late', 'new');
       await store.close();
     });
 
@@ -478,9 +481,7 @@ function storeSuite(backend: TestBackend): void {
       await b.remove('m', '', 'k', false);
       // a's old attempts expected version 1; the key has moved on twice since: this is b's doing.
       await expect(a.write('m', '', 'k', bytes('a3'))).rejects.toBeInstanceOf(ConcurrentWriterError);
-      const fresh = await open(storeId);
-      await expect(fresh.read('m', '', 'k')).rejects.toBeInstanceOf(KeyNotFoundError);
-      await fresh.close();
+      await expectAbsentOnServer(storeId, 'm', 'k');
       await a.close();
       await b.close();
     });
