@@ -255,14 +255,37 @@ describe('one server per data directory', () => {
     await withDataDir(async (dir) => {
       await writeLock(dir, { pid: process.ppid });
       await expect(PgliteBackend.open({ dataDir: dir })).rejects.toThrow(new RegExp(`in use by process ${process.ppid} `));
+      // Holders that cannot be checked by pid, not waited for: refused while their lock is fresh.
       await writeLock(dir, { pid: 1, host: 'another-host' });
-      await expect(PgliteBackend.open({ dataDir: dir })).rejects.toBeInstanceOf(DataDirInUseError);
+      await expect(PgliteBackend.open({ dataDir: dir, lockWaitMs: 0 })).rejects.toBeInstanceOf(DataDirInUseError);
       // This process's pid with another token: another thread of this process holds it.
       await writeLock(dir, { pid: process.pid });
-      await expect(PgliteBackend.open({ dataDir: dir })).rejects.toBeInstanceOf(DataDirInUseError);
+      await expect(PgliteBackend.open({ dataDir: dir, lockWaitMs: 0 })).rejects.toBeInstanceOf(DataDirInUseError);
       // A half-written lock (a server that crashed while creating it) is judged by its age too.
       await writeFile(lockPath(dir), '{"pid": 12');
-      await expect(PgliteBackend.open({ dataDir: dir })).rejects.toBeInstanceOf(DataDirInUseError);
+      await expect(PgliteBackend.open({ dataDir: dir, lockWaitMs: 0 })).rejects.toBeInstanceOf(DataDirInUseError);
+    });
+  });
+
+  it('waits for a holder it cannot check by pid: refused once it sees a refresh, taken over once the lock goes stale', async () => {
+    await withDataDir(async (dir) => {
+      // Alive elsewhere: the holder keeps refreshing its lock.
+      await writeLock(dir, { pid: 1, host: 'another-host' });
+      const refresher = setInterval(() => {
+        const now = new Date();
+        utimes(lockPath(dir), now, now).catch(() => {});
+      }, 200);
+      try {
+        // A wait far longer than the test's timeout: only a refresh seen can end it in time.
+        await expect(PgliteBackend.open({ dataDir: dir, lockWaitMs: 600_000 })).rejects.toBeInstanceOf(DataDirInUseError);
+      } finally {
+        clearInterval(refresher);
+      }
+      // Gone (a container restarted with a new pid namespace): its lock goes stale while we wait.
+      await writeLock(dir, { pid: 1, host: 'another-host' }, STALE_AFTER_MS - 1_500);
+      const backend = await PgliteBackend.open({ dataDir: dir, lockWaitMs: 20_000 });
+      expect(JSON.parse(await readFile(lockPath(dir), 'utf8')).pid).toBe(process.pid);
+      await backend.close();
     });
   });
 

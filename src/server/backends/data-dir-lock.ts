@@ -14,6 +14,11 @@
  *
  * Taking over a stale lock is serialised by a second, short-lived lock file: two servers
  * starting together after a crash cannot both delete the stale lock and both create their own.
+ *
+ * A holder that cannot be checked by pid can be waited for (`waitMs`): a refresh seen meanwhile
+ * proves it alive (refused at once), otherwise its lock goes stale and is taken over. A
+ * container restarted after a crash gets a new pid namespace, so this is how it starts again
+ * by itself instead of failing until the old lock is 30 s old.
  */
 import { randomBytes } from 'node:crypto';
 import { open, readFile, readlink, realpath, rm, stat, utimes } from 'node:fs/promises';
@@ -52,26 +57,52 @@ interface Holder {
 /** Tokens of the locks this thread holds, by lock path (other threads are judged by refresh age). */
 const heldHere = new Map<string, string>();
 
-export async function lockDataDir(dir: string): Promise<DataDirLock> {
+export interface LockDataDirOptions {
+  /** How long to wait for a holder that cannot be checked by pid to refresh or go stale (default 0). */
+  waitMs?: number;
+  /** How often to look while waiting (default 1 s). */
+  pollMs?: number;
+  /** Called once when waiting starts. */
+  onWait?: (description: string) => void;
+}
+
+export async function lockDataDir(dir: string, options: LockDataDirOptions = {}): Promise<DataDirLock> {
   const path = join(await realpath(dir), DATA_DIR_LOCK_FILE);
   const me: Holder = { pid: process.pid, host: hostname(), pidNamespace: await ownPidNamespace(), token: randomBytes(16).toString('hex'), since: new Date().toISOString() };
-  for (let attempt = 0; attempt < 20; attempt++) {
+  const deadline = Date.now() + (options.waitMs ?? 0);
+  let waitingSince: number | undefined;
+  for (let attempt = 0; attempt < 1_000; attempt++) {
     if (await tryCreate(path, me)) return held(path, me.token);
     const found = await inspect(path, me);
     if (found === 'vanished') continue;
-    if (!found.stale) throw inUse(dir, found);
-    if (await takeOver(path, found.text, me)) return held(path, me.token);
-    // Another server is taking the stale lock over right now: look again shortly.
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    if (found.stale) {
+      if (await takeOver(path, found.text, me)) return held(path, me.token);
+      // Another server is taking the stale lock over right now: look again shortly.
+      await sleep(50);
+      continue;
+    }
+    // Refreshed since we began waiting: its holder is alive.
+    const refreshed = waitingSince !== undefined && found.refreshedAt > waitingSince;
+    if (!found.judgedByAge || refreshed || Date.now() >= deadline) throw inUse(dir, found);
+    if (waitingSince === undefined) {
+      waitingSince = found.refreshedAt;
+      options.onWait?.(`data directory ${dir} is locked by ${describeHolder(found.holder)}, which cannot be checked from here; waiting up to ${Math.ceil((deadline - Date.now()) / 1000)} s for it to be refreshed (in use) or to go stale (taken over)`);
+    }
+    await sleep(options.pollMs ?? 1_000);
   }
   throw new DataDirInUseError(`data directory ${dir}: could not take its lock (${path}); another server keeps taking it`);
 }
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function describeHolder(holder: Holder | undefined): string {
+  return holder ? `process ${holder.pid} on ${holder.host} (since ${holder.since})` : 'another process';
+}
+
 function inUse(dir: string, found: Inspection): DataDirInUseError {
   const { holder, ageMs } = found;
-  const who = holder ? `process ${holder.pid} on ${holder.host} (since ${holder.since})` : 'another process';
   return new DataDirInUseError(
-    `data directory ${dir} is in use by ${who}, lock refreshed ${Math.round(ageMs / 1000)} s ago: two servers on one embedded ` +
+    `data directory ${dir} is in use by ${describeHolder(holder)}, lock refreshed ${Math.round(ageMs / 1000)} s ago: two servers on one embedded ` +
       `database lose each other's writes. Stop that server or use another VSS_DATA_DIR; a lock left by a server that is gone ` +
       `is taken over by itself (at once when its process is gone from this host and pid namespace, otherwise after ${STALE_AFTER_MS / 1000} s without a refresh)`,
   );
@@ -142,27 +173,34 @@ function held(path: string, token: string): DataDirLock {
 
 interface Inspection {
   stale: boolean;
+  /** Its holder cannot be checked by pid: only its refreshes tell whether it is alive. */
+  judgedByAge: boolean;
   holder: Holder | undefined;
   ageMs: number;
+  /** The lock file's modification time (ms): when its holder last refreshed it. */
+  refreshedAt: number;
   text: string;
 }
 
 async function inspect(path: string, me: Holder): Promise<'vanished' | Inspection> {
   let text: string;
-  let ageMs: number;
+  let refreshedAt: number;
   try {
-    [text, ageMs] = await Promise.all([readFile(path, 'utf8'), stat(path).then((s) => Date.now() - s.mtimeMs)]);
+    [text, refreshedAt] = await Promise.all([readFile(path, 'utf8'), stat(path).then((s) => s.mtimeMs)]);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 'vanished';
     throw error;
   }
+  const ageMs = Date.now() - refreshedAt;
   const holder = parseHolder(text);
-  const result = (stale: boolean): Inspection => ({ stale, holder, ageMs, text });
-  if (heldHere.has(path)) return result(false);
-  // Unreadable (a crash while it was being written), or a pid that means nothing here.
-  if (!holder || holder.host !== me.host || holder.pidNamespace !== me.pidNamespace) return result(ageMs > STALE_AFTER_MS);
-  if (holder.pid === process.pid) return result(ageMs > STALE_AFTER_MS);
-  return result(!processExists(holder.pid) || ageMs > STALE_SAME_HOST_AFTER_MS);
+  const result = (stale: boolean, judgedByAge: boolean): Inspection => ({ stale, judgedByAge, holder, ageMs, refreshedAt, text });
+  if (heldHere.has(path)) return result(false, false);
+  // Unreadable (a crash while it was being written), a pid that means nothing here, or this
+  // process's own pid (another thread of it, or an earlier process that had the same pid).
+  if (!holder || holder.host !== me.host || holder.pidNamespace !== me.pidNamespace || holder.pid === process.pid) {
+    return result(ageMs > STALE_AFTER_MS, true);
+  }
+  return result(!processExists(holder.pid) || ageMs > STALE_SAME_HOST_AFTER_MS, false);
 }
 
 function parseHolder(text: string): Holder | undefined {

@@ -7,7 +7,7 @@ import { MemoryFS, messages, PGlite, protocol, types } from '@electric-sql/pglit
 import { NodeFS } from '@electric-sql/pglite/nodefs';
 import { fsyncSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { lockDataDir, type DataDirLock } from './data-dir-lock.js';
+import { lockDataDir, REFRESH_EVERY_MS, STALE_AFTER_MS, type DataDirLock } from './data-dir-lock.js';
 import { migrate, type MigrationOutcome } from './migrations.js';
 import { SqlBackend, type SqlBackendOptions } from './sql-backend.js';
 import type { SqlDriver, SqlQuery, SqlResult, SqlSession } from './sql-driver.js';
@@ -17,6 +17,12 @@ export interface PgliteBackendOptions extends SqlBackendOptions {
   dataDir?: string;
   /** An already created PGlite instance to use instead (the backend takes ownership and closes it). */
   db?: PGlite;
+  /**
+   * How long to wait for a data-directory lock whose holder cannot be checked by pid (another
+   * container, e.g. this one before a restart) to be refreshed or go stale. Default: long enough
+   * for it to go stale (see data-dir-lock.ts).
+   */
+  lockWaitMs?: number;
 }
 
 const BYTEA_OID = 17;
@@ -313,7 +319,10 @@ export class PgliteBackend extends SqlBackend {
     let lock: DataDirLock | undefined;
     if (options.db === undefined && options.dataDir !== undefined) {
       await mkdir(options.dataDir, { recursive: true });
-      lock = await lockDataDir(options.dataDir);
+      lock = await lockDataDir(options.dataDir, {
+        waitMs: options.lockWaitMs ?? STALE_AFTER_MS + 2 * REFRESH_EVERY_MS,
+        onWait: (message) => options.logger?.warn(message),
+      });
     }
     const inMemory = options.db === undefined && options.dataDir === undefined;
     let db: PGlite;
