@@ -13,33 +13,28 @@
  * rather than every time: with the loop holding outcomes it failed in three of four runs; with
  * outcomes held only during in-flight writes, in three of three runs next to e2e-crash.test.ts.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import * as ldk from 'lightningdevkit';
-import type { StartedVssServer } from '../../src/server/index.js';
 import type { VssStore } from '../../src/store/index.js';
 import { WalletNetwork } from '../../harness/network.js';
 import { vssPersistence } from '../../harness/persistence.js';
 import { openVssWalletStore } from '../../harness/vss-wallet.js';
-import { startServer } from './helpers/e2e.js';
+import { useE2eServer } from './helpers/e2e.js';
 
 const PAYMENTS = 400;
 const IN_FLIGHT = 5;
 const AMOUNT_MSAT = 1_000n;
 
-let server: StartedVssServer;
+const server = useE2eServer();
 let net: WalletNetwork | undefined;
 
-beforeAll(async () => {
-  server = await startServer('pglite');
-});
 afterAll(async () => {
   await net?.shutdown();
-  await server?.close();
 });
 
 function openStore(name: string): Promise<VssStore> {
-  return openVssWalletStore({ seed: new Uint8Array(randomBytes(64)), storeId: `concurrent-${name}-${randomBytes(4).toString('hex')}` }, { serverUrl: server.url });
+  return openVssWalletStore({ seed: new Uint8Array(randomBytes(64)), storeId: `concurrent-${name}-${randomBytes(4).toString('hex')}` }, { serverUrl: server().url });
 }
 
 describe('payments in flight at once', () => {

@@ -10,8 +10,7 @@
  * batch at that point. The step sweep also runs on the older path (manager first, then each
  * monitor write), and each run checks which path it was on.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { StartedVssServer } from '../../src/server/index.js';
+import { afterEach, describe, expect, it } from 'vitest';
 import { CorruptStateError } from '../../src/ldk/index.js';
 import { readChannelMonitors } from '../../src/ldk/index.js';
 import { ClaimWindowTracker } from '../../harness/known-issues.js';
@@ -20,17 +19,11 @@ import { channelView } from '../../harness/wallet-ops.js';
 import { openVssWalletStore } from '../../harness/vss-wallet.js';
 import { nodeSeedOf } from '../../harness/wallets.js';
 import * as ldk from 'lightningdevkit';
-import { expectConsistent, openPair, startServer, tallyRequests, type Pair } from './helpers/e2e.js';
+import { expectConsistent, openPair, tallyRequests, type Pair, useE2eServer } from './helpers/e2e.js';
 
-let server: StartedVssServer;
+const server = useE2eServer();
 let pair: Pair | undefined;
 
-beforeAll(async () => {
-  server = await startServer('pglite');
-});
-afterAll(async () => {
-  await server?.close();
-});
 afterEach(async () => {
   await pair?.fleet.shutdown();
   pair = undefined;
@@ -66,7 +59,7 @@ const PATHS = [
 
 describe.each(PATHS)('crash at every persistence step of a payment: $path', ({ atomicBatches }) => {
   it('sender and receiver, before and after each monitor update and manager write: restore, no loss, no force-close', async () => {
-    pair = await openPair(server.url, { atomicBatches });
+    pair = await openPair(server().url, { atomicBatches });
     const p = pair;
     const trackers = trackClaimWindows(p);
     const requests = tallyRequests(p.fleet);
@@ -127,7 +120,7 @@ describe.each(PATHS)('crash at every persistence step of a payment: $path', ({ a
 describe('crash at random points (batched path)', () => {
 
   it('random crash points over many payments in both directions (seeded, reproducible)', async () => {
-    pair = await openPair(server.url);
+    pair = await openPair(server().url);
     const p = pair;
     const trackers = trackClaimWindows(p);
     const requests = tallyRequests(p.fleet);
@@ -167,7 +160,7 @@ describe('crash at random points (batched path)', () => {
 
 describe('known LDK 0.1.0 limitation (rust-lightning #3772, fixed upstream after 0.1.0)', () => {
   it('a receiver crashed right after its claim preimage is durable fails closed on restore (CorruptStateError), its monitor is intact on the server', async () => {
-    pair = await openPair(server.url);
+    pair = await openPair(server().url);
     const p = pair;
     const trackers = trackClaimWindows(p);
     await p.fleet.pay('A', 'B', 5_000n, { settled: true });
@@ -179,7 +172,7 @@ describe('known LDK 0.1.0 limitation (rust-lightning #3772, fixed upstream after
     await expect(p.fleet.restore('B')).rejects.toThrow(/InvalidValue/);
     // Nothing was lost on the server: a new device reads B's monitor with the claim in it.
     const w = p.fleet.wallet('B');
-    const store = await openVssWalletStore(w, { serverUrl: server.url });
+    const store = await openVssWalletStore(w, { serverUrl: server().url });
     const keys = ldk.KeysManager.constructor_new(nodeSeedOf(w.seed), 1n, 1);
     const monitors = await readChannelMonitors(store, {
       entropySource: keys.as_EntropySource(),

@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MemoryBackend, type StartedVssServer } from '../../src/server/index.js';
+import { MemoryBackend } from '../../src/server/index.js';
 import { ConcurrentWriterError, RollbackDetectedError } from '../../src/store/index.js';
 import { FaultProxy } from '../../harness/fault-proxy.js';
 import { CrashableStore } from '../../harness/crash-store.js';
@@ -16,19 +16,13 @@ import { channelView, forceCloseChannel, mineUntil, transactionOutputs, walletSc
 import { WalletSweeper } from '../../harness/wallet-sweeper.js';
 import { vssStoreOpener, openVssWalletStore } from '../../harness/vss-wallet.js';
 import { WalletFleet } from '../../harness/wallets.js';
-import { expectConsistent, openPair, startServer, type Pair } from './helpers/e2e.js';
+import { expectConsistent, openPair, startServer, type Pair, useE2eServer } from './helpers/e2e.js';
 import { startServerThread, type ServerThread } from '../store/helpers/server-thread.js';
 
-let server: StartedVssServer;
+const server = useE2eServer();
 let pair: Pair | undefined;
 const cleanups: (() => Promise<void> | void)[] = [];
 
-beforeAll(async () => {
-  server = await startServer('pglite');
-});
-afterAll(async () => {
-  await server?.close();
-});
 afterEach(async () => {
   await pair?.fleet.shutdown();
   pair = undefined;
@@ -37,7 +31,7 @@ afterEach(async () => {
 
 describe('server outage through the fault proxy', () => {
   it('holds the channel (no channel-advancing message, payment pending, nothing panics) and completes by itself when the server returns', async () => {
-    const proxy = await FaultProxy.start({ target: server.url });
+    const proxy = await FaultProxy.start({ target: server().url });
     cleanups.push(() => proxy.close());
     pair = await openPair(`${proxy.url}/vss`, { wallet: { timeoutMs: 1_000 } });
     const { fleet, channel } = pair;
@@ -110,7 +104,7 @@ describe('server rolled back to an older backup', () => {
 
 describe('two instances of one wallet on one store', () => {
   it('the second instance is stopped with ConcurrentWriterError before it changes any state; the first keeps working and the store stays restorable', async () => {
-    pair = await openPair(server.url);
+    pair = await openPair(server().url);
     const { fleet, channel } = pair;
     const initialA = channelView(fleet.node('A'), channel)!.outboundMsat;
     await fleet.pay('A', 'B', 10_000n, { settled: true });
@@ -119,7 +113,7 @@ describe('two instances of one wallet on one store', () => {
     // The same wallet starts elsewhere (same seed, same store id) while the first one runs.
     let gate: CrashableStore | undefined;
     const second = await WalletFleet.create(async (identity) => {
-      gate = new CrashableStore(await openVssWalletStore(identity, { serverUrl: server.url }));
+      gate = new CrashableStore(await openVssWalletStore(identity, { serverUrl: server().url }));
       return { store: gate };
     });
     cleanups.push(() => second.shutdown());

@@ -8,32 +8,25 @@
  * these tests crash the funder and the fundee around every manager write of the open and check
  * that each restores, the channel confirms, and the next payment works.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { StartedVssServer } from '../../src/server/index.js';
+import { afterEach, describe, expect, it } from 'vitest';
 import { NothingToRestoreError } from '../../src/ldk/index.js';
 import { WalletFleet } from '../../harness/wallets.js';
 import { vssStoreOpener } from '../../harness/vss-wallet.js';
 import { txidHex } from '../../harness/chain.js';
 import type { CrashTiming } from '../../harness/crash-store.js';
-import { startServer } from './helpers/e2e.js';
+import { useE2eServer } from './helpers/e2e.js';
 
-let server: StartedVssServer;
+const server = useE2eServer();
 let fleet: WalletFleet | undefined;
 let run = 0;
 
-beforeAll(async () => {
-  server = await startServer();
-});
 afterEach(async () => {
   await fleet?.shutdown();
   fleet = undefined;
 });
-afterAll(async () => {
-  await server?.close();
-});
 
 async function newFleet(): Promise<WalletFleet> {
-  fleet = await WalletFleet.create(vssStoreOpener({ serverUrl: server.url }), { storeIdPrefix: `funding-${Date.now()}-${run++}` });
+  fleet = await WalletFleet.create(vssStoreOpener({ serverUrl: server().url }), { storeIdPrefix: `funding-${Date.now()}-${run++}` });
   await fleet.addWallet('A');
   await fleet.addWallet('B');
   await fleet.connect('A', 'B');

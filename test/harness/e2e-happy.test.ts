@@ -2,10 +2,9 @@
  * End-to-end, happy paths: two wallets on a real VSS server (embedded PGlite), every node
  * persisting through VssPersister + VssStore, restored from seed + store id alone.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { StartedVssServer } from '../../src/server/index.js';
+import { afterEach, describe, expect, it } from 'vitest';
 import { channelView, closeChannel, forceCloseChannel, mineUntil, sweepSpendableOutputs, walletScript } from '../../harness/wallet-ops.js';
-import { expectConsistent, openPair, startServer, type Pair } from './helpers/e2e.js';
+import { expectConsistent, openPair, startServer, type Pair, useE2eServer } from './helpers/e2e.js';
 
 const TEST_DATABASE_URL = process.env.TEST_DATABASE_URL;
 
@@ -15,15 +14,9 @@ function databaseUrl(url: string, database: string): string {
   return parsed.toString();
 }
 
-let server: StartedVssServer;
+const server = useE2eServer();
 let pair: Pair | undefined;
 
-beforeAll(async () => {
-  server = await startServer('pglite');
-});
-afterAll(async () => {
-  await server?.close();
-});
 afterEach(async () => {
   await pair?.fleet.shutdown();
   pair = undefined;
@@ -48,7 +41,7 @@ function snapshotOf(pair: Pair, name: string) {
 
 describe('e2e happy path', () => {
   it('50 payments both ways, restore on a new instance: identical balances and channel state, and it pays again', async () => {
-    pair = await openPair(server.url);
+    pair = await openPair(server().url);
     const { fleet, channel } = pair;
     const initialA = channelView(fleet.node('A'), channel)!.outboundMsat;
     for (let i = 0; i < 50; i++) {
@@ -78,7 +71,7 @@ describe('e2e happy path', () => {
   }, 180_000);
 
   it('opens a zero-conf channel that is usable before any block and survives a restore of both wallets', async () => {
-    pair = await openPair(server.url, { zeroConf: true });
+    pair = await openPair(server().url, { zeroConf: true });
     const { fleet, channel } = pair;
     const height = fleet.net.chain.height;
     const initialA = channelView(fleet.node('A'), channel)!.outboundMsat;
@@ -95,7 +88,7 @@ describe('e2e happy path', () => {
   });
 
   it('settles cooperatively: both sides see the close, the closing outputs are swept to the wallet', async () => {
-    pair = await openPair(server.url);
+    pair = await openPair(server().url);
     const { fleet, channel } = pair;
     await fleet.pay('A', 'B', 40_000_000n, { settled: true });
     const closed = await closeChannel(fleet.net, fleet.node('A'), fleet.node('B'), channel);
@@ -113,7 +106,7 @@ describe('e2e happy path', () => {
   });
 
   it('force-closes after a restore: the restored wallet holds the latest state, the delayed output matures and is swept', async () => {
-    pair = await openPair(server.url);
+    pair = await openPair(server().url);
     const { fleet, channel } = pair;
     for (let i = 0; i < 5; i++) await fleet.pay('A', 'B', 1_000_000n, { settled: true });
     await fleet.node('A').eventLoop!.persistIfNeeded();

@@ -3,7 +3,7 @@
  * test needs the memory backend's snapshots), wallets whose stores are real VssStore clients
  * opened from seed + store id, and the invariants every test checks after a crash.
  */
-import { expect } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { startVssServer, type BackendOption, type StartedVssServer } from '../../../src/server/index.js';
 import { WalletFleet } from '../../../harness/wallets.js';
@@ -14,6 +14,24 @@ import type { CrashableStore } from '../../../harness/crash-store.js';
 
 export async function startServer(backend: BackendOption = 'pglite'): Promise<StartedVssServer> {
   return startVssServer({ backend, logLevel: 'silent' });
+}
+
+/**
+ * The file's VSS server on embedded PGlite: started before its tests, closed after them (after
+ * the file's own afterAll hooks, which run first). Returns the server once started.
+ */
+export function useE2eServer(): () => StartedVssServer {
+  let server: StartedVssServer | undefined;
+  beforeAll(async () => {
+    server = await startServer('pglite');
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+  return () => {
+    if (!server) throw new Error('the e2e server is not started (use it inside a test)');
+    return server;
+  };
 }
 
 export interface Pair {
