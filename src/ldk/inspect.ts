@@ -156,8 +156,19 @@ class StoreReader {
   async schema(): Promise<SchemaVersion | undefined> {
     const marker = this.v1.schemaMarker();
     const found = await this.get(marker.storeKey);
-    if (found) return decodeSchemaVersion(decryptStorable(found.storable, this.dataKey, marker.aad).value);
-    return undefined;
+    if (!found) return undefined;
+    let plaintext: Uint8Array;
+    try {
+      plaintext = decryptStorable(found.storable, this.dataKey, marker.aad).value;
+    } catch (err) {
+      // Read first by every command: without this the bare decryption error reads as if the
+      // value asked for (say --dump //manager) were the one that failed.
+      throw new InspectError(
+        `the store's schema marker (${formatAddress({ primaryNamespace: '', secondaryNamespace: '', key: VSS_SCHEMA_VERSION_KEY })}) does not decrypt with these keys ` +
+          `(${(err as Error).message}): a wrong data key, or a marker written by someone else`,
+      );
+    }
+    return decodeSchemaVersion(plaintext);
   }
 }
 

@@ -29,6 +29,10 @@ export interface MigrationProgress {
 }
 
 export interface MigrateStoreOptions {
+  /**
+   * Called after each verified copy. A callback that throws fails the migration like a failed
+   * copy; an async one is awaited, and its rejection fails the migration the same way.
+   */
   onProgress?: (progress: MigrationProgress) => void;
   /** Parallel copies. Default 8. */
   concurrency?: number;
@@ -114,9 +118,9 @@ function targetEndpoint(target: MigrationTarget): Endpoint {
 }
 
 const label = (k: StoreKey): string => [k.primaryNamespace, k.secondaryNamespace, k.key].join('/');
-const isMonitorData = (k: StoreKey): boolean =>
-  (k.primaryNamespace === CHANNEL_MONITOR_NAMESPACE.primary && k.secondaryNamespace === CHANNEL_MONITOR_NAMESPACE.secondary) ||
-  k.primaryNamespace === CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE;
+const isFullMonitor = (k: StoreKey): boolean =>
+  k.primaryNamespace === CHANNEL_MONITOR_NAMESPACE.primary && k.secondaryNamespace === CHANNEL_MONITOR_NAMESPACE.secondary;
+const isMonitorData = (k: StoreKey): boolean => isFullMonitor(k) || k.primaryNamespace === CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE;
 const isManager = (k: StoreKey): boolean =>
   k.primaryNamespace === CHANNEL_MANAGER_NAMESPACE.primary && k.secondaryNamespace === CHANNEL_MANAGER_NAMESPACE.secondary && k.key === CHANNEL_MANAGER_NAMESPACE.key;
 
@@ -125,9 +129,11 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /**
- * Copies every key of `from` into `to` and reads each copy back to verify it. The
- * ChannelManager is copied last, so an interrupted migration never leaves a target with a
- * manager but without its monitors (restore refuses such a store rather than lose channels).
+ * Copies every key of `from` into `to` and reads each copy back to verify it. The full
+ * monitors are copied first and the ChannelManager last, so an interrupted migration never
+ * leaves a target with a manager but without its monitors, nor one with parts of the
+ * channels' state but no monitor (restore refuses a monitor without its manager rather than
+ * lose channels, but would take a store with neither for a new wallet).
  * Afterwards the source must still hold exactly the keys copied and the manager copied: a
  * source written during the copy (a node still running) fails with
  * `MigrationVerificationError`. On any failure, copies already running finish before the
@@ -138,7 +144,14 @@ export async function migrateStore(from: MigrationSource, to: MigrationTarget, o
   const source = sourceEndpoint(from);
   const target = targetEndpoint(to);
   const keys = await source.listAll!();
-  const ordered = [...keys.filter((k) => !isManager(k)), ...keys.filter(isManager)];
+  // Full monitors first (all of them durable before anything else starts), the manager last:
+  // a target cut off at any point then holds either nothing of the source's channels or a
+  // monitor without a manager, which restore refuses. Deltas or other data copied before the
+  // monitors would leave a target that restore takes for a new wallet (nothing to restore).
+  const monitors = keys.filter(isFullMonitor);
+  const managers = keys.filter(isManager);
+  const bulk = keys.filter((k) => !isFullMonitor(k) && !isManager(k));
+  const ordered = [...monitors, ...bulk, ...managers];
 
   if (options.overwrite && !target.listAll) {
     // Without a listing, leftover monitor data in the target could not be refused (see below).
@@ -160,6 +173,15 @@ export async function migrateStore(from: MigrationSource, to: MigrationTarget, o
       throw new MigrationVerificationError(
         `target holds ${foreign.length} monitor key(s) the source does not (e.g. ${label(foreign[0])}); a restore from the copy would ` +
           'read them as part of the copied state. Remove them, or migrate into an empty store (nothing was copied)',
+      );
+    }
+    // Likewise a manager: with a source that has none, the copy would pair another wallet's
+    // manager with the source's monitors (LDK force-closes channels its manager does not know).
+    const foreignManager = existing.find((k) => isManager(k) && !inSource.has(label(k)));
+    if (foreignManager) {
+      throw new MigrationVerificationError(
+        `target holds a ChannelManager (${label(foreignManager)}) and the source has none; a restore from the copy would pair it with the ` +
+          "source's monitors. Remove it, or migrate into an empty store (nothing was copied)",
       );
     }
   }
@@ -189,24 +211,28 @@ export async function migrateStore(from: MigrationSource, to: MigrationTarget, o
     copied++;
     bytes += value.length;
     if (isManager(k)) copiedManagers.set(label(k), value);
-    options.onProgress?.({ copied, total: ordered.length, bytes, last: k });
+    // Awaited: an async callback's rejection would otherwise be unhandled (and end the process).
+    await (options.onProgress?.({ copied, total: ordered.length, bytes, last: k }) as unknown);
   };
-  const bulk = ordered.filter((k) => !isManager(k));
-  const outcomes = await Promise.allSettled(
-    bulk.map((k) =>
-      limit(async () => {
-        try {
-          await copy(k);
-        } catch (err) {
-          failed = true;
-          throw err;
-        }
-      }),
-    ),
-  );
-  const firstFailure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
-  if (firstFailure) throw firstFailure.reason;
-  for (const k of ordered.filter(isManager)) await copy(k);
+  const copyPhase = async (phase: StoreKey[]): Promise<void> => {
+    const outcomes = await Promise.allSettled(
+      phase.map((k) =>
+        limit(async () => {
+          try {
+            await copy(k);
+          } catch (err) {
+            failed = true;
+            throw err;
+          }
+        }),
+      ),
+    );
+    const firstFailure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+    if (firstFailure) throw firstFailure.reason;
+  };
+  await copyPhase(monitors);
+  await copyPhase(bulk);
+  for (const k of managers) await copy(k);
   await checkSourceUnchanged(source, ordered, copiedManagers);
   return { keys: copied, bytes, durationMs: performance.now() - started };
 }

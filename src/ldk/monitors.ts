@@ -17,6 +17,7 @@ import {
   withoutSentinel,
 } from './layout.js';
 import { createLimiter, type Limiter } from './concurrency.js';
+import { isNullPointer } from './pointers.js';
 
 /** The LDK objects needed to deserialize a monitor and replay updates onto it. */
 export interface MonitorReadContext {
@@ -68,6 +69,13 @@ function decodeMonitor(name: string, stored: Uint8Array, ctx: MonitorReadContext
   return { monitor, blockHash: parsed.res.get_a() };
 }
 
+/** A channel id in hex, or undefined for LDK's "None" (a null pointer or all zeros). */
+function channelIdHex(channelId: ldk.ChannelId): string | undefined {
+  if (isNullPointer(channelId)) return undefined;
+  const bytes = channelId.get_a();
+  return bytes.every((b) => b === 0) ? undefined : Buffer.from(bytes).toString('hex');
+}
+
 /** Splits the listed update ids into stale (≤ latest), the consecutive run after latest, and orphans. */
 export function classifyUpdateIds(latest: bigint, listedKeys: string[]): { stale: bigint[]; consecutive: bigint[]; orphans: bigint[] } {
   const ids = listedKeys.map(parseUpdateKey).filter((id): id is bigint => id !== undefined);
@@ -108,6 +116,19 @@ export async function readMonitorWithUpdates(store: AsyncKVStore, name: string, 
     }
     if (update.res.get_update_id() !== id) {
       throw new CorruptStateError(`monitor update stored as ${name}/${id} carries id ${update.res.get_update_id()}`, CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, name, updateKey(id));
+    }
+    // LDK's update_monitor does not check which channel an update is for: another channel's
+    // update with the right id applies "successfully", and the corrupted monitor then makes LDK
+    // force-close the channel on start. Updates carry their channel id (LDK 0.0.121 and later).
+    const updateChannel = channelIdHex(update.res.get_channel_id());
+    const monitorChannel = channelIdHex(monitor.channel_id());
+    if (updateChannel !== undefined && updateChannel !== monitorChannel) {
+      throw new CorruptStateError(
+        `monitor update stored as ${name}/${id} belongs to channel ${updateChannel}, not to this monitor's channel ${monitorChannel ?? '(unknown)'}`,
+        CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE,
+        name,
+        updateKey(id),
+      );
     }
     const applied = monitor.update_monitor(update.res, ctx.broadcaster, ctx.feeEstimator, ctx.logger);
     if (!applied.is_ok()) {

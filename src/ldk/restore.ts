@@ -6,7 +6,8 @@
 import * as ldk from 'lightningdevkit';
 import type { AsyncKVStore } from '../store/types.js';
 import { CorruptStateError, MissingChannelManagerError, MissingMonitorError, NothingToRestoreError, StaleMonitorError } from './errors.js';
-import { CHANNEL_MANAGER_NAMESPACE } from './layout.js';
+import { ARCHIVED_CHANNEL_MONITOR_NAMESPACE, CHANNEL_MANAGER_NAMESPACE, CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE } from './layout.js';
+import type { Limiter } from './concurrency.js';
 import { stderrLogger, type PersistenceLogger } from './log.js';
 import { readManagerBytes } from './manager.js';
 import { readChannelMonitors, type RestoredMonitor } from './monitors.js';
@@ -136,12 +137,33 @@ function decodeManager(
     throw new MissingMonitorError(`the ChannelManager knows channel ${channelId ?? '(unknown)'} but the store has no monitor for it${detail}`, channelId);
   }
   const kind = err ? err.constructor.name.replace(/^DecodeError_/, '') : 'unknown';
+  // LDK's words when the node's keys derive a different key than the stored manager holds:
+  // the stored data is fine, the seed is not (a "corrupt" verdict alone invites deleting it).
+  const wrongKeys = logged.some((l) => l.includes('Key that was generated does not match the existing key'))
+    ? '. The keys given (entropySource/nodeSigner/signerProvider) are not the ones this manager was written with: restore with the wallet\'s own seed; the stored data is likely intact'
+    : '';
   throw new CorruptStateError(
-    `stored ChannelManager does not load (${kind})${detail}`,
+    `stored ChannelManager does not load (${kind})${detail}${wrongKeys}`,
     CHANNEL_MANAGER_NAMESPACE.primary,
     CHANNEL_MANAGER_NAMESPACE.secondary,
     CHANNEL_MANAGER_NAMESPACE.key,
   );
+}
+
+/**
+ * Monitors whose updates are stored although neither the monitor nor an archived copy is: a
+ * store holding them is not a new wallet. Only asked when there is no manager and no monitor,
+ * so a listing of the whole store costs nothing on a normal restore.
+ */
+async function updatesWithoutMonitor(store: AsyncKVStore, limiter: Limiter): Promise<string[]> {
+  const keys = await limiter(() => store.listAll());
+  const archived = new Set(
+    keys
+      .filter((k) => k.primaryNamespace === ARCHIVED_CHANNEL_MONITOR_NAMESPACE.primary && k.secondaryNamespace === ARCHIVED_CHANNEL_MONITOR_NAMESPACE.secondary)
+      .map((k) => k.key),
+  );
+  const names = new Set(keys.filter((k) => k.primaryNamespace === CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE && !archived.has(k.secondaryNamespace)).map((k) => k.secondaryNamespace));
+  return [...names].sort();
 }
 
 /**
@@ -167,6 +189,13 @@ export async function restoreNode(options: RestoreNodeOptions): Promise<Restored
   if (!managerBytes) {
     if (monitors.length > 0) {
       throw new MissingChannelManagerError(`the store has ${monitors.length} channel monitor(s) but no ChannelManager; refusing to start a node without its channels`);
+    }
+    const withoutMonitor = await updatesWithoutMonitor(options.store, limiter);
+    if (withoutMonitor.length > 0) {
+      throw new MissingChannelManagerError(
+        `the store has no ChannelManager and no channel monitor, but holds monitor updates of ${withoutMonitor.length} channel(s) (e.g. ${withoutMonitor[0]}): ` +
+          'the state of those channels is incomplete (an interrupted copy, or lost data); refusing to start a node without its channels',
+      );
     }
     throw new NothingToRestoreError('the store holds no ChannelManager and no channel monitors');
   }

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { StartedVssServer } from '../../src/server/index.js';
 import { deriveVssKeys } from '../../src/crypto/index.js';
-import { InspectError, inspectStore, runInspect, type StoreInspection } from '../../src/ldk/inspect.js';
+import { InspectError, inspectStore, readDecrypted, runInspect, type StoreInspection } from '../../src/ldk/inspect.js';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { bigIntToInt64, PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, vss } from '../../src/protocol/index.js';
@@ -127,6 +127,23 @@ describe('ldk-vss inspect', () => {
     expect(down.code).toBe(1);
     // The reason, not just "fetch failed".
     expect(down.err[0]).toMatch(new RegExp(`^ldk-vss inspect: .*/vss/listKeyVersions: fetch failed \\(connect ECONNREFUSED 127\\.0\\.0\\.1:${closedPort}\\)$`));
+  });
+
+  it('with a wrong data key, names the schema marker as what does not decrypt (not the value asked for)', async () => {
+    const derived = deriveVssKeys(wallet.seed);
+    const options = {
+      serverUrl: server.url,
+      storeId: wallet.storeId,
+      keys: { dataEncryptionKey: randomBytes(32), obfuscationMasterKey: derived.obfuscationMasterKey },
+      auth: { kind: 'sigs' as const, secretKey: derived.sigsAuthSecretKey },
+    };
+    // One at a time: a second promise started early would reject before anything awaits it.
+    const attempts = [() => inspectStore(options), () => readDecrypted(options, { primaryNamespace: '', secondaryNamespace: '', key: 'manager' })];
+    for (const attempt of attempts) {
+      const failure = await attempt().catch((error: unknown) => error);
+      expect(failure).toBeInstanceOf(InspectError);
+      expect((failure as Error).message).toMatch(/schema marker \(\/\/vss_schema_version\) does not decrypt with these keys \(.*\): a wrong data key/);
+    }
   });
 
   it('stops with InspectError when a server repeats a page token, instead of listing forever', async () => {
