@@ -39,14 +39,14 @@ export class VssSyncStore implements SyncKVStore {
   }
 
   read(primaryNamespace: string, secondaryNamespace: string, key: string): Uint8Array {
-    this.#host.checkOpen();
+    this.#checkUsable();
     checkKey(primaryNamespace, secondaryNamespace, key);
     const engine = this.#host.engine;
     return this.#run(engine.read(engine.target(primaryNamespace, secondaryNamespace, key)));
   }
 
   write(primaryNamespace: string, secondaryNamespace: string, key: string, value: Uint8Array): void {
-    this.#host.checkOpen();
+    this.#checkUsable();
     checkKey(primaryNamespace, secondaryNamespace, key);
     const engine = this.#host.engine;
     const target = engine.target(primaryNamespace, secondaryNamespace, key);
@@ -55,7 +55,7 @@ export class VssSyncStore implements SyncKVStore {
 
   /** A lazy remove is queued on the async path and returns at once (LDK allows that). */
   remove(primaryNamespace: string, secondaryNamespace: string, key: string, lazy: boolean): void {
-    this.#host.checkOpen();
+    this.#checkUsable();
     checkKey(primaryNamespace, secondaryNamespace, key);
     if (lazy) {
       this.#host.removeLater(primaryNamespace, secondaryNamespace, key);
@@ -67,14 +67,24 @@ export class VssSyncStore implements SyncKVStore {
   }
 
   list(primaryNamespace: string, secondaryNamespace: string): string[] {
-    this.#host.checkOpen();
+    this.#checkUsable();
     checkNamespace(primaryNamespace, secondaryNamespace);
     return this.#run(this.#host.engine.list(primaryNamespace, secondaryNamespace));
   }
 
   listAll(): StoreKey[] {
-    this.#host.checkOpen();
+    this.#checkUsable();
     return this.#run(this.#host.engine.listAll());
+  }
+
+  /**
+   * A call that cannot reach the worker (view closed, worker dead) fails before the engine
+   * runs: otherwise the engine would take the failure for a request of unknown outcome, mark
+   * the key uncertain and, for a remove, forget its version in the ledger, for nothing sent.
+   */
+  #checkUsable(): void {
+    this.#host.checkOpen();
+    this.#bridge.checkUsable();
   }
 
   /** Stops the worker; later calls fail. */
@@ -103,7 +113,8 @@ export class VssSyncStore implements SyncKVStore {
   }
 
   #run<T>(operation: Operation<T>): T {
-    const deadlineAt = Date.now() + this.#deadlineMs;
+    // The monotonic clock: a stepped wall clock must not stretch or cut the deadline.
+    const deadlineAt = performance.now() + this.#deadlineMs;
     const ledger = this.#host.ledger;
     return runSync(operation, {
       vss: (call: VssCall) => {

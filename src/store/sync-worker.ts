@@ -21,7 +21,7 @@ const { port, signal, config } = workerData as BridgeData;
 const counter = new Int32Array(signal);
 
 // Slot 0 of `signal` counts messages for the parent's Atomics.wait; slots 1 and 2 carry this
-// worker's exit report, which the bootstrap installed (sync-bridge.ts).
+// worker's exit report, written by the supervisor thread that started it (sync-bridge.ts).
 
 function send(message: unknown): void {
   port.postMessage(message);

@@ -24,10 +24,11 @@ import {
   type VssStoreOptions,
 } from '../../src/store/index.js';
 import { VssClient, VssClientError } from '../../src/client/index.js';
-import { keyValue, vss } from '../../src/protocol/index.js';
+import { vss } from '../../src/protocol/index.js';
 import { SyncBridge } from '../../src/store/sync-bridge.js';
 import { ioErrorFor } from '../../src/ldk/kv-store.js';
 import { STORE_TEST_BACKENDS, type TestBackend } from './helpers/backends.js';
+import { rewindVersion2Key } from './helpers/rewind.js';
 import { startServerThread, type ServerThread } from './helpers/server-thread.js';
 
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -138,11 +139,7 @@ function syncSuite(backend: TestBackend): void {
       sync.write('l', '', 'k', bytes('2'));
       await store.close();
       // Put the key back to version 1 behind the store's back (a restored backup of that row).
-      const raw = new VssClient(server.url);
-      const listing = await raw.listKeyVersions({ storeId });
-      const dataKey = listing.keyVersions.find((kv) => kv.version?.toString() === '2')!.key!;
-      const value = (await raw.getObject({ storeId, key: dataKey })).value!.value!;
-      await raw.putObjects({ storeId, transactionItems: [keyValue(dataKey, -1n, value)] });
+      await rewindVersion2Key(server.url, storeId);
       await expect(open({ versionLedger: path }, storeId)).rejects.toBeInstanceOf(RollbackDetectedError);
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -161,9 +158,8 @@ function syncSuite(backend: TestBackend): void {
     try {
       const started = Date.now();
       expect(() => sync.read('t', '', 'k')).toThrow(StoreTimeoutError);
-      const waited = Date.now() - started;
-      expect(waited).toBeGreaterThanOrEqual(1400);
-      expect(waited).toBeLessThan(10_000);
+      // Not before the deadline (a hang instead would end in the test's timeout).
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
       // A write that timed out has an unknown outcome ...
       expect(() => sync.write('t', '', 'k', bytes('lost'))).toThrow(StoreTimeoutError);
     } finally {
@@ -261,7 +257,7 @@ describe('SyncBridge worker', () => {
       if (id !== 'node:worker_threads') return real(id);
       function CapturingChannel(): workerThreads.MessageChannel {
         const channel = new workerThreads.MessageChannel();
-        captured = channel.port1;
+        captured ??= channel.port1; // the first channel carries the requests; the second, the exit report
         return channel;
       }
       return { ...workerThreads, MessageChannel: CapturingChannel };
@@ -282,21 +278,19 @@ describe('SyncBridge worker', () => {
       // A message the worker cannot handle throws in its listener: the worker dies. This thread
       // does not yield in between, so the worker's 'exit' event cannot be what tells it.
       port.postMessage(null);
-      const started = Date.now();
+      // Deadlines far beyond the test's timeout: only a call that does not wait for them passes.
+      const farAway = () => performance.now() + 10 * 60_000;
       let failure: unknown;
       try {
-        bridge.call('getObject', getObject(), Date.now() + 20_000);
+        bridge.call('getObject', getObject(), farAway());
       } catch (error) {
         failure = error;
       }
       expect(failure).toBeInstanceOf(StoreIOError);
       expect(failure).not.toBeInstanceOf(StoreTimeoutError);
       expect((failure as Error).message).toMatch(/worker exited \(code 1\)/);
-      expect(Date.now() - started).toBeLessThan(10_000);
       // Every later call fails the same way, without waiting.
-      const again = Date.now();
-      expect(() => bridge.call('getObject', getObject(), Date.now() + 20_000)).toThrow(/worker exited/);
-      expect(Date.now() - again).toBeLessThan(1_000);
+      expect(() => bridge.call('getObject', getObject(), farAway())).toThrow(/worker exited/);
     } finally {
       bridge.close();
     }
@@ -306,7 +300,7 @@ describe('SyncBridge worker', () => {
     const { bridge } = bridgeWithPort();
     try {
       // Nothing listens on port 1: the worker answers with the client's network error.
-      expect(() => bridge.call('getObject', getObject(), Date.now() + 20_000)).toThrow(VssClientError);
+      expect(() => bridge.call('getObject', getObject(), performance.now() + 20_000)).toThrow(VssClientError);
     } finally {
       bridge.close();
     }
