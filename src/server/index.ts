@@ -1,7 +1,7 @@
 /**
  * ldk-vss/server: a VSS server compatible with the reference Rust vss-server.
  */
-export { startVssServer, openBackend, createAuthorizer, ServerConfigError } from './server.js';
+export { startVssServer, openBackend, createAuthorizer, ServerConfigError, ServerListenError } from './server.js';
 export type { StartedVssServer, VssServerOptions, BackendOption, AuthOption, PostgresSsl, LogLevel } from './server.js';
 export { createVssHandler, clientAddress, type VssAppOptions, type OperationRouting } from './app.js';
 export { MemoryBackend, type MemorySnapshot } from './backends/memory.js';

@@ -98,6 +98,13 @@ function ipv6Network(address: string): string | undefined {
 }
 
 /**
+ * Longest per-IP key kept for an address that is not an IP address. An X-Forwarded-For entry is
+ * whatever the client wrote when every hop is trusted (`trustProxy: true`): kept whole, 100,000
+ * distinct header-sized entries would hold over a gigabyte instead of the ~200 bytes a key costs.
+ */
+export const MAX_NON_IP_KEY_LENGTH = 64;
+
+/**
  * The per-IP rate-limit key of a client address (the socket's, or an X-Forwarded-For entry).
  * A port some proxies append (`203.0.113.9:41234`, `[2001:db8::1]:443`) is dropped, as it changes
  * with every connection; an IPv4-mapped IPv6 address counts as the IPv4 address; and an IPv6
@@ -119,7 +126,15 @@ export function ipRateLimitKey(address: string): string {
     const network = ipv6Network(text);
     if (network !== undefined) return `${network}::/64`;
   }
-  return text;
+  return detached(isIP(text) === 0 ? text.slice(0, MAX_NON_IP_KEY_LENGTH) : text);
+}
+
+/**
+ * A copy of `text` that shares no memory with the string it was cut from: V8 keeps the whole
+ * parent of a substring alive, and a stored key cut from X-Forwarded-For would keep the header.
+ */
+function detached(text: string): string {
+  return Buffer.from(text, 'utf8').toString('utf8');
 }
 
 const UNITS: Record<string, number> = { s: 1000, sec: 1000, second: 1000, m: 60_000, min: 60_000, minute: 60_000, h: 3_600_000, hour: 3_600_000 };

@@ -5,12 +5,25 @@
  */
 import pino from 'pino';
 import { ConfigError, loadServeConfig, SERVER_ENV_DOCS, SERVER_ENV_VARS } from './config.js';
-import { startVssServer } from './server.js';
+import { ServerListenError, startVssServer } from './server.js';
 
 export interface CommandIo {
   env: Readonly<Record<string, string | undefined>>;
   stdout: (line: string) => void;
   stderr: (line: string) => void;
+}
+
+/**
+ * A signal arriving this soon after the first is the same request delivered twice, not an
+ * operator's second one: Ctrl-C on `npm start` reaches the server from the terminal and again
+ * from npm, which forwards SIGINT/SIGTERM to the script (the server itself when the script
+ * shell execs it, as bash does). Taken as a second signal, it would cut in-flight requests.
+ */
+export const REPEATED_SIGNAL_MS = 1000;
+
+/** The failure line stays one line even when a quoted value or an error message has line breaks. */
+function oneLine(text: string): string {
+  return text.replace(/\r\n|\r|\n/g, '\\n');
 }
 
 export function serveUsage(): string {
@@ -37,7 +50,7 @@ export async function runServe(args: readonly string[], io: CommandIo): Promise<
     config = loadServeConfig(io.env);
   } catch (error) {
     if (error instanceof ConfigError) {
-      io.stderr(`ldk-vss: invalid configuration: ${error.message}`);
+      io.stderr(oneLine(`ldk-vss: invalid configuration: ${error.message}`));
       return 2;
     }
     throw error;
@@ -49,28 +62,48 @@ export async function runServe(args: readonly string[], io: CommandIo): Promise<
     server = await startVssServer({ ...config.options, logger });
   } catch (error) {
     logger.fatal({ err: error }, 'VSS server failed to start');
+    if (error instanceof ServerListenError) {
+      const origin = io.env.VSS_BIND_ADDRESS?.trim() ? 'from VSS_BIND_ADDRESS' : 'the default; set VSS_BIND_ADDRESS';
+      io.stderr(oneLine(`ldk-vss: cannot listen on ${error.address} (${origin}): ${error.reason.message}`));
+      return 1;
+    }
     // Which storage, and which variable chose it: a bare "connect ECONNREFUSED" or
     // "Connection terminated unexpectedly" says neither.
-    io.stderr(`ldk-vss: cannot start on ${config.storageDescription}: ${(error as Error).message}`);
+    io.stderr(oneLine(`ldk-vss: cannot start on ${config.storageDescription}: ${(error as Error).message}`));
     return 1;
   }
   logger.info({ storage: config.storageDescription }, 'storage ready');
+  // The same listeners stay installed from the first signal to the end: between removing one and
+  // adding another, a signal would meet Node's default action and kill the process mid-shutdown.
+  let firstSignalAt: number | undefined;
+  let stopped = false;
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGTERM', () => resolve('SIGTERM'));
-    process.once('SIGINT', () => resolve('SIGINT'));
+    const onSignal = (received: NodeJS.Signals) => {
+      if (stopped) return;
+      if (firstSignalAt === undefined) {
+        firstSignalAt = performance.now();
+        resolve(received);
+        return;
+      }
+      if (performance.now() - firstSignalAt < REPEATED_SIGNAL_MS) {
+        // Said at info level: an operator who pressed twice quickly learns why nothing changed.
+        logger.info({ signal: received }, `signal repeated within ${REPEATED_SIGNAL_MS} ms (npm forwards the terminal's): taken as the same request; signal again later to stop at once`);
+        return;
+      }
+      logger.warn({ signal: received }, 'second signal: exiting without waiting');
+      process.exit(1);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
   });
   logger.info({ signal }, 'shutting down: finishing in-flight requests (signal again to stop at once)');
-  const forceExit = (again: NodeJS.Signals) => {
-    logger.warn({ signal: again }, 'second signal: exiting without waiting');
-    process.exit(1);
-  };
-  process.once('SIGTERM', forceExit);
-  process.once('SIGINT', forceExit);
   try {
     await server.close();
     return 0;
   } catch (error) {
     logger.error({ err: error }, 'shutdown failed');
     return 1;
+  } finally {
+    stopped = true;
   }
 }

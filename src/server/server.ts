@@ -18,7 +18,7 @@ import { DEFAULT_HOST, VSS_BASE_PATH } from './constants.js';
 import { CorsPolicy } from './cors.js';
 import { DEFAULT_MAX_REQUEST_BODY_SIZE, MAX_REQUEST_BODY_SIZE_LIMIT } from './limits.js';
 import { ServerMetrics } from './metrics.js';
-import { parseRateLimit, type RateLimitOptions } from './rate-limit.js';
+import { parseRateLimit, type RateLimitOptions, type RateLimitRule } from './rate-limit.js';
 
 export type BackendOption =
   | 'memory'
@@ -82,6 +82,23 @@ export interface StartedVssServer {
 /** Configuration errors found before the server starts (the CLI prints them on one line). */
 export class ServerConfigError extends Error {
   override readonly name = 'ServerConfigError';
+}
+
+/**
+ * The server could not listen on its address (in use, not an address of this host, a hostname
+ * that does not resolve, a privileged port). Keeps the system error's `code` (`EADDRINUSE`...).
+ */
+export class ServerListenError extends Error {
+  override readonly name = 'ServerListenError';
+  readonly code: string | undefined;
+  constructor(
+    /** `host:port` as asked for (`[v6]:port` for IPv6). */
+    readonly address: string,
+    readonly reason: Error,
+  ) {
+    super(`cannot listen on ${address}: ${reason.message}`, { cause: reason });
+    this.code = (reason as NodeJS.ErrnoException).code;
+  }
 }
 
 function isStorageBackend(value: unknown): value is StorageBackend {
@@ -164,13 +181,32 @@ export function answerClientError(error: NodeJS.ErrnoException, socket: Socket):
   socket.end(body);
 }
 
+/**
+ * The rate limits to apply, checked before any storage is opened: a rule refused afterwards
+ * would leave the backend opened here open, and a PGlite data directory locked by this process.
+ */
+function checkedRateLimit(option: RateLimitOptions | string | undefined): RateLimitOptions | undefined {
+  let rateLimit: RateLimitOptions | undefined;
+  try {
+    rateLimit = typeof option === 'string' ? parseRateLimit(option) : option;
+  } catch (error) {
+    throw new ServerConfigError(`rateLimit: ${(error as Error).message}`);
+  }
+  for (const [name, rule] of Object.entries(rateLimit ?? {}) as Array<[string, RateLimitRule | undefined]>) {
+    if (rule !== undefined && !(rule.limit > 0 && rule.windowMs > 0)) {
+      throw new ServerConfigError(`rateLimit.${name}: limit and windowMs must be positive (got ${rule.limit} per ${rule.windowMs} ms)`);
+    }
+  }
+  return rateLimit;
+}
+
 export async function startVssServer(options: VssServerOptions = {}): Promise<StartedVssServer> {
   const logger = options.logger ?? pino({ level: options.logLevel ?? 'silent' });
   const maxRequestBodySize = options.maxRequestBodySize ?? DEFAULT_MAX_REQUEST_BODY_SIZE;
   if (!Number.isSafeInteger(maxRequestBodySize) || maxRequestBodySize < 0 || maxRequestBodySize > MAX_REQUEST_BODY_SIZE_LIMIT) {
     throw new ServerConfigError(`maxRequestBodySize must be an integer from 0 to ${MAX_REQUEST_BODY_SIZE_LIMIT}`);
   }
-  const rateLimit = typeof options.rateLimit === 'string' ? parseRateLimit(options.rateLimit) : options.rateLimit;
+  const rateLimit = checkedRateLimit(options.rateLimit);
   const authorizer = await createAuthorizer(options.auth ?? { kind: 'signature' }, logger);
   const { backend, owned } = await openBackend(options.backend ?? 'memory', logger);
   const metrics = options.metrics ? new ServerMetrics({ processMetrics: true }) : undefined;
@@ -207,17 +243,20 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
   server.on('checkExpectation', serve);
   server.on('clientError', answerClientError);
   const host = options.host ?? DEFAULT_HOST;
+  const requestedPort = options.port ?? 0;
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(options.port ?? 0, host, () => {
+      server.listen(requestedPort, host, () => {
         server.off('error', reject);
         resolve();
       });
     });
   } catch (error) {
     if (owned) await backend.close();
-    throw error;
+    // Said as a listening problem: the CLI would otherwise report it as a failure to start on the
+    // storage, and a hostname that does not resolve (getaddrinfo ENOTFOUND) reads like a database host.
+    throw new ServerListenError(`${host.includes(':') ? `[${host}]` : host}:${requestedPort}`, error as Error);
   }
   const port = (server.address() as AddressInfo).port;
   const urlHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '[::1]' : host;

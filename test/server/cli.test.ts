@@ -5,6 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
+import net from 'node:net';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { keyValue, vss } from '../../src/protocol/index.js';
 import { SERVER_ENV_VARS } from '../../src/server/config.js';
+import { REPEATED_SIGNAL_MS } from '../../src/server/serve-command.js';
 import { TestClient } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -75,6 +77,8 @@ describe('ldk-vss serve with invalid configuration', () => {
     ['VSS_JWT_RSA_PEM', { VSS_JWT_RSA_PEM: '-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----' }],
     ['DATABASE_URL', { DATABASE_URL: 'mysql://localhost/vss' }],
     ['VSS_LOG_LEVEL', { VSS_LOG_LEVEL: 'chatty' }],
+    // A list written one origin per line (a YAML block scalar) quotes a line break back.
+    ['VSS_CORS_ORIGINS', { VSS_CORS_ORIGINS: 'https://a.example\nhttps://b.example' }],
   ])('exits 2 with one stderr line naming %s', async (variable, env) => {
     const result = await runCli(['serve'], env);
     expect(result.code).toBe(2);
@@ -90,6 +94,26 @@ describe('ldk-vss serve with invalid configuration', () => {
     const lines = result.stderr.trim().split('\n');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^ldk-vss: cannot start on postgres postgres:\/\/postgres@127\.0\.0\.1:1\/vss from DATABASE_URL: .*ECONNREFUSED/);
+  });
+});
+
+describe('ldk-vss serve on an address it cannot listen on', () => {
+  it('exits 1 with one line that names the address and VSS_BIND_ADDRESS, not the storage', async () => {
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const dataDir = await mkdtemp(join(tmpdir(), 'ldk-vss-cli-'));
+    dirs.push(dataDir);
+    try {
+      const address = `127.0.0.1:${(taken.address() as net.AddressInfo).port}`;
+      const result = await runCli(['serve'], { VSS_BIND_ADDRESS: address, VSS_AUTH: 'noop', VSS_DATA_DIR: dataDir, VSS_LOG_LEVEL: 'off' });
+      expect(result.code).toBe(1);
+      const lines = result.stderr.trim().split('\n');
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(new RegExp(`^ldk-vss: cannot listen on ${address.replace(/\./g, '\\.')} \\(from VSS_BIND_ADDRESS\\): .*EADDRINUSE`));
+      expect(lines[0]).not.toContain('pglite');
+    } finally {
+      await new Promise((resolve) => taken.close(resolve));
+    }
   });
 });
 
@@ -154,5 +178,64 @@ describe('ldk-vss serve', () => {
     const secondExit = new Promise<number | null>((resolve) => second.child.on('exit', resolve));
     second.child.kill('SIGINT');
     expect(await secondExit).toBe(0);
+  });
+
+  /** Starts a put whose body is held back; resolves its status (or `cut`) once the rest is sent with `finish()`. */
+  function heldPut(url: string): { finish(): void; outcome: Promise<number | 'cut'> } {
+    const body = Buffer.from(vss.PutObjectRequest.encode({ storeId: 'sig', transactionItems: [keyValue('held', 0n, new Uint8Array(10_000))] }).finish());
+    let finish!: () => void;
+    const outcome = new Promise<number | 'cut'>((resolve) => {
+      const request = http.request(`${url}/putObjects`, { method: 'POST', headers: { 'content-length': body.length } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      request.on('error', () => resolve('cut'));
+      request.write(body.subarray(0, 100));
+      finish = () => request.end(body.subarray(100));
+    });
+    return { finish, outcome };
+  }
+
+  /** Resolves when the server logs `message`. */
+  function logged(child: ChildProcess, message: string): Promise<void> {
+    return new Promise((resolve) => {
+      createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+        if (line.includes(message)) resolve();
+      });
+    });
+  }
+
+  it('a signal delivered twice at once (Ctrl-C on `npm start`: from the terminal and forwarded by npm) still finishes in-flight requests and exits 0', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'ldk-vss-cli-'));
+    dirs.push(dataDir);
+    const { child, url } = await serve({ VSS_DATA_DIR: dataDir });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const put = heldPut(url);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const shuttingDown = logged(child, 'shutting down');
+    child.kill('SIGINT');
+    await shuttingDown;
+    // The copy npm forwards arrives while the shutdown waits for the held request.
+    child.kill('SIGINT');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    put.finish();
+    expect(await put.outcome).toBe(200);
+    expect(await exited).toBe(0);
+  });
+
+  it('a second signal well after the first exits at once with 1, cutting what is still in flight', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'ldk-vss-cli-'));
+    dirs.push(dataDir);
+    const { child, url } = await serve({ VSS_DATA_DIR: dataDir, VSS_SHUTDOWN_GRACE_MS: '600000' });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const put = heldPut(url);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const shuttingDown = logged(child, 'shutting down');
+    child.kill('SIGTERM');
+    await shuttingDown;
+    await new Promise((resolve) => setTimeout(resolve, REPEATED_SIGNAL_MS + 500));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(1);
+    expect(await put.outcome).toBe('cut');
   });
 });

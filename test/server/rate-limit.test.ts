@@ -5,10 +5,12 @@
  */
 import pino from 'pino';
 import { Writable } from 'node:stream';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { vss } from '../../src/protocol/index.js';
-import { startVssServer } from '../../src/server/index.js';
-import { DEFAULT_MAX_TRACKED_KEYS, ipRateLimitKey, TokenBuckets } from '../../src/server/rate-limit.js';
+import { clientAddress, startVssServer } from '../../src/server/index.js';
+import { DEFAULT_MAX_TRACKED_KEYS, ipRateLimitKey, MAX_NON_IP_KEY_LENGTH, TokenBuckets } from '../../src/server/rate-limit.js';
 import { send } from './helpers.js';
 
 describe('TokenBuckets memory', () => {
@@ -33,6 +35,37 @@ describe('TokenBuckets memory', () => {
     const buckets = new TokenBuckets({ limit: 1, windowMs: 3_600_000 }, () => 0);
     for (let i = 0; i < DEFAULT_MAX_TRACKED_KEYS + 10; i++) buckets.take(String(i));
     expect(buckets.size).toBe(DEFAULT_MAX_TRACKED_KEYS);
+  });
+});
+
+/** Heap in use after a full garbage collection. */
+function heapAfterGc(): number {
+  v8.setFlagsFromString('--expose-gc');
+  (vm.runInNewContext('gc') as () => void)();
+  return process.memoryUsage().heapUsed;
+}
+
+describe('per-IP keys from X-Forwarded-For entries a client writes', () => {
+  it('are cut to a bounded length when they are not IP addresses', () => {
+    const key = ipRateLimitKey(`${'x'.repeat(16_000)}1`);
+    expect(key.length).toBeLessThanOrEqual(MAX_NON_IP_KEY_LENGTH);
+    // Entries that differ only past the cut are one client, as far as the limit goes.
+    expect(ipRateLimitKey(`${'x'.repeat(16_000)}2`)).toBe(key);
+  });
+
+  it('cost a bounded amount of memory when every hop is trusted, however long the header', () => {
+    const buckets = new TokenBuckets({ limit: 10, windowMs: 3_600_000 });
+    const before = heapAfterGc();
+    const count = 20_000;
+    for (let i = 0; i < count; i++) {
+      // Header-sized and distinct in its first characters: a new key each time.
+      const forwarded = `${i}-${'a'.repeat(8_000)}, 198.51.100.7`;
+      const address = clientAddress({ socket: { remoteAddress: '127.0.0.1' }, headers: { 'x-forwarded-for': forwarded } } as never, true);
+      expect(buckets.take(ipRateLimitKey(address))).toBe(0);
+    }
+    expect(buckets.size).toBe(count);
+    // Kept whole (or as a substring, which keeps its whole header alive) this is ~160 MB.
+    expect((heapAfterGc() - before) / count).toBeLessThan(1_000);
   });
 });
 
