@@ -467,6 +467,27 @@ for (const name of ['pglite', 'postgres'] as const) {
       expect(await Promise.all(writes)).toEqual(['applied', 'applied', 'applied', 'applied']);
       const reads = await Promise.all([alice, bob].flatMap((userToken) => ['s1', 's2', 's3'].map((storeId) => backend.get(userToken, storeId, 'k'))));
       expect(reads.map((r) => r && str(r.value))).toEqual([`${alice}/s1`, `${alice}/s2`, undefined, `${bob}/s1`, `${bob}/s2`, undefined]);
+
+      // Compare-and-sets and upserts of the same key: only alice's s1 row is at version 2, so
+      // only her compare-and-set from 2 applies, and each upsert lands in its own row.
+      await backend.put(alice, { storeId: 's1', transactionItems: [{ key: 'k', version: 1n, value: text('alice at 2') }], deleteItems: [] });
+      const compareAndSets = await Promise.all(
+        [alice, bob].flatMap((userToken) => ['s1', 's2'].map((storeId) => putOne(backend, userToken, storeId, { key: 'k', version: 2n, value: text(`cas ${userToken}/${storeId}`) }))),
+      );
+      expect(compareAndSets).toEqual(['applied', 'conflict', 'conflict', 'conflict']);
+      const upserts = await Promise.all(
+        [alice, bob].flatMap((userToken) => ['s2', 's3'].map((storeId) => putOne(backend, userToken, storeId, { key: 'k', version: -1n, value: text(`up ${userToken}/${storeId}`) }))),
+      );
+      expect(upserts).toEqual(['applied', 'applied', 'applied', 'applied']);
+      const after = await Promise.all([alice, bob].flatMap((userToken) => ['s1', 's2', 's3'].map((storeId) => stored(userToken, storeId, 'k'))));
+      expect(after).toEqual([
+        { version: 3n, value: `cas ${alice}/s1` },
+        { version: 1n, value: `up ${alice}/s2` },
+        { version: 1n, value: `up ${alice}/s3` },
+        { version: 1n, value: `${bob}/s1` },
+        { version: 1n, value: `up ${bob}/s2` },
+        { version: 1n, value: `up ${bob}/s3` },
+      ]);
     });
 
     it('serves batched gets, including repeated and missing keys and values too big to ride along', async () => {

@@ -46,36 +46,93 @@ class PgSession implements SqlSession {
 }
 
 export class PgPoolDriver implements SqlDriver {
+  /**
+   * Callers waiting for a connection (the pool is busy). pg-pool never serves a waiter once
+   * end() has been called, nor fails it: close() fails them itself, or they would hang forever.
+   */
+  private readonly waiting = new Set<(error: Error) => void>();
+
   constructor(readonly pool: pg.Pool) {}
 
   async query(query: SqlQuery, params?: readonly unknown[]): Promise<SqlResult> {
-    const result = await this.pool.query(queryConfig(query, params));
-    return { rows: result.rows, rowCount: result.rowCount ?? 0 };
+    return this.withClient(async (client, broken) => {
+      try {
+        const result = await client.query(queryConfig(query, params));
+        return { rows: result.rows, rowCount: result.rowCount ?? 0 };
+      } catch (error) {
+        // As pg's pool.query does: a connection whose statement failed is not reused.
+        broken(error as Error);
+        throw error;
+      }
+    });
   }
 
   async transaction<T>(work: (session: SqlSession) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
-    let broken: Error | undefined;
-    try {
-      await client.query('BEGIN');
-      const result = await work(new PgSession(client));
-      await client.query('COMMIT');
-      return result;
-    } catch (error) {
+    return this.withClient(async (client, broken) => {
       try {
-        await client.query('ROLLBACK');
-      } catch (rollbackError) {
-        // A connection that cannot roll back must not go back into the pool.
-        broken = rollbackError as Error;
+        await client.query('BEGIN');
+        const result = await work(new PgSession(client));
+        await client.query('COMMIT');
+        return result;
+      } catch (error) {
+        try {
+          await client.query('ROLLBACK');
+        } catch (rollbackError) {
+          // A connection that cannot roll back must not go back into the pool.
+          broken(rollbackError as Error);
+        }
+        throw error;
       }
-      throw error;
-    } finally {
-      client.release(broken);
-    }
+    });
   }
 
   async close(): Promise<void> {
-    await this.pool.end();
+    const ended = this.pool.end();
+    for (const fail of [...this.waiting]) fail(new Error('the PostgreSQL backend was closed while this request waited for a connection'));
+    await ended;
+  }
+
+  /**
+   * Runs `work` on a pooled connection, which goes back to the pool afterwards unless `work`
+   * marks it broken. While `work` holds it, an error event of the connection (it broke: a
+   * database restart, pg_terminate_backend) marks it broken: pg emits one on a checked-out
+   * client too, and an 'error' event without a listener would crash the process.
+   */
+  private async withClient<T>(work: (client: pg.PoolClient, broken: (error: Error) => void) => Promise<T>): Promise<T> {
+    const client = await this.connect();
+    let discard: Error | undefined;
+    const broken = (error: Error) => {
+      discard ??= error;
+    };
+    client.on('error', broken);
+    try {
+      return await work(client, broken);
+    } finally {
+      client.off('error', broken);
+      client.release(discard);
+    }
+  }
+
+  /** pool.connect(), failed by close() instead of waiting forever. */
+  private connect(): Promise<pg.PoolClient> {
+    return new Promise((resolve, reject) => {
+      const fail = (error: Error) => {
+        this.waiting.delete(fail);
+        reject(error);
+      };
+      this.waiting.add(fail);
+      this.pool.connect().then(
+        (client) => {
+          if (this.waiting.delete(fail)) resolve(client);
+          // Failed by close() meanwhile (a connection being opened is still handed out after end()).
+          else client.release();
+        },
+        (error: unknown) => {
+          this.waiting.delete(fail);
+          reject(error);
+        },
+      );
+    });
   }
 }
 
