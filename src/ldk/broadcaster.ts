@@ -33,7 +33,7 @@ export interface ManagerDurability {
 }
 
 export interface ManagerOrderedBroadcasterOptions {
-  /** Longest a transaction waits for the manager write before it leaves anyway. Default 60 s. */
+  /** Longest a transaction waits for the manager write before it leaves anyway. Default 60 s; at most 2^31 - 1 ms. */
   maxHoldMs?: number;
   log?: PersistenceLogger;
 }
@@ -51,6 +51,9 @@ export interface ManagerOrderedBroadcasterStats {
 
 export const DEFAULT_MAX_BROADCAST_HOLD_MS = 60_000;
 
+/** The longest delay a Node timer honours (2^31 - 1 ms, about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export class ManagerOrderedBroadcaster {
   /** Give this to LDK (ChannelManager, ChainMonitor, monitors) in place of your broadcaster. */
   readonly broadcaster: ldk.BroadcasterInterface;
@@ -66,6 +69,11 @@ export class ManagerOrderedBroadcaster {
     options: ManagerOrderedBroadcasterOptions = {},
   ) {
     this.maxHoldMs = options.maxHoldMs ?? DEFAULT_MAX_BROADCAST_HOLD_MS;
+    // Node runs a timer of NaN, Infinity or more than MAX_TIMER_MS after 1 ms: a hold meant to be
+    // long (or endless) would let every transaction out before its manager, silently.
+    if (!Number.isFinite(this.maxHoldMs) || this.maxHoldMs < 0 || this.maxHoldMs > MAX_TIMER_MS) {
+      throw new RangeError(`maxHoldMs must be a number of milliseconds from 0 to ${MAX_TIMER_MS}, got ${this.maxHoldMs}`);
+    }
     this.log = options.log ?? stderrLogger;
     this.broadcaster = ldk.BroadcasterInterface.new_impl({
       broadcast_transactions: (txs: Uint8Array[]) => this.broadcast(txs.map((tx) => Uint8Array.from(tx))),

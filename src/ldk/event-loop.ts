@@ -20,8 +20,9 @@ import type { ManagerDurability, ManagerOrderedBroadcaster } from './broadcaster
 
 /**
  * Handles one LDK event, synchronously, inside LDK's event processing (calling
- * ChannelManager methods from here is allowed). Returning `false` asks LDK to hand the
- * event again on the next pass.
+ * ChannelManager methods from here is allowed). Returning `false` (or throwing) asks LDK to
+ * hand the event again later: that queue is offered again after the loop's `backoff` delay,
+ * growing while the handler keeps refusing.
  */
 export type LdkEventHandler = (event: ldk.Event) => void | boolean;
 
@@ -105,6 +106,15 @@ export function isDeliveredWithoutManagerWrite(event: ldk.Event): boolean {
   );
 }
 
+/** LDK's two event queues: the ChainMonitor's and the ChannelManager's. */
+type EventQueue = 'chain' | 'manager';
+
+/** Refusals in a row by the app's handler for one queue, and when that queue may be offered again. */
+interface ReplayBackoff {
+  refusals: number;
+  notBefore: number;
+}
+
 interface DurabilityWaiter {
   /** Satisfied by a write whose sequence number is above this. */
   after: number;
@@ -142,6 +152,19 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
   /** Manager writes serialized so far (each gets the next number). */
   private writesSerialized = 0;
   private durabilityWaiters: DurabilityWaiter[] = [];
+  /** The queue whose events are being offered now (the handler's refusals count against it). */
+  private offering: EventQueue = 'manager';
+  /**
+   * An event the app refused is replayed by LDK on the very next pass. Offered again at once,
+   * a handler that keeps refusing (its database is down, a bug) would spin: a ChainMonitor
+   * event (SpendableOutputs, BumpTransaction) makes every pass "do work" without an await, so
+   * `start()` would block the process for good; a ChannelManager event costs a manager write
+   * per attempt. The queue waits out a backoff instead; the other queue carries on (a
+   * PaymentSent must not wait behind a refused chain event, see isDeliveredWithoutManagerWrite).
+   */
+  private readonly replay: Record<EventQueue, ReplayBackoff> = { chain: { refusals: 0, notBefore: 0 }, manager: { refusals: 0, notBefore: 0 } };
+  /** A callback is registered on LDK's future for this queue and has not been called yet. */
+  private readonly armed: Record<EventQueue, boolean> = { chain: false, manager: false };
   readonly stats = {
     managerWrites: 0,
     managerBytes: 0,
@@ -157,6 +180,8 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
     this.log = options.log ?? stderrLogger;
     this.isTransient = options.isTransient ?? isTransientStoreError;
     this.coalesceMs = options.coalesceMs ?? 250;
+    // NaN would make an owed write never due (and the loop wake every millisecond).
+    if (!Number.isFinite(this.coalesceMs) || this.coalesceMs < 0) throw new RangeError(`coalesceMs must be a finite number >= 0, got ${this.coalesceMs}`);
     this.tracker = options.persister?.linkManagerWriter(
       {
         requestPersist: () => this.requestManagerWrite(),
@@ -175,14 +200,26 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
         }
         this.stats.eventsHandled++;
         let handled: void | boolean;
+        let threw: unknown;
         try {
           handled = this.options.handleEvent(event);
         } catch (err) {
           // Never let an exception unwind through WASM; replaying is the safe answer.
-          this.log.error({ event: event.constructor.name, cause: describeError(err) }, 'event handler threw; LDK will replay the event');
+          threw = err;
           handled = false;
         }
-        return handled === false ? ldk.Result_NoneReplayEventZ.constructor_err(ldk.ReplayEvent.constructor_new()) : ldk.Result_NoneReplayEventZ.constructor_ok();
+        const replay = this.replay[this.offering];
+        if (handled !== false) {
+          replay.refusals = 0;
+          return ldk.Result_NoneReplayEventZ.constructor_ok();
+        }
+        replay.refusals++;
+        const delayMs = backoffDelay(replay.refusals, this.options.backoff);
+        replay.notBefore = Date.now() + delayMs;
+        const fields = { event: event.constructor.name, refusals: replay.refusals, retryInMs: Math.round(delayMs) };
+        if (threw !== undefined) this.log.error({ ...fields, cause: describeError(threw) }, 'event handler threw; LDK will replay the event');
+        else this.log.debug(fields, 'event handler asked for a replay');
+        return ldk.Result_NoneReplayEventZ.constructor_err(ldk.ReplayEvent.constructor_new());
       },
     });
   }
@@ -224,10 +261,22 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
       `LDK panicked while ${during} (${err.message}; LDK's own message is on stderr): its WebAssembly state is unusable, so every node in this process must stop; restart and restore from the store`,
       { cause: err },
     );
-    this.failure ??= failure;
-    this.settleWaiters(undefined, failure);
-    this.notify('fatal', failure);
+    this.stopFor(failure);
     return failure;
+  }
+
+  /**
+   * Stops the loop for good: waiters for a durable manager get `failure`, a linked persister
+   * stops too (its monitor writes wait for manager writes that will not come), and `fatal` goes
+   * out, once: a later failure (a write failing after a panic) is only logged, and the error the
+   * app was given stays the one it was given.
+   */
+  private stopFor(failure: Error): void {
+    if (this.failure) return;
+    this.failure = failure;
+    this.settleWaiters(undefined, failure);
+    this.tracker?.writerFailed(failure);
+    this.notify('fatal', failure);
   }
 
   /** The pass made when no manager write is in flight. */
@@ -263,8 +312,8 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
     const before = this.stats.eventsHandled;
     this.eventWaiting = false;
     try {
-      this.options.chainMonitor.as_EventsProvider().process_pending_events(this.handler);
-      this.cm.as_EventsProvider().process_pending_events(this.handler);
+      if (this.mayOffer('chain')) this.options.chainMonitor.as_EventsProvider().process_pending_events(this.handler);
+      if (this.mayOffer('manager')) this.cm.as_EventsProvider().process_pending_events(this.handler);
     } finally {
       this.delivering = false;
     }
@@ -289,7 +338,8 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
     // Only when LDK's state changed since the write began (a PaymentSent comes with such a
     // change): events that were already waiting were handed back before, and handing them back
     // again would only make LDK ask for one more write.
-    if (!this.cm.get_and_clear_needs_persistence()) return false;
+    // A queue the app refused waits out its backoff; LDK's flag stays up for the next write.
+    if (!this.mayOffer('manager') || !this.cm.get_and_clear_needs_persistence()) return false;
     this.dirtySince ??= Date.now();
     const before = this.stats.eventsHandled;
     this.cm.as_EventsProvider().process_pending_events(this.handler);
@@ -297,6 +347,24 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
     // above (after the one in flight) covers whatever this pass changed.
     this.cm.get_and_clear_needs_persistence();
     return this.stats.eventsHandled > before;
+  }
+
+  /** Selects `queue` for the handler unless the app refused its last event less than a backoff ago. */
+  private mayOffer(queue: EventQueue): boolean {
+    const replay = this.replay[queue];
+    if (replay.refusals > 0 && Date.now() < replay.notBefore) return false;
+    this.offering = queue;
+    return true;
+  }
+
+  /** Milliseconds until a queue the app refused may be offered again (undefined if none is waiting). */
+  private get replayDueInMs(): number | undefined {
+    const now = Date.now();
+    let due: number | undefined;
+    for (const replay of Object.values(this.replay)) {
+      if (replay.refusals > 0 && replay.notBefore > now) due = Math.min(due ?? Infinity, replay.notBefore - now);
+    }
+    return due;
   }
 
   /** True while a manager write is owed (LDK or the persister asked) or in flight, i.e. not yet durable. */
@@ -353,7 +421,12 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
 
   /** Persists the manager now if LDK asks for it, and waits until it is durable. */
   async persistIfNeeded(): Promise<void> {
-    await this.idle();
+    // Not `await this.idle()`: the loop (or the app) may start a write in the turn between that
+    // promise settling and this code resuming, and a second write started next to it would
+    // break the one-write-at-a-time order every other path relies on. Checked and started in
+    // one synchronous step instead.
+    while (this.inFlight) await this.inFlight;
+    if (this.failure) throw this.failure;
     if (this.needsPersistence()) {
       this.startWrite();
       await this.idle();
@@ -377,8 +450,14 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
     });
   }
 
-  /** Runs the loop by itself until `stop()`, sleeping on LDK's futures when idle. */
+  /**
+   * Runs the loop by itself until `stop()`, sleeping on LDK's futures when idle. Calling it
+   * again while it runs does nothing; after `stop()` or a fatal error it throws (a stopped
+   * loop has rejected its waiters and cannot be resumed: build a new LdkEventLoop).
+   */
   start(): void {
+    if (this.failure) throw this.failure;
+    if (this.stopped) throw new PersisterStoppedError('event loop stopped: it cannot be started again (build a new LdkEventLoop)');
     if (this.running) return;
     this.running = (async () => {
       while (!this.stopped && !this.failure) {
@@ -386,16 +465,24 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
         try {
           didWork = this.poll();
         } catch (err) {
-          // Already reported as `fatal`; the loop ends like after any other fatal error.
-          if (err instanceof LdkPanicError) return;
-          throw err;
+          // A panic is already reported as `fatal`. Anything else would reject a promise nobody
+          // awaits (an unhandled rejection) and leave the app's `fatal` listeners unaware: the
+          // loop cannot go on past a pass that throws, so it stops the same way.
+          if (!(err instanceof LdkPanicError)) this.failUnexpectedly(err);
+          return;
         }
         if (didWork) continue;
         // During a write LDK may queue a payment outcome that must go out before it finishes.
         if (this.inFlight) await Promise.race([this.inFlight, this.waitForLdk(1_000)]);
-        else await this.waitForLdk(Math.min(1_000, this.managerWriteDueInMs ?? 1_000));
+        else await this.waitForLdk(Math.min(1_000, this.managerWriteDueInMs ?? 1_000, this.replayDueInMs ?? 1_000));
       }
     })();
+  }
+
+  private failUnexpectedly(err: unknown): void {
+    const failure = err instanceof Error ? err : new Error(String(err));
+    this.log.error({ cause: describeError(failure) }, 'event loop stopped: processing events threw; the node must shut down');
+    this.stopFor(failure);
   }
 
   /** Stops the loop and retries; a manager write in flight is awaited (its outcome is not). */
@@ -420,11 +507,30 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
       };
       const timer = setTimeout(finish, timeoutMs);
       this.wake = finish;
-      // The callbacks may fire synchronously inside LDK; they only resolve a promise.
-      const callback = ldk.FutureCallback.new_impl({ call: () => queueMicrotask(finish) });
-      this.cm.get_event_or_persistence_needed_future().register_callback_fn(callback);
-      this.options.chainMonitor.get_update_future().register_callback_fn(callback);
+      this.armFuture('manager');
+      this.armFuture('chain');
     });
+  }
+
+  /**
+   * Registers a callback on LDK's future for `queue` unless one is still pending there. LDK
+   * keeps every callback registered on a future until the future completes: a new one on each
+   * idle wait (every second) piled up for as long as LDK had nothing to report (hours on a node
+   * not fed blocks). The callback wakes whichever wait is current.
+   */
+  private armFuture(queue: EventQueue): void {
+    if (this.armed[queue]) return;
+    this.armed[queue] = true;
+    const callback = ldk.FutureCallback.new_impl({
+      // May fire synchronously inside LDK: it only wakes the loop, on a microtask.
+      call: () =>
+        queueMicrotask(() => {
+          this.armed[queue] = false;
+          this.wake?.();
+        }),
+    });
+    const future = queue === 'manager' ? this.cm.get_event_or_persistence_needed_future() : this.options.chainMonitor.get_update_future();
+    future.register_callback_fn(callback);
   }
 
   private async persistWithRetry(started: number): Promise<void> {
@@ -461,10 +567,8 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
         return;
       } catch (err) {
         if (!this.isTransient(err)) {
-          this.failure = err instanceof Error ? err : new Error(String(err));
           this.log.error({ cause: describeError(err) }, 'ChannelManager persistence stopped: this error is not retried; the node must shut down');
-          this.settleWaiters(undefined, this.failure);
-          this.notify('fatal', this.failure);
+          this.stopFor(err instanceof Error ? err : new Error(String(err)));
           return;
         }
         const delayMs = backoffDelay(attempt, this.options.backoff);

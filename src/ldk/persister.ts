@@ -171,6 +171,12 @@ export interface ManagerWriteTracker {
   writeManager(bytes: Uint8Array, tick: number): Promise<void>;
   /** Call when the manager serialized at `tick` is durable (if written by other means). */
   durable(tick: number): void;
+  /**
+   * Call when the writer has stopped for good (a write error that is not retried, a panic):
+   * monitor writes waiting for a manager that knows them could never be sent, so the persister
+   * stops too (`fatal`, `flush()` rejects) instead of reporting them as merely stalled.
+   */
+  writerFailed(err: Error): void;
 }
 
 /** How a write waiting for the manager was let through. */
@@ -404,6 +410,10 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
     return {
       tickNow: () => this.tick,
       durable,
+      writerFailed: (err) => {
+        if (this.closed || this.failure) return;
+        this.fail(err, undefined, undefined, 'the linked ChannelManager writer stopped, so monitor writes waiting for a manager that knows them can never be sent');
+      },
       writeManager: async (bytes, tick) => {
         if (this.batchStore) await this.writeManagerBatch(this.batchStore, bytes, tick);
         else await writeManagerBytes(bytes, managerStore);
@@ -714,12 +724,12 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
 
   // ---- failure, stalls, idleness ----
 
-  private fail(err: unknown, ch: ChannelState, write: QueuedWrite): void {
+  private fail(err: unknown, ch: ChannelState | undefined, write: QueuedWrite | undefined, why = 'this error is not retried'): void {
     const error = err instanceof Error ? err : new Error(String(err));
     this.failure = error;
     this.abort.abort();
     clearInterval(this.stallTimer);
-    this.log.error({ monitor: ch.name, kind: write.kind, cause: describeError(err) }, 'monitor persistence stopped: this error is not retried; the node must shut down');
+    this.log.error({ monitor: ch?.name, kind: write?.kind, cause: describeError(err) }, `monitor persistence stopped: ${why}; the node must shut down`);
     this.rejectWaiters(error);
     this.notify('fatal', error);
   }

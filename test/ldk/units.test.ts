@@ -33,7 +33,7 @@ import {
   silentLogger,
   type ManagerWriter,
   type PersistenceLogger,
-  type VssPersister,
+  VssPersister,
 } from '../../src/ldk/index.js';
 import { createLimiter } from '../../src/ldk/concurrency.js';
 import {
@@ -510,6 +510,34 @@ describe('LdkEventLoop', () => {
     await expect(loop.idle()).rejects.toBeInstanceOf(ConcurrentWriterError);
     expect(fatal).toHaveLength(1);
     expect(loop.poll()).toBe(false);
+  });
+
+  it('a linked persister stops with the loop when the manager cannot be written: fatal and a rejected flush(), not a stall', async () => {
+    const { state, channelManager, chainMonitor } = fakeLdkNode();
+    const store = gatedStore();
+    const keys = ldk.KeysManager.constructor_new(new Uint8Array(32).fill(3), 1n, 1);
+    const persister = new VssPersister({
+      store,
+      entropySource: keys.as_EntropySource(),
+      signerProvider: keys.as_SignerProvider(),
+      broadcaster: ldk.BroadcasterInterface.new_impl({ broadcast_transactions: () => {} }),
+      feeEstimator: ldk.FeeEstimator.new_impl({ get_est_sat_per_1000_weight: () => 253 }),
+      logger: ldk.Logger.new_impl({ log: () => {} }),
+      log: silentLogger,
+    });
+    const loop = new LdkEventLoop({ channelManager, chainMonitor, store, persister, handleEvent: () => {}, coalesceMs: 0, log: silentLogger });
+    const fatal: Error[] = [];
+    loop.on('fatal', (e) => fatal.push(e));
+    persister.on('fatal', (e) => fatal.push(e));
+    state.needsPersistence = true;
+    loop.poll();
+    const refused = new ConcurrentWriterError('someone else wrote the manager');
+    store.release(refused);
+    await expect(loop.idle()).rejects.toBe(refused);
+    expect(persister.fatalError).toBe(refused);
+    await expect(persister.flush()).rejects.toBe(refused);
+    expect(fatal).toEqual([refused, refused]); // once each
+    await persister.close();
   });
 
   it('status listeners that throw are logged and ignored: the write is not repeated, events still go out', async () => {

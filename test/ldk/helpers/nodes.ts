@@ -8,7 +8,7 @@ import { WalletNetwork, type OpenedChannel, type OpenChannelOptions } from '../.
 import type { WalletNode } from '../../../harness/node.js';
 import { vssPersistence, type PersistenceFactory, type VssPersistenceOptions } from '../../../harness/persistence.js';
 import type { AsyncKVStore } from '../../../src/store/types.js';
-import { readChannelMonitors, type RestoredMonitor, type VssPersister } from '../../../src/ldk/index.js';
+import { LdkEventLoop, readChannelMonitors, silentLogger, type LdkEventLoopOptions, type RestoredMonitor, type VssPersister } from '../../../src/ldk/index.js';
 import { withoutSentinel } from '../../../src/ldk/layout.js';
 
 export interface Pair {
@@ -41,6 +41,22 @@ export function persisterOf(node: WalletNode): VssPersister {
   const p = node.persistence.vssPersister;
   if (!p) throw new Error(`${node.name} has no VssPersister`);
   return p;
+}
+
+/**
+ * An event loop of the test's own for `node` (linked to its persister and ordered broadcaster,
+ * quiet), in place of the harness's: the test picks the handler and any other option.
+ */
+export function ownEventLoop(node: WalletNode, store: AsyncKVStore, options: Pick<LdkEventLoopOptions, 'handleEvent'> & Partial<LdkEventLoopOptions>): LdkEventLoop {
+  return new LdkEventLoop({
+    channelManager: node.channelManager,
+    chainMonitor: node.chainMonitor,
+    store,
+    persister: persisterOf(node),
+    broadcaster: node.orderedBroadcaster,
+    log: silentLogger,
+    ...options,
+  });
 }
 
 /**
