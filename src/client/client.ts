@@ -9,7 +9,7 @@ import {
   VssClientError,
   VssError,
 } from './errors.js';
-import { FixedHeaders, type VssHeaderProvider } from './headers.js';
+import { checkHeaders, FixedHeaders, type VssHeaderProvider } from './headers.js';
 import { checkTimeoutMs, discardBody, fetchWithDeadline, readBodyCapped, urlForMessages, type FetchFunction, type FetchResponse } from './http.js';
 import { defaultRetryPolicy, retry, timerSleep, type RetryPolicy, type Sleep } from './retry.js';
 
@@ -161,7 +161,11 @@ export class VssClient {
     if (signal?.aborted) throw aborted();
     let providerHeaders: Record<string, string>;
     try {
-      providerHeaders = await untilAborted(this.#headerProvider.getHeaders(body), signal);
+      // Promise.resolve: a provider that answers synchronously must behave the same with a signal.
+      providerHeaders = await untilAborted(Promise.resolve(this.#headerProvider.getHeaders(body)), signal);
+      // Checked here, not left to fetch: fetch's refusal would read as a network failure after
+      // which a write's outcome is unknown, although nothing was sent.
+      checkHeaders(providerHeaders, 'the header provider returned unusable headers');
     } catch (cause) {
       if (cause === ABORTED) throw aborted();
       throw new AuthError((cause as Error)?.message ?? String(cause), { cause, fromHeaderProvider: true });
@@ -171,9 +175,12 @@ export class VssClient {
       return await fetchWithDeadline(
         this.#fetch,
         url,
-        { method: 'POST', headers, body: body as BodyInit },
+        // Never follow redirects: fetch turns a POST answered with 301/302/303 into a GET without
+        // its body, which a VSS server takes for an empty request (a put of nothing succeeds, a
+        // listing comes back empty), so a write would be reported done that never happened.
+        { method: 'POST', headers, body: body as BodyInit, redirect: 'manual' },
         this.timeoutMs,
-        (response) => this.#interpret(response, responseType),
+        (response) => this.#interpret(url, response, responseType),
         signal,
       );
     } catch (error) {
@@ -182,7 +189,10 @@ export class VssClient {
     }
   }
 
-  async #interpret<Res>(response: FetchResponse, responseType: MessageType<unknown, Res>): Promise<Res> {
+  async #interpret<Res>(url: string, response: FetchResponse, responseType: MessageType<unknown, Res>): Promise<Res> {
+    // A redirect is refused before the version gate: a proxy's 301 never carries the protocol
+    // header, and "moved" is what the user needs to hear, not "wrong protocol".
+    await refuseRedirect(url, response);
     // The version gate comes first and applies to error replies too (spec §A1 step 5).
     const served = response.headers.get(PROTOCOL_VERSION_HEADER);
     if (served !== PROTOCOL_VERSION && !(served === null && this.#allowMissingProtocolVersion)) {
@@ -208,6 +218,48 @@ export class VssClient {
       );
     }
     throw errorFromResponse(errorResponse, response.status);
+  }
+}
+
+/**
+ * Throws VssClientError('redirect') for a redirect reply (3xx, or a browser's opaque redirect),
+ * and for a response that a fetch reached by following a redirect anyway (one that ignores
+ * `redirect: 'manual'`, such as an XMLHttpRequest-based fetch, which may not set `redirected`
+ * but reports the final `url`): its method and body may not be the ones sent, so it proves nothing.
+ */
+async function refuseRedirect(url: string, response: FetchResponse): Promise<void> {
+  const isRedirect = (response.status >= 300 && response.status <= 399) || response.type === 'opaqueredirect';
+  if (!isRedirect && response.redirected !== true && !movedElsewhere(url, response.url)) return;
+  await discardBody(response);
+  let target: string | undefined;
+  try {
+    const location = isRedirect ? response.headers.get('location') : response.url;
+    if (location) target = urlForMessages(new URL(location, url).href);
+  } catch {
+    // An unparsable Location: the status alone is reported.
+  }
+  const what = isRedirect
+    ? `answered with a redirect (${response.status === 0 ? 'opaque' : `HTTP ${response.status}`}${target ? ` to ${target}` : ''})`
+    : `was redirected by the fetch implementation${target ? ` to ${target}` : ''}`;
+  throw new VssClientError(
+    'redirect',
+    `${urlForMessages(url)} ${what}; VSS requests do not follow redirects (a redirected POST can arrive without its body): set the base URL to the server's final address`,
+    { status: response.status },
+  );
+}
+
+/** Whether a response's final URL names another resource than the one requested (fragments aside). */
+function movedElsewhere(requested: string, final: string | undefined): boolean {
+  if (typeof final !== 'string' || final === '') return false;
+  try {
+    const a = new URL(requested);
+    const b = new URL(final);
+    a.hash = '';
+    b.hash = '';
+    return a.href !== b.href;
+  } catch {
+    // Not comparable: do not call a reply redirected on a guess.
+    return false;
   }
 }
 

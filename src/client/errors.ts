@@ -118,11 +118,13 @@ export class VersionMismatchError extends VssError {
  * - `timeout`: the per-attempt deadline passed;
  * - `aborted`: the caller's AbortSignal fired;
  * - `decode`: the reply was not the expected protobuf (or not a decodable ErrorResponse);
- * - `unknown-error-code`: an ErrorResponse with UNKNOWN or an unrecognised code.
+ * - `unknown-error-code`: an ErrorResponse with UNKNOWN or an unrecognised code;
+ * - `redirect`: the reply was an HTTP redirect, which VSS requests never follow (a fetch turns a
+ *   redirected POST into a GET without its body, which a server takes for an empty request).
  */
-export type VssClientFailure = 'network' | 'timeout' | 'aborted' | 'decode' | 'unknown-error-code';
+export type VssClientFailure = 'network' | 'timeout' | 'aborted' | 'decode' | 'unknown-error-code' | 'redirect';
 
-/** A client-side failure: network, timeout, abort, decoding, unknown error codes. */
+/** A client-side failure: network, timeout, abort, decoding, unknown error codes, redirects. */
 export class VssClientError extends VssError {
   constructor(
     readonly reason: VssClientFailure,

@@ -28,10 +28,34 @@ export class HeaderProviderError extends Error {
   }
 }
 
+/** An HTTP token (RFC 9110 §5.6.2): what fetch and node:http accept as a header name. */
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** What node:http accepts in a value (fetch accepts a superset): no CR, LF or other controls but tab, nothing above U+00FF. */
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/**
+ * Refuses headers that fetch or node:http would refuse to send. Such a header otherwise fails
+ * every attempt as a "network" error that is retried for minutes and marks a write ambiguous,
+ * although nothing was sent. Values are never quoted in the message: they may be credentials.
+ */
+export function checkHeaders(headers: unknown, what: string): asserts headers is Record<string, string> {
+  if (typeof headers !== 'object' || headers === null) {
+    throw new HeaderProviderError('invalid-data', `${what}: expected an object of header names to values, got ${headers === null ? 'null' : typeof headers}`);
+  }
+  for (const [name, value] of Object.entries(headers)) {
+    if (!HEADER_NAME.test(name)) throw new HeaderProviderError('invalid-data', `${what}: ${JSON.stringify(name)} is not a valid HTTP header name`);
+    if (typeof value !== 'string') throw new HeaderProviderError('invalid-data', `${what}: the value of header ${name} is ${value === null ? 'null' : typeof value}, not a string`);
+    if (!HEADER_VALUE.test(value)) {
+      throw new HeaderProviderError('invalid-data', `${what}: the value of header ${name} holds a line break, another control character or a character above U+00FF`);
+    }
+  }
+}
+
 /** Always the same headers (e.g. an API key, or nothing). */
 export class FixedHeaders implements VssHeaderProvider {
   readonly #headers: Readonly<Record<string, string>>;
   constructor(headers: Record<string, string> = {}) {
+    checkHeaders(headers, 'fixed headers');
     this.#headers = Object.freeze({ ...headers });
   }
   async getHeaders(): Promise<Record<string, string>> {

@@ -14,6 +14,16 @@ export interface FetchBodyReader {
 /** The parts of a fetch `Response` the client reads (a real `Response` has all of them). */
 export interface FetchResponse {
   readonly status: number;
+  /** True when the fetch followed a redirect to produce this response (fetch's `redirected`). */
+  readonly redirected?: boolean;
+  /**
+   * The final URL (fetch's `url`). When it names another resource than the one requested, the
+   * VSS client takes the response for a followed redirect and refuses it; a fetch wrapper that
+   * rewrites URLs should leave it out.
+   */
+  readonly url?: string;
+  /** fetch's response type: a browser's `redirect: 'manual'` yields `opaqueredirect` (status 0). */
+  readonly type?: string;
   readonly headers: { get(name: string): string | null };
   arrayBuffer(): Promise<ArrayBuffer>;
   /**

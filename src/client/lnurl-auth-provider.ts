@@ -1,7 +1,7 @@
 import { base64urlnopad } from '@scure/base';
 import type { HDKey } from '@scure/bip32';
 import { parseExtendedPrivateKey, signLnurl } from '../crypto/index.js';
-import { HeaderProviderError, withHeader, type VssHeaderProvider } from './headers.js';
+import { checkHeaders, HeaderProviderError, withHeader, type VssHeaderProvider } from './headers.js';
 import { checkTimeoutMs, fetchWithDeadline, readBodyCapped, type FetchFunction } from './http.js';
 
 /** A cached token is refreshed this long before its `exp`. */
@@ -69,6 +69,7 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
   constructor(parentKey: HDKey | string, url: string, defaultHeaders: Record<string, string> = {}, options: LnurlAuthJwtProviderOptions = {}) {
     this.#parentKey = typeof parentKey === 'string' ? parseExtendedPrivateKey(parentKey) : parentKey;
     if (!this.#parentKey.privateKey) throw new HeaderProviderError('invalid-data', 'LNURL parent key must be a private key');
+    checkHeaders(defaultHeaders, 'LNURL-auth default headers');
     this.#url = url;
     this.#defaults = { ...defaultHeaders };
     this.#fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));

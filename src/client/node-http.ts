@@ -9,7 +9,7 @@
  * bundle that includes this file still builds (calling it there throws a clear error).
  * Nothing else in src/client depends on it; VssStore picks it by default in Node.
  */
-import type { FetchBodyReader, FetchFunction, FetchResponse } from './http.js';
+import { MAX_TIMEOUT_MS, type FetchBodyReader, type FetchFunction, type FetchResponse } from './http.js';
 
 type Http = typeof import('node:http');
 type Https = typeof import('node:https');
@@ -17,7 +17,7 @@ type Https = typeof import('node:https');
 export interface NodeHttpFetchOptions {
   /** Sockets per origin (default: unlimited, like undici). */
   maxSockets?: number;
-  /** Idle keep-alive sockets are closed after this long (default 4 s, below common server timeouts). */
+  /** Idle keep-alive sockets are closed after this long (default 4 s, below common server timeouts; 0: never). */
   idleSocketTimeoutMs?: number;
   /**
    * Certificate authorities (PEM) trusted for https URLs instead of Node's default roots, for a
@@ -154,6 +154,15 @@ export function nodeHttpFetch(options: NodeHttpFetchOptions = {}): FetchFunction
   const http = builtin<Http>('node:http');
   const https = builtin<Https>('node:https');
   if (!http || !https) throw new Error('nodeHttpFetch needs Node.js (process.getBuiltinModule is not available here)');
+  // Checked here: node:http takes maxSockets ≤ 0 as "never connect" (every request waits for a
+  // socket forever) and a bad idle timeout only fails later, on each request, as a network error.
+  const { maxSockets, idleSocketTimeoutMs } = options;
+  if (maxSockets !== undefined && !(maxSockets === Infinity || (Number.isSafeInteger(maxSockets) && maxSockets >= 1))) {
+    throw new RangeError(`nodeHttpFetch maxSockets must be an integer >= 1 or Infinity, got ${maxSockets}`);
+  }
+  if (idleSocketTimeoutMs !== undefined && !(Number.isFinite(idleSocketTimeoutMs) && idleSocketTimeoutMs >= 0 && idleSocketTimeoutMs <= MAX_TIMEOUT_MS)) {
+    throw new RangeError(`nodeHttpFetch idleSocketTimeoutMs must be a number of milliseconds from 0 to ${MAX_TIMEOUT_MS}, got ${idleSocketTimeoutMs}`);
+  }
   const agentOptions = { keepAlive: true, maxSockets: options.maxSockets ?? Infinity, timeout: options.idleSocketTimeoutMs ?? 4_000, scheduling: 'lifo' as const };
   const tls = options.ca === undefined ? {} : { ca: typeof options.ca === 'string' ? options.ca : [...options.ca] };
   const agents = { 'http:': new http.Agent(agentOptions), 'https:': new https.Agent({ ...agentOptions, ...tls }) };
@@ -172,7 +181,14 @@ export function nodeHttpFetch(options: NodeHttpFetchOptions = {}): FetchFunction
 
       let settled = false;
       const onAbort = (): void => {
-        request.destroy(abortError(signal!));
+        const error = abortError(signal!);
+        request.destroy(error);
+        // A request still waiting for a free socket (maxSockets reached) emits its error only
+        // once it gets one, which may be a whole timeout later: reject now.
+        if (!settled) {
+          settled = true;
+          reject(error);
+        }
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       const done = (): void => signal?.removeEventListener('abort', onAbort);

@@ -2,7 +2,7 @@
  * Retry policies composed like vss-client-ng's `util::retry`: a base schedule wrapped by
  * decorators, where the outermost wrapper decides first. Delays are in milliseconds.
  */
-import { ConflictError, InvalidRequestError, NoSuchKeyError, VersionMismatchError } from './errors.js';
+import { ConflictError, InvalidRequestError, NoSuchKeyError, VersionMismatchError, VssClientError } from './errors.js';
 import { MAX_TIMEOUT_MS } from './http.js';
 
 /** What a policy sees after a failed attempt. */
@@ -120,18 +120,20 @@ export const NO_RETRY: RetryPolicy = Object.freeze({ nextDelay: () => undefined 
 
 /**
  * Errors that retrying cannot fix: the key is missing, the request is malformed, the version
- * conflicts (retrying a conditional write blindly could hide a concurrent writer), or the
- * server speaks another protocol. Everything else (network, timeouts, 5xx, auth and
- * header-provider failures, undecodable replies) is worth another attempt, including a
- * 5xx/408/429 without the protocol header (`fromIntermediary`): a proxy's "502 Bad Gateway"
- * while the server restarts is an outage, not a protocol mismatch.
+ * conflicts (retrying a conditional write blindly could hide a concurrent writer), the server
+ * speaks another protocol, or the base URL answers with a redirect. Everything else (network,
+ * timeouts, 5xx, auth and header-provider failures, undecodable replies) is worth another
+ * attempt, including a 5xx/408/429 without the protocol header (`fromIntermediary`): a proxy's
+ * "502 Bad Gateway" while the server restarts is an outage, not a protocol mismatch.
  */
 export function isPermanentVssError(error: unknown): boolean {
   return (
     error instanceof NoSuchKeyError ||
     error instanceof InvalidRequestError ||
     error instanceof ConflictError ||
-    (error instanceof VersionMismatchError && !error.fromIntermediary)
+    (error instanceof VersionMismatchError && !error.fromIntermediary) ||
+    // A redirect is a wrong base URL (http → https, a moved host): every retry gets the same.
+    (error instanceof VssClientError && error.reason === 'redirect')
   );
 }
 
@@ -158,6 +160,11 @@ export const DEFAULT_RETRY_SETTINGS: Readonly<RetrySettings> = Object.freeze({
 
 /** Builds Exponential → MaxAttempts → MaxTotalDelay → Jitter → skip permanent errors. */
 export function retryPolicyFromSettings(settings: RetrySettings, random?: () => number): RetryPolicy {
+  // With nothing to wait, the total-delay cap is never reached: without an attempt cap this
+  // would hammer the server in a tight loop for as long as it fails.
+  if (settings.maxAttempts === 0 && settings.baseDelayMs === 0 && settings.maxJitterMs === 0) {
+    throw new RangeError('retry settings with maxAttempts 0 (no cap), baseDelayMs 0 and maxJitterMs 0 would retry without end and without waiting');
+  }
   return new ExponentialBackoffRetryPolicy(settings.baseDelayMs)
     .withMaxAttempts(settings.maxAttempts)
     .withMaxTotalDelay(settings.maxTotalDelayMs)
@@ -226,6 +233,14 @@ export async function retry<T>(operation: (attempt: number) => Promise<T>, polic
       if (options.signal?.aborted) throw error;
       const delayMs = policy.nextDelay({ attemptsMade, accumulatedDelayMs, error });
       if (delayMs === undefined) throw error;
+      // A timer takes NaN or a negative delay as ~1 ms (a tight retry loop), and NaN would also
+      // poison accumulatedDelayMs so that no total-delay cap could ever stop the loop.
+      if (typeof delayMs !== 'number' || !Number.isFinite(delayMs) || delayMs < 0) {
+        throw new RangeError(
+          `the retry policy returned ${String(delayMs)} as the delay after attempt ${attemptsMade}: a delay is a finite number of milliseconds >= 0, or undefined to stop`,
+          { cause: error },
+        );
+      }
       options.onRetry?.({ attemptsMade, delayMs, error });
       await sleep(delayMs, options.signal);
       accumulatedDelayMs += delayMs;

@@ -1,6 +1,6 @@
 import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { sigsAuthorizationValue } from '../crypto/index.js';
-import { HeaderProviderError, withHeader, type VssHeaderProvider } from './headers.js';
+import { checkHeaders, HeaderProviderError, withHeader, type VssHeaderProvider } from './headers.js';
 
 export interface SigsAuthProviderOptions {
   /** Wall clock in milliseconds since the epoch; injectable for tests. */
@@ -21,6 +21,7 @@ export class SigsAuthProvider implements VssHeaderProvider {
     if (!(secretKey instanceof Uint8Array) || !secp256k1.utils.isValidSecretKey(secretKey)) {
       throw new HeaderProviderError('invalid-data', 'sigs-auth secret key is not a valid secp256k1 secret key');
     }
+    checkHeaders(defaultHeaders, 'sigs-auth default headers');
     this.#secretKey = secretKey.slice();
     this.#defaults = { ...defaultHeaders };
     this.#now = options.now ?? Date.now;
