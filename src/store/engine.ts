@@ -42,6 +42,12 @@ type SettleOutcome = 'none' | 'committed' | 'not-committed' | 'superseded';
 
 /** Late attempts remembered per key (each is a request that failed; more than a few in a row is an outage). */
 const MAX_LATE_ATTEMPTS = 8;
+/**
+ * Keys with late attempts remembered (the oldest is forgotten first). Late writes outlive later
+ * writes of their key (see #late), so without a bound a long-lived store on a flaky network
+ * would keep one entry per key that ever failed.
+ */
+const MAX_LATE_KEYS = 4096;
 
 export interface EngineConfig {
   storeId: string;
@@ -80,9 +86,16 @@ export class StoreEngine {
   readonly versions = new Map<string, bigint>();
   readonly #uncertain = new Map<string, UncertainWrite>();
   /**
-   * Attempts a read-back found not committed whose request may still reach the server (a
-   * broken connection or an aborted request does not stop a request already sent). If one
-   * lands later, the next compare-and-set meets our own write, not another writer's.
+   * Attempts whose outcome was unknown and whose request may still reach the server (a broken
+   * connection or an aborted request does not stop a request already sent). If one lands
+   * later, the next compare-and-set meets our own change, not another writer's.
+   * Writes are kept whatever their read-back said (the client may have sent one more than
+   * once), also after later writes of the key apply: VSS restarts a re-created key at version
+   * 1, so after a remove one can still land on a later version of the same number, and its
+   * landing stays recognisable (our sealed value). A remove is kept only once found not
+   * applied, and dropped as soon as a later change of ours is known applied or the key is seen
+   * at another version: from then on a vanished key is acknowledged data lost, never to be
+   * explained away as the remove the caller asked for.
    */
   readonly #late = new Map<string, UncertainWrite[]>();
   /** Keys whose last conditional write met another version; writes fail fast until a read. */
@@ -250,6 +263,10 @@ export class StoreEngine {
       throw storeFailure(error, `reading ${describe(target.where)}`);
     }
     const serverVersion = int64ToBigInt(found.value?.version);
+    // The key was present at another version after any late remove of ours was found not
+    // applied (no local change since this read started): from then on that remove cannot
+    // explain the key vanishing, even while the version is not adopted (a write uncertain).
+    if (serverVersion !== this.versions.get(storeKey) && (this.#lastChange.get(storeKey) ?? -1) <= startedAt) this.#forgetLateRemoves(storeKey);
     let opened: { value: Uint8Array; version: bigint };
     try {
       opened = decryptStorable(found.value?.value ?? new Uint8Array(), this.#dataKey, aad);
@@ -339,7 +356,15 @@ export class StoreEngine {
     if (!this.#checkServerVersion(storeKey, version, startedAt)) return;
     this.#conflicted.delete(storeKey);
     const known = this.versions.get(storeKey);
-    if (version === null || known === version) return;
+    if (version === null) {
+      if (known === undefined) return;
+      // Our own remove landed late (#checkServerVersion let the absence through only then).
+      this.versions.delete(storeKey);
+      this.#forgetLateRemoves(storeKey);
+      yield* record([{ id: this.id(storeKey), version: null }]);
+      return;
+    }
+    if (known === version) return;
     this.versions.set(storeKey, version);
     yield* record([{ id: this.id(storeKey), version }]);
   }
@@ -363,6 +388,10 @@ export class StoreEngine {
     if (!this.queue.isIdle(storeKey) || this.#uncertain.has(storeKey)) return false;
     if ((this.#lastChange.get(storeKey) ?? -1) > startedAt) return false;
     const known = this.versions.get(storeKey);
+    // A remove of ours that a read-back found not applied, expecting the version this store
+    // still believes, landed after all: the key is gone because the caller removed it. (Another
+    // writer's delete of that same version looks alike and has the same effect.)
+    if (known !== undefined && version === null && this.#lateAttempts(storeKey).some((late) => late.kind === 'remove')) return true;
     if (known !== undefined && (version === null || version < known)) {
       throw new RollbackDetectedError(
         `the server holds ${version === null ? 'no' : `version ${version} of the`} key this store last saw at version ${known}: ` +
@@ -540,7 +569,7 @@ export class StoreEngine {
     const current = int64ToBigInt(found.value?.version);
     for (const late of this.#lateAttempts(storeKey)) {
       if ((yield* this.#outcome(late, found.value ?? undefined, current, aad, storeKey)) === 'committed') {
-        this.#late.delete(storeKey);
+        this.#forgetLateRemoves(storeKey);
         return 'ours';
       }
     }
@@ -615,13 +644,17 @@ export class StoreEngine {
     this.#touch(storeKey);
     const outcome = yield* this.#outcome(attempt, found, current, aad, storeKey);
     const late = this.#lateAttempts(storeKey);
+    // A write whose outcome was unknown may still land (or land again: the client may have
+    // sent it more than once), even after a remove and a re-create brought the key back to
+    // the version it expects; its landing stays recognisable (our sealed value).
+    if (attempt.kind === 'write') this.#rememberLate(storeKey, attempt);
     if (outcome === 'not-committed') {
-      // Only writes: their landing is recognisable (our sealed value at the next version),
-      // while a key gone missing may be anyone's delete.
-      if (attempt.kind === 'write' && !late.includes(attempt)) this.#late.set(storeKey, [...late, attempt].slice(-MAX_LATE_ATTEMPTS));
+      // A remove too: the key then vanishes while this store still believes the version it
+      // expected (see #checkServerVersion, and #explainConflict for a compare-and-set).
+      if (attempt.kind === 'remove') this.#rememberLate(storeKey, attempt);
       return outcome;
     }
-    this.#late.delete(storeKey);
+    this.#forgetLateRemoves(storeKey);
     if (outcome === 'committed') return outcome;
     for (const older of late) {
       if (older !== attempt && (yield* this.#outcome(older, found, current, aad, storeKey)) === 'committed') return 'superseded';
@@ -684,18 +717,37 @@ export class StoreEngine {
   }
 
   /**
-   * Late writes that could still apply: those expecting the version this store believes the key
-   * has. Once the store learned another version (a read, another writer), older ones cannot.
+   * Late attempts that could apply now: those expecting the version this store believes the
+   * key has. Once the store learned another version (a read, another writer, our own write),
+   * the others cannot, unless a remove and a re-create bring the key back to their version.
    */
   #lateAttempts(storeKey: string): UncertainWrite[] {
     const expected = this.versions.get(storeKey) ?? 0n;
     return (this.#late.get(storeKey) ?? []).filter((late) => late.expected === expected);
   }
 
-  /** A compare-and-set of ours applied: the key moved past any late attempt's expected version. */
+  #rememberLate(storeKey: string, attempt: UncertainWrite): void {
+    const known = this.#late.get(storeKey) ?? [];
+    if (known.includes(attempt)) return;
+    // Re-inserted so that the key most recently failed is the last one forgotten.
+    this.#late.delete(storeKey);
+    this.#late.set(storeKey, [...known, attempt].slice(-MAX_LATE_ATTEMPTS));
+    if (this.#late.size > MAX_LATE_KEYS) this.#late.delete(this.#late.keys().next().value!);
+  }
+
+  /** A later change of ours is known applied (or a late remove landed): see #late. */
+  #forgetLateRemoves(storeKey: string): void {
+    const known = this.#late.get(storeKey);
+    if (!known) return;
+    const writes = known.filter((late) => late.kind === 'write');
+    if (writes.length > 0) this.#late.set(storeKey, writes);
+    else this.#late.delete(storeKey);
+  }
+
+  /** A compare-and-set of ours applied: no late remove may explain the key's absence any more. */
   #applied(storeKey: string): void {
     this.#touch(storeKey);
-    this.#late.delete(storeKey);
+    this.#forgetLateRemoves(storeKey);
   }
 
   #layout(): StoreLayout {

@@ -9,7 +9,7 @@
  * exactly). Locally:
  *   MODEL_SEEDS=500 npx vitest run test/store/model-faults.test.ts   # seeds 1..500 in each scenario
  *   MODEL_SEED=1234 npx vitest run test/store/model-faults.test.ts   # one seed, full trace on failure
- *   MODEL_LATE=anytime …            # late requests may land at any time (breaks removes: see BOUNDED_LATE)
+ *   MODEL_LATE=anytime …            # late requests may land at any time (with removes, some can undo acknowledged state: see BOUNDED_LATE)
  *   MODEL_TWO_WRITER_REMOVES=1 …    # removes in the two-writer scenario (breaks on version reuse: see `removes`)
  */
 import { describe, expect, it } from 'vitest';

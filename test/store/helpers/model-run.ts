@@ -106,12 +106,18 @@ class MemoryLedger implements VersionLedger {
 }
 
 /**
- * The lateness the store handles today: a late write lands within the next two requests of
- * the writer on its keys (after the read-back, before the next compare-and-set), a late
- * remove before the next one. Later landings break the store (see the report of the model
- * test: a late remove is taken for another writer; a late create resurrects a removed key).
+ * The lateness the store can handle, for writes and removes alike: a late request lands
+ * within the next two requests of the writer on its keys (after the read-back, before the
+ * next compare-and-set). Later landings can undo acknowledged state, which VSS versions
+ * cannot fence (a re-created key restarts at version 1): a failed create lands after an
+ * acknowledged remove (a read then sees it), a failed write lands on the re-created key, a
+ * remove deletes the re-created key (RollbackDetectedError). Two requests are the most that
+ * is safe: with three, a remove whose first attempt went late and whose retry succeeded
+ * (the store never hears of the late copy) can land after the next create (seed 655).
+ * The store recognises its own late writes at the next write or remove of the key;
+ * MODEL_LATE=anytime shows the rest.
  */
-export const BOUNDED_LATE: LateBudget = Object.freeze({ write: 2, remove: 1 });
+export const BOUNDED_LATE: LateBudget = Object.freeze({ write: 2, remove: 2 });
 
 export interface ScenarioOptions {
   seed: number;
