@@ -16,10 +16,9 @@ import {
   RollbackDetectedError,
   StoreIOError,
   VssStore,
-  type VersionChange,
-  type VersionLedger,
   type VssStoreOptions,
 } from '../../src/store/index.js';
+import { MemoryLedger } from './helpers/memory-ledger.js';
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -104,21 +103,6 @@ function refused(): FetchResponse {
   return new Response(Uint8Array.from(body), { status: 401, headers: { [PROTOCOL_VERSION_HEADER]: PROTOCOL_VERSION } });
 }
 
-function memoryLedger(): VersionLedger {
-  const saved = new Map<string, bigint>();
-  return {
-    async load() {
-      return new Map(saved);
-    },
-    async record(changes: readonly VersionChange[]) {
-      for (const c of changes) {
-        if (c.version === null) saved.delete(c.id);
-        else saved.set(c.id, c.version);
-      }
-    },
-  };
-}
-
 const open = (storeId: string, wire?: Wire, extra: Partial<VssStoreOptions> = {}) =>
   VssStore.open({
     storeId,
@@ -139,15 +123,23 @@ async function onServer(storeId: string): Promise<string | null> {
   }
 }
 
+/**
+ * Writes v1, then removes the key with the delete breaking after it went out: the caller sees
+ * StoreIOError and the delete is held by `wire`, to land when the test says.
+ */
+async function loseRemoveAfterWrite(store: VssStore, wire: Wire): Promise<void> {
+  await store.write('ns', '', 'k', bytes('v1'));
+  wire.breakNextPut();
+  await expect(store.remove('ns', '', 'k', false)).rejects.toBeInstanceOf(StoreIOError);
+}
+
 describe('a remove of ours that lands late', () => {
   it('is not taken for another writer by the next write: the write resolves, as a create', async () => {
     const storeId = `late-rm-${randomUUID()}`;
     const wire = new Wire();
-    const ledger = memoryLedger();
+    const ledger = new MemoryLedger();
     const store = await open(storeId, wire, { versionLedger: ledger });
-    await store.write('ns', '', 'k', bytes('v1'));
-    wire.breakNextPut();
-    await expect(store.remove('ns', '', 'k', false)).rejects.toBeInstanceOf(StoreIOError);
+    await loseRemoveAfterWrite(store, wire);
     // The next write reads back (v1: the remove "did not commit"), then the held delete lands,
     // then the write's compare-and-set expecting v1 meets 409.
     wire.landBeforeNextPut();
@@ -167,9 +159,7 @@ describe('a remove of ours that lands late', () => {
     const storeId = `late-rm-${randomUUID()}`;
     const wire = new Wire();
     const store = await open(storeId, wire);
-    await store.write('ns', '', 'k', bytes('v1'));
-    wire.breakNextPut();
-    await expect(store.remove('ns', '', 'k', false)).rejects.toBeInstanceOf(StoreIOError);
+    await loseRemoveAfterWrite(store, wire);
     // This write reads back (v1: the remove "did not commit"), then is refused unapplied.
     wire.refuseNextPut();
     await expect(store.write('ns', '', 'k', bytes('v2'))).rejects.toBeInstanceOf(StoreIOError);
@@ -184,9 +174,7 @@ describe('a remove of ours that lands late', () => {
     const storeId = `late-rm-${randomUUID()}`;
     const wire = new Wire();
     const store = await open(storeId, wire);
-    await store.write('ns', '', 'k', bytes('v1'));
-    wire.breakNextPut();
-    await expect(store.remove('ns', '', 'k', false)).rejects.toBeInstanceOf(StoreIOError);
+    await loseRemoveAfterWrite(store, wire);
     wire.landBeforeNextPut();
     await store.remove('ns', '', 'k', false);
     expect(await onServer(storeId)).toBeNull();
@@ -208,9 +196,7 @@ describe('a remove of ours that lands late', () => {
     const wire = new Wire();
     const store = await open(storeId, wire);
     const other = await open(storeId);
-    await store.write('ns', '', 'k', bytes('v1'));
-    wire.breakNextPut();
-    await expect(store.remove('ns', '', 'k', false)).rejects.toBeInstanceOf(StoreIOError);
+    await loseRemoveAfterWrite(store, wire);
     wire.failNextPut();
     // Reads back v1 (the remove did not commit), then fails with its own outcome unknown.
     await expect(store.write('ns', '', 'k', bytes('v2'))).rejects.toBeInstanceOf(StoreIOError);
@@ -231,9 +217,7 @@ describe('a remove of ours that lands late', () => {
     const storeId = `late-rm-${randomUUID()}`;
     const wire = new Wire();
     const store = await open(storeId, wire);
-    await store.write('ns', '', 'k', bytes('v1'));
-    wire.breakNextPut();
-    await expect(store.remove('ns', '', 'k', false)).rejects.toBeInstanceOf(StoreIOError);
+    await loseRemoveAfterWrite(store, wire);
     await store.write('ns', '', 'k', bytes('v2')); // reads back v1, applies on top: version 2
     await store.remove('ns', '', 'k', false);
     await store.write('ns', '', 'k', bytes('acknowledged')); // re-created: version 1 again
@@ -270,9 +254,7 @@ describe('a write of ours that lands late after a remove', () => {
     const storeId = `late-wr-${randomUUID()}`;
     const wire = new Wire();
     const store = await open(storeId, wire);
-    await store.write('ns', '', 'k', bytes('v1'));
-    wire.breakNextPut();
-    await expect(store.remove('ns', '', 'k', false)).rejects.toBeInstanceOf(StoreIOError);
+    await loseRemoveAfterWrite(store, wire);
     wire.breakNextPut();
     // Reads back v1 (the remove did not commit), then its own put breaks: both expect version 1.
     await expect(store.write('ns', '', 'k', bytes('x'))).rejects.toBeInstanceOf(StoreIOError);

@@ -23,6 +23,7 @@ import {
   type VersionLedger,
   type VssStoreOptions,
 } from '../../src/store/index.js';
+import { MemoryLedger } from './helpers/memory-ledger.js';
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -51,26 +52,6 @@ function ledgerPath(): string {
 
 const open = (storeId: string, extra: Partial<VssStoreOptions> = {}) =>
   VssStore.open({ storeId, client: { baseUrl: server.url, retry: 'none' }, keys: { seed: SEED }, ...extra });
-
-/** An in-memory ledger as a caller would supply one (e.g. over the app's own database). */
-function memoryLedger(): VersionLedger & { saved: Map<string, bigint>; records: number } {
-  const saved = new Map<string, bigint>();
-  const ledger = {
-    saved,
-    records: 0,
-    async load() {
-      return new Map(saved);
-    },
-    async record(changes: readonly VersionChange[]) {
-      ledger.records += 1;
-      for (const c of changes) {
-        if (c.version === null) saved.delete(c.id);
-        else saved.set(c.id, c.version);
-      }
-    },
-  };
-  return ledger;
-}
 
 describe('rollback detection with a version ledger', () => {
   it('refuses to reopen a store whose server was restored from an older snapshot', async () => {
@@ -126,12 +107,12 @@ describe('rollback detection with a version ledger', () => {
 
   it('works the same with a caller-supplied ledger, which is durable before a write resolves', async () => {
     const storeId = `rb-${randomUUID()}`;
-    const ledger = memoryLedger();
+    const ledger = new MemoryLedger();
     const store = await open(storeId, { versionLedger: ledger });
     const recordsBefore = ledger.records;
     await store.write('x', '', 'k', bytes('1'));
     expect(ledger.records).toBeGreaterThan(recordsBefore);
-    expect([...ledger.saved.values()]).toContain(1n);
+    expect([...ledger.versions.values()]).toContain(1n);
     const backup = backend.snapshot();
     await store.write('x', '', 'k', bytes('2'));
     await store.close();
@@ -201,7 +182,7 @@ describe('rollback detection with a version ledger', () => {
   });
 
   it('a ledger that fails to record gives VersionLedgerError (a StoreError), never a raw error; a retry then succeeds', async () => {
-    const ledger = memoryLedger();
+    const ledger = new MemoryLedger();
     let failNext = false;
     const failing: VersionLedger = {
       load: () => ledger.load(),

@@ -18,6 +18,7 @@ import {
   type VersionChange,
   type VersionLedger,
 } from '../../../src/store/index.js';
+import { MemoryLedger } from './memory-ledger.js';
 import { DEFAULT_FAULT_WEIGHTS, directFetch, FaultyTransport, KeyBook, LoggingBackend, Pool, Rng, type AppliedMutation, type LateBudget, type ModelKey } from './model-transport.js';
 
 export const MODEL_SEED_BYTES = new Uint8Array(64).map((_, i) => (i * 29 + 7) & 0xff);
@@ -87,23 +88,6 @@ const isMutation = (op: OpRecord) => op.kind === 'write' || op.kind === 'batch' 
 const describeOp = (op: OpRecord) =>
   `#${op.id} w${op.writer} ${op.kind}(${op.kind === 'list' ? NAMESPACES[op.ns ?? 0].join('.') : op.keys.map((k, i) => (isMutation(op) ? `${k}=${show(op.states[i])}` : k)).join(', ')})`;
 const describeError = (error: unknown) => `${(error as Error)?.name ?? 'Error'}: ${(error as Error)?.message ?? String(error)}`;
-
-/** A VersionLedger in memory, to check that the store never records more than the server holds. */
-class MemoryLedger implements VersionLedger {
-  readonly versions = new Map<string, bigint>();
-  async load(): Promise<ReadonlyMap<string, bigint>> {
-    return new Map(this.versions);
-  }
-  async record(changes: readonly VersionChange[]): Promise<void> {
-    this.recordSync(changes);
-  }
-  recordSync(changes: readonly VersionChange[]): void {
-    for (const { id, version } of changes) {
-      if (version === null) this.versions.delete(id);
-      else this.versions.set(id, version);
-    }
-  }
-}
 
 /**
  * The lateness the store can handle, for writes and removes alike: a late request lands
