@@ -116,6 +116,15 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
       const detail = String((cause as Error)?.message ?? cause).replace(/^invalid lnurl: /, '');
       throw new HeaderProviderError('invalid-data', `invalid lnurl: ${detail}${replyContext(first.status, challenge)}`, { cause });
     }
+    // The LUD-05 parser takes the host as written, so it accepts URLs fetch refuses (a space in
+    // the host, say). fetch's error would quote the signed URL, a credential until k1 expires;
+    // checking with the same WHATWG parser first keeps it out of the message.
+    // (`new URL`, not `URL.canParse`, which older browsers and React Native lack.)
+    try {
+      new URL(signedUrl);
+    } catch {
+      throw new HeaderProviderError('invalid-data', `invalid lnurl: the challenge is not a URL that can be requested${replyContext(first.status)}`);
+    }
     const second = await this.#get(signedUrl);
     const body = strictText(second.body, `LNURL Auth response is not valid UTF-8${replyContext(second.status)}`);
     let parsed: unknown;

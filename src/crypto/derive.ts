@@ -28,9 +28,11 @@ const BIP32_TESTNET_VERSIONS = { private: 0x04358394, public: 0x043587cf };
  * from which the data and obfuscation keys come through the reference's salted HMAC.
  */
 export function deriveVssKeys(seed: Uint8Array): VssKeys {
-  if (!(seed instanceof Uint8Array) || seed.length !== 64) {
-    throw new InvalidCryptoInputError(`LDK Node seeds are 64 bytes, got ${seed?.length}`);
+  if (!(seed instanceof Uint8Array)) {
+    // A number[] or hex string of the right length would otherwise read as "64 bytes, got 64".
+    throw new InvalidCryptoInputError(`the seed must be a Uint8Array of 64 bytes, got ${seed === null ? 'null' : Array.isArray(seed) ? 'an array' : typeof seed}`);
   }
+  if (seed.length !== 64) throw new InvalidCryptoInputError(`LDK Node seeds are 64 bytes, got ${seed.length}`);
   const vssRoot = HDKey.fromMasterSeed(seed).deriveChild(VSS_HARDENED_CHILD_INDEX + HARDENED_OFFSET);
   const vssSeed = vssRoot.privateKey;
   if (!vssSeed) throw new InvalidCryptoInputError('m/877\' has no private key');

@@ -10,7 +10,9 @@ const NONCE_LENGTH = 12;
 /** Bytes an obfuscated key adds to its plaintext: tag1, wrapped nonce, tag2. */
 const OVERHEAD = TAG_LENGTH + NONCE_LENGTH + TAG_LENGTH;
 
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: keep a leading U+FEFF like the reference's String::from_utf8. The default strips
+// it, so a key starting with a BOM would deobfuscate to a different (nonexistent) key.
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * Deterministic, reversible key encryption, byte-identical to vss-client-ng's KeyObfuscator:

@@ -65,6 +65,17 @@ function checkDataKey(key: Uint8Array): void {
 }
 
 /**
+ * protobufjs reads a string given for a bytes field as base64 and stores its decoding, and a
+ * mistyped AAD would otherwise surface as a failed tag (which reads as tampering), so anything
+ * but bytes is refused up front.
+ */
+function checkBytes(bytes: unknown, what: string): asserts bytes is Uint8Array {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new InvalidCryptoInputError(`${what} must be a Uint8Array, got ${bytes === null ? 'null' : typeof bytes}`);
+  }
+}
+
+/**
  * Seals `value` and `version` into a serialized `Storable`, as vss-client-ng's StorableBuilder
  * does: PlaintextBlob → ChaCha20-Poly1305 under a random 12-byte nonce, tag kept in the
  * metadata rather than appended to the data.
@@ -76,6 +87,8 @@ export function encryptStorable(
   options: EncryptStorableOptions = {},
 ): Uint8Array {
   checkDataKey(dataEncryptionKey);
+  checkBytes(value, 'value to encrypt');
+  if (options.aad !== undefined) checkBytes(options.aad, 'aad');
   const nonce = options.randomBytes ? options.randomBytes(NONCE_LENGTH) : pooledNonce();
   if (!(nonce instanceof Uint8Array) || nonce.length !== NONCE_LENGTH) {
     throw new InvalidCryptoInputError(`randomBytes must return ${NONCE_LENGTH} bytes`);
@@ -106,6 +119,7 @@ export function encryptStorable(
  */
 export function decryptStorable(storable: Uint8Array, dataEncryptionKey: Uint8Array, aad: Uint8Array = EMPTY): DecryptedStorable {
   checkDataKey(dataEncryptionKey);
+  checkBytes(aad, 'aad');
   let message: vss.Storable;
   try {
     message = vss.Storable.decode(storable);

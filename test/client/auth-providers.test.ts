@@ -146,6 +146,32 @@ describe('LnurlAuthJwtProvider against a local LNURL endpoint', () => {
     expect(server.verifiedKeys).toHaveLength(1);
   });
 
+  it('refreshes an expired token with one login shared by concurrent callers', async () => {
+    let clock = 1_000_000_000_000;
+    let issued = 0;
+    server = await startLnurlServer(() => ({ body: JSON.stringify({ token: testJwt({ exp: clock / 1000 + 3600, n: ++issued }) }) }));
+    const provider = new LnurlAuthJwtProvider(parent, server.url, {}, { now: () => clock });
+    const first = await provider.getHeaders();
+    clock += 3600 * 1000; // past exp
+    server.verifyDelayMs = 50;
+    const refreshed = await Promise.all(Array.from({ length: 5 }, () => provider.getHeaders()));
+    expect(new Set(refreshed.map((h) => h.Authorization))).toEqual(new Set([refreshed[0].Authorization]));
+    expect(refreshed[0].Authorization).not.toBe(first.Authorization);
+    expect(provider.fetchCount).toBe(2);
+  });
+
+  it('does not remember a failed login: every waiter gets the error, and the next call logs in again', async () => {
+    server = await startLnurlServer(() => ({ body: JSON.stringify({ token: testJwt({ exp: nowSeconds() + 3600 }) }) }));
+    server.challengeReply = { status: 503, body: 'maintenance' };
+    const provider = new LnurlAuthJwtProvider(parent, server.url);
+    const failures = await Promise.all(Array.from({ length: 3 }, () => provider.getHeaders().catch((e: unknown) => e)));
+    for (const failure of failures) expect(failure).toBeInstanceOf(HeaderProviderError);
+    expect(provider.fetchCount).toBe(1);
+    server.challengeReply = undefined;
+    expect((await provider.getHeaders()).Authorization).toMatch(/^Bearer /);
+    expect(provider.fetchCount).toBe(2);
+  });
+
   it('drops exactly the token the server rejected (forced refresh)', async () => {
     let issued = 0;
     server = await startLnurlServer(() => ({ body: JSON.stringify({ token: testJwt({ exp: nowSeconds() + 3600, n: ++issued }) }) }));
@@ -237,6 +263,22 @@ describe('LnurlAuthJwtProvider against a local LNURL endpoint', () => {
     }
     // Still says which request failed.
     expect(error.message).toContain('/verify?…');
+  });
+
+  it('refuses a signable challenge that fetch cannot request, without quoting the signed URL', async () => {
+    server = await startLnurlServer(() => ({ body: JSON.stringify({ token: testJwt({}) }) }));
+    const k1 = 'ab'.repeat(32);
+    // The LUD-05 parser takes this host as written; fetch refuses the URL (and its error text
+    // quotes the whole URL, signature included).
+    server.challengeReply = { status: 200, body: `https://exa mple.com/verify?tag=login&k1=${k1}` };
+    const error = await new LnurlAuthJwtProvider(parent, server.url).getHeaders().catch((e) => e);
+    expect(error).toBeInstanceOf(HeaderProviderError);
+    expect(error.reason).toBe('invalid-data');
+    expect(error.message).toMatch(/^invalid lnurl: /);
+    for (let e: unknown = error; e instanceof Error; e = e.cause) {
+      expect(e.message).not.toContain('sig=');
+      expect(e.message).not.toContain(k1);
+    }
   });
 
   it('accepts the parent key as an extended private key string (m/877\'/138\')', async () => {

@@ -88,6 +88,9 @@ describe('deriveVssKeys matches LDK Node (spec §B3 tables)', () => {
   it('rejects seeds that are not 64 bytes', () => {
     expect(() => deriveVssKeys(new Uint8Array(32))).toThrow(InvalidCryptoInputError);
     expect(() => deriveVssKeys(new Uint8Array(65))).toThrow(InvalidCryptoInputError);
+    // Right length, wrong type: the message must say the type, not "64 bytes, got 64".
+    expect(() => deriveVssKeys(Array.from({ length: 64 }, () => 0) as unknown as Uint8Array)).toThrow(/must be a Uint8Array.*got an array/);
+    expect(() => deriveVssKeys('00'.repeat(64) as unknown as Uint8Array)).toThrow(/must be a Uint8Array.*got string/);
   });
 });
 

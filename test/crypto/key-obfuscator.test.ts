@@ -101,6 +101,16 @@ describe('KeyObfuscator: round trips', () => {
     }
   });
 
+  it('keeps a leading U+FEFF: a key starting with a byte-order mark reads back as itself', () => {
+    // The reference returns the decrypted UTF-8 bytes verbatim (String::from_utf8). A decoder
+    // that swallows a leading BOM would list "\uFEFFk" as "k", a key that does not exist.
+    const obfuscator = new KeyObfuscator(filled(42));
+    for (const key of ['\uFEFFmanager', '\uFEFF', '\uFEFF\uFEFFx', 'a\uFEFF']) {
+      expect(obfuscator.deobfuscate(obfuscator.obfuscate(key)), JSON.stringify(key)).toBe(key);
+    }
+    expect(new KeyObfuscator(filled(1)).obfuscate('\uFEFFk')).not.toBe(new KeyObfuscator(filled(1)).obfuscate('k'));
+  });
+
   it('maps different keys to different strings and different masters to different strings', () => {
     const a = new KeyObfuscator(filled(1));
     const b = new KeyObfuscator(filled(2));

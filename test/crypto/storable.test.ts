@@ -120,6 +120,17 @@ describe('Storable: round trips', () => {
     expect(nonces.size).toBe(200);
   });
 
+  it('refuses a value or AAD that is not bytes instead of storing or reporting something else', () => {
+    // protobufjs takes a string for a bytes field as base64 and would store its decoding:
+    // "aGVsbG8" would come back as "hello", with no error anywhere.
+    expect(() => encryptStorable('aGVsbG8' as unknown as Uint8Array, 0n, DATA_KEY)).toThrow(InvalidCryptoInputError);
+    expect(() => encryptStorable([1, 2] as unknown as Uint8Array, 0n, DATA_KEY)).toThrow(InvalidCryptoInputError);
+    expect(() => encryptStorable(utf8('x'), 0n, DATA_KEY, { aad: 'k' as unknown as Uint8Array })).toThrow(InvalidCryptoInputError);
+    // A mistyped AAD is a caller's bug, not a failed authentication (which reads as tampering).
+    const sealed = encryptStorable(utf8('x'), 0n, DATA_KEY, { aad: utf8('k') });
+    expect(() => decryptStorable(sealed, DATA_KEY, 'k' as unknown as Uint8Array)).toThrow(InvalidCryptoInputError);
+  });
+
   it('rejects a data key that is not 32 bytes and a nonce source of the wrong size', () => {
     expect(() => encryptStorable(utf8('x'), 0n, counting(16))).toThrow(InvalidCryptoInputError);
     expect(() => encryptStorable(utf8('x'), 0n, DATA_KEY, { randomBytes: () => new Uint8Array(8) })).toThrow(InvalidCryptoInputError);
