@@ -22,6 +22,7 @@
  */
 import * as ldk from 'lightningdevkit';
 import { describeError, stderrLogger, type PersistenceLogger } from './log.js';
+import { MAX_TIMER_MS } from './retry.js';
 
 /** What the broadcaster needs from the ChannelManager's writer (LdkEventLoop provides it). */
 export interface ManagerDurability {
@@ -50,9 +51,6 @@ export interface ManagerOrderedBroadcasterStats {
 }
 
 export const DEFAULT_MAX_BROADCAST_HOLD_MS = 60_000;
-
-/** The longest delay a Node timer honours (2^31 - 1 ms, about 24.8 days). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export class ManagerOrderedBroadcaster {
   /** Give this to LDK (ChannelManager, ChainMonitor, monitors) in place of your broadcaster. */

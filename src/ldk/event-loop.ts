@@ -14,7 +14,7 @@ import { LdkPanicError, PersisterStoppedError } from './errors.js';
 import { describeError, stderrLogger, type PersistenceLogger } from './log.js';
 import { StatusEmitter } from './status-emitter.js';
 import { writeManagerBytes } from './manager.js';
-import { backoffDelay, isTransientStoreError, sleep, type BackoffOptions } from './retry.js';
+import { backoffDelay, isTransientStoreError, sleep, validateBackoff, type BackoffOptions } from './retry.js';
 import type { ManagerWriteTracker, VssPersister } from './persister.js';
 import type { ManagerDurability, ManagerOrderedBroadcaster } from './broadcaster.js';
 
@@ -182,6 +182,7 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
     this.coalesceMs = options.coalesceMs ?? 250;
     // NaN would make an owed write never due (and the loop wake every millisecond).
     if (!Number.isFinite(this.coalesceMs) || this.coalesceMs < 0) throw new RangeError(`coalesceMs must be a finite number >= 0, got ${this.coalesceMs}`);
+    validateBackoff(options.backoff);
     this.tracker = options.persister?.linkManagerWriter(
       {
         requestPersist: () => this.requestManagerWrite(),

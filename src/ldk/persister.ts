@@ -38,7 +38,7 @@ import {
 import { describeError, stderrLogger, type PersistenceLogger } from './log.js';
 import { StatusEmitter } from './status-emitter.js';
 import { readMonitorWithUpdates, type MonitorReadContext } from './monitors.js';
-import { backoffDelay, isTransientStoreError, sleep, type BackoffOptions } from './retry.js';
+import { backoffDelay, isTransientStoreError, sleep, validateBackoff, type BackoffOptions } from './retry.js';
 import { isNullPointer } from './pointers.js';
 import { writeManagerBytes } from './manager.js';
 
@@ -247,7 +247,12 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
     const max = options.maximumPendingUpdates ?? 100;
     if (!Number.isInteger(max) || max < 1) throw new RangeError(`maximumPendingUpdates must be a positive integer, got ${max}`);
     this.maxPending = BigInt(max);
+    const perChannel = options.maxConcurrentWritesPerChannel ?? 8;
+    if (!Number.isInteger(perChannel) || perChannel < 1) throw new RangeError(`maxConcurrentWritesPerChannel must be a positive integer, got ${perChannel}`);
+    validateBackoff(options.backoff);
     this.stallThresholdMs = options.stallThresholdMs ?? 10_000;
+    // NaN would run the stall timer every millisecond and never report a stall; Infinity: never.
+    if (!(this.stallThresholdMs >= 0)) throw new RangeError(`stallThresholdMs must be a number of milliseconds >= 0 (Infinity: never), got ${this.stallThresholdMs}`);
     this.isTransient = options.isTransient ?? isTransientStoreError;
     this.log = options.log ?? stderrLogger;
     this.stallTimer = setInterval(() => this.checkStalls(), Math.max(50, Math.min(1_000, this.stallThresholdMs / 2)));
@@ -315,8 +320,14 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
   /** Resolves when every queued write is durable; rejects if the persister fails or is closed first. */
   flush(): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
+    if (this.closed) {
+      // Nothing more is written after close(), and an update LDK hands over then is not even
+      // queued: only a persister holding nothing LDK still waits for has flushed.
+      const owed = this.awaitingCount();
+      if (this.isIdle() && owed === 0) return Promise.resolve();
+      return Promise.reject(new PersisterStoppedError(`persister closed with writes pending (${owed} monitor update(s) not durable)`));
+    }
     if (this.isIdle()) return Promise.resolve();
-    if (this.closed) return Promise.reject(new PersisterStoppedError('persister closed with writes pending'));
     return new Promise((resolve, reject) => this.idleWaiters.push({ resolve, reject }));
   }
 
@@ -519,7 +530,7 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
 
   /** Deltas of one channel in flight at once when linked to the manager writer. */
   private concurrencyLimit(): number {
-    return Math.max(1, this.options.maxConcurrentWritesPerChannel ?? 8);
+    return this.options.maxConcurrentWritesPerChannel ?? 8;
   }
 
   /** Starts queued writes of a channel as far as the ordering rules allow. */
@@ -551,7 +562,14 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
     this.performWithRetry(ch, write)
       .then((outcome) => {
         ch.running.delete(write);
-        if (outcome === 'done') this.afterDurable(ch, write);
+        if (outcome === 'done' && this.failure) {
+          // Fail closed: once persistence has stopped (another writer, a rolled-back server) an
+          // acknowledgement from that server is not trusted, so nothing more is released to LDK,
+          // not even a write that was on the wire and landed afterwards.
+          this.log.info({ monitor: ch.name, kind: write.kind }, 'monitor write landed after persistence stopped; not reported to LDK, the channel stays held');
+        } else if (outcome === 'done') {
+          this.afterDurable(ch, write);
+        }
         this.schedule(ch);
         this.checkStalls();
         if (this.isIdle()) for (const waiter of this.idleWaiters.splice(0)) waiter.resolve();
@@ -589,6 +607,12 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
         // Cut off by close() (a closed store, an aborted request): a shutdown, not a failure.
         if (this.closed) {
           this.log.info({ monitor: ch.name, kind: write.kind, cause: describeError(err) }, 'monitor write ended by close(); the channel stays held');
+          return 'stopped';
+        }
+        // Already stopped by another write's error (reported once, as `fatal`): neither retried
+        // nor reported again.
+        if (this.failure) {
+          this.log.warn({ monitor: ch.name, kind: write.kind, cause: describeError(err) }, 'monitor write failed after persistence had stopped; ignored');
           return 'stopped';
         }
         if (!this.isTransient(err)) {
@@ -662,7 +686,11 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
     const latencyMs = Date.now() - write.enqueuedAt;
     if (write.kind === 'archive') {
       this.log.info({ monitor: ch.name }, 'channel monitor archived');
-      if (ch.archived && ch.pending.length === 0 && ch.running.size === 0) this.channels.delete(ch.name);
+      if (ch.archived && ch.pending.length === 0 && ch.running.size === 0) {
+        this.channels.delete(ch.name);
+        // The stall timer no longer sees this channel: end a stall it reported here.
+        if (ch.stalledSince !== undefined) this.endStall(ch, Date.now());
+      }
       this.notify('durable', { monitorName: ch.name, kind: 'archive', completedUpdateIds: [], coversUpdateId: 0n, bytes: 0, latencyMs, attempts: write.attempts + 1 });
       return;
     }
@@ -725,6 +753,11 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
   // ---- failure, stalls, idleness ----
 
   private fail(err: unknown, ch: ChannelState | undefined, write: QueuedWrite | undefined, why = 'this error is not retried'): void {
+    if (this.failure) {
+      // `fatal` goes out once, with the error that stopped persistence (`fatalError` keeps it).
+      this.log.warn({ monitor: ch?.name, kind: write?.kind, cause: describeError(err) }, 'another error after monitor persistence had stopped; ignored');
+      return;
+    }
     const error = err instanceof Error ? err : new Error(String(err));
     this.failure = error;
     this.abort.abort();
@@ -736,6 +769,13 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
 
   private rejectWaiters(err: Error): void {
     for (const waiter of this.idleWaiters.splice(0)) waiter.reject(err);
+  }
+
+  /** Update ids LDK waits for, over all channels. */
+  private awaitingCount(): number {
+    let n = 0;
+    for (const ch of this.channels.values()) n += ch.awaiting.length;
+    return n;
   }
 
   private isIdle(): boolean {
@@ -776,12 +816,17 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
         this.log.warn({ monitor: ch.name, pendingMs, attempts: info.attempts, lastError: info.lastError }, 'monitor write stalled: the channel is held until it is durable');
         this.notify('stalled', info);
       } else if (ch.stalledSince !== undefined && (!head || pendingMs < this.stallThresholdMs)) {
-        const stalledMs = now - ch.stalledSince;
-        ch.stalledSince = undefined;
-        this.log.info({ monitor: ch.name, stalledMs }, 'monitor writes durable again');
-        this.notify('recovered', { monitorName: ch.name, pendingMs: stalledMs });
+        this.endStall(ch, now);
       }
     }
+  }
+
+  private endStall(ch: ChannelState, now: number): void {
+    if (ch.stalledSince === undefined) return;
+    const stalledMs = now - ch.stalledSince;
+    ch.stalledSince = undefined;
+    this.log.info({ monitor: ch.name, stalledMs }, 'monitor writes durable again');
+    this.notify('recovered', { monitorName: ch.name, pendingMs: stalledMs });
   }
 }
 

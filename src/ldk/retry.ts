@@ -23,12 +23,31 @@ export interface BackoffOptions {
   factor?: number;
 }
 
+/** Longest delay a Node timer honours: a longer one (or NaN) fires after 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Throws a RangeError for backoff settings that would not wait between retries: a first delay
+ * of 0 (or NaN) and a factor below 1 retry at once, and a cap past `MAX_TIMER_MS` becomes a
+ * 1 ms timer once the delay grows that far. Through an outage each of these floods the server
+ * and the log instead of backing off.
+ */
+export function validateBackoff(options: BackoffOptions = {}): void {
+  const initial = options.initialDelayMs ?? 100;
+  const max = options.maxDelayMs ?? 10_000;
+  const factor = options.factor ?? 2;
+  if (!(initial > 0 && initial <= MAX_TIMER_MS)) throw new RangeError(`backoff.initialDelayMs must be a number of milliseconds from above 0 to ${MAX_TIMER_MS}, got ${initial}`);
+  if (!(max >= initial && max <= MAX_TIMER_MS)) throw new RangeError(`backoff.maxDelayMs must be from initialDelayMs (${initial}) to ${MAX_TIMER_MS} ms, got ${max}`);
+  if (!(Number.isFinite(factor) && factor >= 1)) throw new RangeError(`backoff.factor must be a finite number >= 1, got ${factor}`);
+}
+
 /** Delay before retry number `attempt` (1-based), with up to 20% random jitter. */
 export function backoffDelay(attempt: number, options: BackoffOptions = {}): number {
   const initial = options.initialDelayMs ?? 100;
   const max = options.maxDelayMs ?? 10_000;
   const factor = options.factor ?? 2;
-  const base = Math.min(max, initial * factor ** Math.max(0, attempt - 1));
+  // Capped at what a timer honours even for settings that were not validated.
+  const base = Math.min(max, MAX_TIMER_MS, initial * factor ** Math.max(0, attempt - 1));
   return base * (0.8 + Math.random() * 0.2);
 }
 

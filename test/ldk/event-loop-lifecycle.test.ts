@@ -147,4 +147,11 @@ describe('LdkEventLoop life cycle', () => {
       expect(() => new LdkEventLoop({ channelManager, chainMonitor, store: new MemoryKVStore(), log: silentLogger, handleEvent: () => {}, coalesceMs })).toThrow(RangeError);
     }
   });
+
+  it('refuses a backoff that would not wait between attempts (a refused event or failed write would spin)', () => {
+    const { channelManager, chainMonitor } = fakeLdkNode();
+    for (const backoff of [{ initialDelayMs: 0 }, { initialDelayMs: Number.NaN }, { factor: 0.5 }, { maxDelayMs: 2 ** 31 }]) {
+      expect(() => new LdkEventLoop({ channelManager, chainMonitor, store: new MemoryKVStore(), log: silentLogger, handleEvent: () => {}, backoff })).toThrow(/backoff\./);
+    }
+  });
 });

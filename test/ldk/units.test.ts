@@ -51,6 +51,7 @@ import type { AsyncKVStore, StoreKey, SyncKVStore } from '../../src/store/types.
 import { MemoryKVStore, MemoryServer, connectionRefused } from './helpers/memory-store.js';
 import { fakeLdkNode } from './helpers/fake-ldk-node.js';
 import { capturingLogger } from './helpers/capturing-logger.js';
+import { standInPersisterParts } from './helpers/fake-persist.js';
 
 beforeAll(async () => {
   await initLdk();
@@ -144,6 +145,8 @@ describe('error classification', () => {
       expect(d).toBeGreaterThanOrEqual(base * 0.8);
       expect(d).toBeLessThanOrEqual(base);
     }
+    // Never past what a timer honours (Node runs a longer one after 1 ms), even uncapped.
+    expect(backoffDelay(64, { maxDelayMs: Number.POSITIVE_INFINITY })).toBeLessThanOrEqual(2 ** 31 - 1);
   });
 });
 
@@ -515,16 +518,7 @@ describe('LdkEventLoop', () => {
   it('a linked persister stops with the loop when the manager cannot be written: fatal and a rejected flush(), not a stall', async () => {
     const { state, channelManager, chainMonitor } = fakeLdkNode();
     const store = gatedStore();
-    const keys = ldk.KeysManager.constructor_new(new Uint8Array(32).fill(3), 1n, 1);
-    const persister = new VssPersister({
-      store,
-      entropySource: keys.as_EntropySource(),
-      signerProvider: keys.as_SignerProvider(),
-      broadcaster: ldk.BroadcasterInterface.new_impl({ broadcast_transactions: () => {} }),
-      feeEstimator: ldk.FeeEstimator.new_impl({ get_est_sat_per_1000_weight: () => 253 }),
-      logger: ldk.Logger.new_impl({ log: () => {} }),
-      log: silentLogger,
-    });
+    const persister = new VssPersister({ store, ...standInPersisterParts(3) });
     const loop = new LdkEventLoop({ channelManager, chainMonitor, store, persister, handleEvent: () => {}, coalesceMs: 0, log: silentLogger });
     const fatal: Error[] = [];
     loop.on('fatal', (e) => fatal.push(e));
