@@ -48,7 +48,18 @@ export interface VssAppOptions {
    * kept to measure that difference (`BENCH_ROUTING=express npm run bench:server`).
    */
   operationRouting?: OperationRouting;
+  /** How long GET /health waits for the backend before answering 503. Default DEFAULT_HEALTH_CHECK_TIMEOUT_MS. */
+  healthCheckTimeoutMs?: number;
 }
+
+/**
+ * A database that stopped answering (or a pool whose every connection is stuck) would otherwise
+ * hold each probe open forever; a prober then sees its own timeout at best, and the log nothing.
+ */
+export const DEFAULT_HEALTH_CHECK_TIMEOUT_MS = 5_000;
+
+/** What the status label of a request's metrics says when the response was never completed. */
+export const ABORTED_STATUS = 'aborted';
 
 export type OperationRouting = 'direct' | 'express';
 
@@ -185,14 +196,32 @@ function createExpressApp(options: VssAppOptions, operationRoutes?: RunOperation
     }
   }
 
+  const healthTimeoutMs = options.healthCheckTimeoutMs ?? DEFAULT_HEALTH_CHECK_TIMEOUT_MS;
+  // Probes arriving while a check is still running share it, so a hung database does not
+  // collect one waiting check (and one waiter for a pooled connection) per probe.
+  let runningCheck: Promise<void> | undefined;
+  const checkHealth = (): Promise<void> => {
+    runningCheck ??= backend.checkHealth().finally(() => {
+      runningCheck = undefined;
+    });
+    return runningCheck;
+  };
   app.get(HEALTH_PATH, async (_req: Request, res: Response) => {
     endpointOf.set(res, 'health');
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await backend.checkHealth();
+      await Promise.race([
+        checkHealth(),
+        new Promise<never>((_resolve, reject) => {
+          timer = setTimeout(() => reject(new Error(`the ${backend.kind} backend did not answer within ${healthTimeoutMs} ms`)), healthTimeoutMs);
+        }),
+      ]);
       res.status(200).json({ status: 'ok', backend: backend.kind });
     } catch (error) {
       logger.error({ err: error }, 'health check failed');
       res.status(503).json({ status: 'unavailable', backend: backend.kind });
+    } finally {
+      clearTimeout(timer);
     }
   });
 
@@ -257,11 +286,14 @@ export function createVssHandler(options: VssAppOptions): (req: IncomingMessage,
     res.setHeader(PROTOCOL_VERSION_HEADER, PROTOCOL_VERSION);
     if (observing) {
       const started = process.hrtime.bigint();
-      res.once('finish', () => {
+      // 'close', not 'finish': a response never completed (the client hung up, or shutdown cut
+      // the connection) emits only 'close', and those are the requests worth seeing.
+      res.once('close', () => {
         const seconds = Number(process.hrtime.bigint() - started) / 1e9;
         const endpoint = endpointOf.get(res) ?? 'other';
-        metrics?.observe(endpoint, res.statusCode, seconds);
-        logger.debug({ method: req.method, path: pathOf(req.url), endpoint, status: res.statusCode, ms: Math.round(seconds * 1e4) / 10 }, 'request');
+        const status = res.writableFinished ? res.statusCode : ABORTED_STATUS;
+        metrics?.observe(endpoint, status, seconds);
+        logger.debug({ method: req.method, path: pathOf(req.url), endpoint, status, ms: Math.round(seconds * 1e4) / 10 }, 'request');
       });
     }
     if (cors?.apply(req, res)) return;

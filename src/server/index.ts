@@ -1,9 +1,18 @@
 /**
  * ldk-vss/server: a VSS server compatible with the reference Rust vss-server.
  */
-export { startVssServer, openBackend, createAuthorizer, ServerConfigError, ServerListenError } from './server.js';
+export {
+  startVssServer,
+  openBackend,
+  createAuthorizer,
+  ServerConfigError,
+  ServerListenError,
+  BackendCloseTimeoutError,
+  DEFAULT_SHUTDOWN_GRACE_MS,
+  MIN_BACKEND_CLOSE_MS,
+} from './server.js';
 export type { StartedVssServer, VssServerOptions, BackendOption, AuthOption, PostgresSsl, LogLevel } from './server.js';
-export { createVssHandler, clientAddress, type VssAppOptions, type OperationRouting } from './app.js';
+export { createVssHandler, clientAddress, DEFAULT_HEALTH_CHECK_TIMEOUT_MS, type VssAppOptions, type OperationRouting } from './app.js';
 export { MemoryBackend, type MemorySnapshot } from './backends/memory.js';
 // The SQL backends, for callers that open and tune one themselves (batching, pool) and hand the
 // instance to startVssServer({ backend }).

@@ -11,6 +11,19 @@ export const LIST_MAX_PAGE_SIZE = 100;
 export const MAX_REQUEST_BODY_SIZE_LIMIT = 1024 * 1024 * 1024;
 /** Default request body limit. */
 export const DEFAULT_MAX_REQUEST_BODY_SIZE = 128 * 1024 * 1024;
+/**
+ * Default PostgreSQL `lock_timeout` of request statements, in ms. The server's own transactions
+ * hold row locks for milliseconds, so a statement still waiting after this long waits on a
+ * stuck session (an operator's open transaction, a client whose connection died mid-transaction,
+ * which PostgreSQL notices only when TCP keepalive gives up, by default hours later). Failing it
+ * (a 500 the client retries) frees its pooled connection; waiting would let such requests take
+ * the whole pool, and with it every other user's requests.
+ */
+export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
+/** The longest delay a Node timer honours; a longer one fires after 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The largest value PostgreSQL takes for its timeout settings (INT_MAX ms). */
+export const MAX_POSTGRES_TIMEOUT_MS = 2_147_483_647;
 
 /** Length in Unicode code points, which is what PostgreSQL's varchar(n) counts. */
 function countCodePoints(text: string): number {

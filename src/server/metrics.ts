@@ -43,7 +43,8 @@ export class ServerMetrics {
     this.registry = options.processMetrics ? Registry.merge([own, processMetricsRegistry()]) : own;
   }
 
-  observe(operation: string, status: number, seconds: number): void {
+  /** `status` is the response's status code, or `aborted` for a response never completed. */
+  observe(operation: string, status: number | string, seconds: number): void {
     const labels = { operation, status: String(status) };
     this.requests.inc(labels);
     this.duration.observe(labels, seconds);

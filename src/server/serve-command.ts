@@ -3,9 +3,9 @@
  * gracefully on SIGTERM/SIGINT. Exit codes: 0 after a clean shutdown, 1 when startup or
  * shutdown fails, 2 for invalid configuration or usage.
  */
-import pino from 'pino';
-import { ConfigError, loadServeConfig, SERVER_ENV_DOCS, SERVER_ENV_VARS } from './config.js';
-import { ServerListenError, startVssServer } from './server.js';
+import pino, { type Logger } from 'pino';
+import { ConfigError, loadServeConfig, SERVER_ENV_DOCS, SERVER_ENV_VARS, type ServeConfig } from './config.js';
+import { DEFAULT_SHUTDOWN_GRACE_MS, ServerListenError, startVssServer, type StartedVssServer } from './server.js';
 
 export interface CommandIo {
   env: Readonly<Record<string, string | undefined>>;
@@ -57,10 +57,73 @@ export async function runServe(args: readonly string[], io: CommandIo): Promise<
   }
   const logger = pino({ level: config.options.logLevel, base: { service: 'ldk-vss' } });
   for (const warning of config.warnings) logger.warn(`configuration: ${warning}`);
-  let server;
+  // Installed before startup: a signal while the storage opens (migrations, PGlite creating its
+  // data directory) would otherwise meet Node's default action and kill the process mid-write,
+  // without a word, leaving the data-directory lock behind. The same listeners then stay
+  // installed to the end: between removing one and adding another, a signal would meet the
+  // default action mid-shutdown.
+  let firstSignalAt: number | undefined;
+  let stopped = false;
+  let signalled!: (signal: NodeJS.Signals) => void;
+  const firstSignal = new Promise<NodeJS.Signals>((resolve) => (signalled = resolve));
+  const onSignal = (received: NodeJS.Signals) => {
+    if (stopped) return;
+    if (firstSignalAt === undefined) {
+      firstSignalAt = performance.now();
+      signalled(received);
+      return;
+    }
+    if (performance.now() - firstSignalAt < REPEATED_SIGNAL_MS) {
+      // Said at info level: an operator who pressed twice quickly learns why nothing changed.
+      logger.info({ signal: received }, `signal repeated within ${REPEATED_SIGNAL_MS} ms (npm forwards the terminal's): taken as the same request; signal again later to stop at once`);
+      return;
+    }
+    logger.warn({ signal: received }, 'second signal: exiting without waiting');
+    process.exit(1);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
   try {
-    server = await startVssServer({ ...config.options, logger });
-  } catch (error) {
+    return await serveUntilSignal(config, logger, firstSignal, io);
+  } finally {
+    stopped = true;
+  }
+}
+
+type Started = { server: StartedVssServer } | { error: unknown };
+
+/** Starts the server, waits for the first signal, and shuts down; returns the exit code. */
+async function serveUntilSignal(config: ServeConfig, logger: Logger, firstSignal: Promise<NodeJS.Signals>, io: CommandIo): Promise<number> {
+  const graceMs = config.options.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
+  const startup: Promise<Started> = startVssServer({ ...config.options, logger }).then(
+    (server) => ({ server }),
+    (error: unknown) => ({ error }),
+  );
+  const first = await Promise.race([startup, firstSignal.then((signal) => ({ signal }))]);
+  let started: Started;
+  let signal: NodeJS.Signals | undefined;
+  if ('signal' in first) {
+    signal = first.signal;
+    // Stopping mid-startup would cut PGlite's writes, so startup finishes first, within the
+    // grace period: a storage that does not open by then (a database that does not answer)
+    // must not keep a stopped server alive.
+    logger.info({ signal }, `signal while starting: stopping once the storage is open (waiting up to ${graceMs} ms; signal again to stop at once)`);
+    let timer: NodeJS.Timeout | undefined;
+    const late = await Promise.race([startup, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), graceMs)))]);
+    clearTimeout(timer);
+    if (late === undefined) {
+      // Should it still open, nothing may be served: close it at once.
+      void startup.then((outcome) => ('server' in outcome ? outcome.server.close() : undefined)).catch(() => undefined);
+      logger.warn({ signal }, 'storage still not open at the end of the grace period: exiting without waiting');
+      io.stderr(oneLine(`ldk-vss: stopped by ${signal} while starting on ${config.storageDescription}: not started within the grace period (${graceMs} ms, VSS_SHUTDOWN_GRACE_MS)`));
+      return 1;
+    }
+    started = late;
+  } else {
+    started = first;
+  }
+  if ('error' in started) {
+    const { error } = started;
     logger.fatal({ err: error }, 'VSS server failed to start');
     if (error instanceof ServerListenError) {
       const origin = io.env.VSS_BIND_ADDRESS?.trim() ? 'from VSS_BIND_ADDRESS' : 'the default; set VSS_BIND_ADDRESS';
@@ -72,30 +135,9 @@ export async function runServe(args: readonly string[], io: CommandIo): Promise<
     io.stderr(oneLine(`ldk-vss: cannot start on ${config.storageDescription}: ${(error as Error).message}`));
     return 1;
   }
+  const { server } = started;
   logger.info({ storage: config.storageDescription }, 'storage ready');
-  // The same listeners stay installed from the first signal to the end: between removing one and
-  // adding another, a signal would meet Node's default action and kill the process mid-shutdown.
-  let firstSignalAt: number | undefined;
-  let stopped = false;
-  const signal = await new Promise<NodeJS.Signals>((resolve) => {
-    const onSignal = (received: NodeJS.Signals) => {
-      if (stopped) return;
-      if (firstSignalAt === undefined) {
-        firstSignalAt = performance.now();
-        resolve(received);
-        return;
-      }
-      if (performance.now() - firstSignalAt < REPEATED_SIGNAL_MS) {
-        // Said at info level: an operator who pressed twice quickly learns why nothing changed.
-        logger.info({ signal: received }, `signal repeated within ${REPEATED_SIGNAL_MS} ms (npm forwards the terminal's): taken as the same request; signal again later to stop at once`);
-        return;
-      }
-      logger.warn({ signal: received }, 'second signal: exiting without waiting');
-      process.exit(1);
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
+  signal ??= await firstSignal;
   logger.info({ signal }, 'shutting down: finishing in-flight requests (signal again to stop at once)');
   try {
     await server.close();
@@ -103,7 +145,5 @@ export async function runServe(args: readonly string[], io: CommandIo): Promise<
   } catch (error) {
     logger.error({ err: error }, 'shutdown failed');
     return 1;
-  } finally {
-    stopped = true;
   }
 }

@@ -16,7 +16,7 @@ import { MemoryBackend } from './backends/memory.js';
 import type { StorageBackend } from './backends/types.js';
 import { DEFAULT_HOST, VSS_BASE_PATH } from './constants.js';
 import { CorsPolicy } from './cors.js';
-import { DEFAULT_MAX_REQUEST_BODY_SIZE, MAX_REQUEST_BODY_SIZE_LIMIT } from './limits.js';
+import { DEFAULT_MAX_REQUEST_BODY_SIZE, MAX_REQUEST_BODY_SIZE_LIMIT, MAX_TIMER_MS } from './limits.js';
 import { ServerMetrics } from './metrics.js';
 import { parseRateLimit, type RateLimitOptions, type RateLimitRule } from './rate-limit.js';
 
@@ -25,7 +25,18 @@ export type BackendOption =
   | 'pglite'
   | { kind: 'memory' }
   | { kind: 'pglite'; dataDir?: string }
-  | { kind: 'postgres'; url: string; poolSize?: number; ssl?: PostgresSsl; createDatabase?: boolean; defaultDatabase?: string }
+  | {
+      kind: 'postgres';
+      url: string;
+      poolSize?: number;
+      ssl?: PostgresSsl;
+      createDatabase?: boolean;
+      defaultDatabase?: string;
+      /** PostgreSQL `lock_timeout` of request statements in ms (default 30 s; 0 waits forever). */
+      lockTimeoutMs?: number;
+      /** PostgreSQL `statement_timeout` of request statements in ms (default 0: no limit). */
+      statementTimeoutMs?: number;
+    }
   /** An instance the caller owns: close() leaves it open, so a new server can reuse the data. */
   | StorageBackend;
 
@@ -62,8 +73,14 @@ export interface VssServerOptions {
   metrics?: boolean;
   /** Reverse proxies to trust for per-IP limits: true = all X-Forwarded-For hops, n = n hops. */
   trustProxy?: boolean | number;
-  /** How long close() waits for in-flight requests before cutting connections. Default 10 s. */
+  /**
+   * How long close() waits for in-flight requests before cutting connections. Default 10 s.
+   * Closing a backend created here then gets what is left of it, but at least
+   * MIN_BACKEND_CLOSE_MS; past that close() rejects with BackendCloseTimeoutError.
+   */
   shutdownGraceMs?: number;
+  /** How long GET /health waits for the backend before answering 503. Default 5 s. */
+  healthCheckTimeoutMs?: number;
   /** How the four operations are routed: 'direct' (default, faster) or through express's router. */
   operationRouting?: OperationRouting;
 }
@@ -77,6 +94,30 @@ export interface StartedVssServer {
   logger: Logger;
   /** Graceful: stops accepting, finishes in-flight requests, closes the backend only if created here. */
   close(): Promise<void>;
+}
+
+/** The default of `shutdownGraceMs` (Docker's default stop timeout). */
+export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
+
+/**
+ * Closing the backend always gets at least this long, even when the requests used up the
+ * grace period: PGlite writes a checkpoint and releases its data-directory lock on close.
+ */
+export const MIN_BACKEND_CLOSE_MS = 5_000;
+
+/**
+ * close() gave up waiting for the backend to close (a statement that never returns keeps a
+ * pooled PostgreSQL connection busy, and the pool waits for it). The backend is abandoned: a
+ * process should exit, which ends its database connections.
+ */
+export class BackendCloseTimeoutError extends Error {
+  override readonly name = 'BackendCloseTimeoutError';
+  constructor(
+    readonly backendKind: string,
+    readonly waitedMs: number,
+  ) {
+    super(`the ${backendKind} backend did not close within ${waitedMs} ms after the server stopped; abandoned it`);
+  }
 }
 
 /** Configuration errors found before the server starts (the CLI prints them on one line). */
@@ -207,6 +248,14 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
     throw new ServerConfigError(`maxRequestBodySize must be an integer from 0 to ${MAX_REQUEST_BODY_SIZE_LIMIT}`);
   }
   const rateLimit = checkedRateLimit(options.rateLimit);
+  // Checked before any storage opens; a timer would take NaN or a negative value as 1 ms, and a
+  // health check given no time at all would answer 503 for a healthy backend.
+  for (const [name, least] of [['shutdownGraceMs', 0], ['healthCheckTimeoutMs', 1]] as const) {
+    const ms = options[name];
+    if (ms !== undefined && !(Number.isSafeInteger(ms) && ms >= least && ms <= MAX_TIMER_MS)) {
+      throw new ServerConfigError(`${name} must be an integer from ${least} to ${MAX_TIMER_MS} (ms), not ${ms}`);
+    }
+  }
   const authorizer = await createAuthorizer(options.auth ?? { kind: 'signature' }, logger);
   const { backend, owned } = await openBackend(options.backend ?? 'memory', logger);
   const metrics = options.metrics ? new ServerMetrics({ processMetrics: true }) : undefined;
@@ -220,6 +269,7 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
     cors: options.corsOrigins && options.corsOrigins.length > 0 ? new CorsPolicy({ origins: options.corsOrigins }) : undefined,
     trustProxy: options.trustProxy,
     operationRouting: options.operationRouting,
+    healthCheckTimeoutMs: options.healthCheckTimeoutMs,
   });
 
   // Responses not yet started when close() begins; they (and any request arriving on a
@@ -266,7 +316,8 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= (async () => {
-      const graceMs = options.shutdownGraceMs ?? 10_000;
+      const graceMs = options.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
+      const started = performance.now();
       shuttingDown = true;
       for (const res of pending) if (!res.headersSent) res.setHeader('connection', 'close');
       pending.clear();
@@ -284,7 +335,21 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
         clearInterval(sweeper);
         clearTimeout(deadline);
       }
-      if (owned) await backend.close();
+      if (owned) {
+        // Bounded: a pool waits for statements still running on its connections (one stuck on a
+        // lock, or on a database that stopped answering), which cutting the HTTP connections
+        // does not end, and shutdown would hang until killed.
+        const closeMs = Math.max(MIN_BACKEND_CLOSE_MS, Math.ceil(graceMs - (performance.now() - started)));
+        let timer: NodeJS.Timeout | undefined;
+        const timedOut = new Promise<never>((_resolve, reject) => {
+          timer = setTimeout(() => reject(new BackendCloseTimeoutError(backend.kind, closeMs)), closeMs);
+        });
+        try {
+          await Promise.race([backend.close(), timedOut]);
+        } finally {
+          clearTimeout(timer);
+        }
+      }
       logger.info('VSS server stopped');
     })();
     return closing;

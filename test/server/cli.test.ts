@@ -6,13 +6,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { keyValue, vss } from '../../src/protocol/index.js';
+import { DATA_DIR_LOCK_FILE } from '../../src/server/backends/data-dir-lock.js';
 import { SERVER_ENV_VARS } from '../../src/server/config.js';
 import { REPEATED_SIGNAL_MS } from '../../src/server/serve-command.js';
 import { TestClient } from './helpers.js';
@@ -237,5 +238,66 @@ describe('ldk-vss serve', () => {
     child.kill('SIGTERM');
     expect(await exited).toBe(1);
     expect(await put.outcome).toBe('cut');
+  });
+});
+
+describe('ldk-vss serve stopped while starting', () => {
+  /**
+   * A data directory locked by a server elsewhere (another host sharing the volume): a starting
+   * server cannot check it by pid, so it waits for it to go stale, logging that it waits. That
+   * holds startup at a known point for as long as the test needs.
+   */
+  async function lockedElsewhere(): Promise<{ dataDir: string; lock: string; text: string }> {
+    const dataDir = await mkdtemp(join(tmpdir(), 'ldk-vss-cli-'));
+    dirs.push(dataDir);
+    const lock = join(dataDir, DATA_DIR_LOCK_FILE);
+    const text = JSON.stringify({ pid: 4242, host: 'elsewhere.example', token: 'f'.repeat(32), since: new Date().toISOString() });
+    await writeFile(lock, text);
+    return { dataDir, lock, text };
+  }
+
+  /** Spawns `serve` and resolves once it logs that it waits for the lock. */
+  async function startWaiting(env: Record<string, string>): Promise<{ child: ChildProcess; stdout: string[]; stderr: string[]; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }> {
+    const child = startCli(['serve'], { VSS_BIND_ADDRESS: '127.0.0.1:0', VSS_AUTH: 'noop', ...env });
+    children.push(child);
+    const stdout: string[] = [];
+    const stderr: string[] = [];
+    child.stderr?.on('data', (chunk) => stderr.push(String(chunk)));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    await new Promise<void>((resolve, reject) => {
+      createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+        stdout.push(line);
+        if (line.includes('cannot be checked from here; waiting')) resolve();
+      });
+      void exited.then((how) => reject(new Error(`serve exited (${JSON.stringify(how)}) before waiting for the lock: ${stdout.join('\n')} ${stderr.join('')}`)));
+    });
+    return { child, stdout, stderr, exited };
+  }
+
+  it('a signal while the storage opens stops the server once it is open: exit 0, database complete, lock released', async () => {
+    const { dataDir, lock } = await lockedElsewhere();
+    const { child, stdout, exited } = await startWaiting({ VSS_DATA_DIR: dataDir });
+    child.kill('SIGTERM');
+    // The other holder goes away: startup continues (PGlite creates the database), then stops.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await rm(lock);
+    expect(await exited).toEqual({ code: 0, signal: null });
+    const messages = stdout.map((line) => (JSON.parse(line) as { msg: string }).msg);
+    expect(messages.some((msg) => msg.startsWith('signal while starting: stopping once the storage is open'))).toBe(true);
+    expect(messages).toContain('VSS server stopped');
+    // The database was created to the end, and the lock released for the next start.
+    expect((await readFile(join(dataDir, 'PG_VERSION'), 'utf8')).trim()).toMatch(/^\d+$/);
+    await expect(readFile(lock, 'utf8')).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('a storage still not open when the grace period ends: exit 1 with one line saying so, the other holder\'s lock untouched', async () => {
+    const { dataDir, lock, text } = await lockedElsewhere();
+    const { child, stderr, exited } = await startWaiting({ VSS_DATA_DIR: dataDir, VSS_SHUTDOWN_GRACE_MS: '300' });
+    child.kill('SIGINT');
+    expect(await exited).toEqual({ code: 1, signal: null });
+    const lines = stderr.join('').trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^ldk-vss: stopped by SIGINT while starting on pglite .* from VSS_DATA_DIR: not started within the grace period \(300 ms, VSS_SHUTDOWN_GRACE_MS\)$/);
+    expect(await readFile(lock, 'utf8')).toBe(text);
   });
 });

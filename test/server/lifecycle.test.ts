@@ -4,9 +4,9 @@
  */
 import http from 'node:http';
 import pino from 'pino';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { keyValue, vss } from '../../src/protocol/index.js';
-import { clientAddress, DEFAULT_BATCHING, MemoryBackend, PgliteBackend, startVssServer } from '../../src/server/index.js';
+import { BackendCloseTimeoutError, clientAddress, DEFAULT_BATCHING, MemoryBackend, PgliteBackend, ServerConfigError, startVssServer } from '../../src/server/index.js';
 import { errorOf, newIdentity, send, TestClient, text } from './helpers.js';
 import { ServerMetrics } from '../../src/server/metrics.js';
 
@@ -92,6 +92,23 @@ describe('close()', () => {
     expect(lines.map((line) => (JSON.parse(line) as { msg: string }).msg)).toContain('shutdown grace period over; closing remaining connections');
   });
 
+  it('gives up on a backend that does not close, with a typed error, instead of hanging forever', async () => {
+    const server = await startVssServer({ auth: { kind: 'noop' }, shutdownGraceMs: 0 });
+    // A pool waiting for a statement that never returns, as a stuck PostgreSQL connection would.
+    const close = vi.spyOn(server.backend, 'close').mockReturnValue(new Promise<void>(() => {}));
+    try {
+      const outcome = await server.close().then(
+        () => 'closed',
+        (error: unknown) => error,
+      );
+      expect(outcome).toBeInstanceOf(BackendCloseTimeoutError);
+      expect((outcome as BackendCloseTimeoutError).message).toMatch(/^the memory backend did not close within \d+ ms after the server stopped; abandoned it$/);
+      expect(close).toHaveBeenCalledTimes(1);
+    } finally {
+      close.mockRestore();
+    }
+  });
+
   it('restored MemoryBackend snapshots bring back old data and new keys still sort first', async () => {
     const backend = new MemoryBackend();
     const server = await startVssServer({ backend, auth: { kind: 'noop' } });
@@ -122,6 +139,77 @@ describe('operator features', () => {
       expect(response.status).toBe(200);
       expect(JSON.parse(response.body.toString())).toEqual({ status: 'ok', backend: 'memory' });
     } finally {
+      await server.close();
+    }
+  });
+
+  it('GET /health answers 503 when the backend does not answer, instead of holding the probe forever', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'error' }, { write: (line: string) => void lines.push(line) });
+    const backend = new MemoryBackend();
+    let checks = 0;
+    // A database that stopped answering (or a pool whose every connection is stuck).
+    backend.checkHealth = () => {
+      checks++;
+      return new Promise<void>(() => {});
+    };
+    const server = await startVssServer({ backend, auth: { kind: 'noop' }, healthCheckTimeoutMs: 100, logger });
+    try {
+      const probes = await Promise.all([0, 1].map(() => send(`${origin(server.url)}/health`, undefined, { method: 'GET' })));
+      for (const probe of probes) {
+        expect(probe.status).toBe(503);
+        expect(JSON.parse(probe.body.toString())).toEqual({ status: 'unavailable', backend: 'memory' });
+      }
+      // Probes during a hung check share it rather than piling up waiting checks.
+      expect(checks).toBe(1);
+      expect(lines.map((line) => (JSON.parse(line) as { err?: { message: string } }).err?.message)).toContain('the memory backend did not answer within 100 ms');
+    } finally {
+      await server.close();
+    }
+    await expect(startVssServer({ healthCheckTimeoutMs: Number.NaN })).rejects.toThrow('healthCheckTimeoutMs must be an integer from 1 to 2147483647 (ms), not NaN');
+    // No time at all would answer 503 for a healthy backend.
+    await expect(startVssServer({ healthCheckTimeoutMs: 0 })).rejects.toBeInstanceOf(ServerConfigError);
+    await expect(startVssServer({ shutdownGraceMs: -1 })).rejects.toThrow('shutdownGraceMs must be an integer from 0 to');
+  });
+
+  it('counts requests whose client hung up before the response, as status "aborted"', async () => {
+    const backend = new MemoryBackend();
+    let entered!: () => void;
+    const inBackend = new Promise<void>((resolve) => (entered = resolve));
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const get = backend.get.bind(backend);
+    backend.get = async (...args) => {
+      entered();
+      await released;
+      return get(...args);
+    };
+    const server = await startVssServer({ backend, auth: { kind: 'noop' }, metrics: true });
+    try {
+      const body = vss.GetObjectRequest.encode({ storeId: 's', key: 'k' }).finish();
+      const request = http.request(`${server.url}/getObject`, { method: 'POST', headers: { 'content-length': body.length } });
+      const gone = new Promise<void>((resolve) => request.on('close', resolve));
+      request.on('error', () => {});
+      request.end(body);
+      await inBackend;
+      // The client gives up (its timeout) while the server still waits on the database.
+      request.destroy();
+      await gone;
+      // Still held in the backend: counted once the server sees the connection close.
+      let exposition = '';
+      for (let attempt = 0; attempt < 100 && !exposition.includes('status="aborted"'); attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        exposition = (await send(`${origin(server.url)}/metrics`, undefined, { method: 'GET' })).body.toString();
+      }
+      expect(exposition).toMatch(/vss_http_requests_total\{operation="getObject",status="aborted"\} 1/);
+      // Answering afterwards, into the closed connection, does not count it a second time.
+      release();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      exposition = (await send(`${origin(server.url)}/metrics`, undefined, { method: 'GET' })).body.toString();
+      expect(exposition).toMatch(/vss_http_requests_total\{operation="getObject",status="aborted"\} 1/);
+      expect(exposition).not.toMatch(/operation="getObject",status="(200|404)"/);
+    } finally {
+      release();
       await server.close();
     }
   });

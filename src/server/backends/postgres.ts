@@ -3,6 +3,7 @@
  * reference's migrations, and creation of the database when it does not exist yet.
  */
 import pg from 'pg';
+import { DEFAULT_LOCK_TIMEOUT_MS, MAX_POSTGRES_TIMEOUT_MS } from '../limits.js';
 import { migrate, type MigrationOutcome } from './migrations.js';
 import { SqlBackend, type SqlBackendOptions } from './sql-backend.js';
 import { sqlState, type SqlDriver, type SqlQuery, type SqlResult, type SqlSession } from './sql-driver.js';
@@ -20,6 +21,13 @@ export interface PostgresBackendOptions extends SqlBackendOptions {
   defaultDatabase?: string;
   /** Apply missing migrations at startup (default true). */
   migrate?: boolean;
+  /**
+   * How long a statement may wait for a lock (PostgreSQL's `lock_timeout`) before failing, in
+   * ms; 0 waits forever. Default DEFAULT_LOCK_TIMEOUT_MS (30 s; see there why).
+   */
+  lockTimeoutMs?: number;
+  /** How long a statement may run (PostgreSQL's `statement_timeout`), in ms; 0 (default) is no limit. */
+  statementTimeoutMs?: number;
 }
 
 const GENERIC_PLANS = 'SET plan_cache_mode = force_generic_plan';
@@ -157,6 +165,10 @@ export function quoteIdentifier(name: string): string {
 /** Creates `database` on the server `url` points at, unless it exists (a concurrent creator is fine). */
 export async function ensureDatabase(url: string, database: string, defaultDatabase: string, ssl?: pg.ClientConfig['ssl']): Promise<boolean> {
   const client = new pg.Client({ connectionString: withDatabase(url, defaultDatabase), ssl });
+  // pg emits 'error' when the connection breaks (a database restart, pg_terminate_backend), even
+  // while a query is running, whose promise then rejects with the same error. Without a listener
+  // the event would crash the process instead of failing startup with that message.
+  client.on('error', () => {});
   await client.connect();
   try {
     const exists = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [database]);
@@ -173,6 +185,30 @@ export async function ensureDatabase(url: string, database: string, defaultDatab
   } finally {
     await client.end();
   }
+}
+
+function checkedTimeout(name: string, ms: number): number {
+  if (!Number.isSafeInteger(ms) || ms < 0 || ms > MAX_POSTGRES_TIMEOUT_MS) throw new RangeError(`${name} must be an integer from 0 to ${MAX_POSTGRES_TIMEOUT_MS} (ms), not ${ms}`);
+  return ms;
+}
+
+/**
+ * The driver for the startup migrations, whose transaction lifts the timeouts: it waits for the
+ * advisory lock while another instance migrates, and a migration's ALTER TABLE waits for the
+ * requests of servers still running and may rewrite a large table. Failing there would only
+ * stop this instance from starting.
+ */
+function withoutTimeouts(driver: SqlDriver): SqlDriver {
+  return {
+    query: (query, params) => driver.query(query, params),
+    transaction: (work) =>
+      driver.transaction(async (session) => {
+        await session.query({ text: 'SET LOCAL lock_timeout = 0' });
+        await session.query({ text: 'SET LOCAL statement_timeout = 0' });
+        return work(session);
+      }),
+    close: () => driver.close(),
+  };
 }
 
 export class PostgresBackend extends SqlBackend {
@@ -192,6 +228,11 @@ export class PostgresBackend extends SqlBackend {
 
   static async open(options: PostgresBackendOptions): Promise<PostgresBackend> {
     const ssl = options.ssl === true ? { rejectUnauthorized: true } : options.ssl === false ? undefined : options.ssl;
+    const lockTimeoutMs = checkedTimeout('lockTimeoutMs', options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS);
+    const statementTimeoutMs = checkedTimeout('statementTimeoutMs', options.statementTimeoutMs ?? 0);
+    // Set per session rather than as startup parameters, which connection poolers such as
+    // PgBouncer refuse unless told to ignore them.
+    const timeouts = `SET lock_timeout = ${lockTimeoutMs}; SET statement_timeout = ${statementTimeoutMs}`;
     const makePool = () => {
       const pool = new pg.Pool({
         connectionString: options.url,
@@ -202,6 +243,7 @@ export class PostgresBackend extends SqlBackend {
         // one. Every statement here is a keyed lookup or an ordered scan of one store, whose
         // generic plan is as good. A server too old for the setting works, with more planning.
         onConnect: async (client) => {
+          await client.query(timeouts);
           await client.query(GENERIC_PLANS).catch((error: unknown) => options.logger?.warn({ err: error }, 'could not prefer generic plans'));
         },
       });
@@ -222,7 +264,7 @@ export class PostgresBackend extends SqlBackend {
     }
     const driver = new PgPoolDriver(pool);
     try {
-      const migration = options.migrate === false ? undefined : await migrate(driver);
+      const migration = options.migrate === false ? undefined : await migrate(withoutTimeouts(driver));
       if (migration && migration.from !== migration.to) options.logger?.info(migration, 'applied database migrations');
       return new PostgresBackend(driver, options, migration);
     } catch (error) {
