@@ -21,6 +21,7 @@ import { formatBytes, formatMs, percentile } from '../src/ldk/report-format.js';
 import { vssStoreOpener } from './vss-wallet.js';
 import { WalletFleet } from './wallets.js';
 import type { LedgerEntry } from './wallet-ledger.js';
+import type { PendingWriteInfo } from '../src/ldk/index.js';
 
 export interface DemoOptions {
   /** Payments before the crash (default 50); a few more follow the restore. */
@@ -54,9 +55,16 @@ export interface DemoSummary {
   durationMs: number;
 }
 
+/** The demo cannot go on; its message is the one line the user sees. */
+export class DemoError extends Error {
+  override readonly name = 'DemoError';
+}
+
 const CAPACITY_SAT = 1_000_000n;
 const PUSH_MSAT = 300_000_000n;
 const PAYMENTS_AFTER_RESTORE = 5;
+/** How long the crash step waits for alice's 2nd monitor update of the payment to be durable. */
+const CRASH_POINT_TIMEOUT_MS = 30_000;
 
 function amountFor(i: number): bigint {
   return BigInt(1_000_000 + ((i * 7_919) % 9_000_000)); // 1,000 to 10,000 sat
@@ -78,6 +86,9 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     server = await startVssServer({
       backend: options.postgresUrl ? { kind: 'postgres', url: options.postgresUrl, createDatabase: true } : 'pglite',
       logLevel: 'silent',
+    }).catch((err: unknown) => {
+      // Alone, the driver's error ("connect ECONNREFUSED ...") does not say which server it was about.
+      throw new DemoError(`cannot start the demo's VSS server on ${backend}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
     });
     serverUrl = server.url;
   }
@@ -91,6 +102,8 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     await server?.close();
     throw err;
   }
+  // Stopped in the finally too: a bar left running keeps the terminal's cursor hidden.
+  let bar: cliProgress.SingleBar | undefined;
   try {
     const alice = await fleet.addWallet('alice');
     await fleet.addWallet('bob');
@@ -102,14 +115,25 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     const initialAlice = channelView(fleet.node('alice'), channel)!.outboundMsat;
 
     let failed = 0;
-    const bar = options.progressBar ?? Boolean((out as NodeJS.WriteStream).isTTY)
+    bar = options.progressBar ?? Boolean((out as NodeJS.WriteStream).isTTY)
       ? new cliProgress.SingleBar({ stream: out, format: 'Payments |{bar}| {value}/{total}  {rate} payments/s', hideCursor: true }, cliProgress.Presets.shades_classic)
       : undefined;
     bar?.start(payments, 0, { rate: '0' });
     const payStart = performance.now();
+    // A payment can fail for LDK's own reasons; one that failed because the wallets' writes no
+    // longer reach the server ends the demo, as every later step would wait on those writes.
+    const payOrCount = async (from: string, to: string, amountMsat: bigint): Promise<void> => {
+      try {
+        await fleet.pay(from, to, amountMsat, { settled: true });
+      } catch {
+        failed++;
+        const trouble = persistenceTrouble(fleet, ['alice', 'bob'], serverUrl);
+        if (trouble !== undefined) throw new DemoError(`a payment failed: ${trouble}`);
+      }
+    };
     for (let i = 0; i < payments; i++) {
       const [from, to] = i % 3 === 2 ? ['bob', 'alice'] : ['alice', 'bob'];
-      await fleet.pay(from, to, amountFor(i), { settled: true }).catch(() => failed++);
+      await payOrCount(from, to, amountFor(i));
       bar?.update(i + 1, { rate: ((i + 1) / ((performance.now() - payStart) / 1000)).toFixed(1) });
       if (!bar && (i + 1) % Math.max(1, Math.floor(payments / 5)) === 0) say(`  ${i + 1}/${payments} payments`);
       await new Promise((r) => setImmediate(r));
@@ -122,7 +146,17 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     // payment is durable and before alice hears back (nothing she still had queued is sent).
     const crashed = fleet.crashAt('alice', { kind: 'monitor-update', ordinal: 2, timing: 'after-durable' });
     const interrupted = fleet.sendPayment('alice', 'bob', 4_242_000n);
-    const crash = await crashed;
+    // The crash point is a write becoming durable: if none can, it would never come.
+    let waited: NodeJS.Timeout | undefined;
+    const crash = await Promise.race([
+      crashed,
+      new Promise<never>((_, reject) => {
+        waited = setTimeout(() => {
+          const why = persistenceTrouble(fleet, ['alice', 'bob'], serverUrl) ?? `the payment did not get that far\n${fleet.net.describe()}`;
+          reject(new DemoError(`alice's crash point (her 2nd monitor update of a payment durable on the server) was not reached within ${CRASH_POINT_TIMEOUT_MS / 1000} s: ${why}`));
+        }, CRASH_POINT_TIMEOUT_MS);
+      }),
+    ]).finally(() => clearTimeout(waited));
     const crashedAt = `after monitor update ${crash.key.key} of channel ${crash.key.secondaryNamespace.slice(0, 12)}... was durable, before alice learned it`;
     say(`alice CRASHED mid-payment (${crashedAt})`);
 
@@ -146,7 +180,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
 
     for (let i = 0; i < PAYMENTS_AFTER_RESTORE; i++) {
       const [from, to] = i % 2 === 0 ? ['alice', 'bob'] : ['bob', 'alice'];
-      await fleet.pay(from, to, amountFor(payments + i), { settled: true }).catch(() => failed++);
+      await payOrCount(from, to, amountFor(payments + i));
     }
     say(`alice paid again after the restore: ${PAYMENTS_AFTER_RESTORE} more payments`);
 
@@ -174,9 +208,30 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoSummary> {
     printSummary(summary, say);
     return summary;
   } finally {
+    bar?.stop();
     await fleet.shutdown();
     await server?.close();
   }
+}
+
+/**
+ * Why the wallets' writes are not becoming durable, if that is so (a write stalled or the
+ * persister stopped); undefined while persistence is healthy. A dead or unreachable server
+ * shows up here, with the client's last error, rather than as payments timing out one by one.
+ */
+export function persistenceTrouble(fleet: WalletFleet, names: readonly string[], serverUrl: string): string | undefined {
+  for (const name of names) {
+    const node = fleet.node(name);
+    if (node.crashed) continue;
+    const fatal = node.persistence.vssPersister?.fatalError ?? node.eventLoop?.fatalError;
+    if (fatal) return `${name}'s persistence stopped: ${fatal.message}`;
+    const persister = node.persistence.vssPersister;
+    if (!persister?.blocked) continue;
+    const oldest = persister.pending().reduce<PendingWriteInfo | undefined>((a, b) => (a === undefined || b.pendingMs > a.pendingMs ? b : a), undefined);
+    const lastError = oldest?.lastError === undefined ? '' : ` (last error: ${oldest.lastError})`;
+    return `${name}'s channel monitor writes have not been durable on the VSS server at ${serverUrl} for ${formatMs(oldest?.pendingMs ?? 0)}; is it running and reachable?${lastError}`;
+  }
+  return undefined;
 }
 
 /** What became of a payment: undefined while it is still on its way (neither side, or only one, is done). */
@@ -204,7 +259,21 @@ function printSummary(s: DemoSummary, say: (line?: string) => void): void {
   for (const [k, v] of rows) say(`  ${k.padEnd(width)}  ${v}`);
 }
 
-async function main(argv: string[]): Promise<number> {
+const USAGE = [
+  'Usage: npm run demo -- [options]',
+  '  -n, --payments N     payments before the crash (default 50)',
+  '  --server-url URL     use a running VSS server (base URL including /vss)',
+  '  --auth sigs|none     auth for --server-url (default sigs: LDK Node signature auth)',
+  '  --postgres URL       start the server on PostgreSQL instead of embedded PGlite',
+  '  --json               also print the summary as one JSON line',
+].join('\n');
+
+/**
+ * The command line, checked before anything starts: an option that would be ignored (`--auth`
+ * without `--server-url`, `--postgres` with it) or a count that is not a whole number is an
+ * error naming the option and what was given, not a demo that runs otherwise than asked.
+ */
+export function parseDemoArgs(argv: string[]): { help: true } | { help: false; json: boolean; options: DemoOptions } {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -216,28 +285,32 @@ async function main(argv: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' },
     },
   });
-  if (values.help) {
-    process.stdout.write(
-      [
-        'Usage: npm run demo -- [options]',
-        '  -n, --payments N     payments before the crash (default 50)',
-        '  --server-url URL     use a running VSS server (base URL including /vss)',
-        '  --auth sigs|none     auth for --server-url (default sigs: LDK Node signature auth)',
-        '  --postgres URL       start the server on PostgreSQL instead of embedded PGlite',
-        '  --json               also print the summary as one JSON line',
-      ].join('\n') + '\n',
-    );
+  if (values.help) return { help: true };
+  const { payments, auth, postgres } = values;
+  const serverUrl = values['server-url'];
+  if (payments !== undefined && !/^[1-9][0-9]*$/.test(payments)) throw new RangeError(`--payments must be a positive integer, got "${payments}"`);
+  if (auth !== undefined && auth !== 'sigs' && auth !== 'none') throw new RangeError(`--auth must be sigs or none, got "${auth}"`);
+  if (auth !== undefined && serverUrl === undefined) throw new RangeError('--auth applies to --server-url only (the demo\'s own server uses signature auth)');
+  if (postgres !== undefined && serverUrl !== undefined) throw new RangeError('--postgres starts a server of the demo\'s own; it cannot be combined with --server-url');
+  const isHttpUrl = (text: string): boolean => URL.canParse(text) && ['http:', 'https:'].includes(new URL(text).protocol);
+  const isPostgresUrl = (text: string): boolean => URL.canParse(text) && ['postgres:', 'postgresql:'].includes(new URL(text).protocol);
+  if (postgres !== undefined && !isPostgresUrl(postgres)) throw new RangeError(`--postgres must be a URL such as postgres://postgres@127.0.0.1:5432/vss_demo, got "${postgres}"`);
+  if (serverUrl !== undefined && !isHttpUrl(serverUrl)) throw new RangeError(`--server-url must be a URL such as http://127.0.0.1:8080/vss, got "${serverUrl}"`);
+  return {
+    help: false,
+    json: values.json ?? false,
+    options: { payments: payments === undefined ? undefined : Number(payments), serverUrl, auth, postgresUrl: postgres },
+  };
+}
+
+async function main(argv: string[]): Promise<number> {
+  const parsed = parseDemoArgs(argv);
+  if (parsed.help) {
+    process.stdout.write(`${USAGE}\n`);
     return 0;
   }
-  const auth = values.auth;
-  if (auth !== undefined && auth !== 'sigs' && auth !== 'none') throw new RangeError(`--auth must be sigs or none, got ${auth}`);
-  const summary = await runDemo({
-    payments: values.payments === undefined ? undefined : Number(values.payments),
-    serverUrl: values['server-url'],
-    auth,
-    postgresUrl: values.postgres,
-  });
-  if (values.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+  const summary = await runDemo(parsed.options);
+  if (parsed.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
   // The demo's promise is that nothing is lost or stuck: an interrupted payment left pending fails it too.
   return summary.balancesAgree && summary.forceCloses === 0 && summary.interruptedPayment !== 'pending' ? 0 : 1;
 }

@@ -6,9 +6,11 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { spawn } from 'node:child_process';
 import { Writable } from 'node:stream';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { paymentOutcome, runDemo, type DemoSummary } from '../../harness/demo.js';
+import { paymentOutcome, parseDemoArgs, runDemo, DemoError, type DemoSummary } from '../../harness/demo.js';
 import { WalletFleet } from '../../harness/wallets.js';
+import { startVssServer } from '../../src/server/index.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -58,6 +60,30 @@ describe('npm run demo', () => {
   });
 });
 
+describe('demo command line', () => {
+  it('rejects before starting anything: a count that is not a whole number, named as given', () => {
+    for (const bad of ['2.5x', '1e2', '0', '-3', '']) {
+      expect(() => parseDemoArgs([`--payments=${bad}`])).toThrow(`--payments must be a positive integer, got "${bad}"`);
+    }
+    expect(parseDemoArgs(['-n', '12'])).toEqual({ help: false, json: false, options: { payments: 12, serverUrl: undefined, auth: undefined, postgresUrl: undefined } });
+  });
+
+  it('rejects options that would be ignored and a server URL that is not one', () => {
+    // --auth was only used with --server-url: with the demo's own server, `--auth none` failed
+    // later with the server's "Authorization header not found"; --postgres was silently ignored.
+    expect(() => parseDemoArgs(['--auth', 'none'])).toThrow(/--auth applies to --server-url only/);
+    expect(() => parseDemoArgs(['--server-url', 'http://127.0.0.1:8080/vss', '--postgres', 'postgres://x@127.0.0.1/db'])).toThrow(/cannot be combined with --server-url/);
+    expect(() => parseDemoArgs(['--server-url', 'localhost:8080/vss'])).toThrow(/--server-url must be a URL such as http:\/\/127.0.0.1:8080\/vss, got "localhost:8080\/vss"/);
+    expect(() => parseDemoArgs(['--postgres', 'notaurl'])).toThrow(/--postgres must be a URL such as postgres:\/\/.*, got "notaurl"/);
+    expect(parseDemoArgs(['--postgres', 'postgresql://u@127.0.0.1:5432/d'])).toMatchObject({ options: { postgresUrl: 'postgresql://u@127.0.0.1:5432/d' } });
+    expect(() => parseDemoArgs(['--auth', 'jwt', '--server-url', 'http://127.0.0.1:8080/vss'])).toThrow('--auth must be sigs or none, got "jwt"');
+    expect(parseDemoArgs(['--server-url', 'http://127.0.0.1:8080/vss', '--auth', 'none', '--json'])).toMatchObject({
+      json: true,
+      options: { serverUrl: 'http://127.0.0.1:8080/vss', auth: 'none' },
+    });
+  });
+});
+
 describe('runDemo', () => {
   afterEach(() => {
     vi.restoreAllMocks();
@@ -80,6 +106,46 @@ describe('runDemo', () => {
       cause: { code: 'ECONNREFUSED' },
     });
   }, 60_000);
+
+  it('says which server could not start when the PostgreSQL given does not answer', async () => {
+    // A port nobody listens on: before, the whole message was the driver's "connect ECONNREFUSED".
+    const closed = createNetServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const out = new Writable({ write: (_chunk, _encoding, callback) => callback() });
+    const run = runDemo({ payments: 1, postgresUrl: `postgres://postgres@127.0.0.1:${port}/vss_demo`, out });
+    await expect(run).rejects.toBeInstanceOf(DemoError);
+    await expect(run).rejects.toThrow(/^cannot start the demo's VSS server on PostgreSQL: .*ECONNREFUSED/);
+  }, 60_000);
+
+  it('fails with a message naming the server when the VSS server dies mid-run, instead of hanging', async () => {
+    // The user's own server (--server-url), stopped once the channel is open: every write from
+    // then on is refused. Before, each payment failed silently after its timeout and the crash
+    // step then waited forever for a monitor update that could never become durable.
+    const server = await startVssServer({ backend: 'pglite', logLevel: 'silent' });
+    let printed = '';
+    let stopping: Promise<void> | undefined;
+    const out = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        printed += chunk.toString();
+        if (stopping === undefined && /Channel open/.test(printed)) stopping = server.close();
+        callback();
+      },
+    });
+    try {
+      // Looks like a terminal to the progress bar, which only then hides and shows the cursor.
+      Object.assign(out, { isTTY: true, columns: 100 });
+      const run = runDemo({ payments: 3, serverUrl: server.url, out, progressBar: true });
+      await expect(run).rejects.toBeInstanceOf(DemoError);
+      await expect(run).rejects.toThrow(/not (been )?durable on the VSS server.*ECONNREFUSED|ECONNREFUSED.*VSS server/s);
+      expect(printed).not.toMatch(/CRASHED/);
+      // The progress bar hid the cursor; a failed run shows it again (ANSI "show cursor" last).
+      expect(printed.lastIndexOf('\x1b[?25h')).toBeGreaterThan(printed.lastIndexOf('\x1b[?25l'));
+    } finally {
+      await (stopping ?? server.close());
+    }
+  }, 120_000);
 
   it('waits for the interrupted payment to have an outcome: neither side done yet is not an outcome', () => {
     expect(paymentOutcome({ sent: false, claimed: false, failed: false })).toBeUndefined();
