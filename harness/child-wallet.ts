@@ -75,6 +75,9 @@ type Envelope = { id: number; request: Request };
 type Reply = { type: 'reply'; id: number; result?: unknown; error?: string };
 
 const CHILD_ENV = 'LDK_VSS_CHILD_WALLET';
+/** How much of a child's stderr is kept, and how many of its last lines an error quotes. */
+const STDERR_TAIL_CHARS = 8_192;
+const STDERR_TAIL_LINES = 12;
 
 // ================================= parent side =================================
 
@@ -93,9 +96,16 @@ export class ChildWallet extends EventEmitter<ChildWalletEvents> {
   private syncedHeight = 0;
   private exitInfo: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   private readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** The end of what the child wrote to stderr: why it died, if it says. */
+  private stderrTail = '';
 
   private constructor(readonly process: ChildProcess) {
     super();
+    // The child's stderr is piped only to keep its tail; it is still shown as if inherited.
+    process.stderr?.on('data', (chunk: Buffer) => {
+      globalThis.process.stderr.write(chunk);
+      this.stderrTail = (this.stderrTail + chunk.toString('utf8')).slice(-STDERR_TAIL_CHARS);
+    });
     process.on('message', (message: Reply | ChildReport) => {
       if (message.type === 'reply') {
         const waiter = this.waiting.get(message.id);
@@ -110,12 +120,22 @@ export class ChildWallet extends EventEmitter<ChildWalletEvents> {
       const exited = (code: number | null, signal: NodeJS.Signals | null): void => {
         if (this.exitInfo) return;
         this.exitInfo = { code, signal };
-        for (const w of this.waiting.values()) w.reject(new ChildWalletError(`child wallet exited (${signal ?? code}) before answering`));
+        for (const w of this.waiting.values()) w.reject(new ChildWalletError(`child wallet exited (${signal ?? code}) before answering${this.exitReason()}`));
         this.waiting.clear();
         this.emit('exit', this.exitInfo);
         resolve(this.exitInfo);
       };
-      process.on('exit', exited);
+      // 'exit' can come before the last of stderr has been read: wait for the stream to end
+      // (briefly: a stream held open elsewhere must not hold up the exit).
+      process.on('exit', (code, signal) => {
+        const stderr = process.stderr;
+        if (!stderr || stderr.readableEnded || stderr.destroyed) return exited(code, signal);
+        const timer = setTimeout(() => exited(code, signal), 1_000);
+        stderr.once('close', () => {
+          clearTimeout(timer);
+          exited(code, signal);
+        });
+      });
       // Without a listener, a ChildProcess 'error' (a send on a closed channel, a failed spawn or
       // kill) would be an uncaught exception in the parent. Sends report theirs to their caller;
       // a process that never started is over: no 'exit' will come.
@@ -131,9 +151,15 @@ export class ChildWallet extends EventEmitter<ChildWalletEvents> {
       execArgv: ['--import', 'tsx'],
       env: { ...process.env, [CHILD_ENV]: '1' },
       serialization: 'advanced',
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
     });
     return new ChildWallet(child);
+  }
+
+  /** Why the child died, for an error: the last lines it wrote to stderr, if any. */
+  private exitReason(): string {
+    const lines = this.stderrTail.trimEnd().split('\n').slice(-STDERR_TAIL_LINES).join('\n').trim();
+    return lines === '' ? '' : `; its stderr ended with:\n${lines}`;
   }
 
   get pid(): number | undefined {
@@ -141,7 +167,7 @@ export class ChildWallet extends EventEmitter<ChildWalletEvents> {
   }
 
   private request<T>(request: Request, timeoutMs = 60_000): Promise<T> {
-    if (this.exitInfo) return Promise.reject(new ChildWalletError('child wallet has exited'));
+    if (this.exitInfo) return Promise.reject(new ChildWalletError(`child wallet has exited (${this.exitInfo.signal ?? this.exitInfo.code})${this.exitReason()}`));
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {

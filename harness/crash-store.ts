@@ -93,6 +93,29 @@ export class SimulatedCrashError extends Error {
   }
 }
 
+/** Why an armed crash point will never be reached. */
+export type CrashPointCancelReason = 'superseded' | 'disarmed' | 'crashed';
+
+/**
+ * An armed crash point that can no longer be reached: another was armed in its place, it was
+ * disarmed, or the store crashed another way first. Whoever waits on the crash gets this
+ * instead of waiting forever.
+ */
+export class CrashPointCancelledError extends Error {
+  constructor(
+    readonly reason: CrashPointCancelReason,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'CrashPointCancelledError';
+  }
+}
+
+function describePoint(point: CrashPoint): string {
+  const kinds = point.kind === undefined ? 'any' : Array.isArray(point.kind) ? point.kind.join('|') : point.kind;
+  return `${point.timing} at write #${point.ordinal} of kind ${kinds}`;
+}
+
 export function writeKind(key: StoreKey): WriteKind {
   if (key.primaryNamespace === 'monitor_updates') return 'monitor-update';
   if (key.primaryNamespace === 'monitors') return 'monitor';
@@ -112,6 +135,7 @@ interface Armed {
   point: CrashPoint;
   seen: number;
   onCrash: (event: CrashEvent) => void;
+  onCancel?: (err: CrashPointCancelledError) => void;
 }
 
 /** A write call as made: its place in the call order and what it is. */
@@ -161,14 +185,27 @@ export class CrashableStore implements AsyncKVStore {
     return this.writeBatch !== undefined;
   }
 
-  /** Arms a crash point (replacing any armed one). `onCrash` runs synchronously when it is hit. */
-  crashAt(point: CrashPoint, onCrash: (event: CrashEvent) => void): void {
+  /**
+   * Arms a crash point (replacing any armed one). `onCrash` runs synchronously when it is hit.
+   * `onCancel` runs instead if the point can no longer be reached: another point is armed in
+   * its place, it is disarmed, or the store crashes another way first (a point cancelled while
+   * a write it counted is on the wire does not fire when that write lands).
+   */
+  crashAt(point: CrashPoint, onCrash: (event: CrashEvent) => void, onCancel?: (err: CrashPointCancelledError) => void): void {
     if (point.ordinal < 1) throw new RangeError('ordinal is 1-based');
-    this.armed = { point, seen: 0, onCrash };
+    if (this.cut) throw new CrashPointCancelledError('crashed', `the store has already crashed: crash point (${describePoint(point)}) could never be reached`);
+    this.cancelArmed('superseded', (p) => `crash point (${describePoint(p)}) was superseded by another crashAt before it was reached`);
+    this.armed = { point, seen: 0, onCrash, onCancel };
   }
 
   disarm(): void {
+    this.cancelArmed('disarmed', (p) => `crash point (${describePoint(p)}) was disarmed before it was reached`);
+  }
+
+  private cancelArmed(reason: CrashPointCancelReason, message: (point: CrashPoint) => string): void {
+    const armed = this.armed;
     this.armed = undefined;
+    armed?.onCancel?.(new CrashPointCancelledError(reason, message(armed.point)));
   }
 
   /**
@@ -180,7 +217,7 @@ export class CrashableStore implements AsyncKVStore {
   crash(): void {
     if (this.cut) return;
     this.cut = true;
-    this.armed = undefined;
+    this.cancelArmed('crashed', (p) => `the store crashed another way before crash point (${describePoint(p)}) was reached`);
     if (supportsAbort(this.inner)) this.inner.abort().catch(() => {});
     for (const reject of this.parked) reject(new SimulatedCrashError());
     this.parked.clear();
@@ -245,6 +282,9 @@ export class CrashableStore implements AsyncKVStore {
   }
 
   private fire(armed: Armed, item: RequestItem, request: readonly RequestItem[]): void {
+    // Cancelled while its write was on the wire: whoever armed it has already been told.
+    if (this.armed !== armed) return;
+    this.armed = undefined;
     this.crash();
     armed.onCrash({ point: armed.point, key: item.key, kind: item.kind, request: request.map(({ kind, key }) => ({ kind, key })) });
   }

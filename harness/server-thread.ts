@@ -97,10 +97,24 @@ export class VssServerThread {
     return this.command('resume');
   }
 
-  async close(): Promise<void> {
+  /**
+   * Closes the server and its backend, then ends the worker. A worker that does not answer
+   * within `timeoutMs` (default 10 s: a hung backend close, a blocked event loop) is terminated
+   * anyway and close() rejects saying so, instead of waiting forever.
+   */
+  async close(options: { timeoutMs?: number } = {}): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.command('close').catch(() => {});
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    let timer: NodeJS.Timeout | undefined;
+    const answered = await Promise.race([
+      this.command('close').then(
+        () => true,
+        () => true, // a worker that failed to close or is gone: terminate it all the same
+      ),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+    ]).finally(() => clearTimeout(timer));
     await this.worker.terminate();
+    if (!answered) throw new Error(`VSS server thread: the worker did not finish closing within ${timeoutMs} ms; terminated it (its backend may not have closed cleanly)`);
   }
 }

@@ -11,8 +11,11 @@ function refuse(name: string, expected: string, raw: string): never {
 }
 
 function parseInteger(name: string, raw: string, min: number): number {
-  const value = Number(raw.trim());
-  if (raw.trim() === '' || !Number.isSafeInteger(value) || value < min) refuse(name, min === 0 ? 'a whole number ≥ 0' : `a whole number ≥ ${min}`, raw);
+  const text = raw.trim();
+  // Decimal digits only: Number() would also take "0x10", "1e3", "0b11" or "1.0", which nobody
+  // means as a count and which would run with a value the user did not write.
+  const value = /^-?\d+$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(value) || value < min) refuse(name, min === 0 ? 'a whole number ≥ 0' : `a whole number ≥ ${min}`, raw);
   return value;
 }
 

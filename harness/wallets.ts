@@ -19,7 +19,7 @@ import { randomBytes } from 'node:crypto';
 import { HDKey } from '@scure/bip32';
 import type { AsyncKVStore, SyncKVStore } from '../src/store/types.js';
 import type { RestoredNode } from '../src/ldk/index.js';
-import { CrashableStore, type CrashEvent, type CrashPoint } from './crash-store.js';
+import { CrashableStore, CrashPointCancelledError, type CrashEvent, type CrashPoint } from './crash-store.js';
 import { WalletNetwork, type OpenChannelOptions, type OpenedChannel, type PaymentHandle, type WaitOptions } from './network.js';
 import type { WalletNode } from './node.js';
 import type { SyntheticChain } from './chain.js';
@@ -235,7 +235,9 @@ export class WalletFleet {
 
   /**
    * Arms a crash at an exact persistence step of `name`. Resolves once the crash happened
-   * (the store was cut at the step and the node dropped).
+   * (the store was cut at the step and the node dropped). Rejects with
+   * `CrashPointCancelledError` if the point can no longer be reached: another crashAt replaced
+   * it, it was disarmed, or the wallet crashed another way first (or had already).
    */
   crashAt(name: string, point: CrashPoint): Promise<CrashEvent> {
     const w = this.wallet(name);
@@ -248,7 +250,10 @@ export class WalletFleet {
       }
     }
     return new Promise((resolve, reject) => {
-      w.store.crashAt(point, (event) => {
+      // Superseded, disarmed, or the wallet crashed another way first: say so (a throw here,
+      // for a wallet already crashed, rejects too).
+      const cancelled = (err: CrashPointCancelledError): void => reject(new CrashPointCancelledError(err.reason, `wallet ${name}: ${err.message}`));
+      const arm = (): void => w.store.crashAt(point, (event) => {
         // Called synchronously from inside the write; the node is dropped once the current
         // synchronous work returns (nothing durable-dependent can leave it meanwhile: the
         // store is already cut and LDK holds what the write would have released).
@@ -261,7 +266,13 @@ export class WalletFleet {
             reject,
           );
         });
-      });
+      }, cancelled);
+      try {
+        arm();
+      } catch (err) {
+        if (err instanceof CrashPointCancelledError) cancelled(err);
+        else reject(err);
+      }
     });
   }
 

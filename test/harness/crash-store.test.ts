@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { StartedVssServer } from '../../src/server/index.js';
 import { InvalidKeyError, KeyNotFoundError, supportsAtomicBatch, type VssStore } from '../../src/store/index.js';
 import type { AsyncKVStore, KeyValueWrite } from '../../src/store/types.js';
-import { CrashableStore, SimulatedCrashError, type CrashEvent, type CrashPoint } from '../../harness/crash-store.js';
+import { CrashableStore, CrashPointCancelledError, SimulatedCrashError, type CrashEvent, type CrashPoint } from '../../harness/crash-store.js';
 import { openVssWalletStore } from '../../harness/vss-wallet.js';
 import { startServer } from './helpers/e2e.js';
 
@@ -185,5 +185,47 @@ describe('CrashableStore and atomic batches', () => {
     release();
     await batch;
     expect(await valueOf(await other(), update(1))).toBe('u1');
+  });
+});
+
+describe('CrashableStore: a crash point that can no longer be reached', () => {
+  /** Records what became of one armed point: hit, cancelled (and why), or neither yet. */
+  function armTracked(store: CrashableStore, point: CrashPoint): { hit: CrashEvent[]; cancelled: CrashPointCancelledError[] } {
+    const outcome = { hit: [] as CrashEvent[], cancelled: [] as CrashPointCancelledError[] };
+    store.crashAt(
+      point,
+      (e) => outcome.hit.push(e),
+      (err) => outcome.cancelled.push(err),
+    );
+    return outcome;
+  }
+
+  it('is cancelled with a reason when re-armed, disarmed, or the store crashes another way; arming a crashed store throws', async () => {
+    const { store } = await fixture();
+    const first = armTracked(store, { kind: 'manager', ordinal: 1, timing: 'before-durable' });
+    const second = armTracked(store, { kind: 'monitor-update', ordinal: 5, timing: 'after-durable' });
+    expect(first.cancelled.map((e) => [e.reason, e.message])).toEqual([['superseded', 'crash point (before-durable at write #1 of kind manager) was superseded by another crashAt before it was reached']]);
+    expect(second.cancelled).toEqual([]);
+    store.disarm();
+    expect(second.cancelled.map((e) => e.reason)).toEqual(['disarmed']);
+    const third = armTracked(store, { ordinal: 3, timing: 'after-durable' });
+    store.crash();
+    expect(third.cancelled.map((e) => [e.reason, e.message])).toEqual([['crashed', 'the store crashed another way before crash point (after-durable at write #3 of kind any) was reached']]);
+    for (const outcome of [first, second, third]) expect(outcome.hit).toEqual([]);
+    expect(() => store.crashAt({ ordinal: 1, timing: 'before-durable' }, () => {})).toThrow(CrashPointCancelledError);
+  });
+
+  it('a point cancelled while the write it counted is on the wire does not fire when that write lands', async () => {
+    const { store } = await fixture();
+    const old = armTracked(store, { kind: 'manager', ordinal: 1, timing: 'after-durable' });
+    const release = store.pauseWrites();
+    const write = store.writeBatch!([manager('m1')]); // counted: the point is hit once it is durable
+    const next = armTracked(store, { kind: 'manager', ordinal: 9, timing: 'after-durable' });
+    release();
+    await write;
+    expect(old.hit).toEqual([]);
+    expect(old.cancelled.map((e) => e.reason)).toEqual(['superseded']);
+    expect(store.crashed).toBe(false);
+    expect(next.cancelled).toEqual([]);
   });
 });

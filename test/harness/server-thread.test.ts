@@ -48,4 +48,21 @@ describe('VssServerThread', () => {
     expect(await outcome(thread.resume())).toMatch(/^rejected: VSS server thread: the worker exited/);
     expect(await outcome(thread.close())).toBe('resolved');
   }, 30_000);
+
+  it('close() on a worker that never answers terminates it after the deadline and says so', async () => {
+    const thread = await VssServerThread.start({ kind: 'memory' });
+    const worker = workerOf(thread);
+    // A worker stuck somewhere: the close command never reaches it, so it never answers.
+    worker.postMessage = () => {};
+    const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
+    const closed = Promise.race([
+      thread.close({ timeoutMs: 200 }).then(
+        () => 'resolved',
+        (error: Error) => `rejected: ${error.message}`,
+      ),
+      new Promise<string>((resolve) => setTimeout(() => resolve('still waiting after 5 s'), 5_000)),
+    ]);
+    expect(await closed).toBe('rejected: VSS server thread: the worker did not finish closing within 200 ms; terminated it (its backend may not have closed cleanly)');
+    await exited; // terminated, not left running
+  }, 30_000);
 });

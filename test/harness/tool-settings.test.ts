@@ -4,7 +4,8 @@
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { integerListSetting, integerSetting } from '../../harness/tool-settings.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -31,5 +32,45 @@ describe('tool settings', () => {
     expect(result.code).toBe(2);
     expect(result.stderr.trim()).toBe(message);
     expect(result.stdout).toBe('');
+  });
+});
+
+describe('integer settings', () => {
+  afterEach(() => {
+    vi.unstubAllEnvs();
+    vi.restoreAllMocks();
+  });
+
+  /** What the setting refused with (its stderr line), or the value it took. */
+  function read(setting: () => unknown): unknown {
+    const written: string[] = [];
+    vi.spyOn(process.stderr, 'write').mockImplementation((chunk) => (written.push(String(chunk)), true));
+    vi.spyOn(process, 'exit').mockImplementation((code) => {
+      throw new Error(`exit ${code}: ${written.join('').trim()}`);
+    });
+    try {
+      return setting();
+    } catch (err) {
+      return (err as Error).message;
+    }
+  }
+
+  // In-process, so a value wrongly taken never starts a benchmark. Number() reads these as
+  // 16, 1000, 3 and 2: only decimal digits are a count.
+  it.each([
+    ['0x10', 1, 'exit 2: SETTING must be a whole number ≥ 1, got "0x10"'],
+    ['1e3', 0, 'exit 2: SETTING must be a whole number ≥ 0, got "1e3"'],
+    ['0b11', 1, 'exit 2: SETTING must be a whole number ≥ 1, got "0b11"'],
+    ['2.0', 1, 'exit 2: SETTING must be a whole number ≥ 1, got "2.0"'],
+    [' 42 ', 1, 42],
+    ['0', 0, 0],
+  ] as const)('%j (min %d) gives %j', (raw, min, expected) => {
+    vi.stubEnv('SETTING', raw);
+    expect(read(() => integerSetting('SETTING', 7, min))).toEqual(expected);
+  });
+
+  it('refuses a list item that is not decimal digits, naming the setting', () => {
+    vi.stubEnv('SETTING', '16,1e2');
+    expect(read(() => integerListSetting('SETTING', [1]))).toBe('exit 2: SETTING must be a whole number ≥ 1, got "1e2"');
   });
 });

@@ -47,3 +47,33 @@ describe('WalletFleet.shutdown', () => {
     expect(close).toHaveBeenCalledTimes(1);
   });
 });
+
+describe('WalletFleet.crashAt', () => {
+  /** What became of a crash promise within 3 s: settled, or still pending (the defect). */
+  function outcome(p: Promise<unknown>): Promise<string> {
+    return Promise.race([
+      p.then(
+        () => 'resolved',
+        (err: Error) => `${err.name}: ${err.message}`,
+      ),
+      new Promise<string>((resolve) => setTimeout(() => resolve('still pending after 3 s'), 3_000)),
+    ]);
+  }
+
+  it('settles the earlier promise when re-armed, and the armed one when the wallet crashes another way', async () => {
+    // Writes to this store never become durable, so an after-durable point is never hit.
+    const fleet = await WalletFleet.create(async (): Promise<WalletStoreHandle> => ({ store: unusedStore }));
+    try {
+      await fleet.addWallet('A');
+      const first = fleet.crashAt('A', { kind: 'manager', ordinal: 1, timing: 'after-durable' });
+      const second = fleet.crashAt('A', { kind: 'manager', ordinal: 2, timing: 'after-durable' });
+      expect(await outcome(first)).toBe('CrashPointCancelledError: wallet A: crash point (after-durable at write #1 of kind manager) was superseded by another crashAt before it was reached');
+      await fleet.crash('A');
+      expect(await outcome(second)).toBe('CrashPointCancelledError: wallet A: the store crashed another way before crash point (after-durable at write #2 of kind manager) was reached');
+      // Arming a wallet that has already crashed says so at once.
+      expect(await outcome(fleet.crashAt('A', { kind: 'manager', ordinal: 1, timing: 'after-durable' }))).toMatch(/^CrashPointCancelledError: wallet A: the store has already crashed/);
+    } finally {
+      await fleet.shutdown();
+    }
+  });
+});
