@@ -486,7 +486,11 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
     this.stopFor(failure);
   }
 
-  /** Stops the loop and retries; a manager write in flight is awaited (its outcome is not). */
+  /**
+   * Stops the loop and retries; a manager write in flight is awaited (its outcome is not). A
+   * linked persister is told that no further manager write will come: monitor writes waiting
+   * for one stay unsent (and unreported to LDK), and its `flush()` rejects instead of waiting.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     this.abort.abort();
@@ -494,6 +498,7 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
     await this.running;
     await this.inFlight;
     this.settleWaiters(undefined, this.failure ?? new PersisterStoppedError('event loop stopped before the manager was durable'));
+    this.tracker?.writerStopped();
   }
 
   private waitForLdk(timeoutMs: number): Promise<void> {

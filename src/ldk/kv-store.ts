@@ -10,6 +10,7 @@ import {
   ConcurrentWriterError,
   DataIntegrityError,
   InvalidKeyError,
+  InvalidValueError,
   KeyNotFoundError,
   RollbackDetectedError,
   StoreClosedError,
@@ -41,7 +42,7 @@ function errorCode(err: unknown): string | undefined {
 export function ioErrorFor(err: unknown): ldk.IOError {
   if (err instanceof KeyNotFoundError) return ldk.IOError.LDKIOError_NotFound;
   if (err instanceof StoreTimeoutError) return ldk.IOError.LDKIOError_TimedOut;
-  if (err instanceof InvalidKeyError) return ldk.IOError.LDKIOError_InvalidInput;
+  if (err instanceof InvalidKeyError || err instanceof InvalidValueError) return ldk.IOError.LDKIOError_InvalidInput;
   if (err instanceof DataIntegrityError || err instanceof RollbackDetectedError) return ldk.IOError.LDKIOError_InvalidData;
   if (err instanceof StoreClosedError || err instanceof StoreOpenError) return ldk.IOError.LDKIOError_NotConnected;
   if (err instanceof ConcurrentWriterError) return ldk.IOError.LDKIOError_Other;

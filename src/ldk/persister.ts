@@ -177,6 +177,15 @@ export interface ManagerWriteTracker {
    * stops too (`fatal`, `flush()` rejects) instead of reporting them as merely stalled.
    */
   writerFailed(err: Error): void;
+  /**
+   * Call when the writer has stopped gracefully (`LdkEventLoop.stop()`) and writes no further
+   * manager. Monitor writes waiting for a manager that knows them stay held, unsent and not
+   * reported to LDK (sending one would store an update no stored manager knows), and `flush()`
+   * rejects with `PersisterStoppedError` once only such writes are left, instead of waiting
+   * forever. Writes a durable manager already covers go on as usual; a writer linked later
+   * (`linkManagerWriter`) is asked for the manager write the held ones need.
+   */
+  writerStopped(): void;
 }
 
 /** How a write waiting for the manager was let through. */
@@ -234,6 +243,10 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
   private tick = 0;
   private managerDurableTick = 0;
   private managerWriter: ManagerWriter | undefined;
+  /** The linked manager writer stopped gracefully: no manager newer than `managerDurableTick` will come. */
+  private managerWriterStopped = false;
+  /** Identifies the current link, so a tracker of an earlier writer cannot speak for a later one. */
+  private managerLink: object | undefined;
   private managerWaiters: ManagerWaiter[] = [];
   /** Set when manager and monitors share one store that writes batches atomically. */
   private batchStore: AtomicBatchKVStore | undefined;
@@ -328,7 +341,34 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
       return Promise.reject(new PersisterStoppedError(`persister closed with writes pending (${owed} monitor update(s) not durable)`));
     }
     if (this.isIdle()) return Promise.resolve();
+    const stuck = this.stuckOnStoppedWriter();
+    if (stuck) return Promise.reject(stuck);
     return new Promise((resolve, reject) => this.idleWaiters.push({ resolve, reject }));
+  }
+
+  /**
+   * Once the linked manager writer has stopped, a persister whose only writes left wait for a
+   * manager write can never become idle: the error a flush() gets instead of waiting forever.
+   */
+  private stuckOnStoppedWriter(): PersisterStoppedError | undefined {
+    if (!this.managerWriterStopped || this.managerWaiters.length === 0) return undefined;
+    for (const ch of this.channels.values()) {
+      // Anything else still on its way may finish (or fail) by itself: wait for it first.
+      if ([...ch.running].some((w) => !w.waitingForManager)) return undefined;
+    }
+    return new PersisterStoppedError(
+      `the ChannelManager writer (event loop) stopped before a manager that knows them was durable: ${this.awaitingCount()} monitor update(s) not durable, ${this.managerWaiters.length} monitor write(s) held; the channels stay held (LDK re-issues the updates after a restart)`,
+    );
+  }
+
+  /** Settles waiting flush() calls whose outcome is known: idle (resolve) or stuck on a stopped manager writer (reject). */
+  private settleIdleWaiters(): void {
+    if (this.isIdle()) {
+      for (const waiter of this.idleWaiters.splice(0)) waiter.resolve();
+      return;
+    }
+    const stuck = this.stuckOnStoppedWriter();
+    if (stuck) this.rejectWaiters(stuck);
   }
 
   /**
@@ -409,7 +449,10 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
    * asking the writer for one if needed.
    */
   linkManagerWriter(writer: ManagerWriter, managerStore: AsyncKVStore = this.store): ManagerWriteTracker {
+    const link = {};
+    this.managerLink = link;
     this.managerWriter = writer;
+    this.managerWriterStopped = false;
     this.batchStore = managerStore === this.store && supportsAtomicBatch(managerStore) ? managerStore : undefined;
     const durable = (tick: number): void => {
       if (tick <= this.managerDurableTick) return;
@@ -418,12 +461,22 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
       this.managerWaiters = this.managerWaiters.filter((w) => w.tick > tick);
       for (const w of ready) w.resolve('open');
     };
+    // Writes held since an earlier writer stopped need a manager from this one.
+    if (this.managerWaiters.length > 0) writer.requestPersist();
     return {
       tickNow: () => this.tick,
       durable,
       writerFailed: (err) => {
         if (this.closed || this.failure) return;
         this.fail(err, undefined, undefined, 'the linked ChannelManager writer stopped, so monitor writes waiting for a manager that knows them can never be sent');
+      },
+      writerStopped: () => {
+        if (this.managerLink !== link) return;
+        // The writes waiting for a manager stay held: sent, they would store an update no stored
+        // manager knows (LDK force-closes such a channel on restore); reported, they would release
+        // the channel without durability. A flush() must not wait for them any longer.
+        this.managerWriterStopped = true;
+        this.settleIdleWaiters();
       },
       writeManager: async (bytes, tick) => {
         if (this.batchStore) await this.writeManagerBatch(this.batchStore, bytes, tick);
@@ -464,7 +517,7 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
   /** Resolves once a manager covering the write's tick is durable (undefined if unlinked or already so). */
   private managerCovering(ch: ChannelState, write: QueuedWrite): Promise<GateOutcome> | undefined {
     if (!this.managerWriter || write.gateTick <= this.managerDurableTick) return undefined;
-    this.managerWriter.requestPersist();
+    if (!this.managerWriterStopped) this.managerWriter.requestPersist();
     return new Promise((resolve) => {
       const onAbort = (): void => resolve('open');
       this.abort.signal.addEventListener('abort', onAbort, { once: true });
@@ -572,7 +625,7 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
         }
         this.schedule(ch);
         this.checkStalls();
-        if (this.isIdle()) for (const waiter of this.idleWaiters.splice(0)) waiter.resolve();
+        this.settleIdleWaiters();
       })
       // Only reachable if LDK itself throws while being told about a completion.
       .catch((err: unknown) => this.fail(err, ch, write));

@@ -7,6 +7,7 @@ import {
   ConcurrentWriterError,
   DataIntegrityError,
   InvalidKeyError,
+  InvalidValueError,
   KeyNotFoundError,
   RollbackDetectedError,
   StoreClosedError,
@@ -75,6 +76,7 @@ function isPermanent(err: unknown): boolean {
     err instanceof DataIntegrityError ||
     err instanceof CorruptStateError ||
     err instanceof InvalidKeyError ||
+    err instanceof InvalidValueError ||
     err instanceof StoreClosedError ||
     // A key that is gone stays gone: a read of it cannot succeed by retrying.
     err instanceof KeyNotFoundError ||

@@ -26,6 +26,9 @@ export class KeyNotFoundError extends StoreError {
 /** A namespace or key breaks LDK's rules (alphabet, length, empty-primary rule). */
 export class InvalidKeyError extends StoreError {}
 
+/** A value to write is not a `Uint8Array` (nothing was queued or sent). */
+export class InvalidValueError extends StoreError {}
+
 /**
  * A conditional write found a version other than the one this store last saw: another
  * writer changed the key, or the server lost writes. Never retried blindly.

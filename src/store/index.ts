@@ -9,4 +9,4 @@ export { fileVersionLedger, versionId } from './version-ledger.js';
 export type { VersionLedger, VersionChange, FileVersionLedgerOptions } from './version-ledger.js';
 export { StoreLayout, VSS_SCHEMA_VERSION_KEY, V0_PROBE_PREFIX, encodeSchemaVersion, decodeSchemaVersion } from './layout.js';
 export type { SchemaVersion, StoreAddress } from './layout.js';
-export { checkKey, checkNamespace, KVSTORE_NAMESPACE_KEY_ALPHABET, KVSTORE_NAMESPACE_KEY_MAX_LEN } from './validation.js';
+export { checkKey, checkNamespace, checkValue, KVSTORE_NAMESPACE_KEY_ALPHABET, KVSTORE_NAMESPACE_KEY_MAX_LEN } from './validation.js';

@@ -12,7 +12,7 @@ import type { StoreEngine } from './engine.js';
 import { KeyBusyError } from './errors.js';
 import type { SyncBridge } from './sync-bridge.js';
 import type { StoreKey, SyncKVStore } from './types.js';
-import { checkKey, checkNamespace } from './validation.js';
+import { checkKey, checkNamespace, checkValue } from './validation.js';
 import type { VersionLedger } from './version-ledger.js';
 import { REQUEST_CODECS, RESPONSE_CODECS } from './wire.js';
 
@@ -48,6 +48,8 @@ export class VssSyncStore implements SyncKVStore {
   write(primaryNamespace: string, secondaryNamespace: string, key: string, value: Uint8Array): void {
     this.#checkUsable();
     checkKey(primaryNamespace, secondaryNamespace, key);
+    // Before #exclusive: a refused value must not supersede (and fail) queued async writes.
+    checkValue(value, JSON.stringify([primaryNamespace, secondaryNamespace, key]));
     const engine = this.#host.engine;
     const target = engine.target(primaryNamespace, secondaryNamespace, key);
     this.#exclusive(target.address.storeKey, () => engine.write(target, value));

@@ -4,7 +4,7 @@
  * namespace forces an empty secondary one. Because `#` is not in the alphabet, joining
  * components with `#` can never be ambiguous.
  */
-import { InvalidKeyError } from './errors.js';
+import { InvalidKeyError, InvalidValueError } from './errors.js';
 
 export const KVSTORE_NAMESPACE_KEY_ALPHABET = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-';
 export const KVSTORE_NAMESPACE_KEY_MAX_LEN = 120;
@@ -25,6 +25,26 @@ export function checkNamespace(primaryNamespace: string, secondaryNamespace: str
   if (primaryNamespace === '' && secondaryNamespace !== '') {
     throw new InvalidKeyError('a secondary namespace requires a non-empty primary namespace');
   }
+}
+
+/** What a wrong value is, for the error message. */
+function describeValue(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  if (Array.isArray(value)) return 'an array';
+  const kind = typeof value === 'object' ? Object.prototype.toString.call(value).slice(8, -1) : typeof value;
+  return `${/^[aeio]/i.test(kind) ? 'an' : 'a'} ${kind === 'Object' ? 'object' : kind}`;
+}
+
+/**
+ * Validates a value to write. Anything but bytes would otherwise be coerced on copying (a
+ * string becomes zeros, numbers wrap at 256) and stored silently, or fail later inside the
+ * crypto layer with an error that is not a `StoreError`. A Uint8Array from another realm (a
+ * worker, a `vm` context) or a Node Buffer counts: both are Uint8Arrays.
+ */
+export function checkValue(value: unknown, where: string): asserts value is Uint8Array {
+  if (value instanceof Uint8Array) return;
+  if (ArrayBuffer.isView(value) && Object.prototype.toString.call(value) === '[object Uint8Array]') return;
+  throw new InvalidValueError(`the value for ${where} must be a Uint8Array, got ${describeValue(value)}`);
 }
 
 /** Validates a full address, as for `read`, `write` and `remove`. */

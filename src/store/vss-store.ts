@@ -8,12 +8,12 @@ import { nodeHttpAvailable, nodeHttpFetch, VssClient, vssClientFromConfig, type 
 import { deriveVssKeys, KeyObfuscator } from '../crypto/index.js';
 import { runAsync, type AsyncEffects, type Operation } from './effects.js';
 import { StoreEngine, type WriteMode } from './engine.js';
-import { InvalidKeyError, StoreClosedError, StoreError, StoreOpenError, RollbackDetectedError } from './errors.js';
+import { InvalidKeyError, InvalidValueError, StoreClosedError, StoreError, StoreOpenError, RollbackDetectedError } from './errors.js';
 import type { SchemaVersion } from './layout.js';
 import { SyncBridge } from './sync-bridge.js';
 import { VssSyncStore, type SyncStoreHost } from './sync-store.js';
 import type { AbortableKVStore, AtomicBatchKVStore, KeyValueWrite, StoreKey } from './types.js';
-import { checkKey, checkNamespace } from './validation.js';
+import { checkKey, checkNamespace, checkValue } from './validation.js';
 import { fileVersionLedger, type VersionLedger } from './version-ledger.js';
 
 /** The store's secrets: LDK Node's 64-byte seed, or the two derived keys directly. */
@@ -202,6 +202,7 @@ export class VssStore implements AtomicBatchKVStore, AbortableKVStore {
   async write(primaryNamespace: string, secondaryNamespace: string, key: string, value: Uint8Array): Promise<void> {
     this.#checkOpen();
     checkKey(primaryNamespace, secondaryNamespace, key);
+    checkValue(value, JSON.stringify([primaryNamespace, secondaryNamespace, key]));
     const target = this.#engine.target(primaryNamespace, secondaryNamespace, key);
     // The caller may reuse its buffer once we return; the write may run later.
     const copy = Uint8Array.from(value);
@@ -217,13 +218,16 @@ export class VssStore implements AtomicBatchKVStore, AbortableKVStore {
    * the single write's: `ConcurrentWriterError` (every key of the batch then needs a read
    * before it is written again: the server does not say which key conflicted),
    * `StoreIOError` (nothing or everything was applied; the next operation on each key
-   * reads back first if the reply was lost), `InvalidKeyError` for a bad or repeated key
-   * (nothing sent).
+   * reads back first if the reply was lost), `InvalidKeyError` for a bad or repeated key,
+   * `InvalidValueError` for a value that is not a Uint8Array (nothing queued or sent).
    */
   async writeBatch(writes: readonly KeyValueWrite[]): Promise<void> {
     this.#checkOpen();
+    if (!Array.isArray(writes)) throw new InvalidValueError('writeBatch takes an array of writes');
+    // Every entry is checked before anything is queued: a bad one refuses the whole batch.
     const items = writes.map((w) => {
       checkKey(w.primaryNamespace, w.secondaryNamespace, w.key);
+      checkValue(w.value, JSON.stringify([w.primaryNamespace, w.secondaryNamespace, w.key]));
       // The caller may reuse its buffers once we return; the batch may run later.
       return { target: this.#engine.target(w.primaryNamespace, w.secondaryNamespace, w.key), value: Uint8Array.from(w.value) };
     });

@@ -5,10 +5,11 @@
  * with writes under way, status events.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { initLdk, PersisterStoppedError, type ManagerWriteTracker, type PendingWriteInfo, type VssPersister } from '../../src/ldk/index.js';
+import { initLdk, LdkEventLoop, PersisterStoppedError, silentLogger, type ManagerWriteTracker, type PendingWriteInfo, type VssPersister } from '../../src/ldk/index.js';
 import { ConcurrentWriterError, RollbackDetectedError } from '../../src/store/errors.js';
 import { connectionRefused, MemoryServer } from './helpers/memory-store.js';
 import { drain, fakePersistSetup, HeldStore } from './helpers/fake-persist.js';
+import { fakeLdkNode } from './helpers/fake-ldk-node.js';
 
 beforeAll(async () => {
   await initLdk();
@@ -129,6 +130,86 @@ describe('VssPersister: close() and flush()', () => {
     await second.persister.close();
     await expect(flush).rejects.toBeInstanceOf(PersisterStoppedError);
     await expect(second.persister.flush()).rejects.toBeInstanceOf(PersisterStoppedError);
+  });
+});
+
+describe('VssPersister linked to an event loop that stops gracefully', () => {
+  /** Whether `p` has settled after the pending reactions ran: 'resolved', its error, or 'pending'. */
+  const settled = async (p: Promise<void>): Promise<unknown> => {
+    let outcome: unknown = 'pending';
+    p.then(
+      () => (outcome = 'resolved'),
+      (err: unknown) => (outcome = err),
+    );
+    await drain();
+    return outcome;
+  };
+
+  it('flush() rejects with PersisterStoppedError (not a hang) for updates that waited for a manager write the stopped loop will never make; the write stays held (neither sent nor acknowledged) and goes out with a loop linked later', async () => {
+    for (const atomicBatches of [false, true]) {
+      const store = new HeldStore(new MemoryServer(), { atomicBatches });
+      store.auto = true;
+      const { persister, completions, ldk, name } = fakePersistSetup(store);
+      const node = fakeLdkNode();
+      const loop = new LdkEventLoop({ channelManager: node.channelManager, chainMonitor: node.chainMonitor, store, persister, handleEvent: () => {}, coalesceMs: 0, log: silentLogger });
+      ldk.newChannel(1, 0n);
+      await drain();
+      loop.poll(); // the manager the new channel waits for
+      await loop.idle();
+      await persister.flush();
+      expect(completions.map((c) => [c.updateId, c.durable])).toEqual([[0n, true]]);
+
+      // LDK hands over an update; the app stops the loop before the manager that knows it is
+      // written. A flush() already waiting, and one called afterwards, both learn it at once.
+      ldk.update(1, 1n);
+      await drain();
+      const waiting = persister.flush();
+      await loop.stop();
+      const outcome = await settled(waiting);
+      expect(outcome, `atomicBatches: ${atomicBatches}`).toBeInstanceOf(PersisterStoppedError);
+      expect((outcome as Error).message).toMatch(/ChannelManager writer .*stopped.*1 monitor update\(s\) not durable/);
+      await expect(persister.flush()).rejects.toBeInstanceOf(PersisterStoppedError);
+      // Fail closed: neither on the server without a manager that knows it, nor reported to LDK.
+      expect(store.server.has('monitor_updates', name(1), '1')).toBe(false);
+      expect(completions).toHaveLength(1);
+      expect(persister.monitors()[0].awaitingUpdateIds).toEqual([1n]);
+      expect(persister.fatalError).toBeUndefined(); // a graceful stop, not a failure
+
+      // The write is held, not dropped: a new loop linked to the persister writes the manager it
+      // needs, and only then is the update stored and reported.
+      const again = new LdkEventLoop({ channelManager: node.channelManager, chainMonitor: node.chainMonitor, store, persister, handleEvent: () => {}, coalesceMs: 0, log: silentLogger });
+      expect(again.owesManagerWrite).toBe(true);
+      const flushed = persister.flush();
+      again.poll();
+      await again.idle();
+      await flushed;
+      expect(completions.map((c) => [c.updateId, c.durable])).toEqual([
+        [0n, true],
+        [1n, true],
+      ]);
+      await again.stop();
+      await persister.flush(); // nothing owed: a stopped loop changes nothing
+      await persister.close();
+    }
+  });
+
+  it('after the loop stops, flush() still resolves when nothing is owed, and writes a durable manager covers still go out', async () => {
+    const store = new HeldStore();
+    store.auto = true;
+    const { persister, completions, ldk } = fakePersistSetup(store);
+    const node = fakeLdkNode();
+    const loop = new LdkEventLoop({ channelManager: node.channelManager, chainMonitor: node.chainMonitor, store, persister, handleEvent: () => {}, coalesceMs: 0, log: silentLogger });
+    ldk.newChannel(1, 0n);
+    await drain();
+    await loop.persistIfNeeded();
+    await persister.flush();
+    await loop.stop();
+    expect(await settled(persister.flush())).toBe('resolved');
+    // A chain-sync persist of a monitor whose updates a durable manager knows needs no manager write.
+    ldk.chainSync(1, 0n);
+    expect(await settled(persister.flush())).toBe('resolved');
+    expect(completions.map((c) => [c.updateId, c.durable])).toEqual([[0n, true]]);
+    await persister.close();
   });
 });
 

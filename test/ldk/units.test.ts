@@ -40,6 +40,7 @@ import {
   ConcurrentWriterError,
   DataIntegrityError,
   InvalidKeyError,
+  InvalidValueError,
   KeyNotFoundError,
   RollbackDetectedError,
   StoreClosedError,
@@ -98,6 +99,7 @@ describe('error classification', () => {
     expect(ioErrorFor(new KeyNotFoundError('a', '', 'k'))).toBe(ldk.IOError.LDKIOError_NotFound);
     expect(ioErrorFor(new StoreTimeoutError('slow'))).toBe(ldk.IOError.LDKIOError_TimedOut);
     expect(ioErrorFor(new InvalidKeyError('bad'))).toBe(ldk.IOError.LDKIOError_InvalidInput);
+    expect(ioErrorFor(new InvalidValueError('not bytes'))).toBe(ldk.IOError.LDKIOError_InvalidInput);
     expect(ioErrorFor(new DataIntegrityError('tag'))).toBe(ldk.IOError.LDKIOError_InvalidData);
     expect(ioErrorFor(new RollbackDetectedError('old'))).toBe(ldk.IOError.LDKIOError_InvalidData);
     expect(ioErrorFor(new StoreClosedError('closed'))).toBe(ldk.IOError.LDKIOError_NotConnected);
@@ -115,6 +117,7 @@ describe('error classification', () => {
       new ConcurrentWriterError('x'),
       new RollbackDetectedError('x'),
       new DataIntegrityError('x'),
+      new InvalidValueError('x'),
       new CorruptStateError('x', 'monitors', '', 'k'),
       new InvalidKeyError('x'),
       new StoreClosedError('x'),

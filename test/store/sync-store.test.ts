@@ -13,6 +13,7 @@ import * as ldk from 'lightningdevkit';
 import {
   ConcurrentWriterError,
   InvalidKeyError,
+  InvalidValueError,
   KeyBusyError,
   KeyNotFoundError,
   RollbackDetectedError,
@@ -115,6 +116,26 @@ function syncSuite(backend: TestBackend): void {
     sync.write('busy', '', 'q', bytes('sync wins'));
     await queued;
     expect(text(await store.read('busy', '', 'q'))).toBe('sync wins');
+    await store.close();
+  });
+
+  it('refuses a value that is not a Uint8Array with InvalidValueError, nothing sent, a queued async write of the key untouched', async () => {
+    const store = await open();
+    const sync = store.toSyncStore();
+    sync.write('ns', '', 'k', bytes('v1'));
+    // Async writes of the key still waiting in the queue: a refused sync call must not take
+    // them over (a sync write supersedes them, and its failure would become theirs).
+    const first = store.write('ns', '', 'k', bytes('v2'));
+    const second = store.write('ns', '', 'k', bytes('v3'));
+    for (const bad of ['v4', [118, 52], undefined]) {
+      expect(() => sync.write('ns', '', 'k', bad as unknown as Uint8Array)).toThrow(InvalidValueError);
+      expect(() => sync.write('ns', '', 'k', bad as unknown as Uint8Array)).toThrow(/the value for \["ns","","k"\] must be a Uint8Array/);
+    }
+    await first;
+    await second;
+    expect(text(sync.read('ns', '', 'k'))).toBe('v3');
+    sync.write('ns', '', 'k', bytes('v5'));
+    expect(text(await store.read('ns', '', 'k'))).toBe('v5');
     await store.close();
   });
 

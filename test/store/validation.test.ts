@@ -1,5 +1,6 @@
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
-import { checkKey, checkNamespace, InvalidKeyError, KVSTORE_NAMESPACE_KEY_ALPHABET, KVSTORE_NAMESPACE_KEY_MAX_LEN } from '../../src/store/index.js';
+import { checkKey, checkNamespace, checkValue, InvalidKeyError, InvalidValueError, StoreError, KVSTORE_NAMESPACE_KEY_ALPHABET, KVSTORE_NAMESPACE_KEY_MAX_LEN } from '../../src/store/index.js';
 
 describe('LDK key and namespace rules', () => {
   it('accepts the LDK alphabet up to 120 characters, and the root namespace', () => {
@@ -53,5 +54,38 @@ describe('LDK key and namespace rules', () => {
   it('rejects non-string components with InvalidKeyError instead of a TypeError', () => {
     expect(() => checkKey('p', '', 42 as unknown as string)).toThrow(InvalidKeyError);
     expect(() => checkNamespace(undefined as unknown as string, '')).toThrow(InvalidKeyError);
+  });
+});
+
+describe('value rule', () => {
+  it('accepts Uint8Arrays: plain, a Node Buffer, a view into a larger buffer, one from another realm', () => {
+    const foreign = runInNewContext('new Uint8Array([1, 2])') as unknown;
+    for (const ok of [new Uint8Array(), Uint8Array.of(1), Buffer.from('x'), new Uint8Array(new ArrayBuffer(8), 2, 3), foreign]) {
+      expect(() => checkValue(ok, 'k')).not.toThrow();
+    }
+  });
+
+  it.each([
+    ['a string', 'abc', /got a string/],
+    ['an array of numbers', [1, 2, 3], /got an array/],
+    ['a number', 7, /got a number/],
+    ['null', null, /got null/],
+    ['undefined', undefined, /got undefined/],
+    ['another typed array', new Uint16Array(2), /got a Uint16Array/],
+    ['a clamped byte array', new Uint8ClampedArray(2), /got a Uint8ClampedArray/],
+    ['an ArrayBuffer', new ArrayBuffer(2), /got an ArrayBuffer/],
+    ['a DataView', new DataView(new ArrayBuffer(2)), /got a DataView/],
+    ['a plain object', { length: 1, 0: 1 }, /got an object/],
+  ])('rejects %s with InvalidValueError (a StoreError) naming the key', (_name, value, got) => {
+    let err: unknown;
+    try {
+      checkValue(value, '["ns","","k"]');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(InvalidValueError);
+    expect(err).toBeInstanceOf(StoreError);
+    expect((err as Error).message).toMatch(/the value for \["ns","","k"\] must be a Uint8Array/);
+    expect((err as Error).message).toMatch(got);
   });
 });

@@ -12,14 +12,17 @@ import {
   ConcurrentWriterError,
   DataIntegrityError,
   InvalidKeyError,
+  InvalidValueError,
   KeyNotFoundError,
   RollbackDetectedError,
   StoreClosedError,
+  StoreError,
   StoreIOError,
   StoreOpenError,
   VssStore,
 } from '../../src/store/index.js';
 import { STORE_TEST_BACKENDS, useStoreServer, type TestBackend } from './helpers/backends.js';
+import { MemoryLedger } from './helpers/memory-ledger.js';
 import { LdkNodeStoreWriter, rawListing } from './helpers/ldk-node-store.js';
 import { SPEC_MONITOR as MONITOR, SPEC_SEED as SEED, V1_MANAGER, V1_MONITOR, V1_SCHEMA_KEY } from './helpers/vectors.js';
 
@@ -73,6 +76,42 @@ function storeSuite(backend: TestBackend): void {
       await expect(store.remove('ns', '', 'k'.repeat(121), false)).rejects.toBeInstanceOf(InvalidKeyError);
       await expect(store.list('', 'sub')).rejects.toBeInstanceOf(InvalidKeyError);
       expect(counts).toEqual(before);
+      await store.close();
+    });
+
+    it('refuses values that are not a Uint8Array with InvalidValueError, before anything is queued, sent or recorded', async () => {
+      const { fetch, counts } = countingFetch();
+      const ledger = new MemoryLedger();
+      const store = await open(newStoreId(), { clientRuntime: { fetch }, versionLedger: ledger });
+      await store.write('ns', '', 'kept', bytes('v1'));
+      const before = { ...counts };
+      const versions = new Map(ledger.versions);
+      const records = ledger.records;
+      // Copied before this check, a string became zeros and numbers wrapped at 256, stored silently.
+      for (const bad of ['v2', [118, 50], 300, null, undefined, new Uint16Array([1]), new ArrayBuffer(2)]) {
+        const err = await store.write('ns', '', 'kept', bad as unknown as Uint8Array).catch((e: unknown) => e);
+        expect(err, String(bad)).toBeInstanceOf(InvalidValueError);
+        expect(err).toBeInstanceOf(StoreError);
+        expect((err as Error).message).toMatch(/the value for \["ns","","kept"\] must be a Uint8Array/);
+        // One bad entry refuses the whole batch, good entries included.
+        const batch = store.writeBatch([
+          { primaryNamespace: 'ns', secondaryNamespace: '', key: 'other', value: bytes('fine') },
+          { primaryNamespace: 'ns', secondaryNamespace: '', key: 'kept', value: bad as unknown as Uint8Array },
+        ]);
+        await expect(batch).rejects.toBeInstanceOf(InvalidValueError);
+      }
+      await expect(store.writeBatch('nope' as unknown as [])).rejects.toBeInstanceOf(InvalidValueError);
+      expect(counts).toEqual(before);
+      expect(ledger.versions).toEqual(versions);
+      expect(ledger.records).toBe(records);
+      await store.flush();
+      // Nothing changed, and the key is not left uncertain: the next write is a plain one.
+      expect(text(await store.read('ns', '', 'kept'))).toBe('v1');
+      await expect(store.read('ns', '', 'other')).rejects.toBeInstanceOf(KeyNotFoundError);
+      await store.write('ns', '', 'kept', Buffer.from('v3')); // a Node Buffer is a Uint8Array
+      expect(text(await store.read('ns', '', 'kept'))).toBe('v3');
+      expect(counts.getObject ?? 0).toBe((before.getObject ?? 0) + 3); // only the three reads above
+      expect(counts.putObjects).toBe(before.putObjects + 1); // only the Buffer write
       await store.close();
     });
 
