@@ -4,7 +4,7 @@
  * any `aud` is rejected, `nbf`/`iat` are not checked. The public key comes from a PEM
  * (SPKI or PKCS#1, RSA ≥ 2048 bits) or a JWKS file.
  */
-import { compactVerify, createLocalJWKSet, type JSONWebKeySet, type JWK } from 'jose';
+import { compactVerify, createLocalJWKSet, errors, type JSONWebKeySet, type JWK } from 'jose';
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { AuthError } from '../errors.js';
@@ -24,7 +24,7 @@ type KeySource = KeyObject | ReturnType<typeof createLocalJWKSet>;
 export interface JwtAuthorizerOptions {
   /** RSA public key, `-----BEGIN PUBLIC KEY-----` or `-----BEGIN RSA PUBLIC KEY-----`. */
   publicKeyPem?: string;
-  /** A JSON Web Key Set (parsed); the token's `kid` selects the key. */
+  /** A JSON Web Key Set (parsed); the token's `kid` selects the key, else every RSA key is tried. */
   jwks?: JSONWebKeySet;
   /** Clock for tests; returns UNIX seconds. */
   now?: () => number;
@@ -49,9 +49,17 @@ export function parseRsaPublicKeyPem(pem: string): KeyObject {
   return key;
 }
 
+function isJsonObject(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 /** Whether a JWKS entry can verify RS256 tokens (other entries are allowed but never match). */
 function isRs256VerificationKey(jwk: JWK): boolean {
   if (jwk.kty !== 'RSA' || (jwk.alg !== undefined && jwk.alg !== 'RS256') || (jwk.use !== undefined && jwk.use !== 'sig')) return false;
+  // jose skips entries whose key_ops lack "verify" and refuses private entries (member `d`) when
+  // a token is checked; createPublicKey below would happily derive a public key from one.
+  if (jwk.key_ops !== undefined && !(Array.isArray(jwk.key_ops) && jwk.key_ops.includes('verify'))) return false;
+  if (jwk.d !== undefined) return false;
   try {
     const key = createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' });
     return key.type === 'public' && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= MIN_RSA_BITS;
@@ -68,7 +76,11 @@ export class JwtAuthorizer implements Authorizer {
   constructor(options: JwtAuthorizerOptions) {
     if (options.publicKeyPem !== undefined) this.key = parseRsaPublicKeyPem(options.publicKeyPem);
     else if (options.jwks !== undefined) {
-      if (!Array.isArray(options.jwks.keys) || options.jwks.keys.length === 0) throw new JwtKeyError('JWKS has no keys');
+      // It comes straight from JSON.parse of a file: check its shape so a typo is named as such.
+      if (!isJsonObject(options.jwks) || !Array.isArray(options.jwks.keys) || !options.jwks.keys.every(isJsonObject)) {
+        throw new JwtKeyError('JWKS must be an object with a "keys" array of JSON objects');
+      }
+      if (options.jwks.keys.length === 0) throw new JwtKeyError('JWKS has no keys');
       // Without one, the server would start and then refuse every token; fail at startup as a PEM does.
       if (!options.jwks.keys.some(isRs256VerificationKey)) {
         throw new JwtKeyError(`JWKS has no RSA public key of at least ${MIN_RSA_BITS} bits usable for RS256 signatures`);
@@ -86,11 +98,7 @@ export class JwtAuthorizer implements Authorizer {
     if (token.split('.').length !== 3) throw new AuthError('Token does not have three parts');
     let payload: Uint8Array;
     try {
-      const verified =
-        typeof this.key === 'function'
-          ? await compactVerify(token, this.key, { algorithms: ['RS256'] })
-          : await compactVerify(token, this.key, { algorithms: ['RS256'] });
-      payload = verified.payload;
+      payload = await this.verify(token);
     } catch {
       throw new AuthError('RSA verification failed');
     }
@@ -111,5 +119,25 @@ export class JwtAuthorizer implements Authorizer {
     }
     if (this.now() > exp + JWT_EXPIRY_LEEWAY_SECONDS) throw new AuthError('The token is expired');
     return sub;
+  }
+
+  /** The verified payload; rejects (with any error) when no configured key verifies the token. */
+  private async verify(token: string): Promise<Uint8Array> {
+    if (typeof this.key !== 'function') return (await compactVerify(token, this.key, { algorithms: ['RS256'] })).payload;
+    try {
+      return (await compactVerify(token, this.key, { algorithms: ['RS256'] })).payload;
+    } catch (error) {
+      // A token without `kid` matches every RSA key of the set (a rotation publishes two); jose
+      // then refuses to guess and hands back the candidates, which are tried in turn.
+      if (!(error instanceof errors.JWKSMultipleMatchingKeys)) throw error;
+      for await (const key of error) {
+        try {
+          return (await compactVerify(token, key, { algorithms: ['RS256'] })).payload;
+        } catch {
+          // Try the next candidate.
+        }
+      }
+      throw error;
+    }
   }
 }
