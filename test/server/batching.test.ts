@@ -318,6 +318,43 @@ describe('Batcher', () => {
     expect(await Promise.all(others)).toEqual(['done a:1', 'done b:1']);
   });
 
+  it('keeps a later write of a key out while a stalled batch still writes that key', async () => {
+    const runner = new ScriptedRunner();
+    const batcher = new Batcher(runner, { ...batcherOptions, stallMs: 20 });
+    const stuck = batcher.run('k:1');
+    const later = ['k:2', 'm:1'].map((input) => batcher.run(input));
+    // The stall frees the slot for m:1, but k:2 must not overtake k:1, which may not have applied yet.
+    await vi.waitFor(() => expect(runner.calls).toEqual([['k:1'], ['m:1']]), { timeout: 5000, interval: 5 });
+    await runner.release(); // k:1
+    await runner.release(); // m:1, which held the slot
+    expect(runner.calls[2]).toEqual(['k:2']);
+    await runner.releaseAll();
+    await expect(stuck).resolves.toBe('done k:1');
+    expect(await Promise.all(later)).toEqual(['done k:2', 'done m:1']);
+  });
+
+  it('does not let a later write of a key run before the retry of a stalled, failed batch that holds the key', async () => {
+    const runner = new ScriptedRunner();
+    const batcher = new Batcher(runner, { ...batcherOptions, stallMs: 20 });
+    const first = batcher.run('x:0');
+    const batch = ['k:1', 'z:1'].map((input) => batcher.run(input));
+    await runner.release(); // x:0; the batch [k:1, z:1] starts
+    expect(runner.calls[1]).toEqual(['k:1', 'z:1']);
+    const later = batcher.run('k:2');
+    await vi.waitFor(() => expect(batcher.stats.stalled).toBe(1), { timeout: 5000, interval: 5 });
+    runner.batchError = new Error('lock timeout on z');
+    await runner.release(); // the batch fails; k:1 and z:1 are retried alone
+    expect(runner.calls.slice(2)).toEqual([['k:1'], ['z:1']]);
+    runner.batchError = undefined;
+    await runner.releaseAll();
+    await runner.releaseAll();
+    await expect(first).resolves.toBe('done x:0');
+    expect(await Promise.all(batch)).toEqual(['done k:1', 'done z:1']);
+    await expect(later).resolves.toBe('done k:2');
+    // k:2 ran only after k:1's retry had its outcome.
+    expect(runner.calls.slice(2)).toEqual([['k:1'], ['z:1'], ['k:2']]);
+  });
+
   it('refuses nonsensical options', () => {
     const runner = new ScriptedRunner();
     expect(() => new Batcher(runner, { ...batcherOptions, maxInFlight: 0 })).toThrow(RangeError);
@@ -662,6 +699,34 @@ for (const name of ['pglite', 'postgres'] as const) {
       }
       // A deadlock would have failed a multi-item put, or a batch (then retried alone).
       expect(backend.batchStats?.put.unconditional.failedBatches).toBe(failedBefore);
+    });
+
+    // PostgreSQL only: it needs a second session holding a row lock.
+    if (name === 'postgres') it('does not let a later write of a key overtake a stalled batch that still has to write it', async () => {
+      const userToken = user();
+      const storeId = 'stall-order';
+      for (const key of ['a', 'b']) await putOne(backend, userToken, storeId, { key, version: -1n, value: text('old') });
+      const holder = await (backend as PostgresBackend).pool.connect();
+      try {
+        await holder.query('BEGIN');
+        await holder.query(`SELECT 1 FROM vss_db WHERE user_token = $1 AND store_id = $2 AND key = 'a' FOR UPDATE`, [userToken, storeId]);
+        const stalledBefore = backend.batchStats?.put.unconditional.stalled ?? 0;
+        // A lone put takes the slot; the two behind it leave as one batch, which waits for the lock on a
+        // (rows are locked in key order) before it reaches b.
+        const lone = putOne(backend, userToken, storeId, { key: 'lone', version: -1n, value: text('lone') });
+        const batch = ['b', 'a'].map((key) => putOne(backend, userToken, storeId, { key, version: -1n, value: text('first') }));
+        await lone;
+        await vi.waitFor(() => expect(backend.batchStats?.put.unconditional.stalled).toBeGreaterThan(stalledBefore), { timeout: 10_000, interval: 5 });
+        // Sent after the batch, so it must end up as b's value.
+        const later = putOne(backend, userToken, storeId, { key: 'b', version: -1n, value: text('second') });
+        // Give the later write every chance to overtake, then let the batch through.
+        await Promise.race([later, new Promise((resolve) => setTimeout(resolve, 200))]);
+        await holder.query('ROLLBACK');
+        expect(await Promise.all([...batch, later])).toEqual(['applied', 'applied', 'applied']);
+      } finally {
+        holder.release();
+      }
+      expect(await stored(userToken, storeId, 'b')).toEqual({ version: 1n, value: 'second' });
     });
   });
 }

@@ -26,7 +26,10 @@
  *
  * A batch that runs longer than `stallMs` (waiting for a row lock held by a long transaction,
  * say) gives up its slot, so it cannot hold up requests that have nothing to do with it; the
- * connection pool still bounds how many statements run at once.
+ * connection pool still bounds how many statements run at once. Its keys stay taken until it
+ * has settled (retries included): a later write of one of them waits, because it could otherwise
+ * apply first and then be overwritten by the older one (a batch blocked on another row's lock,
+ * or retried after failing, writes that key late).
  */
 
 export interface BatcherOptions {
@@ -86,6 +89,8 @@ export interface BatcherStats {
 export class Batcher<In, Out> {
   private readonly queue: Array<Pending<In, Out>> = [];
   private inFlight = 0;
+  /** Keys written by batches that have not settled yet, stalled ones included. */
+  private readonly runningKeys = new Set<string>();
   /** Requests the next batch waits for (gathering); 0 = none. */
   private awaited = 0;
   /** When the wait for them ends (performance.now() ms): maxWaitMs after the batch that set it finished. */
@@ -132,6 +137,9 @@ export class Batcher<In, Out> {
       }
       this.awaited = 0;
       const batch = this.takeBatch();
+      // Everything that could go waits for a key still being written; its batch's end pumps again.
+      if (batch.length === 0) return;
+      for (const pending of batch) if (pending.key !== undefined) this.runningKeys.add(pending.key);
       this.inFlight++;
       let holdsSlot = true;
       const releaseSlot = () => {
@@ -147,19 +155,23 @@ export class Batcher<In, Out> {
       stall.unref();
       void this.execute(batch).finally(() => {
         clearTimeout(stall);
+        for (const pending of batch) if (pending.key !== undefined) this.runningKeys.delete(pending.key);
         const gather = this.options.gather;
         if (gather !== false && batch.length >= gather.minBatch) {
           this.awaited = Math.min(this.options.maxBatchSize, Math.ceil(batch.length * gather.fraction));
           this.gatherUntil = performance.now() + gather.maxWaitMs;
         }
-        releaseSlot();
+        // A stalled batch gave up its slot already, but requests may be waiting for its keys.
+        if (holdsSlot) releaseSlot();
+        else this.pump();
       });
     }
   }
 
   private takeBatch(): Array<Pending<In, Out>> {
     const size = Math.min(this.queue.length, this.options.maxBatchSize);
-    if (size === 1 || this.queue.every((pending) => pending.key === undefined)) return this.queue.splice(0, size);
+    const free = (pending: Pending<In, Out>) => pending.key === undefined || !this.runningKeys.has(pending.key);
+    if ((size === 1 && free(this.queue[0])) || this.queue.every((pending) => pending.key === undefined)) return this.queue.splice(0, size);
     const keys = new Set<string>();
     const batch: Array<Pending<In, Out>> = [];
     const waiting: Array<Pending<In, Out>> = [];
@@ -170,7 +182,7 @@ export class Batcher<In, Out> {
     for (; index < scanLimit && batch.length < this.options.maxBatchSize; index++) {
       const pending = this.queue[index];
       // A repeated key waits (keeping its place in line), so each key's writes run in order.
-      if (pending.key !== undefined && keys.has(pending.key)) waiting.push(pending);
+      if (pending.key !== undefined && (keys.has(pending.key) || this.runningKeys.has(pending.key))) waiting.push(pending);
       else {
         if (pending.key !== undefined) keys.add(pending.key);
         batch.push(pending);
