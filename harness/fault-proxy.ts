@@ -106,6 +106,10 @@ class Lane {
   private sourceEnded = false;
   private waitingForDrain = false;
   private closed = false;
+  /** Set when the source was reset: runs instead of passing a FIN once the queue is delivered. */
+  private afterLast: (() => void) | undefined;
+  /** Writes handed to the destination socket that it has not yet passed to the system. */
+  private unflushed = 0;
 
   constructor(
     private readonly source: Socket,
@@ -137,6 +141,21 @@ class Lane {
     this.pump();
   }
 
+  /** Whether the destination is open and bytes are still waiting for it. */
+  get delivering(): boolean {
+    return !this.closed && this.dest !== null && !this.dest.destroyed && this.queue.length > 0;
+  }
+
+  /**
+   * The source was reset: deliver what is already on its way (on schedule), then run `then`
+   * instead of passing a FIN. Left undelivered if the lane is closed meanwhile.
+   */
+  resetOfSource(then: () => void): void {
+    this.sourceEnded = true;
+    this.afterLast = then;
+    this.pump();
+  }
+
   pump(): void {
     const dest = this.dest;
     if (this.closed || dest === null || this.isHeld()) return;
@@ -149,7 +168,12 @@ class Lane {
       const { data } = this.queue.shift()!;
       this.queuedBytes -= data.length;
       this.onDelivered(data.length);
-      dest.write(data);
+      this.unflushed += 1;
+      dest.write(data, () => {
+        this.unflushed -= 1;
+        // A reset waits for the last bytes to be out (a connect still under way included).
+        if (this.unflushed === 0 && this.afterLast !== undefined) this.pump();
+      });
     }
     if (dest.writableNeedDrain) {
       // Stop reading until the destination has taken what it was given.
@@ -171,6 +195,11 @@ class Lane {
           this.pump();
         }, Math.max(0, this.queue[0]!.deliverAt - now));
       }
+    } else if (this.sourceEnded && this.afterLast !== undefined) {
+      if (this.unflushed > 0) return;
+      const then = this.afterLast;
+      this.afterLast = undefined;
+      then();
     } else if (this.sourceEnded && !dest.writableEnded) {
       dest.end();
     }
@@ -203,6 +232,8 @@ class ProxiedConnection {
    */
   private acceptCheckedGeneration: number | undefined;
   private finished = false;
+  /** The client reset the connection; the request bytes still held are being delivered. */
+  private passingReset = false;
 
   constructor(
     private readonly client: Socket,
@@ -211,8 +242,10 @@ class ProxiedConnection {
     this.toServer = new Lane(client, null, () => proxy.isHolding(), (n) => proxy.countToServer(n));
     client.on('data', (chunk: Buffer) => this.fromClient(chunk));
     client.on('end', () => this.toServer.endOfSource());
-    client.on('error', () => this.finish('destroy'));
-    client.on('close', () => this.finish('destroy'));
+    client.on('error', (error: NodeJS.ErrnoException) => (error.code === 'ECONNRESET' ? this.clientReset() : this.finish('destroy')));
+    client.on('close', () => {
+      if (!this.passingReset) this.finish('destroy');
+    });
   }
 
   /** Runs the 'request' fault check for a fresh connection; true when the connection was hit. */
@@ -240,6 +273,28 @@ class ProxiedConnection {
       this.finish('reset');
     });
     this.toServer.connectTo(upstream);
+  }
+
+  /**
+   * The client reset the connection. Bytes of its request still held for latency were already
+   * on their way: on a real network they reach the server before the RST, which may then act on
+   * the request. So they are delivered on schedule, then the server's side is reset in turn. In
+   * a black hole nothing gets through: the held bytes are lost with the connection.
+   */
+  private clientReset(): void {
+    if (this.finished || this.passingReset) return;
+    const upstream = this.upstream;
+    if (upstream === null || this.proxy.isHolding() || !this.toServer.delivering) {
+      this.finish('destroy');
+      return;
+    }
+    this.passingReset = true;
+    // The client is gone: a response has nowhere to go.
+    this.toClient?.close();
+    this.toServer.resetOfSource(() => {
+      upstream.resetAndDestroy();
+      this.finish('destroy');
+    });
   }
 
   /** Kicks both lanes, e.g. when a black hole lifts. */
@@ -272,7 +327,8 @@ class ProxiedConnection {
   }
 
   private fromServer(chunk: Buffer): void {
-    if (this.finished) return;
+    // After a client reset the response has nowhere to go (and must not consume a fault).
+    if (this.finished || this.passingReset) return;
     const newResponse = !this.serverTurn;
     this.serverTurn = true;
     this.clientTurn = false;

@@ -87,14 +87,38 @@ export class VssServerThread {
     });
   }
 
-  /** Closes the listener; data stays. Clients now get refused connections. */
-  stop(): Promise<void> {
-    return this.command('stop');
+  /**
+   * Sends a command and waits for its answer, at most `timeoutMs`. A worker that does not
+   * answer in time (a hung listener close, a blocked event loop) is terminated: its state is
+   * unknown, so every later command fails at once instead of waiting on it too.
+   */
+  private async commandWithin(cmd: 'stop' | 'resume', timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const answer = this.command(cmd);
+    const answered = await Promise.race([
+      answer.then(() => true),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+    ]).finally(() => clearTimeout(timer));
+    if (answered) return;
+    const error = new Error(`VSS server thread: the worker did not answer ${cmd} within ${timeoutMs} ms; terminated it`);
+    this.dead ??= error;
+    // The answer now comes from the exit handler (this.dead): nobody waits on it any more.
+    answer.catch(() => {});
+    await this.worker.terminate();
+    throw error;
   }
 
-  /** Listens again on the same port with the same data. */
-  resume(): Promise<void> {
-    return this.command('resume');
+  /**
+   * Closes the listener; data stays. Clients now get refused connections. A worker that does
+   * not answer within `timeoutMs` (default 10 s) is terminated and stop() rejects saying so.
+   */
+  stop(options: { timeoutMs?: number } = {}): Promise<void> {
+    return this.commandWithin('stop', options.timeoutMs ?? 10_000);
+  }
+
+  /** Listens again on the same port with the same data; the deadline is as for stop(). */
+  resume(options: { timeoutMs?: number } = {}): Promise<void> {
+    return this.commandWithin('resume', options.timeoutMs ?? 10_000);
   }
 
   /**

@@ -126,6 +126,10 @@ export class WalletFleet {
   private readonly wallets = new Map<string, Wallet>();
   private readonly peers: [string, string][] = [];
   private readonly walletListeners: ((wallet: Wallet) => void)[] = [];
+  /** Set once shutdown() began: armed crash points are cancelled and no new one is armed. */
+  private shuttingDown = false;
+  /** crashAt promises not settled yet (shutdown() settles them). */
+  private readonly armedCrashes = new Set<Promise<CrashEvent>>();
 
   private constructor(
     readonly net: WalletNetwork,
@@ -237,7 +241,8 @@ export class WalletFleet {
    * Arms a crash at an exact persistence step of `name`. Resolves once the crash happened
    * (the store was cut at the step and the node dropped). Rejects with
    * `CrashPointCancelledError` if the point can no longer be reached: another crashAt replaced
-   * it, it was disarmed, or the wallet crashed another way first (or had already).
+   * it, it was disarmed, the wallet crashed another way first (or had already), or the fleet
+   * shut down.
    */
   crashAt(name: string, point: CrashPoint): Promise<CrashEvent> {
     const w = this.wallet(name);
@@ -249,10 +254,30 @@ export class WalletFleet {
         return Promise.reject(new Error(`wallet ${name} runs in ldk-sync mode, whose monitor writes bypass the crash points: arm crashAt with kind 'manager' (or use a vss-persister wallet)`));
       }
     }
-    return new Promise((resolve, reject) => {
+    if (this.shuttingDown) return Promise.reject(new CrashPointCancelledError('disarmed', `wallet ${name}: the fleet has shut down: a crash point can no longer be reached`));
+    // Tracked until settled, without a handler of the fleet's own: a rejection nobody listens
+    // to stays visible as such, except at shutdown (see there).
+    let settled = false;
+    let crash: Promise<CrashEvent> | undefined;
+    const done = (): void => {
+      settled = true;
+      if (crash) this.armedCrashes.delete(crash);
+    };
+    crash = new Promise<CrashEvent>((settle, fail) => {
+      const resolve = (event: CrashEvent): void => {
+        done();
+        settle(event);
+      };
+      const reject = (err: unknown): void => {
+        done();
+        fail(err);
+      };
       // Superseded, disarmed, or the wallet crashed another way first: say so (a throw here,
       // for a wallet already crashed, rejects too).
-      const cancelled = (err: CrashPointCancelledError): void => reject(new CrashPointCancelledError(err.reason, `wallet ${name}: ${err.message}`));
+      const cancelled = (err: CrashPointCancelledError): void => {
+        const context = this.shuttingDown ? `wallet ${name}: the fleet shut down: ` : `wallet ${name}: `;
+        reject(new CrashPointCancelledError(err.reason, `${context}${err.message}`));
+      };
       const arm = (): void => w.store.crashAt(point, (event) => {
         // Called synchronously from inside the write; the node is dropped once the current
         // synchronous work returns (nothing durable-dependent can leave it meanwhile: the
@@ -274,6 +299,8 @@ export class WalletFleet {
         else reject(err);
       }
     });
+    if (!settled) this.armedCrashes.add(crash);
+    return crash;
   }
 
   /** Lets go of a crashed wallet's store client (whatever it still had on the wire may land). */
@@ -337,8 +364,17 @@ export class WalletFleet {
     return wallet;
   }
 
-  /** Stops the network and every wallet's persistence. */
+  /**
+   * Stops the network and every wallet's persistence. A crash point still armed is cancelled
+   * first (its crashAt promise rejects with CrashPointCancelledError, reason 'disarmed'): no
+   * wallet crashes while the fleet stops, and nobody waits for a crash that will not come.
+   */
   async shutdown(): Promise<void> {
+    this.shuttingDown = true;
+    // Whoever still waits on one of these hears of its cancellation; a promise left behind by
+    // a caller that failed before awaiting it must not turn into an unhandled rejection.
+    for (const crash of this.armedCrashes) crash.catch(() => {});
+    for (const w of this.wallets.values()) w.store.disarm();
     try {
       await this.net.shutdown();
     } finally {

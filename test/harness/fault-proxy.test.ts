@@ -215,6 +215,44 @@ describe('FaultProxy', () => {
       expect(proxy.latency).toEqual({ toServerMs: 0, toClientMs: 0, perRequestMs: 0 });
       expect((await send(proxy.url, { path: '/after' })).status).toBe(200);
     });
+
+    /** Sends a request on a raw socket and resets it (RST) once the proxy holds the request. */
+    async function sendThenReset(path: string): Promise<void> {
+      const socket = connect({ host: '127.0.0.1', port: proxy.port });
+      socket.on('error', () => undefined);
+      await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+      const before = proxy.stats().requests;
+      socket.write(`POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nput`);
+      while (proxy.stats().requests === before) await sleep(5);
+      socket.resetAndDestroy();
+    }
+
+    /** Waits until the proxy has no connection open (a bound only to fail instead of hanging). */
+    async function allClosed(): Promise<void> {
+      for (let waited = 0; proxy.stats().connectionsOpen > 0 && waited < 5_000; waited += 10) await sleep(10);
+    }
+
+    it('a client reset does not lose the request bytes held for latency: they reach the server first, as on a real network', async () => {
+      proxy.setLatency({ toServerMs: 300 });
+      await sendThenReset('/sent-before-reset');
+      await allClosed();
+      expect(proxy.stats().connectionsOpen).toBe(0);
+      for (let waited = 0; upstream.received.length === 0 && waited < 5_000; waited += 10) await sleep(10);
+      expect(upstream.received).toEqual(['/sent-before-reset']);
+      expect(proxy.stats().bytesToServer).toBeGreaterThan(0);
+    });
+
+    it('a client reset in a black hole loses what was held: nothing reaches the server, even once the hole lifts', async () => {
+      proxy.setLatency({ toServerMs: 50 });
+      await proxy.blackHole();
+      await sendThenReset('/held-in-the-hole');
+      await allClosed();
+      expect(proxy.stats().connectionsOpen).toBe(0);
+      await proxy.normal();
+      await sleep(100);
+      expect(upstream.received).toEqual([]);
+      expect(proxy.stats().bytesToServer).toBe(0);
+    });
   });
 
   describe('drop (FIN)', () => {

@@ -65,4 +65,24 @@ describe('VssServerThread', () => {
     expect(await closed).toBe('rejected: VSS server thread: the worker did not finish closing within 200 ms; terminated it (its backend may not have closed cleanly)');
     await exited; // terminated, not left running
   }, 30_000);
+
+  it.each(['stop', 'resume'] as const)('%s() on a worker that never answers terminates it after the deadline and says so', async (cmd) => {
+    const thread = await VssServerThread.start({ kind: 'memory' });
+    const worker = workerOf(thread);
+    worker.postMessage = () => {}; // a worker stuck somewhere: it never answers
+    const exited = new Promise<number>((resolve) => worker.once('exit', resolve));
+    const settled = (p: Promise<void>): Promise<string> =>
+      Promise.race([
+        p.then(
+          () => 'resolved',
+          (error: Error) => `rejected: ${error.message}`,
+        ),
+        new Promise<string>((resolve) => setTimeout(() => resolve('still waiting after 5 s'), 5_000)),
+      ]);
+    expect(await settled(thread[cmd]({ timeoutMs: 200 }))).toBe(`rejected: VSS server thread: the worker did not answer ${cmd} within 200 ms; terminated it`);
+    await exited; // terminated, not left running
+    // What comes next fails at once with the same reason, and close() still returns.
+    expect(await settled(thread.resume())).toBe(`rejected: VSS server thread: the worker did not answer ${cmd} within 200 ms; terminated it`);
+    expect(await settled(thread.close())).toBe('resolved');
+  }, 30_000);
 });

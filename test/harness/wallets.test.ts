@@ -76,4 +76,28 @@ describe('WalletFleet.crashAt', () => {
       await fleet.shutdown();
     }
   });
+
+  it('shutdown() cancels a crash point never reached, refuses new ones, and leaves no unhandled rejection', async () => {
+    const fleet = await WalletFleet.create(async (): Promise<WalletStoreHandle> => ({ store: unusedStore }));
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await fleet.addWallet('A');
+      await fleet.addWallet('B');
+      const awaited = fleet.crashAt('A', { kind: 'manager', ordinal: 1, timing: 'after-durable' });
+      // A caller that failed before awaiting its crash point (e.g. sendPayment threw).
+      void fleet.crashAt('B', { kind: 'manager', ordinal: 1, timing: 'after-durable' });
+      await fleet.shutdown();
+      expect(await outcome(awaited)).toBe('CrashPointCancelledError: wallet A: the fleet shut down: crash point (after-durable at write #1 of kind manager) was disarmed before it was reached');
+      expect(await outcome(fleet.crashAt('A', { kind: 'manager', ordinal: 1, timing: 'after-durable' }))).toBe(
+        'CrashPointCancelledError: wallet A: the fleet has shut down: a crash point can no longer be reached',
+      );
+      // Unhandled rejections are reported after the microtask queue drains.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
 });
