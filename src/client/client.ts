@@ -9,7 +9,7 @@ import {
   VssClientError,
   VssError,
 } from './errors.js';
-import { checkHeaders, FixedHeaders, type VssHeaderProvider } from './headers.js';
+import { checkHeaders, FixedHeaders, HeaderProviderError, type VssHeaderProvider } from './headers.js';
 import { checkTimeoutMs, discardBody, fetchWithDeadline, readBodyCapped, urlForMessages, type FetchFunction, type FetchResponse } from './http.js';
 import { defaultRetryPolicy, retry, timerSleep, type RetryPolicy, type Sleep } from './retry.js';
 
@@ -162,7 +162,9 @@ export class VssClient {
     let providerHeaders: Record<string, string>;
     try {
       // Promise.resolve: a provider that answers synchronously must behave the same with a signal.
-      providerHeaders = await untilAborted(Promise.resolve(this.#headerProvider.getHeaders(body)), signal);
+      // Bounded by the attempt's timeout: a hung token service must fail the attempt (retried,
+      // nothing sent) rather than hang the call forever.
+      providerHeaders = await untilSettled(Promise.resolve(this.#headerProvider.getHeaders(body)), signal, this.timeoutMs);
       // Checked here, not left to fetch: fetch's refusal would read as a network failure after
       // which a write's outcome is unknown, although nothing was sent.
       checkHeaders(providerHeaders, 'the header provider returned unusable headers');
@@ -266,21 +268,32 @@ function movedElsewhere(requested: string, final: string | undefined): boolean {
 const ABORTED = Symbol('aborted');
 
 /**
- * `work`, or a rejection with ABORTED as soon as `signal` aborts. The work itself goes on: a
- * header provider's login may be shared with other calls, so one caller's abort must not cancel it.
+ * `work`, or a rejection with ABORTED as soon as `signal` aborts, or with a HeaderProviderError
+ * once `timeoutMs` passes. The work itself goes on: a header provider's login may be shared with
+ * other calls, so one caller's abort or deadline must not cancel it.
  */
-function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return work;
+function untilSettled<T>(work: Promise<T>, signal: AbortSignal | undefined, timeoutMs: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(ABORTED);
-    signal.addEventListener('abort', onAbort, { once: true });
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(ABORTED);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      reject(new HeaderProviderError('request', `the header provider did not supply headers within ${timeoutMs} ms (the request was not sent)`));
+    }, timeoutMs);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const settle = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    };
     work.then(
       (value) => {
-        signal.removeEventListener('abort', onAbort);
+        settle();
         resolve(value);
       },
       (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
+        settle();
         reject(error);
       },
     );

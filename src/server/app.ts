@@ -10,7 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import getRawBody from 'raw-body';
 import { hasLoneSurrogate, PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, VSS_PATHS, vss, type VssOperation } from '../protocol/index.js';
-import type { Authorizer } from './auth/types.js';
+import { hasRepeatedAuthorization, type Authorizer } from './auth/types.js';
 import type { StorageBackend } from './backends/types.js';
 import { HEALTH_PATH, METRICS_PATH, VSS_BASE_PATH } from './constants.js';
 import type { CorsPolicy } from './cors.js';
@@ -267,6 +267,10 @@ export function createVssHandler(options: VssAppOptions): (req: IncomingMessage,
       }
       const wait = ipBuckets.take(ipRateLimitKey(clientAddress(req, trustProxy)));
       if (wait > 0) throw new RateLimitedError(wait);
+    }
+    // The noop authorizer ignores credentials, so only the others can be misled by a repeat.
+    if (req.headers.authorization !== undefined && authorizer.kind !== 'noop' && hasRepeatedAuthorization(req.rawHeaders)) {
+      throw new AuthError('More than one Authorization header: the credentials are ambiguous.');
     }
     const userToken = checkUserToken(await authorizer.authorize(req.headers));
     if (userBuckets) {

@@ -6,6 +6,7 @@ import {
   errorProvesNotApplied,
   ExponentialBackoffRetryPolicy,
   FixedHeaders,
+  HeaderProviderError,
   InternalServerError,
   InvalidRequestError,
   isPermanentVssError,
@@ -477,6 +478,37 @@ describe('VssClient timeouts and aborts (fake timers)', () => {
     expect(failing.requests).toHaveLength(1);
 
     await expect(client.getObject({ storeId: 's', key: 'k' }, { signal: AbortSignal.abort() })).rejects.toMatchObject({ reason: 'aborted' });
+  });
+
+  it('a header provider that never answers (a hung token service) fails the attempt after timeoutMs, retried, nothing sent', async () => {
+    vi.useFakeTimers();
+    let calls = 0;
+    const hungProvider: VssHeaderProvider = {
+      getHeaders: () => {
+        calls += 1;
+        return new Promise<Record<string, string>>(() => undefined);
+      },
+    };
+    const { fetch, requests } = mockFetch(() => okGet());
+    const client = new VssClient(BASE, {
+      fetch,
+      headerProvider: hungProvider,
+      timeoutMs: 1000,
+      retryPolicy: new ExponentialBackoffRetryPolicy(100).withMaxAttempts(3),
+    });
+    const promise = client.putObjects({ storeId: 's', transactionItems: [keyValue('k', 0n, new Uint8Array([1]))] }).catch((e) => e);
+    await vi.runAllTimersAsync();
+    const error = await promise;
+    expect(error).toBeInstanceOf(AuthError);
+    expect(error.fromHeaderProvider).toBe(true);
+    expect(error.message).toContain('header provider did not supply headers within 1000 ms');
+    expect(error.cause).toBeInstanceOf(HeaderProviderError);
+    expect(calls).toBe(3); // retried like any provider failure
+    expect(requests).toHaveLength(0);
+    // Nothing was sent, so the write is known not applied.
+    expect(error.afterAmbiguousAttempt).toBe(false);
+    expect(errorProvesNotApplied(error)).toBe(true);
+    expect(vi.getTimerCount()).toBe(0);
   });
 
   it("the caller's signal also ends a wait for the header provider (a slow login), without cancelling the login itself", async () => {

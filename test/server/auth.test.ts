@@ -10,7 +10,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { vss } from '../../src/protocol/index.js';
+import { bigIntToInt64, vss } from '../../src/protocol/index.js';
 import {
   AuthError,
   JwtAuthorizer,
@@ -227,6 +227,26 @@ describe('authorizers over HTTP', () => {
       expect(response.status).toBe(401);
       expect(errorOf(response).code).toBe(vss.ErrorCode.AUTH_EXCEPTION);
     }
+  });
+
+  it('a request with more than one Authorization header is refused with 401 (ambiguous credentials), whichever authorizer', async () => {
+    const body = vss.PutObjectRequest.encode({ storeId: 's', transactionItems: [{ key: 'dup', version: bigIntToInt64(-1n), value: new Uint8Array([1]) }] }).finish();
+    const sign = () => signatureHeader(new Uint8Array(32).fill(0x07), String(Math.floor(Date.now() / 1000)));
+    const jwt = `Bearer ${await new SignJWT({ sub: 'alice', exp: Math.floor(Date.now() / 1000) + 3600 }).setProtectedHeader({ alg: 'RS256' }).sign(privateKey)}`;
+    for (const [server, valid] of [
+      [sigServer, sign()],
+      [jwtServer, jwt],
+    ] as const) {
+      // Each value alone is accepted; two of them (even the same one twice) are not.
+      expect((await send(`${server.url}/putObjects`, body, { headers: { authorization: valid } })).status).toBe(200);
+      for (const values of [[valid, valid], [valid, 'garbage'], ['garbage', valid]]) {
+        const response = await send(`${server.url}/putObjects`, body, { headers: { authorization: values } });
+        expect(response.status).toBe(401);
+        expect(errorOf(response)).toEqual({ code: vss.ErrorCode.AUTH_EXCEPTION, message: 'More than one Authorization header: the credentials are ambiguous.' });
+      }
+    }
+    // The noop authorizer ignores credentials, so a repeat changes nothing there.
+    expect((await send(`${noopServer.url}/putObjects`, body, { headers: { authorization: ['a', 'b'] } })).status).toBe(200);
   });
 
   it('JWT users are isolated by sub, and an empty or over-long sub is refused with 401', async () => {

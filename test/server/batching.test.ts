@@ -12,7 +12,7 @@ import { ConflictError, startVssServer, type StartedVssServer } from '../../src/
 import { Batcher, type BatcherOptions, type BatchRunner } from '../../src/server/backends/batcher.js';
 import { PgliteBackend, PgliteDriver } from '../../src/server/backends/pglite.js';
 import { PgPoolDriver, PostgresBackend } from '../../src/server/backends/postgres.js';
-import { BATCH_VALUE_LIMIT, DEFAULT_BATCHING, SqlBackend } from '../../src/server/backends/sql-backend.js';
+import { BATCH_VALUE_LIMIT, DEFAULT_BATCHING, SqlBackend, statementRolledBack } from '../../src/server/backends/sql-backend.js';
 import type { SqlDriver, SqlQuery } from '../../src/server/backends/sql-driver.js';
 import type { PutItem } from '../../src/server/backends/types.js';
 import { backendCase, newIdentity, send, str, text, type OpenedBackend } from './helpers.js';
@@ -641,6 +641,33 @@ for (const name of ['pglite', 'postgres'] as const) {
       // Retrying these creates alone would have answered "conflict" for writes that did apply.
       for (const outcome of outcomes.slice(1)) expect(outcome).toEqual({ status: 'rejected', reason: lost });
       for (const key of ['a', 'b', 'c']) expect(await stored(userToken, storeId, key)).toEqual({ version: 1n, value: key });
+    });
+
+    it('treats a server error that ends the session or the server as an unknown outcome, not a rollback', async () => {
+      // PostgreSQL answered, but with an error that can follow the commit record: retrying the
+      // creates alone would answer "conflict" for writes that did apply.
+      const unknownOutcomes = [
+        { code: '58030', severity: 'PANIC', message: 'could not fsync file "pg_wal/000000010000000000000001": Input/output error' },
+        { code: '40001', severity: 'FATAL', message: 'terminating connection due to conflict with recovery' },
+        { code: 'XX000', severity: 'ERROR', message: 'cannot abort transaction 1234, it was already committed' },
+        { code: '57P01', severity: 'FATAL', message: 'terminating connection due to administrator command' },
+      ];
+      for (const { code, severity, message } of unknownOutcomes) {
+        const userToken = user();
+        const storeId = `unknown-${code}`;
+        const lost = Object.assign(new Error(message), { code, severity });
+        expect(statementRolledBack(lost), code).toBe(false);
+        const failing = new SqlBackend(
+          name,
+          interceptingDriver(driver, (query, run) => (query.name === 'vss_put_create_batch' ? run().then(() => Promise.reject(lost)) : undefined)),
+        );
+        const outcomes = await Promise.allSettled(['first', 'a', 'b', 'c'].map((key) => putOne(failing, userToken, storeId, { key, version: 0n, value: text(key) })));
+        expect(outcomes[0].status).toBe('fulfilled');
+        for (const outcome of outcomes.slice(1)) expect(outcome, code).toEqual({ status: 'rejected', reason: lost });
+        for (const key of ['a', 'b', 'c']) expect(await stored(userToken, storeId, key)).toEqual({ version: 1n, value: key });
+      }
+      // Ordinary errors (and a cancelled statement) did roll back the statement.
+      for (const code of ['23505', '40P01', '57014', '53100']) expect(statementRolledBack(Object.assign(new Error(code), { code, severity: 'ERROR' })), code).toBe(true);
     });
 
     // Whether concurrent HTTP requests end up sharing a statement depends on scheduling (PGlite

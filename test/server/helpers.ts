@@ -77,11 +77,11 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 export async function send(
   url: string,
   body: Uint8Array | string | undefined,
-  init: { method?: string; headers?: Record<string, string> } = {},
+  init: { method?: string; headers?: Record<string, string | string[]> } = {},
 ): Promise<RawResponse> {
   const payload = typeof body === 'string' ? Buffer.from(body) : body;
   const response = await new Promise<RawResponse>((resolve, reject) => {
-    const headers: Record<string, string | number> = { ...init.headers };
+    const headers: Record<string, string | string[] | number> = { ...init.headers };
     if (payload !== undefined) headers['content-length'] = payload.length;
     const request = http.request(url, { method: init.method ?? 'POST', agent, headers }, (res) => {
       const chunks: Buffer[] = [];

@@ -16,3 +16,22 @@ export function authorizationHeader(headers: IncomingHttpHeaders): string | unde
   const value = headers.authorization;
   return typeof value === 'string' ? value : undefined;
 }
+
+/**
+ * Whether a request carries the `authorization` header more than once. Node keeps the first of
+ * repeated values and the reference effectively the last, so a proxy that adds its own
+ * credential would select different users on the two servers: such a request is ambiguous and
+ * refused. Scans `rawHeaders` (name, value, name, value …) without allocating; called only when
+ * the header is present at all.
+ */
+export function hasRepeatedAuthorization(rawHeaders: readonly string[]): boolean {
+  let seen = false;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i];
+    // Header names are case-insensitive; the length test skips every other name cheaply.
+    if (name.length !== 13 || (name !== 'authorization' && name !== 'Authorization' && name.toLowerCase() !== 'authorization')) continue;
+    if (seen) return true;
+    seen = true;
+  }
+  return false;
+}

@@ -210,19 +210,33 @@ function lockOrder(rows: readonly RowRef[]): number[] {
   return keys.map((_, i) => i).sort((a, b) => (keys[a] < keys[b] ? -1 : keys[a] > keys[b] ? 1 : 0));
 }
 
-const CONNECTION_EXCEPTION_CLASS = '08';
-const OPERATOR_INTERVENTION_PREFIX = '57P';
+/**
+ * SQLSTATE prefixes after which a statement's outcome is unknown although PostgreSQL answered:
+ * 08 connection exception; 57P operator intervention (admin or crash shutdown, the session
+ * terminated); 58 system error (an I/O failure, such as the fsync of the WAL at commit, which is
+ * a PANIC); XX internal error (PostgreSQL itself in a state it did not expect). Plain 57014
+ * (statement timeout, cancel) stays rolled back.
+ */
+const UNKNOWN_OUTCOME_PREFIXES = ['08', '57P', '58', 'XX'];
+/**
+ * Severities that end the session or the server: the error may come after the commit record.
+ * The `S` field is localized (pg does not expose the untranslated `V`), so only English servers
+ * are caught here; the SQLSTATE prefixes above cover the usual codes of such errors anyway.
+ */
+const SESSION_ENDING_SEVERITIES = new Set(['FATAL', 'PANIC']);
 
 /**
- * Whether a failed write statement certainly changed nothing: PostgreSQL answered with an error
- * (so the autocommit statement rolled back), rather than the connection breaking, when the
- * statement may or may not have committed.
+ * Whether a failed write statement certainly changed nothing: PostgreSQL answered with an
+ * ordinary error (so the autocommit statement rolled back), rather than the connection or the
+ * server going down, when the statement may or may not have committed. Only then may a batch's
+ * writes be retried one by one: retrying a create that did commit would answer "conflict".
  */
 export function statementRolledBack(error: unknown): boolean {
   const code = sqlState(error);
   const severity = (error as { severity?: unknown } | null)?.severity;
   if (code === undefined || typeof severity !== 'string' || !/^[0-9A-Z]{5}$/.test(code)) return false;
-  return !code.startsWith(CONNECTION_EXCEPTION_CLASS) && !code.startsWith(OPERATOR_INTERVENTION_PREFIX);
+  if (SESSION_ENDING_SEVERITIES.has(severity.toUpperCase())) return false;
+  return !UNKNOWN_OUTCOME_PREFIXES.some((prefix) => code.startsWith(prefix));
 }
 
 export class SqlBackend implements StorageBackend {
