@@ -10,7 +10,7 @@ import { resolve } from 'node:path';
 import { JwtAuthorizer, JwtKeyError, parseRsaPublicKeyPem } from './auth/jwt.js';
 import { DEFAULT_HOST, DEFAULT_PORT, HEALTH_PATH, METRICS_PATH, VSS_BASE_PATH } from './constants.js';
 import { parseCorsOrigins } from './cors.js';
-import { DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_MAX_REQUEST_BODY_SIZE, MAX_POSTGRES_TIMEOUT_MS, MAX_REQUEST_BODY_SIZE_LIMIT } from './limits.js';
+import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_LOCK_TIMEOUT_MS, DEFAULT_MAX_REQUEST_BODY_SIZE, MAX_POSTGRES_TIMEOUT_MS, MAX_REQUEST_BODY_SIZE_LIMIT } from './limits.js';
 import { parseRateLimit } from './rate-limit.js';
 import type { AuthOption, BackendOption, LogLevel, VssServerOptions } from './server.js';
 
@@ -37,6 +37,7 @@ export const SERVER_ENV_DOCS = {
   VSS_PSQL_CRT_PEM: 'root certificate (PEM text or path) to trust for PostgreSQL TLS; implies TLS',
   VSS_PSQL_POOL_SIZE: 'PostgreSQL connection pool size (default 10)',
   VSS_PSQL_LOCK_TIMEOUT_MS: `how long a request's statement may wait for a row lock before failing with a 500 (default ${DEFAULT_LOCK_TIMEOUT_MS}; 0 waits forever)`,
+  VSS_PSQL_CONNECT_TIMEOUT_MS: `how long getting a PostgreSQL connection may take (opening one, or waiting for a pooled one) before the request fails with a 500 (default ${DEFAULT_CONNECT_TIMEOUT_MS}; 0 waits forever)`,
   VSS_PSQL_STATEMENT_TIMEOUT_MS: 'how long a request\'s statement may run before failing with a 500 (default 0: no limit; a large value takes long to write)',
   VSS_DATA_DIR: `directory of the embedded PGlite database used when no PostgreSQL is configured (default ${DEFAULT_DATA_DIR})`,
   VSS_CORS_ORIGINS: 'comma-separated browser origins allowed to call the server, or * (default: CORS off)',
@@ -221,7 +222,7 @@ function postgresBackend(env: Env): { backend: BackendOption; description: strin
     if (env.DATABASE_URL !== undefined) {
       throw new ConfigError('DATABASE_URL', 'is set but empty; unset it to use the embedded PGlite database');
     }
-    const orphan = (['VSS_PSQL_DEFAULT_DB', 'VSS_PSQL_TLS', 'VSS_PSQL_CRT_PEM', 'VSS_PSQL_POOL_SIZE', 'VSS_PSQL_LOCK_TIMEOUT_MS', 'VSS_PSQL_STATEMENT_TIMEOUT_MS'] as const).find((name) =>
+    const orphan = (['VSS_PSQL_DEFAULT_DB', 'VSS_PSQL_TLS', 'VSS_PSQL_CRT_PEM', 'VSS_PSQL_POOL_SIZE', 'VSS_PSQL_LOCK_TIMEOUT_MS', 'VSS_PSQL_STATEMENT_TIMEOUT_MS', 'VSS_PSQL_CONNECT_TIMEOUT_MS'] as const).find((name) =>
       name === 'VSS_PSQL_TLS' ? tlsRequested(env) : value(env, name) !== undefined,
     );
     if (orphan !== undefined) {
@@ -234,6 +235,7 @@ function postgresBackend(env: Env): { backend: BackendOption; description: strin
   const poolText = value(env, 'VSS_PSQL_POOL_SIZE');
   const lockText = value(env, 'VSS_PSQL_LOCK_TIMEOUT_MS');
   const statementText = value(env, 'VSS_PSQL_STATEMENT_TIMEOUT_MS');
+  const connectText = value(env, 'VSS_PSQL_CONNECT_TIMEOUT_MS');
   return {
     backend: {
       kind: 'postgres',
@@ -242,6 +244,7 @@ function postgresBackend(env: Env): { backend: BackendOption; description: strin
       poolSize: poolText === undefined ? undefined : parseInteger('VSS_PSQL_POOL_SIZE', poolText, 1, 1000),
       lockTimeoutMs: lockText === undefined ? undefined : parseInteger('VSS_PSQL_LOCK_TIMEOUT_MS', lockText, 0, MAX_POSTGRES_TIMEOUT_MS),
       statementTimeoutMs: statementText === undefined ? undefined : parseInteger('VSS_PSQL_STATEMENT_TIMEOUT_MS', statementText, 0, MAX_POSTGRES_TIMEOUT_MS),
+      connectTimeoutMs: connectText === undefined ? undefined : parseInteger('VSS_PSQL_CONNECT_TIMEOUT_MS', connectText, 0, MAX_POSTGRES_TIMEOUT_MS),
       defaultDatabase: value(env, 'VSS_PSQL_DEFAULT_DB') ?? 'postgres',
     },
     description: `postgres ${redactedUrl(url)}${ssl ? ' (TLS)' : ''} from ${databaseUrl !== undefined ? 'DATABASE_URL' : 'VSS_PSQL_*'}`,

@@ -20,6 +20,13 @@ export const DEFAULT_MAX_REQUEST_BODY_SIZE = 128 * 1024 * 1024;
  * the whole pool, and with it every other user's requests.
  */
 export const DEFAULT_LOCK_TIMEOUT_MS = 30_000;
+/**
+ * Default time to get a PostgreSQL connection, in ms: opening a new one, or waiting for a pooled
+ * one when all are busy. Without a limit, a database that accepts TCP but never answers (a
+ * half-dead host, a hung proxy) stalls startup and every request for good; past it the request
+ * fails with a 500 the client retries.
+ */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 /** The longest delay a Node timer honours; a longer one fires after 1 ms. */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 /** The largest value PostgreSQL takes for its timeout settings (INT_MAX ms). */

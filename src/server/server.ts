@@ -36,6 +36,8 @@ export type BackendOption =
       lockTimeoutMs?: number;
       /** PostgreSQL `statement_timeout` of request statements in ms (default 0: no limit). */
       statementTimeoutMs?: number;
+      /** Time to get a connection (open one, or wait for a pooled one) in ms (default 10 s; 0 waits forever). */
+      connectTimeoutMs?: number;
     }
   /** An instance the caller owns: close() leaves it open, so a new server can reuse the data. */
   | StorageBackend;

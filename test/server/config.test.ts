@@ -111,11 +111,11 @@ describe('loadServeConfig', () => {
     expect(loadServeConfig({ VSS_PSQL_PASSWORD: '   ' }).options.backend).toMatchObject({ kind: 'postgres' });
   });
 
-  it('reads the PostgreSQL lock and statement timeouts (left to the backend\'s defaults when unset)', () => {
-    const tuned = loadServeConfig({ DATABASE_URL: 'postgres://db/vss', VSS_PSQL_LOCK_TIMEOUT_MS: '0', VSS_PSQL_STATEMENT_TIMEOUT_MS: '60000' });
-    expect(tuned.options.backend).toMatchObject({ kind: 'postgres', lockTimeoutMs: 0, statementTimeoutMs: 60000 });
-    const plain = loadServeConfig({ DATABASE_URL: 'postgres://db/vss' }).options.backend as { lockTimeoutMs?: number; statementTimeoutMs?: number };
-    expect([plain.lockTimeoutMs, plain.statementTimeoutMs]).toEqual([undefined, undefined]);
+  it('reads the PostgreSQL lock, statement and connect timeouts (left to the backend\'s defaults when unset)', () => {
+    const tuned = loadServeConfig({ DATABASE_URL: 'postgres://db/vss', VSS_PSQL_LOCK_TIMEOUT_MS: '0', VSS_PSQL_STATEMENT_TIMEOUT_MS: '60000', VSS_PSQL_CONNECT_TIMEOUT_MS: '2500' });
+    expect(tuned.options.backend).toMatchObject({ kind: 'postgres', lockTimeoutMs: 0, statementTimeoutMs: 60000, connectTimeoutMs: 2500 });
+    const plain = loadServeConfig({ DATABASE_URL: 'postgres://db/vss' }).options.backend as { lockTimeoutMs?: number; statementTimeoutMs?: number; connectTimeoutMs?: number };
+    expect([plain.lockTimeoutMs, plain.statementTimeoutMs, plain.connectTimeoutMs]).toEqual([undefined, undefined, undefined]);
   });
 
   it('builds the URL from the reference VSS_PSQL_* variables, encoding credentials', () => {
@@ -196,6 +196,8 @@ describe('loadServeConfig', () => {
     [{ VSS_PSQL_USERNAME: 'u', VSS_PSQL_LOCK_TIMEOUT_MS: '30s' }, 'VSS_PSQL_LOCK_TIMEOUT_MS'],
     [{ VSS_PSQL_USERNAME: 'u', VSS_PSQL_STATEMENT_TIMEOUT_MS: '2147483648' }, 'VSS_PSQL_STATEMENT_TIMEOUT_MS'],
     [{ VSS_PSQL_LOCK_TIMEOUT_MS: '5000' }, 'VSS_PSQL_LOCK_TIMEOUT_MS'],
+    [{ VSS_PSQL_USERNAME: 'u', VSS_PSQL_CONNECT_TIMEOUT_MS: '-1' }, 'VSS_PSQL_CONNECT_TIMEOUT_MS'],
+    [{ VSS_PSQL_CONNECT_TIMEOUT_MS: '5000' }, 'VSS_PSQL_CONNECT_TIMEOUT_MS'],
     // PostgreSQL tuning without a PostgreSQL connection: the connection settings went missing,
     // and falling back to an empty embedded database would serve wallets an empty store.
     [{ DATABASE_URL: '' }, 'DATABASE_URL'],

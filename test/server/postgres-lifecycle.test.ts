@@ -1,7 +1,8 @@
 /**
  * The PostgreSQL backend's connection settings and startup under failure: a statement waiting on
  * a lock held by a stuck session fails (500) instead of waiting forever, while startup
- * migrations still wait; a connection that breaks while the database is being created fails
+ * migrations still wait; a database that never answers fails startup after the connect timeout;
+ * a connection that breaks while the database is being created fails
  * startup instead of crashing the process; and a stuck statement does not hang /health or
  * shutdown.
  */
@@ -205,5 +206,36 @@ describe.skipIf(!TEST_DATABASE_URL)('PostgreSQL database creation at startup', (
     expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
     expect(stdout.trim()).toMatch(/^refused: (Connection terminated unexpectedly|.*ECONNRESET)$/);
     expect(cut).toEqual(['pg_database']);
+  });
+});
+
+describe('a PostgreSQL that accepts connections but never answers', () => {
+  let silent: net.Server;
+  let port = 0;
+  const sockets = new Set<net.Socket>();
+  beforeAll(async () => {
+    // Accepts TCP and reads, never writes: a hung host or proxy, not a refused connection.
+    silent = net.createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => {});
+      socket.on('close', () => sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    port = (silent.address() as net.AddressInfo).port;
+  });
+  afterAll(async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => silent.close(() => resolve()));
+  });
+
+  it('fails startup after the connect timeout instead of waiting forever', async () => {
+    const opening = PostgresBackend.open({ url: `postgres://postgres@127.0.0.1:${port}/vss`, connectTimeoutMs: 300 });
+    const outcome = await within(opening.then(() => 'opened', (error: unknown) => error as Error), 10_000);
+    expect(outcome).toBeInstanceOf(Error);
+    expect((outcome as Error).message).toMatch(/timeout/i);
+  });
+
+  it('refuses a connect timeout PostgreSQL-style settings cannot take', async () => {
+    await expect(PostgresBackend.open({ url: `postgres://postgres@127.0.0.1:${port}/vss`, connectTimeoutMs: -1 })).rejects.toThrow(/connectTimeoutMs must be an integer/);
   });
 });

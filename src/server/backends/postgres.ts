@@ -3,7 +3,7 @@
  * reference's migrations, and creation of the database when it does not exist yet.
  */
 import pg from 'pg';
-import { DEFAULT_LOCK_TIMEOUT_MS, MAX_POSTGRES_TIMEOUT_MS } from '../limits.js';
+import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_LOCK_TIMEOUT_MS, MAX_POSTGRES_TIMEOUT_MS } from '../limits.js';
 import { migrate, type MigrationOutcome } from './migrations.js';
 import { SqlBackend, type SqlBackendOptions } from './sql-backend.js';
 import { sqlState, type SqlDriver, type SqlQuery, type SqlResult, type SqlSession } from './sql-driver.js';
@@ -28,6 +28,11 @@ export interface PostgresBackendOptions extends SqlBackendOptions {
   lockTimeoutMs?: number;
   /** How long a statement may run (PostgreSQL's `statement_timeout`), in ms; 0 (default) is no limit. */
   statementTimeoutMs?: number;
+  /**
+   * How long getting a connection may take (opening one, or waiting for a pooled one), in ms;
+   * 0 waits forever. Default DEFAULT_CONNECT_TIMEOUT_MS (10 s).
+   */
+  connectTimeoutMs?: number;
 }
 
 const GENERIC_PLANS = 'SET plan_cache_mode = force_generic_plan';
@@ -163,8 +168,14 @@ export function quoteIdentifier(name: string): string {
 }
 
 /** Creates `database` on the server `url` points at, unless it exists (a concurrent creator is fine). */
-export async function ensureDatabase(url: string, database: string, defaultDatabase: string, ssl?: pg.ClientConfig['ssl']): Promise<boolean> {
-  const client = new pg.Client({ connectionString: withDatabase(url, defaultDatabase), ssl });
+export async function ensureDatabase(
+  url: string,
+  database: string,
+  defaultDatabase: string,
+  ssl?: pg.ClientConfig['ssl'],
+  connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS,
+): Promise<boolean> {
+  const client = new pg.Client({ connectionString: withDatabase(url, defaultDatabase), ssl, connectionTimeoutMillis: connectTimeoutMs });
   // pg emits 'error' when the connection breaks (a database restart, pg_terminate_backend), even
   // while a query is running, whose promise then rejects with the same error. Without a listener
   // the event would crash the process instead of failing startup with that message.
@@ -230,6 +241,7 @@ export class PostgresBackend extends SqlBackend {
     const ssl = options.ssl === true ? { rejectUnauthorized: true } : options.ssl === false ? undefined : options.ssl;
     const lockTimeoutMs = checkedTimeout('lockTimeoutMs', options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS);
     const statementTimeoutMs = checkedTimeout('statementTimeoutMs', options.statementTimeoutMs ?? 0);
+    const connectTimeoutMs = checkedTimeout('connectTimeoutMs', options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
     // Set per session rather than as startup parameters, which connection poolers such as
     // PgBouncer refuse unless told to ignore them.
     const timeouts = `SET lock_timeout = ${lockTimeoutMs}; SET statement_timeout = ${statementTimeoutMs}`;
@@ -238,6 +250,8 @@ export class PostgresBackend extends SqlBackend {
         connectionString: options.url,
         max: options.poolSize ?? 10,
         ssl,
+        // Covers opening a connection and waiting for a pooled one (pg-pool applies it to both).
+        connectionTimeoutMillis: connectTimeoutMs,
         // Prepared statements over unnest() arrays (the batches) would otherwise be re-planned
         // on every execution, because the planner's custom plans look cheaper than its generic
         // one. Every statement here is a keyed lookup or an ordered scan of one store, whose
@@ -258,7 +272,7 @@ export class PostgresBackend extends SqlBackend {
       await pool.end();
       if (sqlState(error) !== INVALID_CATALOG_NAME || options.createDatabase === false) throw error;
       const name = databaseName(options.url);
-      const created = await ensureDatabase(options.url, name, options.defaultDatabase ?? 'postgres', ssl);
+      const created = await ensureDatabase(options.url, name, options.defaultDatabase ?? 'postgres', ssl, connectTimeoutMs);
       if (created) options.logger?.info({ database: name }, 'created PostgreSQL database');
       pool = makePool();
     }
