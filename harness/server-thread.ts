@@ -93,13 +93,8 @@ export class VssServerThread {
    * unknown, so every later command fails at once instead of waiting on it too.
    */
   private async commandWithin(cmd: 'stop' | 'resume', timeoutMs: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
     const answer = this.command(cmd);
-    const answered = await Promise.race([
-      answer.then(() => true),
-      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
-    ]).finally(() => clearTimeout(timer));
-    if (answered) return;
+    if (await answeredWithin(answer, timeoutMs)) return;
     const error = new Error(`VSS server thread: the worker did not answer ${cmd} within ${timeoutMs} ms; terminated it`);
     this.dead ??= error;
     // The answer now comes from the exit handler (this.dead): nobody waits on it any more.
@@ -130,15 +125,19 @@ export class VssServerThread {
     if (this.closed) return;
     this.closed = true;
     const timeoutMs = options.timeoutMs ?? 10_000;
-    let timer: NodeJS.Timeout | undefined;
-    const answered = await Promise.race([
-      this.command('close').then(
-        () => true,
-        () => true, // a worker that failed to close or is gone: terminate it all the same
-      ),
-      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
-    ]).finally(() => clearTimeout(timer));
+    // A worker that failed to close or is gone counts as answered: it is terminated all the same.
+    const answered = await answeredWithin(this.command('close').catch(() => undefined), timeoutMs);
     await this.worker.terminate();
     if (!answered) throw new Error(`VSS server thread: the worker did not finish closing within ${timeoutMs} ms; terminated it (its backend may not have closed cleanly)`);
+  }
+}
+
+/** Whether `answer` settled within `timeoutMs` (its rejection propagates, as for any await). */
+async function answeredWithin(answer: Promise<unknown>, timeoutMs: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([answer.then(() => true), new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)))]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -13,6 +13,7 @@ import {
   StoreClosedError,
 } from '../store/errors.js';
 import { isPermanentVssError } from '../client/retry.js';
+import { MAX_TIMEOUT_MS } from '../client/http.js';
 import { CorruptStateError } from './errors.js';
 
 export interface BackoffOptions {
@@ -24,8 +25,8 @@ export interface BackoffOptions {
   factor?: number;
 }
 
-/** Longest delay a Node timer honours: a longer one (or NaN) fires after 1 ms. */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Longest delay a Node timer honours: a longer one (or NaN) fires after 1 ms (the client's limit). */
+export const MAX_TIMER_MS = MAX_TIMEOUT_MS;
 
 /**
  * Throws a RangeError for backoff settings that would not wait between retries: a first delay

@@ -13,6 +13,7 @@ import { hasLoneSurrogate, PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, VSS_PATHS,
 import { hasRepeatedAuthorization, type Authorizer } from './auth/types.js';
 import type { StorageBackend } from './backends/types.js';
 import { HEALTH_PATH, METRICS_PATH, VSS_BASE_PATH } from './constants.js';
+import { withDeadline } from './deadline.js';
 import type { CorsPolicy } from './cors.js';
 import {
   AuthError,
@@ -208,20 +209,12 @@ function createExpressApp(options: VssAppOptions, operationRoutes?: RunOperation
   };
   app.get(HEALTH_PATH, async (_req: Request, res: Response) => {
     endpointOf.set(res, 'health');
-    let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([
-        checkHealth(),
-        new Promise<never>((_resolve, reject) => {
-          timer = setTimeout(() => reject(new Error(`the ${backend.kind} backend did not answer within ${healthTimeoutMs} ms`)), healthTimeoutMs);
-        }),
-      ]);
+      await withDeadline(checkHealth(), healthTimeoutMs, () => new Error(`the ${backend.kind} backend did not answer within ${healthTimeoutMs} ms`));
       res.status(200).json({ status: 'ok', backend: backend.kind });
     } catch (error) {
       logger.error({ err: error }, 'health check failed');
       res.status(503).json({ status: 'unavailable', backend: backend.kind });
-    } finally {
-      clearTimeout(timer);
     }
   });
 

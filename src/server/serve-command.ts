@@ -5,6 +5,7 @@
  */
 import pino, { type Logger } from 'pino';
 import { ConfigError, loadServeConfig, SERVER_ENV_DOCS, SERVER_ENV_VARS, type ServeConfig } from './config.js';
+import { withDeadline } from './deadline.js';
 import { DEFAULT_SHUTDOWN_GRACE_MS, ServerListenError, startVssServer, type StartedVssServer } from './server.js';
 
 export interface CommandIo {
@@ -108,9 +109,8 @@ async function serveUntilSignal(config: ServeConfig, logger: Logger, firstSignal
     // grace period: a storage that does not open by then (a database that does not answer)
     // must not keep a stopped server alive.
     logger.info({ signal }, `signal while starting: stopping once the storage is open (waiting up to ${graceMs} ms; signal again to stop at once)`);
-    let timer: NodeJS.Timeout | undefined;
-    const late = await Promise.race([startup, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), graceMs)))]);
-    clearTimeout(timer);
+    // `startup` never rejects (failures are an outcome), so only the deadline lands in the catch.
+    const late = await withDeadline(startup, graceMs, () => new Error('startup outlived the grace period')).catch(() => undefined);
     if (late === undefined) {
       // Should it still open, nothing may be served: close it at once.
       void startup.then((outcome) => ('server' in outcome ? outcome.server.close() : undefined)).catch(() => undefined);

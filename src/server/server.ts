@@ -16,6 +16,7 @@ import { MemoryBackend } from './backends/memory.js';
 import type { StorageBackend } from './backends/types.js';
 import { DEFAULT_HOST, VSS_BASE_PATH } from './constants.js';
 import { CorsPolicy } from './cors.js';
+import { withDeadline } from './deadline.js';
 import { DEFAULT_MAX_REQUEST_BODY_SIZE, MAX_REQUEST_BODY_SIZE_LIMIT, MAX_TIMER_MS } from './limits.js';
 import { ServerMetrics } from './metrics.js';
 import { parseRateLimit, type RateLimitOptions, type RateLimitRule } from './rate-limit.js';
@@ -342,15 +343,7 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
         // lock, or on a database that stopped answering), which cutting the HTTP connections
         // does not end, and shutdown would hang until killed.
         const closeMs = Math.max(MIN_BACKEND_CLOSE_MS, Math.ceil(graceMs - (performance.now() - started)));
-        let timer: NodeJS.Timeout | undefined;
-        const timedOut = new Promise<never>((_resolve, reject) => {
-          timer = setTimeout(() => reject(new BackendCloseTimeoutError(backend.kind, closeMs)), closeMs);
-        });
-        try {
-          await Promise.race([backend.close(), timedOut]);
-        } finally {
-          clearTimeout(timer);
-        }
+        await withDeadline(backend.close(), closeMs, () => new BackendCloseTimeoutError(backend.kind, closeMs));
       }
       logger.info('VSS server stopped');
     })();

@@ -49,7 +49,7 @@ export class VssSyncStore implements SyncKVStore {
     this.#checkUsable();
     checkKey(primaryNamespace, secondaryNamespace, key);
     // Before #exclusive: a refused value must not supersede (and fail) queued async writes.
-    checkValue(value, JSON.stringify([primaryNamespace, secondaryNamespace, key]));
+    checkValue(value, primaryNamespace, secondaryNamespace, key);
     const engine = this.#host.engine;
     const target = engine.target(primaryNamespace, secondaryNamespace, key);
     this.#exclusive(target.address.storeKey, () => engine.write(target, value));

@@ -41,9 +41,11 @@ function describeValue(value: unknown): string {
  * crypto layer with an error that is not a `StoreError`. A Uint8Array from another realm (a
  * worker, a `vm` context) or a Node Buffer counts: both are Uint8Arrays.
  */
-export function checkValue(value: unknown, where: string): asserts value is Uint8Array {
+export function checkValue(value: unknown, primaryNamespace: string, secondaryNamespace: string, key: string): asserts value is Uint8Array {
   if (value instanceof Uint8Array) return;
   if (ArrayBuffer.isView(value) && Object.prototype.toString.call(value) === '[object Uint8Array]') return;
+  // The address is formatted only here: every write passes this check.
+  const where = JSON.stringify([primaryNamespace, secondaryNamespace, key]);
   throw new InvalidValueError(`the value for ${where} must be a Uint8Array, got ${describeValue(value)}`);
 }
 

@@ -202,7 +202,7 @@ export class VssStore implements AtomicBatchKVStore, AbortableKVStore {
   async write(primaryNamespace: string, secondaryNamespace: string, key: string, value: Uint8Array): Promise<void> {
     this.#checkOpen();
     checkKey(primaryNamespace, secondaryNamespace, key);
-    checkValue(value, JSON.stringify([primaryNamespace, secondaryNamespace, key]));
+    checkValue(value, primaryNamespace, secondaryNamespace, key);
     const target = this.#engine.target(primaryNamespace, secondaryNamespace, key);
     // The caller may reuse its buffer once we return; the write may run later.
     const copy = Uint8Array.from(value);
@@ -227,7 +227,7 @@ export class VssStore implements AtomicBatchKVStore, AbortableKVStore {
     // Every entry is checked before anything is queued: a bad one refuses the whole batch.
     const items = writes.map((w) => {
       checkKey(w.primaryNamespace, w.secondaryNamespace, w.key);
-      checkValue(w.value, JSON.stringify([w.primaryNamespace, w.secondaryNamespace, w.key]));
+      checkValue(w.value, w.primaryNamespace, w.secondaryNamespace, w.key);
       // The caller may reuse its buffers once we return; the batch may run later.
       return { target: this.#engine.target(w.primaryNamespace, w.secondaryNamespace, w.key), value: Uint8Array.from(w.value) };
     });

@@ -61,7 +61,7 @@ describe('value rule', () => {
   it('accepts Uint8Arrays: plain, a Node Buffer, a view into a larger buffer, one from another realm', () => {
     const foreign = runInNewContext('new Uint8Array([1, 2])') as unknown;
     for (const ok of [new Uint8Array(), Uint8Array.of(1), Buffer.from('x'), new Uint8Array(new ArrayBuffer(8), 2, 3), foreign]) {
-      expect(() => checkValue(ok, 'k')).not.toThrow();
+      expect(() => checkValue(ok, 'ns', '', 'k')).not.toThrow();
     }
   });
 
@@ -79,7 +79,7 @@ describe('value rule', () => {
   ])('rejects %s with InvalidValueError (a StoreError) naming the key', (_name, value, got) => {
     let err: unknown;
     try {
-      checkValue(value, '["ns","","k"]');
+      checkValue(value, 'ns', '', 'k');
     } catch (e) {
       err = e;
     }
