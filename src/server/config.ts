@@ -142,7 +142,8 @@ export function parseBindAddress(text: string): { host: string; port: number } {
 }
 
 function parseInteger(name: ServerEnvVar, text: string, min: number, max: number): number {
-  if (!/^\d+$/.test(text)) throw new ConfigError(name, `"${text}" is not a non-negative integer`);
+  // Said with the range: "-1 is not a non-negative integer" leaves the operator guessing the bounds.
+  if (!/^\d+$/.test(text)) throw new ConfigError(name, `"${text}" is not an integer from ${min} to ${max}`);
   const parsed = Number(text);
   if (!Number.isSafeInteger(parsed) || parsed < min || parsed > max) {
     throw new ConfigError(name, `${text} is out of range (${min} to ${max})`);
@@ -157,11 +158,14 @@ function parseBoolean(name: ServerEnvVar, text: string): boolean {
   throw new ConfigError(name, `"${text}" is not true or false`);
 }
 
+const MAX_TRUSTED_PROXIES = 100;
+
 function parseTrustProxy(text: string): boolean | number {
   const lowered = text.toLowerCase();
   if (lowered === 'true') return true;
   if (lowered === 'false') return false;
-  return parseInteger('VSS_TRUST_PROXY', text, 0, 100);
+  if (!/^\d+$/.test(text)) throw new ConfigError('VSS_TRUST_PROXY', `"${text}" is neither true, false nor a number of proxies from 0 to ${MAX_TRUSTED_PROXIES}`);
+  return parseInteger('VSS_TRUST_PROXY', text, 0, MAX_TRUSTED_PROXIES);
 }
 
 /** A PEM given inline or as a path to a file. */
@@ -312,6 +316,15 @@ export function loadServeConfig(env: Env = process.env): ServeConfig {
   const metricsText = value(env, 'VSS_METRICS');
   const trustText = value(env, 'VSS_TRUST_PROXY');
   const graceText = value(env, 'VSS_SHUTDOWN_GRACE_MS');
+  const corsOrigins = corsText === undefined ? undefined : wrap('VSS_CORS_ORIGINS', () => parseCorsOrigins(corsText));
+  const rateLimit = rateText === undefined ? undefined : wrap('VSS_RATE_LIMIT', () => parseRateLimit(rateText));
+  const metrics = metricsText === undefined ? false : parseBoolean('VSS_METRICS', metricsText);
+  const trustProxy = trustText === undefined ? undefined : parseTrustProxy(trustText);
+  const warnings = unknownVariableWarnings(env);
+  if (trustProxy && rateLimit?.perIp === undefined) {
+    // Only the per-IP limit reads X-Forwarded-For; an operator who set this expects an effect.
+    warnings.push(`VSS_TRUST_PROXY is set but has no effect: only a per-IP limit (VSS_RATE_LIMIT=ip=… or a single rate) uses the client address`);
+  }
   return {
     options: {
       host: bind.host,
@@ -320,13 +333,13 @@ export function loadServeConfig(env: Env = process.env): ServeConfig {
       auth,
       logLevel,
       maxRequestBodySize,
-      corsOrigins: corsText === undefined ? undefined : wrap('VSS_CORS_ORIGINS', () => parseCorsOrigins(corsText)),
-      rateLimit: rateText === undefined ? undefined : wrap('VSS_RATE_LIMIT', () => parseRateLimit(rateText)),
-      metrics: metricsText === undefined ? false : parseBoolean('VSS_METRICS', metricsText),
-      trustProxy: trustText === undefined ? undefined : parseTrustProxy(trustText),
+      corsOrigins,
+      rateLimit,
+      metrics,
+      trustProxy,
       shutdownGraceMs: graceText === undefined ? undefined : parseInteger('VSS_SHUTDOWN_GRACE_MS', graceText, 0, 3_600_000),
     },
     storageDescription: postgres?.description ?? `pglite ${dataDir} ${value(env, 'VSS_DATA_DIR') !== undefined ? 'from VSS_DATA_DIR' : '(the default VSS_DATA_DIR)'}`,
-    warnings: unknownVariableWarnings(env),
+    warnings,
   };
 }

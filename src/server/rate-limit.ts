@@ -16,6 +16,8 @@ export interface RateLimitOptions {
 }
 
 interface Bucket {
+  /** The key as stored in the map: a copy that shares no memory with the caller's string. */
+  key: string;
   tokens: number;
   updatedAt: number;
 }
@@ -26,6 +28,19 @@ interface Bucket {
  * past this many, the least recently seen key is forgotten (about 200 bytes each).
  */
 export const DEFAULT_MAX_TRACKED_KEYS = 100_000;
+
+/**
+ * Why a rule cannot be applied, or undefined when it can. A limit under 1 never grants a request
+ * (every one answered 429 with a Retry-After that is never true), and an unbounded count or
+ * window puts NaN or Infinity into the bucket arithmetic and the Retry-After header.
+ */
+export function rateLimitRuleProblem(rule: RateLimitRule): string | undefined {
+  if (!Number.isSafeInteger(rule.limit) || rule.limit < 1) return `limit must be an integer from 1 to ${Number.MAX_SAFE_INTEGER} (got ${rule.limit})`;
+  if (!Number.isFinite(rule.windowMs) || rule.windowMs <= 0 || rule.windowMs > Number.MAX_SAFE_INTEGER) {
+    return `windowMs must be a positive number of milliseconds up to ${Number.MAX_SAFE_INTEGER} (got ${rule.windowMs})`;
+  }
+  return undefined;
+}
 
 /** One rule applied to many keys. */
 export class TokenBuckets {
@@ -39,7 +54,8 @@ export class TokenBuckets {
     private readonly now: () => number = () => performance.now(),
     private readonly maxKeys: number = DEFAULT_MAX_TRACKED_KEYS,
   ) {
-    if (!(rule.limit > 0) || !(rule.windowMs > 0)) throw new RangeError('rate limit and window must be positive');
+    const problem = rateLimitRuleProblem(rule);
+    if (problem !== undefined) throw new RangeError(problem);
     if (!(maxKeys >= 1)) throw new RangeError('at least one key must be tracked');
     this.refillPerMs = rule.limit / rule.windowMs;
     this.lastSweep = now();
@@ -53,11 +69,15 @@ export class TokenBuckets {
     if (bucket !== undefined) this.buckets.delete(key);
     else {
       if (this.buckets.size >= this.maxKeys) this.buckets.delete(this.buckets.keys().next().value as string);
-      bucket = { tokens: this.rule.limit, updatedAt: now };
+      // A user token is cut from its request's Authorization header (a signature header may be
+      // kilobytes of leading zeros), and V8 keeps the whole parent of a cut string alive: stored
+      // as given, 100,000 such keys would hold over a gigabyte of headers.
+      bucket = { key: detached(key), tokens: this.rule.limit, updatedAt: now };
     }
     bucket.tokens = Math.min(this.rule.limit, bucket.tokens + (now - bucket.updatedAt) * this.refillPerMs);
     bucket.updatedAt = now;
-    this.buckets.set(key, bucket);
+    // Re-inserted under the stored copy: the caller's string of this request is not kept either.
+    this.buckets.set(bucket.key, bucket);
     if (bucket.tokens >= 1) {
       bucket.tokens -= 1;
       return 0;
@@ -79,22 +99,22 @@ export class TokenBuckets {
   }
 }
 
-/** The first four 16-bit groups of an IPv6 address (its /64 network), or undefined if malformed. */
-function ipv6Network(address: string): string | undefined {
+/** The eight 16-bit groups of an IPv6 address, or undefined if malformed. */
+function ipv6Groups(address: string): number[] | undefined {
   let text = address;
-  // An embedded IPv4 tail (::ffff:192.0.2.1) is the last two groups; only the first four matter.
-  const ipv4Tail = /:(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (ipv4Tail) text = `${text.slice(0, ipv4Tail.index)}:0:0`;
+  // An embedded IPv4 tail (::ffff:192.0.2.1) is the last two groups.
+  const ipv4Tail = /:(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (ipv4Tail) {
+    const [a, b, c, d] = ipv4Tail.slice(1).map(Number);
+    text = `${text.slice(0, ipv4Tail.index)}:${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
   const halves = text.split('::');
   if (halves.length > 2) return undefined;
   const head = halves[0] === '' ? [] : halves[0].split(':');
   const tail = halves.length === 2 && halves[1] !== '' ? halves[1].split(':') : [];
   const groups = halves.length === 2 ? [...head, ...Array<string>(Math.max(0, 8 - head.length - tail.length)).fill('0'), ...tail] : head;
   if (groups.length !== 8 || !groups.every((group) => /^[0-9a-f]{1,4}$/i.test(group))) return undefined;
-  return groups
-    .slice(0, 4)
-    .map((group) => parseInt(group, 16).toString(16))
-    .join(':');
+  return groups.map((group) => parseInt(group, 16));
 }
 
 /**
@@ -123,8 +143,18 @@ export function ipRateLimitKey(address: string): string {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(text);
   if (mapped) return mapped[1];
   if (isIP(text) === 6) {
-    const network = ipv6Network(text);
-    if (network !== undefined) return `${network}::/64`;
+    const groups = ipv6Groups(text);
+    if (groups !== undefined) {
+      // IPv4-mapped in another spelling (::ffff:c000:201, 0:0:0:0:0:ffff:192.0.2.1): the IPv4
+      // client it is, not the ::/64 network that every such client would otherwise share.
+      if (groups.slice(0, 5).every((group) => group === 0) && groups[5] === 0xffff) {
+        return [groups[6] >> 8, groups[6] & 0xff, groups[7] >> 8, groups[7] & 0xff].join('.');
+      }
+      return `${groups
+        .slice(0, 4)
+        .map((group) => group.toString(16))
+        .join(':')}::/64`;
+    }
   }
   return detached(isIP(text) === 0 ? text.slice(0, MAX_NON_IP_KEY_LENGTH) : text);
 }
@@ -147,7 +177,10 @@ export function parseRateLimitRule(text: string): RateLimitRule {
   if (!match || windowMs === undefined || limit <= 0) {
     throw new RangeError(`"${text}" is not a rate such as 100/s, 600/min or 5000/hour`);
   }
-  return { limit, windowMs };
+  const rule = { limit, windowMs };
+  const problem = rateLimitRuleProblem(rule);
+  if (problem !== undefined) throw new RangeError(`"${text}": ${problem}`);
+  return rule;
 }
 
 /**
@@ -164,6 +197,8 @@ export function parseRateLimit(text: string): RateLimitOptions {
     const [name, value, ...rest] = part.split('=');
     if (value === undefined || rest.length > 0) throw new RangeError(`"${part}" is not of the form user=RATE or ip=RATE`);
     const target = name.trim().toLowerCase();
+    // Twice the same target is a conflict (which one did the operator mean?), not last-wins.
+    if ((target === 'user' && options.perUser) || (target === 'ip' && options.perIp)) throw new RangeError(`${target}= is given twice`);
     if (target === 'user') options.perUser = parseRateLimitRule(value);
     else if (target === 'ip') options.perIp = parseRateLimitRule(value);
     else throw new RangeError(`unknown rate limit target "${name.trim()}" (use user= or ip=)`);

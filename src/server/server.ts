@@ -19,7 +19,7 @@ import { CorsPolicy } from './cors.js';
 import { withDeadline } from './deadline.js';
 import { DEFAULT_MAX_REQUEST_BODY_SIZE, MAX_REQUEST_BODY_SIZE_LIMIT, MAX_TIMER_MS } from './limits.js';
 import { ServerMetrics } from './metrics.js';
-import { parseRateLimit, type RateLimitOptions, type RateLimitRule } from './rate-limit.js';
+import { parseRateLimit, rateLimitRuleProblem, type RateLimitOptions, type RateLimitRule } from './rate-limit.js';
 
 export type BackendOption =
   | 'memory'
@@ -237,9 +237,8 @@ function checkedRateLimit(option: RateLimitOptions | string | undefined): RateLi
     throw new ServerConfigError(`rateLimit: ${(error as Error).message}`);
   }
   for (const [name, rule] of Object.entries(rateLimit ?? {}) as Array<[string, RateLimitRule | undefined]>) {
-    if (rule !== undefined && !(rule.limit > 0 && rule.windowMs > 0)) {
-      throw new ServerConfigError(`rateLimit.${name}: limit and windowMs must be positive (got ${rule.limit} per ${rule.windowMs} ms)`);
-    }
+    const problem = rule === undefined ? undefined : rateLimitRuleProblem(rule);
+    if (problem !== undefined) throw new ServerConfigError(`rateLimit.${name}: ${problem}`);
   }
   return rateLimit;
 }
@@ -251,6 +250,12 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
     throw new ServerConfigError(`maxRequestBodySize must be an integer from 0 to ${MAX_REQUEST_BODY_SIZE_LIMIT}`);
   }
   const rateLimit = checkedRateLimit(options.rateLimit);
+  // A negative or fractional hop count picks no entry of the forwarding chain, and every
+  // rate-limited request would fail with a 500 instead of the server refusing to start.
+  const { trustProxy } = options;
+  if (trustProxy !== undefined && typeof trustProxy !== 'boolean' && !(Number.isSafeInteger(trustProxy) && trustProxy >= 0)) {
+    throw new ServerConfigError(`trustProxy must be true, false or a number of proxies (an integer from 0), not ${trustProxy}`);
+  }
   // Checked before any storage opens; a timer would take NaN or a negative value as 1 ms, and a
   // health check given no time at all would answer 503 for a healthy backend.
   for (const [name, least] of [['shutdownGraceMs', 0], ['healthCheckTimeoutMs', 1]] as const) {

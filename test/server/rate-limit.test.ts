@@ -11,7 +11,9 @@ import { describe, expect, it } from 'vitest';
 import { vss } from '../../src/protocol/index.js';
 import { clientAddress, startVssServer } from '../../src/server/index.js';
 import { DEFAULT_MAX_TRACKED_KEYS, ipRateLimitKey, MAX_NON_IP_KEY_LENGTH, TokenBuckets } from '../../src/server/rate-limit.js';
-import { send } from './helpers.js';
+import { SignatureAuthorizer } from '../../src/server/auth/signature.js';
+import { send, signatureHeader } from './helpers.js';
+import { secp256k1 } from '@noble/curves/secp256k1.js';
 
 describe('TokenBuckets memory', () => {
   it('tracks at most maxKeys keys within one window, forgetting the least recently seen', () => {
@@ -69,6 +71,30 @@ describe('per-IP keys from X-Forwarded-For entries a client writes', () => {
   });
 });
 
+describe('per-user keys cut from an Authorization header', () => {
+  it('cost a bounded amount of memory, however long the header the user token came from', async () => {
+    // A signature header's time may carry any number of leading zeros (the reference's u64
+    // parser accepts them), and anyone can make a new user, so a client controls both how many
+    // user tokens arrive and how long the header each one is cut from.
+    const authorizer = new SignatureAuthorizer({ verifiedCacheSize: 0 });
+    const buckets = new TokenBuckets({ limit: 10, windowMs: 3_600_000 });
+    const time = String(Math.floor(Date.now() / 1000)).padStart(12_000, '0');
+    const headers = Array.from({ length: 400 }, () => signatureHeader(secp256k1.utils.randomSecretKey(), time));
+    const before = heapAfterGc();
+    for (let i = 0; i < headers.length; i++) {
+      const userToken = await authorizer.authorize({ authorization: headers[i] });
+      expect(buckets.take(userToken)).toBe(0);
+      // A repeat request of the same user (a new header string, as each request brings) must not
+      // swap the stored key for a slice of the new header.
+      expect(buckets.take(await authorizer.authorize({ authorization: Buffer.from(headers[i]).toString() }))).toBe(0);
+    }
+    headers.length = 0;
+    expect(buckets.size).toBe(400);
+    // Kept as a slice of the header, each 66-character key holds its whole 12 KB header alive.
+    expect((heapAfterGc() - before) / buckets.size).toBeLessThan(1_000);
+  });
+});
+
 describe('per-IP rate-limit keys', () => {
   it.each([
     ['203.0.113.9', '203.0.113.9'],
@@ -79,6 +105,12 @@ describe('per-IP rate-limit keys', () => {
     ['[2001:0db8:0001:0002::7]:443', '2001:db8:1:2::/64'],
     ['2001:db8:1:3::7', '2001:db8:1:3::/64'],
     ['fe80::1%eth0', 'fe80:0:0:0::/64'],
+    // IPv4-mapped addresses in other spellings are their IPv4 client, not the shared ::/64.
+    ['::ffff:c000:201', '192.0.2.1'],
+    ['0:0:0:0:0:FFFF:192.0.2.1', '192.0.2.1'],
+    ['[::ffff:c633:6407]:41234', '198.51.100.7'],
+    ['::1', '0:0:0:0::/64'],
+    ['64:ff9b::192.0.2.1', '64:ff9b:0:0::/64'],
   ])('%s is keyed as %s', (address, key) => {
     expect(ipRateLimitKey(address)).toBe(key);
   });
@@ -102,6 +134,10 @@ describe('per-IP rate-limit keys', () => {
     expect(await statusesBehindProxy(['198.51.100.7:50001', '198.51.100.7:50002', '198.51.100.7:50003', '198.51.100.8:50003'])).toEqual([
       200, 200, 429, 200,
     ]);
+  });
+
+  it('IPv4 clients whose proxy writes them as IPv4-mapped IPv6 in hex are keyed apart', async () => {
+    expect(await statusesBehindProxy(['::ffff:c633:6407', '[::ffff:c633:6407]:50001', '198.51.100.7', '::ffff:c633:6408'])).toEqual([200, 200, 429, 200]);
   });
 
   it('an IPv6 client rotating through the addresses of its /64 is one key', async () => {
