@@ -69,7 +69,13 @@ worker.on('error', (error) => {
 worker.on('exit', report);
 `;
 
-type Outbound = { type: 'ready' } | { type: 'fatal'; message: string } | { type: 'result'; id: number; ok: true; body: Uint8Array } | { type: 'result'; id: number; ok: false; error: WireError };
+type Outbound =
+  | { type: 'ready' }
+  | { type: 'fatal'; message: string }
+  | { type: 'result'; id: number; ok: true; body: Uint8Array }
+  | { type: 'result'; id: number; ok: false; error: WireError }
+  /** An attempt of call `id` failed and the client will retry it (posted without waking us). */
+  | { type: 'retrying'; id: number; error: WireError };
 
 /** What the supervisor posts when the worker has exited. */
 interface ExitReport {
@@ -159,7 +165,13 @@ export class SyncBridge {
       this.#failure ??= new StoreIOError(`the sync bridge supervisor thread exited (code ${code})`);
     });
     try {
-      this.#await((message) => (message.type === 'ready' ? true : undefined), deadlineAt, 'starting the sync bridge worker');
+      this.#await(
+        (message) => (message.type === 'ready' ? true : undefined),
+        deadlineAt,
+        'starting the sync bridge worker',
+        // Starting contacts no server: the thread start or the module load is what was slow.
+        () => new StoreTimeoutError(`the sync bridge worker did not start within ${startupTimeoutMs} ms (startupTimeoutMs)`),
+      );
     } catch (error) {
       this.close();
       throw error instanceof StoreTimeoutError ? error : new StoreOpenError(`the sync bridge worker failed to start: ${(error as Error).message}`, { cause: error });
@@ -185,12 +197,30 @@ export class SyncBridge {
     this.checkUsable();
     const id = ++this.#nextId;
     this.#port.postMessage({ type: 'call', id, operation, body });
+    let lastFailure: WireError | undefined;
     try {
-      return this.#await((message) => {
-        if (message.type !== 'result' || message.id !== id) return undefined; // a late answer to an abandoned call
-        if (message.ok) return message.body;
-        throw fromWireError(message.error);
-      }, deadlineAt, `${operation}`);
+      return this.#await(
+        (message) => {
+          if ((message.type !== 'result' && message.type !== 'retrying') || message.id !== id) return undefined; // e.g. a late answer to an abandoned call
+          if (message.type === 'retrying') {
+            lastFailure = message.error; // kept for the timeout's message, should the deadline pass
+            return undefined;
+          }
+          if (message.ok) return message.body;
+          throw fromWireError(message.error);
+        },
+        deadlineAt,
+        `${operation}`,
+        () => {
+          if (!lastFailure) return new StoreTimeoutError(`${operation}: no answer from the VSS server within the deadline`);
+          // The server did answer (or refused): say how, instead of blaming its silence.
+          const cause = fromWireError(lastFailure);
+          return new StoreTimeoutError(
+            `${operation}: no successful answer from the VSS server within the deadline; the client was still retrying, its last attempt failed: ${cause.message}`,
+            { cause },
+          );
+        },
+      );
     } catch (error) {
       if (error instanceof StoreTimeoutError) this.#port.postMessage({ type: 'cancel', id });
       throw error;
@@ -206,7 +236,7 @@ export class SyncBridge {
     void this.#supervisor.terminate();
   }
 
-  #await<T>(accept: (message: Outbound) => T | undefined, deadlineAt: number, what: string): T {
+  #await<T>(accept: (message: Outbound) => T | undefined, deadlineAt: number, what: string, timedOut: () => StoreTimeoutError): T {
     let seen = Atomics.load(this.#counter, SIGNAL_COUNTER);
     for (;;) {
       // Read the exit flag BEFORE draining: everything the worker posted before it exited is
@@ -223,7 +253,7 @@ export class SyncBridge {
       }
       if (exited) this.#checkAlive(what);
       const remaining = deadlineAt - performance.now();
-      if (remaining <= 0) throw new StoreTimeoutError(`${what}: no answer from the VSS server within the deadline`);
+      if (remaining <= 0) throw timedOut();
       Atomics.wait(this.#counter, SIGNAL_COUNTER, seen, remaining);
       seen = Atomics.load(this.#counter, SIGNAL_COUNTER);
     }

@@ -4,7 +4,10 @@
  *
  * Protocol: every message to the parent is posted on the port FIRST, then the shared
  * counter is incremented and notified, so a parent woken by the counter always finds it.
+ * The one exception is a 'retrying' note (a failed attempt the client will retry): it need
+ * not wake the parent, which reads it when it wakes anyway, at the latest at its deadline.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { workerData, type MessagePort } from 'node:worker_threads';
 import type { VssClientConfig } from '../client/index.js';
 import type { VssOperation } from '../protocol/index.js';
@@ -33,7 +36,17 @@ try {
   // Loaded dynamically so a failure to load is reported instead of silently killing the worker.
   const { vssClientFromConfig, nodeHttpFetch } = await import('../client/index.js');
   const { REQUEST_CODECS, RESPONSE_CODECS, toWireError } = await import('./wire.js');
-  const client = vssClientFromConfig(config, { fetch: nodeHttpFetch() });
+  // Which call a retry belongs to: the client's onRetry hook is per client, not per call.
+  const calls = new AsyncLocalStorage<number>();
+  const client = vssClientFromConfig(config, {
+    fetch: nodeHttpFetch(),
+    // A blocked caller whose deadline passes while the client retries must learn why the
+    // attempts failed (server down, 5xx...), not just that no answer came.
+    onRetry: ({ error }) => {
+      const id = calls.getStore();
+      if (id !== undefined) port.postMessage({ type: 'retrying', id, error: toWireError(error) });
+    },
+  });
   const inFlight = new Map<number, AbortController>();
 
   const perform = async (operation: VssOperation, body: Uint8Array, abort: AbortSignal): Promise<Uint8Array> => {
@@ -60,7 +73,7 @@ try {
     }
     const controller = new AbortController();
     inFlight.set(message.id, controller);
-    perform(message.operation, message.body, controller.signal).then(
+    calls.run(message.id, () => perform(message.operation, message.body, controller.signal)).then(
       (body) => send({ type: 'result', id: message.id, ok: true, body }),
       (error: unknown) => send({ type: 'result', id: message.id, ok: false, error: toWireError(error) }),
     ).finally(() => inFlight.delete(message.id));

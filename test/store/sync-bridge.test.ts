@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as workerThreads from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { VssClientError } from '../../src/client/index.js';
 import { vss } from '../../src/protocol/index.js';
 import { RollbackDetectedError, StoreClosedError, StoreIOError, StoreOpenError, StoreTimeoutError, VssStore, type VssSyncStore } from '../../src/store/index.js';
 import { SyncBridge, type SyncBridgeOptions } from '../../src/store/sync-bridge.js';
@@ -145,6 +146,30 @@ describe('SyncBridge: worker deaths the worker cannot report itself', () => {
     expect(output).toContain('bridge started');
     expect(code).toBe(0);
   }, 90_000);
+});
+
+describe('SyncBridge: what a timeout says', () => {
+  it('a deadline that passes while the client retries a refused connection says so, with the last attempt\'s error as cause, not "no answer"', () => {
+    // Retries that outlast any deadline, as with the default settings (up to 180 s).
+    const retrying = { baseUrl: 'http://127.0.0.1:1/vss', retry: { baseDelayMs: 20, maxAttempts: 1000, maxTotalDelayMs: 600_000, maxJitterMs: 0 } };
+    const bridge = new SyncBridge(retrying, 60_000);
+    try {
+      const failure = failureOf(() => bridge.call('getObject', getObject(), performance.now() + 3_000));
+      expect(failure).toBeInstanceOf(StoreTimeoutError);
+      expect((failure as Error).message).toMatch(/^getObject: no successful answer .*last attempt failed: .*ECONNREFUSED/);
+      const cause = (failure as Error).cause;
+      expect(cause).toBeInstanceOf(VssClientError);
+      expect(((cause as Error).cause as { code?: string }).code).toBe('ECONNREFUSED');
+    } finally {
+      bridge.close();
+    }
+  }, 60_000);
+
+  it('a worker that does not start in time is a StoreTimeoutError about the start-up, not about the VSS server', () => {
+    const failure = failureOf(() => new SyncBridge(UNREACHABLE, 1));
+    expect(failure).toBeInstanceOf(StoreTimeoutError);
+    expect((failure as Error).message).toBe('the sync bridge worker did not start within 1 ms (startupTimeoutMs)');
+  });
 });
 
 describe('VssStore sync view over the bridge', () => {
