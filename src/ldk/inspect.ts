@@ -70,6 +70,16 @@ export class InspectError extends Error {
 
 const utf8 = new TextEncoder();
 const EMPTY = new Uint8Array(0);
+/** The `problem` of a listed key gone by the time it was read (a running wallet's lazy removal). */
+const REMOVED_WHILE_LISTING = 'removed while listing';
+
+/**
+ * Keys these keys cannot read: not deobfuscating, or not decrypting. A key removed between the
+ * listing and its read is not one of them (the wallet removed it; nothing is wrong with the seed).
+ */
+function unreadableKeys(inspection: StoreInspection): InspectedKey[] {
+  return inspection.keys.filter((k) => !k.address || (k.problem !== undefined && k.problem !== REMOVED_WHILE_LISTING));
+}
 
 function resolveKeys(keys: InspectKeys): { dataEncryptionKey: Uint8Array; obfuscationMasterKey: Uint8Array } {
   if ('seed' in keys) {
@@ -114,10 +124,12 @@ class StoreReader {
   readonly dataKey: Uint8Array;
   readonly v1: StoreLayout;
   readonly v0: StoreLayout;
+  readonly sigsAuth: boolean;
 
   constructor(readonly options: InspectOptions) {
     const keys = resolveKeys(options.keys);
     const auth: VssAuthConfig = options.auth ?? ('seed' in options.keys ? { kind: 'sigs', secretKey: deriveVssKeys(options.keys.seed).sigsAuthSecretKey } : { kind: 'none' });
+    this.sigsAuth = auth.kind === 'sigs';
     this.client = vssClientFromConfig({ baseUrl: options.serverUrl, auth, timeoutMs: options.timeoutMs ?? 10_000, retry: { baseDelayMs: 50, maxAttempts: 3, maxTotalDelayMs: 2_000, maxJitterMs: 20 } });
     this.dataKey = keys.dataEncryptionKey;
     const obfuscator = new KeyObfuscator(keys.obfuscationMasterKey);
@@ -173,12 +185,22 @@ class StoreReader {
 }
 
 async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  // Without this, 0 workers would "finish" at once with every result missing.
+  if (!Number.isInteger(limit) || limit < 1) throw new InspectError(`concurrency must be a positive integer, got ${limit}`);
   const results: R[] = new Array(items.length);
   let next = 0;
+  let failed = false;
   const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
+    // Once one read fails the result is a rejection: the other workers stop taking keys,
+    // instead of reading the rest of a large store in the background after the caller gave up.
+    while (!failed && next < items.length) {
       const i = next++;
-      results[i] = await fn(items[i]);
+      try {
+        results[i] = await fn(items[i]);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
     }
   });
   await Promise.all(workers);
@@ -196,7 +218,7 @@ export async function inspectStore(options: InspectOptions): Promise<StoreInspec
     const entry: InspectedKey = { storeKey, address, meaning: address ? ldkMeaning(address) : 'not an LDK key of these keys', version, storedBytes: 0 };
     const found = await reader.get(storeKey);
     if (!found) {
-      entry.problem = 'removed while listing';
+      entry.problem = REMOVED_WHILE_LISTING;
       return entry;
     }
     entry.storedBytes = found.storable.length;
@@ -213,6 +235,29 @@ export async function inspectStore(options: InspectOptions): Promise<StoreInspec
   return { storeId: options.storeId, schema, keys, totalStoredBytes: keys.reduce((n, k) => n + k.storedBytes, 0) };
 }
 
+/**
+ * Why a value was not found, when the store says more than "not there": a wrong seed looks for
+ * every key at an address where nothing is, and a bare "no value at //manager" reads as a
+ * wallet whose state is lost. Empty when the store holds keys of these keys (or cannot be listed).
+ */
+async function whyNotFound(reader: StoreReader): Promise<string> {
+  let listed: { key: string }[];
+  try {
+    listed = await reader.listAll();
+  } catch {
+    return '';
+  }
+  if (listed.length === 0) {
+    return reader.sigsAuth
+      ? ': nothing is stored for this identity (with signature auth the seed also names the user, so a mistyped seed or another store id looks like an empty store)'
+      : ': the store is empty';
+  }
+  if (!listed.some(({ key }) => parseKey(key, [reader.v1, reader.v0]) !== undefined)) {
+    return `: none of the store's ${listed.length} key(s) deobfuscates with these keys (a wrong seed or obfuscation key, or another wallet's store)`;
+  }
+  return '';
+}
+
 /** Reads and decrypts one value by its LDK address. */
 export async function readDecrypted(options: InspectOptions, address: StoreKey): Promise<{ value: Uint8Array; version: bigint; storeKey: string }> {
   const reader = new StoreReader(options);
@@ -220,7 +265,7 @@ export async function readDecrypted(options: InspectOptions, address: StoreKey):
   const layout = schema === 1 ? reader.v1 : reader.v0;
   const target = layout.address(address.primaryNamespace, address.secondaryNamespace, address.key);
   const found = await reader.get(target.storeKey);
-  if (!found) throw new InspectError(`no value at ${formatAddress(address)} in store ${JSON.stringify(options.storeId)}`);
+  if (!found) throw new InspectError(`no value at ${formatAddress(address)} in store ${JSON.stringify(options.storeId)}${await whyNotFound(reader)}`);
   try {
     return { value: decryptStorable(found.storable, reader.dataKey, target.aad).value, version: found.version, storeKey: target.storeKey };
   } catch (err) {
@@ -341,8 +386,16 @@ export async function runInspect(args: readonly string[], io: InspectIo): Promis
     }
 
     const inspection = await inspectStore(options);
+    // Counted before either output: --json must fail the same way the table does (a script
+    // checks the exit code), with the reason on stderr so stdout stays one JSON document.
+    const problems = unreadableKeys(inspection).length;
+    const problemsLine = `ldk-vss inspect: ${problems} key(s) could not be read with these keys (wrong seed, or data written by someone else)`;
     if (values.json) {
       io.stdout(JSON.stringify(inspection, jsonReplacer));
+      if (problems > 0) {
+        io.stderr(problemsLine);
+        return 1;
+      }
       return 0;
     }
     io.stdout(`store ${JSON.stringify(storeId)} on ${serverUrl}: ${inspection.keys.length} keys, ${formatBytes(inspection.totalStoredBytes)} stored, schema ${inspection.schema === undefined ? '(empty store)' : `V${inspection.schema}`}`);
@@ -364,9 +417,8 @@ export async function runInspect(args: readonly string[], io: InspectIo): Promis
       ];
       io.stdout(table(rows));
     }
-    const problems = inspection.keys.filter((k) => k.problem || !k.address).length;
     if (problems > 0) {
-      io.stderr(`ldk-vss inspect: ${problems} key(s) could not be read with these keys (wrong seed, or data written by someone else)`);
+      io.stderr(problemsLine);
       return 1;
     }
     return 0;

@@ -7,6 +7,7 @@
 import * as ldk from 'lightningdevkit';
 import type { AsyncKVStore, StoreKey, SyncKVStore } from '../store/types.js';
 import { KeyNotFoundError, StoreError } from '../store/errors.js';
+import { checkKey } from '../store/validation.js';
 import { MigrationVerificationError } from './errors.js';
 import { CHANNEL_MANAGER_NAMESPACE, CHANNEL_MONITOR_NAMESPACE, CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE } from './layout.js';
 import { createLimiter } from './concurrency.js';
@@ -144,6 +145,23 @@ export async function migrateStore(from: MigrationSource, to: MigrationTarget, o
   const source = sourceEndpoint(from);
   const target = targetEndpoint(to);
   const keys = await source.listAll!();
+  // Checked before anything is written: a key no LDK store accepts (a temp file's name, a
+  // component over 120 characters) would fail its own copy part way through, leaving a partial
+  // target that a re-run refuses (it already holds keys) and that can never complete.
+  const invalid = keys.flatMap((k) => {
+    try {
+      checkKey(k.primaryNamespace, k.secondaryNamespace, k.key);
+      return [];
+    } catch (err) {
+      return [`${JSON.stringify([k.primaryNamespace, k.secondaryNamespace, k.key])} (${(err as Error).message})`];
+    }
+  });
+  if (invalid.length > 0) {
+    throw new MigrationVerificationError(
+      `the source lists ${invalid.length} key(s) that are not valid LDK keys, e.g. ${invalid.slice(0, 3).join(', ')}; ` +
+        'remove them from the source and migrate again (nothing was copied)',
+    );
+  }
   // Full monitors first (all of them durable before anything else starts), the manager last:
   // a target cut off at any point then holds either nothing of the source's channels or a
   // monitor without a manager, which restore refuses. Deltas or other data copied before the
@@ -193,7 +211,16 @@ export async function migrateStore(from: MigrationSource, to: MigrationTarget, o
   const copiedManagers = new Map<string, Uint8Array>();
   const copy = async (k: StoreKey): Promise<void> => {
     if (failed) return; // another copy failed: start nothing new
-    const value = await source.read(k);
+    const value = await source.read(k).catch((err: unknown) => {
+      // Listed a moment ago, gone now: a bare "key not found" would not say that the source
+      // is being written to (a node still running), which is what the user must fix.
+      if (err instanceof KeyNotFoundError) {
+        throw new MigrationVerificationError(`${label(k)} was listed in the source but is gone: the source changed while it was being copied; stop the node and migrate again into an empty target`, {
+          cause: err,
+        });
+      }
+      throw err;
+    });
     if (!options.overwrite && !target.listAll) {
       // No listing on this target: probe the key itself before writing over it.
       const exists = await target.read(k).then(
