@@ -320,6 +320,19 @@ function jsonReplacer(_key: string, value: unknown): unknown {
   return typeof value === 'bigint' ? value.toString() : value;
 }
 
+/**
+ * parseArgs' message for a stray argument quotes it, and the usual stray argument is a seed or key
+ * whose option name was mistyped or dropped (`--seed` given twice, a value split by the shell):
+ * quoted, it would end up in a terminal's scrollback or a CI log.
+ */
+function argumentProblem(err: unknown): string {
+  const code = (err as { code?: unknown }).code;
+  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') return 'unexpected argument without an option name (not shown: it may be a seed or key); every value follows its --option';
+  // An unknown option is quoted too; a long one is more likely a pasted value than a typo.
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && (err as Error).message.length > 60) return 'unknown option (not shown: it may be a seed or key)';
+  return (err as Error).message;
+}
+
 export async function runInspect(args: readonly string[], io: InspectIo): Promise<number> {
   let values;
   try {
@@ -340,7 +353,7 @@ export async function runInspect(args: readonly string[], io: InspectIo): Promis
       },
     }));
   } catch (err) {
-    io.stderr(`ldk-vss inspect: ${(err as Error).message}\n${inspectUsage()}`);
+    io.stderr(`ldk-vss inspect: ${argumentProblem(err)}\n${inspectUsage()}`);
     return 2;
   }
   if (values.help) {
@@ -359,7 +372,8 @@ export async function runInspect(args: readonly string[], io: InspectIo): Promis
     const headers: Record<string, string> = {};
     for (const h of values.header ?? []) {
       const colon = h.indexOf(':');
-      if (colon <= 0) throw new InspectError(`--header takes "Name: value", got ${JSON.stringify(h)}`);
+      // Not echoed: a header without its colon is most likely a credential ("Authorization Bearer …").
+      if (colon <= 0) throw new InspectError(`--header takes "Name: value", got ${h.length} characters without a name before a colon (not shown: it may hold a credential)`);
       headers[h.slice(0, colon).trim()] = h.slice(colon + 1).trim();
     }
     const authKind = values.auth ?? ('seed' in keys ? 'sigs' : 'none');

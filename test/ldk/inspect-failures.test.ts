@@ -2,7 +2,8 @@
  * `ldk-vss inspect` on stores that are not clean: values that do not decrypt (the exit code in
  * --json mode too), a key removed by a running wallet between the listing and its read, a read
  * that fails part way through a large store (nothing keeps reading in the background), --dump
- * with a wrong seed (said as such, not as a missing value), and a listing over several pages.
+ * with a wrong seed (said as such, not as a missing value), a listing over several pages, and
+ * argument mistakes that must not print the seed or a credential they carry.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
@@ -234,5 +235,35 @@ describe('inspect of a store larger than one listing page', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('ldk-vss inspect: argument mistakes do not print secrets', () => {
+  const seedHex = 'ab'.repeat(64);
+  const secretFree = (lines: string[]) => expect(lines.join('\n')).not.toContain('abab');
+
+  it('a seed left without its option name is refused without being quoted', async () => {
+    const { code, out, err } = await inspect(['--server-url', 'http://127.0.0.1:1/vss', '--store-id', 's', seedHex]);
+    expect(code).toBe(2);
+    expect(out).toEqual([]);
+    expect(err.join('\n')).toMatch(/unexpected argument without an option name/);
+    secretFree(err);
+  });
+
+  it('a seed pasted as an option name is refused without being quoted; a short typo is still named', async () => {
+    const pasted = await inspect(['--server-url', 'http://127.0.0.1:1/vss', `--${seedHex}`]);
+    expect(pasted.code).toBe(2);
+    expect(pasted.err.join('\n')).toMatch(/unknown option \(not shown/);
+    secretFree(pasted.err);
+    const typo = await inspect(['--sed', seedHex]);
+    expect(typo.code).toBe(2);
+    expect(typo.err.join('\n')).toContain("'--sed'");
+  });
+
+  it('a --header value without a colon (a credential missing its name) is refused without being quoted', async () => {
+    const { code, err } = await inspect(['--server-url', 'http://127.0.0.1:1/vss', '--store-id', 's', '--data-key', '11'.repeat(32), '--obfuscation-key', '22'.repeat(32), '--header', `Bearer ${seedHex}`]);
+    expect(code).toBe(1);
+    expect(err.join('\n')).toMatch(/--header takes "Name: value"/);
+    secretFree(err);
   });
 });
