@@ -10,7 +10,7 @@ import {
   VssError,
 } from './errors.js';
 import { checkHeaders, FixedHeaders, HeaderProviderError, type VssHeaderProvider } from './headers.js';
-import { checkTimeoutMs, discardBody, fetchWithDeadline, readBodyCapped, urlForMessages, type FetchFunction, type FetchResponse } from './http.js';
+import { checkTimeoutMs, describeBody, discardBody, fetchWithDeadline, readBodyCapped, urlForMessages, type FetchFunction, type FetchResponse } from './http.js';
 import { defaultRetryPolicy, retry, timerSleep, type RetryPolicy, type Sleep } from './retry.js';
 
 /** Per-attempt timeout when none is configured (the reference's 10 s). */
@@ -197,16 +197,19 @@ export class VssClient {
     await refuseRedirect(url, response);
     // The version gate comes first and applies to error replies too (spec §A1 step 5).
     const served = response.headers.get(PROTOCOL_VERSION_HEADER);
-    if (served !== PROTOCOL_VERSION && !(served === null && this.#allowMissingProtocolVersion)) {
+    if (!servesProtocolVersion(served) && !(served === null && this.#allowMissingProtocolVersion)) {
       await discardBody(response);
-      throw new VersionMismatchError(served ?? undefined, { status: response.status });
+      // The content-type tells a captive portal's or a proxy's HTML page from an old VSS server.
+      throw new VersionMismatchError(served ?? undefined, { status: response.status, contentType: response.headers.get('content-type') ?? undefined });
     }
     const bytes = await readBodyCapped(response, MAX_RESPONSE_BYTES);
+    // Computed only on failure: it quotes the body, which a decode error alone does not show.
+    const body = () => describeBody(response.headers.get('content-type'), bytes);
     if (response.status >= 200 && response.status <= 299) {
       try {
         return responseType.decode(bytes);
       } catch (cause) {
-        throw new VssClientError('decode', `undecodable ${response.status} response: ${(cause as Error).message}`, { status: response.status, cause });
+        throw new VssClientError('decode', `undecodable ${response.status} response (${body()}): ${(cause as Error).message}`, { status: response.status, cause });
       }
     }
     let errorResponse: vss.ErrorResponse;
@@ -215,12 +218,23 @@ export class VssClient {
     } catch (cause) {
       throw new VssClientError(
         'decode',
-        `Unable to decode ErrorResponse from server, HttpStatusCode: ${response.status}, DecodeErr: ${(cause as Error).message}`,
+        `Unable to decode ErrorResponse from server, HttpStatusCode: ${response.status}, DecodeErr: ${(cause as Error).message} (${body()})`,
         { status: response.status, cause },
       );
     }
-    throw errorFromResponse(errorResponse, response.status);
+    throw errorFromResponse(errorResponse, response.status, body);
   }
+}
+
+/**
+ * Whether the protocol header names our version. A repeated header reaches us joined as
+ * "0, 0" (fetch and node:http both join repeats): a reverse proxy that adds the header while
+ * the server behind it sends it too. The reference keeps one value and accepts that; so do
+ * we, as long as every value is ours.
+ */
+function servesProtocolVersion(served: string | null): boolean {
+  if (served === PROTOCOL_VERSION) return true;
+  return served !== null && served.split(',').every((value) => value.trim() === PROTOCOL_VERSION);
 }
 
 /**

@@ -92,9 +92,11 @@ export class InternalServerError extends VssServerError {
 export class VersionMismatchError extends VssError {
   readonly versionExpected = PROTOCOL_VERSION;
   readonly fromIntermediary: boolean;
+  /** The reply's content-type, when it had one (`text/html` is a captive portal or a proxy's page). */
+  readonly contentType: string | undefined;
   constructor(
     readonly versionServed: string | undefined,
-    options?: { status?: number },
+    options?: { status?: number; contentType?: string },
   ) {
     const status = options?.status;
     const fromIntermediary = versionServed === undefined && status !== undefined && (status >= 500 || status === 408 || status === 429);
@@ -103,12 +105,19 @@ export class VersionMismatchError extends VssError {
       message = `The VSS server and client speak different versions of the VSS protocol, the server serves version ${versionServed}, client expects ${PROTOCOL_VERSION}`;
     } else {
       message = 'The server did not set the `vss-protocol-version` header';
-      // The status tells an outage (a proxy's 502) from an old server; 2xx keeps the reference text.
-      if (fromIntermediary) message += ` (on an HTTP ${status} reply, likely from a proxy in front of an unavailable VSS server)`;
-      else if (status !== undefined && (status < 200 || status > 299)) message += ` (on an HTTP ${status} reply)`;
+      // The status tells an outage (a proxy's 502) from an old server. A foreign content-type
+      // (HTML from a captive portal, a corporate proxy or a wrong base URL) says the reply is not
+      // from a VSS server at all; a 2xx without one keeps the reference text.
+      const contentType = options?.contentType?.slice(0, 100);
+      const foreign = contentType !== undefined && !/^application\/(octet-stream|x-protobuf|protobuf)\b/i.test(contentType);
+      const typed = foreign ? ` with content-type ${contentType}` : '';
+      if (fromIntermediary) message += ` (on an HTTP ${status} reply${typed}, likely from a proxy in front of an unavailable VSS server)`;
+      else if (status !== undefined && (status < 200 || status > 299)) message += ` (on an HTTP ${status} reply${typed})`;
+      else if (foreign) message += ` (on ${status === undefined ? 'a' : `an HTTP ${status}`} reply${typed}: not a VSS server's reply, perhaps a captive portal, a proxy or a wrong base URL)`;
     }
-    super(message, options);
+    super(message, { status: options?.status });
     this.fromIntermediary = fromIntermediary;
+    this.contentType = options?.contentType;
   }
 }
 
@@ -151,8 +160,12 @@ export function errorProvesNotApplied(error: unknown): boolean {
   );
 }
 
-/** Builds the typed error for a decoded `ErrorResponse`, exactly as the reference maps codes. */
-export function errorFromResponse(response: vss.ErrorResponse, status: number): VssError {
+/**
+ * Builds the typed error for a decoded `ErrorResponse`, exactly as the reference maps codes.
+ * `describeBody` (the reply's content-type and first bytes) is quoted for an unknown code: an
+ * empty or foreign body also decodes as an ErrorResponse, with code 0 and no message.
+ */
+export function errorFromResponse(response: vss.ErrorResponse, status: number, describeBody?: () => string): VssError {
   const message = response.message ?? '';
   switch (response.errorCode) {
     case vss.ErrorCode.NO_SUCH_KEY_EXCEPTION:
@@ -168,7 +181,7 @@ export function errorFromResponse(response: vss.ErrorResponse, status: number): 
     default:
       return new VssClientError(
         'unknown-error-code',
-        `VSS responded with an unknown error code: ${response.errorCode}, message: ${message}`,
+        `VSS responded with an unknown error code: ${response.errorCode}, message: ${message} (HTTP ${status}${describeBody ? `, ${describeBody()}` : ''})`,
         { status },
       );
   }

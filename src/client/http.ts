@@ -172,6 +172,29 @@ export async function readBodyCapped(response: FetchResponse, cap: number): Prom
   return body;
 }
 
+/** How many leading body bytes error messages quote. */
+const QUOTED_BODY_BYTES = 64;
+
+/**
+ * A reply body as error messages show it: its content-type, its size and its first bytes (as
+ * text when they are printable, else as hex). An HTML login page from a captive portal or a
+ * proxy's plain-text error then reads as what it is, not as an opaque protobuf decoding failure.
+ */
+export function describeBody(contentType: string | null, bytes: Uint8Array): string {
+  const type = contentType === null ? 'no content-type' : `content-type ${contentType.slice(0, 100)}`;
+  if (bytes.byteLength === 0) return `${type}, empty body`;
+  const head = bytes.subarray(0, QUOTED_BODY_BYTES);
+  const more = bytes.byteLength > head.byteLength ? '…' : '';
+  // A multi-byte character cut at the end of the quote decodes as U+FFFD: drop that one.
+  const text = new TextDecoder('utf-8', { fatal: false }).decode(head).replace(/\uFFFD$/, '');
+  // Printable means no control characters (tab and newlines aside) and no invalid UTF-8.
+  const printable = text.length > 0 && !/[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F\uFFFD]/.test(text);
+  const quoted = printable
+    ? JSON.stringify(text) + more
+    : `0x${Array.from(head.subarray(0, 32), (b) => b.toString(16).padStart(2, '0')).join('')}${bytes.byteLength > 32 ? '…' : ''}`;
+  return `${type}, ${bytes.byteLength} bytes: ${quoted}`;
+}
+
 /** Releases a response body we will not read, so the connection can be reused. */
 export async function discardBody(response: FetchResponse): Promise<void> {
   try {

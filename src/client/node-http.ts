@@ -200,6 +200,18 @@ export function nodeHttpFetch(options: NodeHttpFetchOptions = {}): FetchFunction
           reject(error);
         }
       });
+      // A 101 Switching Protocols reply has no HTTP response to hand over; node:http then
+      // destroys the socket without an error or a response, and the request would wait for the
+      // caller's deadline, reported as a silent server. Refuse it at once instead.
+      request.once('upgrade', (response, socket) => {
+        socket.destroy();
+        done();
+        if (!settled) {
+          settled = true;
+          const to = response.headers.upgrade ? ` to ${response.headers.upgrade}` : '';
+          reject(new Error(`the server switched protocols${to} (HTTP ${response.statusCode}) instead of answering the request`));
+        }
+      });
       request.once('response', (response) => {
         settled = true;
         const incoming = new IncomingBody(response, done);
