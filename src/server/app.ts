@@ -23,7 +23,7 @@ import {
   RateLimitedError,
   VssServerError,
 } from './errors.js';
-import { MAX_USER_TOKEN_LENGTH, fitsLength } from './limits.js';
+import { BODY_STALL_TIMEOUT_MS, MAX_TIMER_MS, MAX_USER_TOKEN_LENGTH, fitsLength } from './limits.js';
 import type { ServerMetrics } from './metrics.js';
 import { OPERATIONS, type OperationSpec } from './operations.js';
 import { ipRateLimitKey, TokenBuckets, type RateLimitOptions } from './rate-limit.js';
@@ -51,6 +51,11 @@ export interface VssAppOptions {
   operationRouting?: OperationRouting;
   /** How long GET /health waits for the backend before answering 503. Default DEFAULT_HEALTH_CHECK_TIMEOUT_MS. */
   healthCheckTimeoutMs?: number;
+  /**
+   * How long an operation's body may go without receiving a byte before the request is answered
+   * with 408 (retryable); 0 waits forever. Default BODY_STALL_TIMEOUT_MS.
+   */
+  bodyStallTimeoutMs?: number;
 }
 
 /**
@@ -100,8 +105,20 @@ export function sendError(res: ServerResponse, status: number, errorCode: vss.Er
   res.end(Buffer.from(body.buffer, body.byteOffset, body.byteLength));
 }
 
-/** Reads the request body, failing as soon as it exceeds `limit` bytes (nothing past it is kept). */
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+/**
+ * The body stopped arriving (see BODY_STALL_TIMEOUT_MS). Nothing was wrong with the request, so
+ * the client is told to retry: 408 with the code clients treat as retryable.
+ */
+class BodyStalledError extends VssServerError {
+  readonly httpStatus = 408;
+  readonly errorCode = vss.ErrorCode.INTERNAL_SERVER_EXCEPTION;
+  override readonly name = 'BodyStalledError';
+  constructor() {
+    super('Request not received in time');
+  }
+}
+
+async function readWholeBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   try {
     return await getRawBody(req, { length: req.headers['content-length'], limit });
   } catch (error) {
@@ -110,6 +127,30 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     if (type === 'request.size.invalid') throw new InvalidRequestError('Request body length does not match Content-Length');
     if (type === 'request.aborted') throw new ClientGoneError();
     throw new InvalidRequestError('Request body could not be read');
+  }
+}
+
+/**
+ * Reads the request body, failing as soon as it exceeds `limit` bytes (nothing past it is kept),
+ * or once no byte has arrived for `stallTimeoutMs` (0: never). The server has no limit on the
+ * whole upload (Node's requestTimeout is off, see server.ts): it failed every slow but steady
+ * upload of a large value, on every retry, while a stalled one is all that needs cutting off.
+ */
+async function readBody(req: IncomingMessage, limit: number, stallTimeoutMs: number): Promise<Buffer> {
+  const reading = readWholeBody(req, limit);
+  if (stallTimeoutMs === 0) return reading;
+  let timer: NodeJS.Timeout | undefined;
+  const onData = () => timer?.refresh();
+  const stalled = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new BodyStalledError()), stallTimeoutMs);
+  });
+  req.on('data', onData);
+  try {
+    // After a stall, `reading` settles when the connection closes (the 408 closes it).
+    return await Promise.race([reading, stalled]);
+  } finally {
+    clearTimeout(timer);
+    req.off('data', onData);
   }
 }
 
@@ -245,6 +286,11 @@ export function createVssHandler(options: VssAppOptions): (req: IncomingMessage,
   const ipBuckets = options.rateLimit?.perIp ? new TokenBuckets(options.rateLimit.perIp) : undefined;
   const userBuckets = options.rateLimit?.perUser ? new TokenBuckets(options.rateLimit.perUser) : undefined;
   const observing = metrics !== undefined || logger.isLevelEnabled('debug');
+  const bodyStallTimeoutMs = options.bodyStallTimeoutMs ?? BODY_STALL_TIMEOUT_MS;
+  // A timer would take NaN or a negative value as 1 ms, and fail every upload.
+  if (!(Number.isSafeInteger(bodyStallTimeoutMs) && bodyStallTimeoutMs >= 0 && bodyStallTimeoutMs <= MAX_TIMER_MS)) {
+    throw new RangeError(`bodyStallTimeoutMs must be an integer from 0 to ${MAX_TIMER_MS} (ms), not ${bodyStallTimeoutMs}`);
+  }
   let warnedUntrustedProxy = false;
 
   const runOperation: RunOperation = async (operation, req, res) => {
@@ -270,7 +316,7 @@ export function createVssHandler(options: VssAppOptions): (req: IncomingMessage,
       const wait = userBuckets.take(userToken);
       if (wait > 0) throw new RateLimitedError(wait);
     }
-    const body = await readBody(req, options.maxRequestBodySize);
+    const body = await readBody(req, options.maxRequestBodySize, bodyStallTimeoutMs);
     const response = await operation.run(backend, userToken, body);
     res.statusCode = 200;
     res.setHeader('content-type', OCTET_STREAM);

@@ -199,7 +199,8 @@ export async function createAuthorizer(option: AuthOption, logger: Logger): Prom
 /** The answer to a connection-level error: status line and ErrorResponse. */
 function clientErrorAnswer(code: string | undefined): { status: string; errorCode: vss.ErrorCode; message: string } {
   switch (code) {
-    // Node's requestTimeout/headersTimeout (a slow upload): nothing was wrong with the request,
+    // Node's headersTimeout (headers not complete within 60 s; a stalled body is the app's
+    // BodyStalledError, answered the same way): nothing was wrong with the request,
     // so the client must see a retryable error, not an invalid request it would give up on.
     case 'ERR_HTTP_REQUEST_TIMEOUT':
       return { status: '408 Request Timeout', errorCode: vss.ErrorCode.INTERNAL_SERVER_EXCEPTION, message: 'Request not received in time' };
@@ -297,7 +298,11 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
   // Node would answer a request without Host (400) or with an Expect other than 100-continue
   // (417) itself, without the protocol-version header or an ErrorResponse. The reference serves
   // both, and so do we: neither header means anything to VSS.
-  const server: Server = createServer({ keepAliveTimeout: 65_000, requireHostHeader: false }, serve);
+  // requestTimeout (Node's default: 300 s for the whole request) is off: it answered 408 to every
+  // upload slower than the body size over 300 s (a 128 MiB value under 450 KB/s), on every retry.
+  // A stalled body is cut off by the app instead (BODY_STALL_TIMEOUT_MS), and slow headers still
+  // by headersTimeout, which Node would otherwise turn off along with requestTimeout.
+  const server: Server = createServer({ keepAliveTimeout: 65_000, requireHostHeader: false, requestTimeout: 0, headersTimeout: 60_000 }, serve);
   server.on('checkExpectation', serve);
   server.on('clientError', answerClientError);
   const host = options.host ?? DEFAULT_HOST;

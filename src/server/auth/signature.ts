@@ -19,8 +19,30 @@ const SIGNATURE_HEX_LENGTH = 128;
 /** Accepted clock difference between client and server, in seconds (±24 h, like the reference). */
 export const SIGNATURE_TIME_WINDOW_SECONDS = 86_400n;
 const U64_MAX = (1n << 64n) - 1n;
+const U64_MAX_DIGITS = U64_MAX.toString().length;
 const HEX = /^[0-9a-fA-F]*$/;
 const UNSIGNED_DECIMAL = /^\+?[0-9]+$/;
+/**
+ * The longest header the verified-header cache keeps: a `+` and the 20 digits of u64::MAX, with
+ * room for a few leading zeros. The time may carry any number of them (the reference's parser
+ * accepts them, so such headers stay valid), up to Node's 16 KB header limit; cached whole,
+ * 10,000 of those would hold 160 MB or more. Longer headers are verified on every use.
+ */
+export const MAX_CACHED_HEADER_LENGTH = PUBKEY_HEX_LENGTH + SIGNATURE_HEX_LENGTH + 32;
+
+/**
+ * The value of a u64 in the reference's syntax (an optional `+`, then digits, leading zeros
+ * allowed), or undefined. Digits past the leading zeros are counted before the BigInt is built:
+ * converting a header-sized run of digits costs about half a millisecond, only to be refused.
+ */
+function parseU64(text: string): bigint | undefined {
+  if (!UNSIGNED_DECIMAL.test(text)) return undefined;
+  let start = text.startsWith('+') ? 1 : 0;
+  while (start < text.length - 1 && text.charCodeAt(start) === 0x30) start++;
+  if (text.length - start > U64_MAX_DIGITS) return undefined;
+  const value = BigInt(text.slice(start));
+  return value > U64_MAX ? undefined : value;
+}
 
 /** Bytes the client signs (before hashing): constant ‖ pubkey ‖ ascii(time). */
 export function signatureMessage(pubkey: Uint8Array, time: string): Uint8Array {
@@ -66,13 +88,16 @@ export class SignatureAuthorizer implements Authorizer {
     const signatureHex = header.slice(PUBKEY_HEX_LENGTH, PUBKEY_HEX_LENGTH + SIGNATURE_HEX_LENGTH);
     const time = header.slice(PUBKEY_HEX_LENGTH + SIGNATURE_HEX_LENGTH);
     if (!HEX.test(pubkeyHex) || !HEX.test(signatureHex)) throw new AuthError('Authorization header is not hex');
-    if (!UNSIGNED_DECIMAL.test(time) || BigInt(time) > U64_MAX) throw new AuthError('Time is not an integer');
+    const sentAt = parseU64(time);
+    if (sentAt === undefined) throw new AuthError('Time is not an integer');
     const now = BigInt(this.now());
-    const sentAt = BigInt(time);
     if (sentAt < now - SIGNATURE_TIME_WINDOW_SECONDS || sentAt > now + SIGNATURE_TIME_WINDOW_SECONDS) {
       throw new AuthError('Time is too far from now');
     }
-    if (this.verified.has(header)) return pubkeyHex;
+    // A user token cut from a long header would keep the whole header alive for as long as
+    // anything holds the token (V8 slices share their parent's memory): copy it out.
+    const userToken = header.length > MAX_CACHED_HEADER_LENGTH ? Buffer.from(pubkeyHex, 'latin1').toString('latin1') : pubkeyHex;
+    if (header.length <= MAX_CACHED_HEADER_LENGTH && this.verified.has(header)) return userToken;
     const pubkey = Buffer.from(pubkeyHex, 'hex');
     try {
       secp256k1.Point.fromBytes(pubkey);
@@ -94,10 +119,10 @@ export class SignatureAuthorizer implements Authorizer {
       valid = false;
     }
     if (!valid) throw new AuthError('Signature was invalid');
-    if (this.cacheSize > 0) {
+    if (this.cacheSize > 0 && header.length <= MAX_CACHED_HEADER_LENGTH) {
       if (this.verified.size >= this.cacheSize) this.verified.delete(this.verified.keys().next().value as string);
       this.verified.add(header);
     }
-    return pubkeyHex;
+    return userToken;
   }
 }
