@@ -148,7 +148,7 @@ export class StoreEngine {
     for (let attempt = 0; attempt < 2; attempt++) {
       let schema: SchemaVersion | undefined;
       try {
-        const found = yield* call('getObject', { storeId: this.storeId, key: marker.storeKey });
+        const found = yield* this.#getObject(marker.storeKey);
         const { value } = decryptStorable(found.value?.value ?? new Uint8Array(), this.#dataKey, marker.aad);
         schema = decodeSchemaVersion(value);
       } catch (error) {
@@ -214,6 +214,23 @@ export class StoreEngine {
     }
   }
 
+  /**
+   * GetObject of one key. A reply carrying another key (a broken server, or a proxy caching by
+   * URL: every GetObject is a POST to the same path) is refused as such; its value would
+   * otherwise fail to decrypt (the key is its AAD) and read as a wrong seed, tampering, or
+   * another writer. A reply without a key (protobuf's empty default) is left to decryption.
+   */
+  *#getObject(storeKey: string): Operation<vss.GetObjectResponse> {
+    const found = yield* call('getObject', { storeId: this.storeId, key: storeKey });
+    const served = found.value?.key;
+    if (served && served !== storeKey) {
+      throw new DataIntegrityError(
+        `the server answered a read of store key ${JSON.stringify(storeKey)} with the value of another key (${JSON.stringify(served.slice(0, 200))}): a broken server or proxy`,
+      );
+    }
+    return found;
+  }
+
   *#listEverything(): Operation<Map<string, bigint>> {
     const listed = new Map<string, bigint>();
     yield* this.#paginate(undefined, (kv) => {
@@ -254,7 +271,7 @@ export class StoreEngine {
     const startedAt = this.#sequence;
     let found: vss.GetObjectResponse;
     try {
-      found = yield* call('getObject', { storeId: this.storeId, key: storeKey });
+      found = yield* this.#getObject(storeKey);
     } catch (error) {
       if (error instanceof NoSuchKeyError) {
         yield* this.#learn(storeKey, null, startedAt);
@@ -561,7 +578,7 @@ export class StoreEngine {
     const { storeKey, aad } = target.address;
     let found: vss.GetObjectResponse;
     try {
-      found = yield* call('getObject', { storeId: this.storeId, key: storeKey });
+      found = yield* this.#getObject(storeKey);
     } catch (error) {
       if (error instanceof NoSuchKeyError) return 'absent';
       throw storeFailure(error, `checking ${describe(target.where)} before removing it`);
@@ -635,7 +652,7 @@ export class StoreEngine {
     if (!attempt) return 'none';
     let found: vss.KeyValue.$Properties | undefined;
     try {
-      found = (yield* call('getObject', { storeId: this.storeId, key: storeKey })).value ?? undefined;
+      found = (yield* this.#getObject(storeKey)).value ?? undefined;
     } catch (error) {
       if (!(error instanceof NoSuchKeyError)) throw storeFailure(error, `checking the outcome of an earlier write of ${describe(target.where)}`);
     }
