@@ -67,6 +67,12 @@ export const DEFAULT_HEALTH_CHECK_TIMEOUT_MS = 5_000;
 /** What the status label of a request's metrics says when the response was never completed. */
 export const ABORTED_STATUS = 'aborted';
 
+/**
+ * The operation label of requests that reached no endpoint: CORS preflights, and requests Node
+ * refused before routing (malformed HTTP, headers too large or too slow).
+ */
+export const UNROUTED_ENDPOINT = 'other';
+
 export type OperationRouting = 'direct' | 'express';
 
 type RunOperation = (operation: OperationSpec, req: IncomingMessage, res: ServerResponse) => Promise<void>;
@@ -333,7 +339,7 @@ export function createVssHandler(options: VssAppOptions): (req: IncomingMessage,
       // the connection) emits only 'close', and those are the requests worth seeing.
       res.once('close', () => {
         const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-        const endpoint = endpointOf.get(res) ?? 'other';
+        const endpoint = endpointOf.get(res) ?? UNROUTED_ENDPOINT;
         const status = res.writableFinished ? res.statusCode : ABORTED_STATUS;
         metrics?.observe(endpoint, status, seconds);
         logger.debug({ method: req.method, path: pathOf(req.url), endpoint, status, ms: Math.round(seconds * 1e4) / 10 }, 'request');

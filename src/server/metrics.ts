@@ -43,10 +43,14 @@ export class ServerMetrics {
     this.registry = options.processMetrics ? Registry.merge([own, processMetricsRegistry()]) : own;
   }
 
-  /** `status` is the response's status code, or `aborted` for a response never completed. */
-  observe(operation: string, status: number | string, seconds: number): void {
+  /**
+   * `status` is the response's status code, or `aborted` for a response never completed.
+   * Without `seconds` the request is only counted: one refused before it was parsed has no
+   * start time, and a made-up duration would distort the latency histogram.
+   */
+  observe(operation: string, status: number | string, seconds?: number): void {
     const labels = { operation, status: String(status) };
     this.requests.inc(labels);
-    this.duration.observe(labels, seconds);
+    if (seconds !== undefined) this.duration.observe(labels, seconds);
   }
 }

@@ -7,7 +7,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import pino, { type Level, type Logger } from 'pino';
 import { PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, vss } from '../protocol/index.js';
-import { createVssHandler, type OperationRouting } from './app.js';
+import { createVssHandler, UNROUTED_ENDPOINT, type OperationRouting } from './app.js';
 import { JwtAuthorizer } from './auth/jwt.js';
 import { NoopAuthorizer } from './auth/noop.js';
 import { SignatureAuthorizer } from './auth/signature.js';
@@ -197,33 +197,38 @@ export async function createAuthorizer(option: AuthOption, logger: Logger): Prom
 }
 
 /** The answer to a connection-level error: status line and ErrorResponse. */
-function clientErrorAnswer(code: string | undefined): { status: string; errorCode: vss.ErrorCode; message: string } {
+function clientErrorAnswer(code: string | undefined): { status: number; reason: string; errorCode: vss.ErrorCode; message: string } {
   switch (code) {
     // Node's headersTimeout (headers not complete within 60 s; a stalled body is the app's
     // BodyStalledError, answered the same way): nothing was wrong with the request,
     // so the client must see a retryable error, not an invalid request it would give up on.
     case 'ERR_HTTP_REQUEST_TIMEOUT':
-      return { status: '408 Request Timeout', errorCode: vss.ErrorCode.INTERNAL_SERVER_EXCEPTION, message: 'Request not received in time' };
+      return { status: 408, reason: 'Request Timeout', errorCode: vss.ErrorCode.INTERNAL_SERVER_EXCEPTION, message: 'Request not received in time' };
     case 'HPE_HEADER_OVERFLOW':
-      return { status: '431 Request Header Fields Too Large', errorCode: vss.ErrorCode.INVALID_REQUEST_EXCEPTION, message: 'Request headers too large' };
+      return { status: 431, reason: 'Request Header Fields Too Large', errorCode: vss.ErrorCode.INVALID_REQUEST_EXCEPTION, message: 'Request headers too large' };
     default:
-      return { status: '400 Bad Request', errorCode: vss.ErrorCode.INVALID_REQUEST_EXCEPTION, message: 'Malformed HTTP request' };
+      return { status: 400, reason: 'Bad Request', errorCode: vss.ErrorCode.INVALID_REQUEST_EXCEPTION, message: 'Malformed HTTP request' };
   }
 }
 
-/** Answers HTTP-level errors (before express sees a request) with a typed error and the version header. */
-export function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+/**
+ * Answers HTTP-level errors (before express sees a request) with a typed error and the version
+ * header. Returns the status answered, or undefined when the connection was only closed (the
+ * client already hung up: nobody to answer, nothing to count).
+ */
+export function answerClientError(error: NodeJS.ErrnoException, socket: Socket): number | undefined {
   if (!socket.writable || error.code === 'ECONNRESET') {
     socket.destroy();
-    return;
+    return undefined;
   }
-  const { status, errorCode, message } = clientErrorAnswer(error.code);
+  const { status, reason, errorCode, message } = clientErrorAnswer(error.code);
   const body = Buffer.from(vss.ErrorResponse.encode({ errorCode, message }).finish());
   socket.write(
-    `HTTP/1.1 ${status}\r\n${PROTOCOL_VERSION_HEADER}: ${PROTOCOL_VERSION}\r\ncontent-type: application/octet-stream\r\n` +
+    `HTTP/1.1 ${status} ${reason}\r\n${PROTOCOL_VERSION_HEADER}: ${PROTOCOL_VERSION}\r\ncontent-type: application/octet-stream\r\n` +
       `content-length: ${body.length}\r\nconnection: close\r\n\r\n`,
   );
   socket.end(body);
+  return status;
 }
 
 /**
@@ -304,7 +309,15 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
   // by headersTimeout, which Node would otherwise turn off along with requestTimeout.
   const server: Server = createServer({ keepAliveTimeout: 65_000, requireHostHeader: false, requestTimeout: 0, headersTimeout: 60_000 }, serve);
   server.on('checkExpectation', serve);
-  server.on('clientError', answerClientError);
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
+    const status = answerClientError(error, socket);
+    if (status === undefined) return;
+    // These never reach the app's handler, so without this an operator would see neither
+    // metrics nor logs for clients failing with 431 (headers too large) or 408 (headers too
+    // slow). Debug level: each costs the client a single cheap request, like any refused one.
+    metrics?.observe(UNROUTED_ENDPOINT, status);
+    logger.debug({ code: error.code, status }, 'request refused before routing');
+  });
   const host = options.host ?? DEFAULT_HOST;
   const requestedPort = options.port ?? 0;
   try {

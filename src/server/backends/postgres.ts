@@ -262,7 +262,13 @@ export class PostgresBackend extends SqlBackend {
         },
       });
       // An idle connection dying (e.g. a database restart) must not crash the process.
-      pool.on('error', (error) => options.logger?.warn({ err: error }, 'idle PostgreSQL connection failed'));
+      // pg-pool attaches the dead pg.Client to the error; serialized into the log it dumps the
+      // client's internals (connection parameters, TLS options, socket state: kilobytes per
+      // line), none of which says what went wrong. The pool has already discarded the client.
+      pool.on('error', (error) => {
+        Reflect.deleteProperty(error, 'client');
+        options.logger?.warn({ err: error }, 'idle PostgreSQL connection failed');
+      });
       return pool;
     };
     let pool = makePool();
