@@ -46,6 +46,21 @@ export async function getObject(backend: StorageBackend, userToken: string, requ
   throw new NoSuchKeyError();
 }
 
+/** PostgreSQL's program_limit_exceeded: a row or index entry larger than the database can store. */
+const PROGRAM_LIMIT_EXCEEDED = '54000';
+
+/**
+ * A write PostgreSQL refused for its size, as the client's mistake (400) rather than a 500 the
+ * client would retry until its budget ran out. The usual one: a key of 600 characters that are
+ * 4 bytes each in UTF-8, with its store id and user token, exceeds the ~2.7 KB a primary-key index
+ * entry may take (the reference answers 500; PostgreSQL, not a character count, decides, since
+ * it compresses an entry that would not fit). The statement rolled back, so nothing was written.
+ */
+function refusedAsTooLarge(error: unknown): InvalidRequestError | undefined {
+  if ((error as { code?: unknown } | null)?.code !== PROGRAM_LIMIT_EXCEEDED) return undefined;
+  return new InvalidRequestError(`the database refused an item as too large: ${(error as Error).message} (a key with its store_id and user token must fit in one index entry, about 2.7 KB of UTF-8)`);
+}
+
 const tooManyItems = () => new InvalidRequestError(`Number of write items per request should be less than equal to ${MAX_PUT_ITEM_COUNT}`);
 
 /** PutObjectRequest's repeated fields (proto/vss.proto): transaction_items = 3, delete_items = 4. */
@@ -92,7 +107,11 @@ export async function putObjects(backend: StorageBackend, userToken: string, req
     claim(key);
     return { key, version: int64ToBigInt(item.version) };
   });
-  await backend.put(userToken, { storeId: request.storeId, transactionItems: puts, globalVersion, deleteItems: deletes });
+  try {
+    await backend.put(userToken, { storeId: request.storeId, transactionItems: puts, globalVersion, deleteItems: deletes });
+  } catch (error) {
+    throw refusedAsTooLarge(error) ?? error;
+  }
   return new vss.PutObjectResponse();
 }
 
