@@ -66,6 +66,11 @@ export class ManagerOrderedBroadcaster {
     private readonly send: (txs: Uint8Array[]) => void,
     options: ManagerOrderedBroadcasterOptions = {},
   ) {
+    // Checked now: called later from inside LDK, a non-function would only be logged, once per
+    // broadcast, and no transaction would ever leave (e.g. an LDK BroadcasterInterface passed here).
+    if (typeof send !== 'function') {
+      throw new TypeError(`ManagerOrderedBroadcaster needs a function that sends transactions, got ${send === null ? 'null' : typeof send}`);
+    }
     this.maxHoldMs = options.maxHoldMs ?? DEFAULT_MAX_BROADCAST_HOLD_MS;
     // Node runs a timer of NaN, Infinity or more than MAX_TIMER_MS after 1 ms: a hold meant to be
     // long (or endless) would let every transaction out before its manager, silently.
@@ -107,12 +112,18 @@ export class ManagerOrderedBroadcaster {
       this.heldCount -= txs.length;
       if (outcome === 'dropped') {
         this.stats.dropped += txs.length;
-        this.log.warn({ transactions: txs.length, cause: describeError(cause) }, 'broadcast dropped: the ChannelManager writer stopped before the manager that knows it was durable; LDK sends it again after restart');
+        this.report('warn', 'broadcast dropped: the ChannelManager writer stopped before the manager that knows it was durable; LDK sends it again after restart', () => ({
+          transactions: txs.length,
+          cause: describeError(cause),
+        }));
         return;
       }
       if (outcome === 'timeout') {
         this.stats.sentAfterTimeout += txs.length;
-        this.log.warn({ transactions: txs.length, heldMs: this.maxHoldMs }, 'broadcasting before the ChannelManager that knows it is durable: the store has not confirmed a manager write in time');
+        this.report('warn', 'broadcasting before the ChannelManager that knows it is durable: the store has not confirmed a manager write in time', () => ({
+          transactions: txs.length,
+          heldMs: this.maxHoldMs,
+        }));
       } else {
         this.stats.sentAfterManager += txs.length;
       }
@@ -123,18 +134,46 @@ export class ManagerOrderedBroadcaster {
     (timer as unknown as { unref?: () => void }).unref?.();
     // Called from inside LDK: asking for a manager write only flags the writer; the write
     // itself starts on its next pass, outside this call.
-    writer.managerDurable().then(
+    let durable: Promise<void>;
+    try {
+      durable = writer.managerDurable();
+    } catch (err) {
+      // A writer that throws instead of rejecting: the same as one that stopped, and the
+      // exception must not unwind into LDK.
+      durable = Promise.reject(err);
+    }
+    durable.then(
       () => settle('manager'),
       (err: unknown) => settle('dropped', err),
     );
   }
 
   private deliver(txs: Uint8Array[]): void {
+    // The caller's broadcaster failing must not unwind into LDK (nor, for an async one, reject
+    // unhandled and end the process); LDK rebroadcasts claims.
+    const failed = (err: unknown): void => this.report('error', 'broadcaster threw', () => ({ transactions: txs.length, cause: describeError(err) }));
     try {
-      this.send(txs);
+      // Typed as returning void, but an async function fits that type too.
+      const result: unknown = this.send(txs);
+      if (isThenable(result)) Promise.resolve(result).then(undefined, failed);
     } catch (err) {
-      // The caller's broadcaster failing must not unwind into LDK; LDK rebroadcasts claims.
-      this.log.error({ cause: describeError(err) }, 'broadcaster threw');
+      failed(err);
     }
   }
+
+  /**
+   * Logs, ignoring a logger (or an error to describe) that throws: this runs inside LDK
+   * callbacks and timers, where an exception is fatal to LDK or to the process.
+   */
+  private report(level: 'warn' | 'error', message: string, fields: () => Record<string, unknown>): void {
+    try {
+      this.log[level](fields(), message);
+    } catch {
+      // Nowhere left to report it.
+    }
+  }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (value as { then?: unknown }).then === 'function';
 }

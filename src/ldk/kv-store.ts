@@ -11,12 +11,16 @@ import {
   DataIntegrityError,
   InvalidKeyError,
   InvalidValueError,
+  KeyBusyError,
   KeyNotFoundError,
   RollbackDetectedError,
   StoreClosedError,
+  StoreIOError,
   StoreOpenError,
   StoreTimeoutError,
+  VersionLedgerError,
 } from '../store/errors.js';
+import { AuthError, VssClientError } from '../client/errors.js';
 import { describeError, stderrLogger, type PersistenceLogger } from './log.js';
 
 const NETWORK_ERROR_KINDS: Record<string, ldk.IOError> = {
@@ -35,9 +39,20 @@ function errorCode(err: unknown): string | undefined {
   return undefined;
 }
 
+/** The first error of class `type` in `err`'s cause chain. */
+function causeOfType<T extends Error>(err: unknown, type: abstract new (...args: never[]) => T): T | undefined {
+  for (let current = err, depth = 0; current instanceof Error && depth < 4; current = current.cause, depth++) {
+    if (current instanceof type) return current;
+  }
+  return undefined;
+}
+
 /**
  * The IOError kind LDK should see for a store error. `NotFound` matters most: LDK probes
  * for missing keys (e.g. the next monitor update) and treats any other kind as a failure.
+ * A request the store could not complete (`StoreIOError`) gets a transport kind, never
+ * `Other`: LDK itself reports data it cannot apply as `Other`, and `readChannelMonitorsWithLdk`
+ * tells an unreachable store from corrupt data by the kind alone.
  */
 export function ioErrorFor(err: unknown): ldk.IOError {
   if (err instanceof KeyNotFoundError) return ldk.IOError.LDKIOError_NotFound;
@@ -46,8 +61,20 @@ export function ioErrorFor(err: unknown): ldk.IOError {
   if (err instanceof DataIntegrityError || err instanceof RollbackDetectedError) return ldk.IOError.LDKIOError_InvalidData;
   if (err instanceof StoreClosedError || err instanceof StoreOpenError) return ldk.IOError.LDKIOError_NotConnected;
   if (err instanceof ConcurrentWriterError) return ldk.IOError.LDKIOError_Other;
+  // An asynchronous write of the key is in flight; nothing was sent.
+  if (err instanceof KeyBusyError) return ldk.IOError.LDKIOError_WouldBlock;
+  // The local version ledger could not record a change: retrying is safe, the data is fine.
+  if (err instanceof VersionLedgerError) return ldk.IOError.LDKIOError_Interrupted;
   const code = errorCode(err);
-  return (code !== undefined ? NETWORK_ERROR_KINDS[code] : undefined) ?? ldk.IOError.LDKIOError_Other;
+  const network = code !== undefined ? NETWORK_ERROR_KINDS[code] : undefined;
+  if (network !== undefined) return network;
+  if (err instanceof StoreIOError) {
+    if (causeOfType(err, VssClientError)?.reason === 'timeout') return ldk.IOError.LDKIOError_TimedOut;
+    if (causeOfType(err, AuthError)) return ldk.IOError.LDKIOError_PermissionDenied;
+    // A 5xx, an incompatible server, a redirect, the sync bridge's worker gone: not the data.
+    return ldk.IOError.LDKIOError_NotConnected;
+  }
+  return ldk.IOError.LDKIOError_Other;
 }
 
 export interface LdkKVStoreOptions {
@@ -57,10 +84,32 @@ export interface LdkKVStoreOptions {
 
 type Op = 'read' | 'write' | 'remove' | 'list' | 'list_all_keys';
 
-function logFailure(logger: PersistenceLogger, op: Op, where: string[], err: unknown): void {
+/**
+ * The IOError for a failed operation, logged with its cause. Runs inside an LDK callback, where
+ * a JavaScript exception is fatal to LDK: an error that cannot be described (`String()` throws
+ * for an object without a prototype) or a logger that throws must not turn the result into one.
+ */
+function failure(logger: PersistenceLogger, op: Op, where: string[], err: unknown): ldk.IOError {
+  let kind: ldk.IOError;
+  try {
+    kind = ioErrorFor(err);
+  } catch {
+    kind = ldk.IOError.LDKIOError_Other;
+  }
   // A missing key is an expected answer, not a failure.
-  if (err instanceof KeyNotFoundError) return;
-  logger.error({ op, key: where.join('/'), ioError: ldk.IOError[ioErrorFor(err)], cause: describeError(err) }, 'LDK KVStore operation failed');
+  if (err instanceof KeyNotFoundError) return kind;
+  let cause: string;
+  try {
+    cause = describeError(err);
+  } catch {
+    cause = `an undescribable ${typeof err} was thrown`;
+  }
+  try {
+    logger.error({ op, key: where.join('/'), ioError: ldk.IOError[kind], cause }, 'LDK KVStore operation failed');
+  } catch {
+    // Nowhere left to report it; the caller still gets its IOError.
+  }
+  return kind;
 }
 
 function kvStoreInterface(store: SyncKVStore, logger: PersistenceLogger): ldk.KVStoreInterface {
@@ -69,8 +118,7 @@ function kvStoreInterface(store: SyncKVStore, logger: PersistenceLogger): ldk.KV
       try {
         return ldk.Result_CVec_u8ZIOErrorZ.constructor_ok(store.read(primary, secondary, key));
       } catch (err) {
-        logFailure(logger, 'read', [primary, secondary, key], err);
-        return ldk.Result_CVec_u8ZIOErrorZ.constructor_err(ioErrorFor(err));
+        return ldk.Result_CVec_u8ZIOErrorZ.constructor_err(failure(logger, 'read', [primary, secondary, key], err));
       }
     },
     write(primary, secondary, key, buf) {
@@ -79,8 +127,7 @@ function kvStoreInterface(store: SyncKVStore, logger: PersistenceLogger): ldk.KV
         store.write(primary, secondary, key, Uint8Array.from(buf));
         return ldk.Result_NoneIOErrorZ.constructor_ok();
       } catch (err) {
-        logFailure(logger, 'write', [primary, secondary, key], err);
-        return ldk.Result_NoneIOErrorZ.constructor_err(ioErrorFor(err));
+        return ldk.Result_NoneIOErrorZ.constructor_err(failure(logger, 'write', [primary, secondary, key], err));
       }
     },
     remove(primary, secondary, key, lazy) {
@@ -88,16 +135,17 @@ function kvStoreInterface(store: SyncKVStore, logger: PersistenceLogger): ldk.KV
         store.remove(primary, secondary, key, lazy);
         return ldk.Result_NoneIOErrorZ.constructor_ok();
       } catch (err) {
-        logFailure(logger, 'remove', [primary, secondary, key], err);
-        return ldk.Result_NoneIOErrorZ.constructor_err(ioErrorFor(err));
+        // LDK's contract: a remove succeeds when no data is left under the key, whether or not
+        // there was any (LDK removes windows of update keys, including ids that never existed).
+        if (err instanceof KeyNotFoundError) return ldk.Result_NoneIOErrorZ.constructor_ok();
+        return ldk.Result_NoneIOErrorZ.constructor_err(failure(logger, 'remove', [primary, secondary, key], err));
       }
     },
     list(primary, secondary) {
       try {
         return ldk.Result_CVec_StrZIOErrorZ.constructor_ok(store.list(primary, secondary));
       } catch (err) {
-        logFailure(logger, 'list', [primary, secondary], err);
-        return ldk.Result_CVec_StrZIOErrorZ.constructor_err(ioErrorFor(err));
+        return ldk.Result_CVec_StrZIOErrorZ.constructor_err(failure(logger, 'list', [primary, secondary], err));
       }
     },
   };
@@ -118,8 +166,7 @@ export function toLdkMigratableKVStore(store: SyncKVStore, options: LdkKVStoreOp
           const triples = store.listAll().map((k) => ldk.ThreeTuple_StrStrStrZ.constructor_new(k.primaryNamespace, k.secondaryNamespace, k.key));
           return ldk.Result_CVec_C3Tuple_StrStrStrZZIOErrorZ.constructor_ok(triples);
         } catch (err) {
-          logFailure(logger, 'list_all_keys', [], err);
-          return ldk.Result_CVec_C3Tuple_StrStrStrZZIOErrorZ.constructor_err(ioErrorFor(err));
+          return ldk.Result_CVec_C3Tuple_StrStrStrZZIOErrorZ.constructor_err(failure(logger, 'list_all_keys', [], err));
         }
       },
     },

@@ -148,11 +148,12 @@ export async function readChannelMonitors(store: AsyncKVStore, ctx: MonitorReadC
 
 /**
  * IOError kinds that only the store's transport produces (the KVStore bridge maps timeouts,
- * closed stores and network failures to them); LDK's own decode and apply failures are
- * `InvalidData` or `Other`.
+ * closed stores, failed requests, refused credentials and network failures to them); LDK's own
+ * decode and apply failures are `InvalidData` or `Other`.
  */
 const UNREACHABLE_STORE_KINDS = new Set<ldk.IOError>([
   ldk.IOError.LDKIOError_TimedOut,
+  ldk.IOError.LDKIOError_PermissionDenied,
   ldk.IOError.LDKIOError_NotConnected,
   ldk.IOError.LDKIOError_ConnectionRefused,
   ldk.IOError.LDKIOError_ConnectionReset,
@@ -173,7 +174,7 @@ export function readChannelMonitorsWithLdk(persister: ldk.MonitorUpdatingPersist
     const err = res instanceof ldk.Result_CVec_C2Tuple_ThirtyTwoBytesChannelMonitorZZIOErrorZ_Err ? res.err : undefined;
     const kind = err === undefined ? 'unknown' : ldk.IOError[err];
     if (err !== undefined && UNREACHABLE_STORE_KINDS.has(err)) {
-      throw new StoreIOError(`LDK's MonitorUpdatingPersister could not reach the store while reading the monitors (${kind}); nothing was read, the stored data may be intact`);
+      throw new StoreIOError(`LDK's MonitorUpdatingPersister could not reach or use the store while reading the monitors (${kind}); nothing was read, the stored data may be intact`);
     }
     throw new CorruptStateError(`LDK's MonitorUpdatingPersister could not read the monitors (${kind})`, CHANNEL_MONITOR_NAMESPACE.primary, '', '');
   }

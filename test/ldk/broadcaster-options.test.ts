@@ -19,4 +19,12 @@ describe('ManagerOrderedBroadcaster options', () => {
     expect(() => new ManagerOrderedBroadcaster(() => {}, { maxHoldMs: 2 ** 31 - 1 })).not.toThrow();
     expect(() => new ManagerOrderedBroadcaster(() => {}, { maxHoldMs: 0 })).not.toThrow();
   });
+
+  it('refuses a broadcaster that is not a function at construction, instead of failing every broadcast later inside LDK', () => {
+    const ldkStyle = { broadcast_transactions: () => {} };
+    for (const send of [ldkStyle, undefined, null, 'bitcoind']) {
+      expect(() => new ManagerOrderedBroadcaster(send as unknown as (txs: Uint8Array[]) => void)).toThrow(TypeError);
+    }
+    expect(() => new ManagerOrderedBroadcaster(ldkStyle as unknown as (txs: Uint8Array[]) => void)).toThrow(/needs a function that sends transactions, got object/);
+  });
 });
