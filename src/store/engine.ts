@@ -254,9 +254,17 @@ export class StoreEngine {
       else if (current < version) behind += 1;
     }
     if (behind + missing > 0) {
+      // Not one remembered key on the server, not even the schema marker that every open
+      // lists (a wiped server gets a new one under the same id): the ledger's ids hash another
+      // store's id. Say so rather than blaming the server.
+      const noneKnown = missing === saved.size && server.size > 0;
       throw new RollbackDetectedError(
         `the server is behind what this device saw: ${behind} keys have older versions and ${missing} are missing. ` +
-          'The server went back in time (restored from an old backup or lost writes), or another writer rewrote the store. Refusing to open.',
+          'The server went back in time (restored from an old backup or lost writes), or another writer rewrote the store. Refusing to open.' +
+          (noneKnown
+            ? ' None of the keys the version ledger remembers belongs to this store, not even its schema marker: ' +
+              'is the ledger file also used by another store (another storeId)? Each store needs its own ledger file.'
+            : ''),
       );
     }
     const changes: VersionChange[] = [];

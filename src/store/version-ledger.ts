@@ -58,49 +58,137 @@ export interface FileVersionLedgerOptions {
  * synchronous so records land in exactly the order they were made, from both the async and
  * the sync API. A torn last line (crash mid-append) is ignored; any other malformed content
  * fails the open (fail closed; delete the file deliberately to reset the device's memory).
+ * An append that fails (a full disk) fails the record and is cut back, so the file stays
+ * readable; compaction replaces the file atomically (temp file, fsync, rename, directory
+ * fsync) and, being only an optimisation, never fails a record. One file per store, used by
+ * one open store at a time: it is not locked, and a second instance's compaction would drop
+ * the first one's records.
  */
 export function fileVersionLedger(path: string, options: FileVersionLedgerOptions = {}): VersionLedger {
   const fsync = options.fsync ?? true;
   let live = new Map<string, bigint>();
   let lines = 0;
   let fd: number | undefined;
+  // Bytes of complete records in the open file: where an append that failed must be cut back to.
+  let end = 0;
+  // Set when an append failed: the file may end in part of it, to be cut off before the next.
+  let cutTo: number | undefined;
+  // No compaction before the log holds this many lines (raised when one fails, see compact).
+  let compactFrom = 1000;
+  // The file was created or replaced and its directory entry is not known durable yet.
+  let directoryUnsynced = false;
+
+  /** Writes all of `data` (a write may take only part of it, e.g. what still fits on the disk). */
+  const writeAll = (fs: Fs, handle: number, data: Buffer): void => {
+    for (let done = 0; done < data.length; ) done += fs.writeSync(handle, data, done, data.length - done);
+  };
+
+  /**
+   * Makes a file's creation or replacement itself durable: fsync of a file does not cover its
+   * directory entry, and losing a rename after a crash would bring back the old log without
+   * the removes recorded since (a false rollback alarm). Windows cannot open a directory.
+   */
+  const syncDirectory = (fs: Fs): void => {
+    if (!fsync || globalThis.process?.platform === 'win32') return;
+    const dir = (globalThis.process.getBuiltinModule?.('node:path') as typeof import('node:path')).dirname(path);
+    const dirFd = fs.openSync(dir, 'r');
+    try {
+      fs.fsyncSync(dirFd);
+    } finally {
+      fs.closeSync(dirFd);
+    }
+  };
 
   const open = (fs: Fs): number => {
     if (fd === undefined) {
+      if (cutTo !== undefined) fs.truncateSync(path, cutTo);
+      cutTo = undefined;
       fd = fs.openSync(path, 'a');
-      if (fs.fstatSync(fd).size === 0) fs.writeSync(fd, `${HEADER}\n`);
+      end = fs.fstatSync(fd).size;
+      if (end === 0) {
+        append(fs, fd, `${HEADER}\n`);
+        directoryUnsynced = true;
+      }
+    }
+    if (directoryUnsynced) {
+      syncDirectory(fs);
+      directoryUnsynced = false;
     }
     return fd;
+  };
+
+  /**
+   * Appends whole lines durably, or throws with the file as before: a partial append (a full
+   * disk takes what fits, and Node's writeSync reports that as success) would leave a torn
+   * line that the next append continues into one line the next open refuses as corrupt.
+   */
+  const append = (fs: Fs, handle: number, text: string): void => {
+    const data = Buffer.from(text, 'utf8');
+    try {
+      writeAll(fs, handle, data);
+      if (fsync) fs.fdatasyncSync(handle);
+    } catch (error) {
+      cutTo = end;
+      fd = undefined;
+      try {
+        fs.closeSync(handle);
+        // Cut now if possible; otherwise the next open cuts (or, after a restart, `load` drops
+        // the torn line).
+        fs.truncateSync(path, end);
+        cutTo = undefined;
+      } catch {
+        // the error that matters is the append's
+      }
+      throw error;
+    }
+    end += data.length;
   };
 
   const compact = (fs: Fs): void => {
     const tmp = `${path}.tmp`;
     const body = [HEADER, ...Array.from(live, ([id, v]) => `${id} ${v}`)].join('\n') + '\n';
-    const tmpFd = fs.openSync(tmp, 'w');
     try {
-      fs.writeSync(tmpFd, body);
-      if (fsync) fs.fdatasyncSync(tmpFd);
-    } finally {
-      fs.closeSync(tmpFd);
+      const tmpFd = fs.openSync(tmp, 'w');
+      try {
+        writeAll(fs, tmpFd, Buffer.from(body, 'utf8'));
+        if (fsync) fs.fdatasyncSync(tmpFd);
+      } finally {
+        fs.closeSync(tmpFd);
+      }
+      const log = fd;
+      fd = undefined;
+      if (log !== undefined) fs.closeSync(log);
+      fs.renameSync(tmp, path);
+    } catch {
+      // The records are durable in the log already; compacting only saves space. Failing the
+      // record for it (a full disk, a directory that refuses new files) would fail every write
+      // from here on. Try again once the log has doubled.
+      try {
+        fs.rmSync(tmp, { force: true });
+      } catch {
+        // nothing more to clean up with
+      }
+      compactFrom = 2 * lines;
+      return;
     }
-    if (fd !== undefined) fs.closeSync(fd);
-    fd = undefined;
-    fs.renameSync(tmp, path);
     lines = live.size;
+    compactFrom = 1000;
+    // Made durable before the next append (open), which fails if it cannot be: records
+    // appended to a log whose rename a crash can undo would not be durable.
+    directoryUnsynced = true;
   };
 
   const recordSync = (changes: readonly VersionChange[]): void => {
     if (changes.length === 0) return;
     const fs = nodeFs();
     const handle = open(fs);
-    fs.writeSync(handle, changes.map((c) => `${c.id} ${c.version === null ? '-' : c.version}`).join('\n') + '\n');
-    if (fsync) fs.fdatasyncSync(handle);
+    append(fs, handle, changes.map((c) => `${c.id} ${c.version === null ? '-' : c.version}`).join('\n') + '\n');
     for (const c of changes) {
       if (c.version === null) live.delete(c.id);
       else live.set(c.id, c.version);
     }
     lines += changes.length;
-    if (lines > 1000 && lines > 4 * live.size) compact(fs);
+    if (lines > compactFrom && lines > 4 * live.size) compact(fs);
   };
 
   return {
@@ -133,7 +221,11 @@ export function fileVersionLedger(path: string, options: FileVersionLedgerOption
       for (let i = 1; i < rows.length; i++) {
         const [id, version, extra] = rows[i].split(' ');
         if (!ID_PATTERN.test(id ?? '') || extra !== undefined || !/^(-|-1|\d+)$/.test(version ?? '')) {
-          throw new StoreOpenError(`version ledger ${path} is corrupt at line ${i + 1}`);
+          throw new StoreOpenError(
+            `version ledger ${path} is corrupt at line ${i + 1} (not a crash mid-append, which is tolerated); ` +
+              'refusing to open without the versions it holds. Restore the file from a copy, or, only if the ' +
+              'server is known not to have lost writes, move it away to start a new ledger from what the server holds',
+          );
         }
         if (version === '-') map.delete(id);
         else map.set(id, BigInt(version));
