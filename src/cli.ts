@@ -3,6 +3,7 @@
  * The `ldk-vss` command. Subcommands live in the COMMANDS table; adding one means adding an
  * entry whose `run` returns the process exit code.
  */
+import { createRequire } from 'node:module';
 import { runServe, type CommandIo } from './server/serve-command.js';
 
 export interface CliCommand {
@@ -18,7 +19,7 @@ export const COMMANDS: Record<string, CliCommand> = {
 
 function usage(): string {
   const width = Math.max(...Object.keys(COMMANDS).map((name) => name.length));
-  return ['Usage: ldk-vss <command> [options]', '', 'Commands:', ...Object.entries(COMMANDS).map(([name, command]) => `  ${name.padEnd(width)}  ${command.summary}`)].join('\n');
+  return ['Usage: ldk-vss <command> [options]   (ldk-vss --version prints the version)', '', 'Commands:', ...Object.entries(COMMANDS).map(([name, command]) => `  ${name.padEnd(width)}  ${command.summary}`)].join('\n');
 }
 
 export async function main(argv: readonly string[], io: CommandIo): Promise<number> {
@@ -26,6 +27,11 @@ export async function main(argv: readonly string[], io: CommandIo): Promise<numb
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     io.stdout(usage());
     return name === undefined ? 2 : 0;
+  }
+  if (name === '--version' || name === '-v' || name === 'version') {
+    // Self-reference through the package's own exports: the same path from src/ (tsx) and dist/.
+    io.stdout((createRequire(import.meta.url)('ldk-vss/package.json') as { version: string }).version);
+    return 0;
   }
   const command = COMMANDS[name];
   if (!command) {

@@ -3,6 +3,7 @@
  * gracefully on SIGTERM/SIGINT. Exit codes: 0 after a clean shutdown, 1 when startup or
  * shutdown fails, 2 for invalid configuration or usage.
  */
+import { existsSync, readdirSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
 import { ConfigError, loadServeConfig, SERVER_ENV_DOCS, SERVER_ENV_VARS, type ServeConfig } from './config.js';
 import { withDeadline } from './deadline.js';
@@ -96,6 +97,12 @@ type Started = { server: StartedVssServer } | { error: unknown };
 /** Starts the server, waits for the first signal, and shuts down; returns the exit code. */
 async function serveUntilSignal(config: ServeConfig, logger: Logger, firstSignal: Promise<NodeJS.Signals>, io: CommandIo): Promise<number> {
   const graceMs = config.options.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
+  // Creating a new embedded database takes 10–15 s; without a line first, a first `npm start`
+  // looks hung (and /health refuses connections meanwhile).
+  const backend = config.options.backend;
+  const dataDir = typeof backend === 'object' && backend.kind === 'pglite' && 'dataDir' in backend ? backend.dataDir : undefined;
+  const creating = typeof dataDir === 'string' && (!existsSync(dataDir) || readdirSync(dataDir).length === 0);
+  logger.info({ storage: config.storageDescription }, creating ? 'creating the embedded database (a first start takes 10-15 s)' : 'opening storage');
   const startup: Promise<Started> = startVssServer({ ...config.options, logger }).then(
     (server) => ({ server }),
     (error: unknown) => ({ error }),

@@ -263,7 +263,8 @@ export class StoreEngine {
           'The server went back in time (restored from an old backup or lost writes), or another writer rewrote the store. Refusing to open.' +
           (noneKnown
             ? ' None of the keys the version ledger remembers belongs to this store, not even its schema marker: ' +
-              'is the ledger file also used by another store (another storeId)? Each store needs its own ledger file.'
+              'is the ledger file also used by another store (another storeId or seed), or kept across a reset of a development server? ' +
+              'Each store needs its own ledger file, deleted when its server is deliberately reset.'
             : ''),
       );
     }

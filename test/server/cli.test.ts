@@ -68,6 +68,13 @@ describe('ldk-vss usage', () => {
     expect(extraArg.code).toBe(2);
     expect(extraArg.stderr.trim().split('\n')).toHaveLength(1);
   });
+
+  it('prints its version for --version (a newcomer tries it first)', async () => {
+    const { version } = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    const result = await runCli(['--version']);
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+    expect(result.stdout.trim()).toBe(version);
+  });
 });
 
 describe('ldk-vss serve with invalid configuration', () => {
@@ -145,6 +152,10 @@ describe('ldk-vss serve', () => {
     // Every log line is one JSON object (pino).
     expect(first.logs.every((line) => line.trim() === '' || typeof JSON.parse(line) === 'object')).toBe(true);
     expect(first.logs.join('\n')).toContain('VSS_PSQL_ADRESS is set but not read by ldk-vss serve; did you mean VSS_PSQL_ADDRESS?');
+    // A first start says it is creating the database before the long silence of doing so.
+    const messages = (logs: string[]) => logs.filter((line) => line.startsWith('{')).map((line) => (JSON.parse(line) as { msg: string }).msg);
+    expect(messages(first.logs).indexOf('creating the embedded database (a first start takes 10-15 s)')).toBeGreaterThanOrEqual(0);
+    expect(messages(first.logs).indexOf('creating the embedded database (a first start takes 10-15 s)')).toBeLessThan(messages(first.logs).indexOf('VSS server listening'));
     const client = new TestClient(first.url, 'cli');
     await client.put(0n, [{ key: 'persisted', version: 0n, value: 'yes' }]);
 
@@ -166,6 +177,8 @@ describe('ldk-vss serve', () => {
     expect(first.logs.join('\n')).toContain('VSS server stopped');
 
     const second = await serve({ VSS_DATA_DIR: dataDir });
+    expect(messages(second.logs)).toContain('opening storage');
+    expect(messages(second.logs)).not.toContain('creating the embedded database (a first start takes 10-15 s)');
     // A second server on the same directory would lose the first one's writes: refused.
     const intruder = await runCli(['serve'], { VSS_BIND_ADDRESS: '127.0.0.1:0', VSS_AUTH: 'noop', VSS_DATA_DIR: dataDir });
     expect(intruder.code).toBe(1);

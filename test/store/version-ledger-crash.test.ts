@@ -214,7 +214,7 @@ describe('one ledger file given to two stores', () => {
       // A copy-paste mistake: wallet-2 configured with wallet-1's ledger path.
       const shared = await open('wallet-2').catch((e: unknown) => e);
       expect(shared).toBeInstanceOf(RollbackDetectedError);
-      expect((shared as Error).message).toMatch(/another store \(another storeId\)\? Each store needs its own ledger file/);
+      expect((shared as Error).message).toMatch(/another store \(another storeId or seed\).*\? Each store needs its own ledger file/);
 
       backend.restore(empty); // wallet-1's server data is wiped: a real rollback, no such hint
       const wiped = await open('wallet-1').catch((e: unknown) => e);
