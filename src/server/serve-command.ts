@@ -92,6 +92,15 @@ export async function runServe(args: readonly string[], io: CommandIo): Promise<
   }
 }
 
+/** Whether a data directory is yet to be created; one that cannot be read (a file, no permission) is the backend's to report. */
+function isMissingOrEmpty(dir: string): boolean {
+  try {
+    return !existsSync(dir) || readdirSync(dir).length === 0;
+  } catch {
+    return false;
+  }
+}
+
 type Started = { server: StartedVssServer } | { error: unknown };
 
 /** Starts the server, waits for the first signal, and shuts down; returns the exit code. */
@@ -101,7 +110,7 @@ async function serveUntilSignal(config: ServeConfig, logger: Logger, firstSignal
   // looks hung (and /health refuses connections meanwhile).
   const backend = config.options.backend;
   const dataDir = typeof backend === 'object' && backend.kind === 'pglite' && 'dataDir' in backend ? backend.dataDir : undefined;
-  const creating = typeof dataDir === 'string' && (!existsSync(dataDir) || readdirSync(dataDir).length === 0);
+  const creating = typeof dataDir === 'string' && isMissingOrEmpty(dataDir);
   logger.info({ storage: config.storageDescription }, creating ? 'creating the embedded database (a first start takes 10-15 s)' : 'opening storage');
   const startup: Promise<Started> = startVssServer({ ...config.options, logger }).then(
     (server) => ({ server }),

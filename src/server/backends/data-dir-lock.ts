@@ -83,7 +83,7 @@ export async function lockDataDir(dir: string, options: LockDataDirOptions = {})
     }
     // Refreshed since we began waiting: its holder is alive.
     const refreshed = waitingSince !== undefined && found.refreshedAt > waitingSince;
-    if (!found.judgedByAge || refreshed || Date.now() >= deadline) throw inUse(dir, found);
+    if (!found.judgedByAge || refreshed || Date.now() >= deadline) throw inUse(dir, path, found);
     if (waitingSince === undefined) {
       waitingSince = found.refreshedAt;
       options.onWait?.(`data directory ${dir} is locked by ${describeHolder(found.holder)}, which cannot be checked from here; waiting up to ${Math.ceil((deadline - Date.now()) / 1000)} s for it to be refreshed (in use) or to go stale (taken over)`);
@@ -99,12 +99,18 @@ function describeHolder(holder: Holder | undefined): string {
   return holder ? `process ${holder.pid} on ${holder.host} (since ${holder.since})` : 'another process';
 }
 
-function inUse(dir: string, found: Inspection): DataDirInUseError {
+function inUse(dir: string, path: string, found: Inspection): DataDirInUseError {
   const { holder, ageMs } = found;
+  // A holder checked by pid is refused while any process has that pid: say what to do when it
+  // is not a server at all (a crashed server's pid taken by another process), not only "wait".
+  const reused =
+    holder && !found.judgedByAge
+      ? `; if process ${holder.pid} is not an ldk-vss server (the pid of a crashed one, reused), delete ${path} (or it is taken over after ${STALE_SAME_HOST_AFTER_MS / 60_000} minutes without a refresh)`
+      : '';
   return new DataDirInUseError(
     `data directory ${dir} is in use by ${describeHolder(holder)}, lock refreshed ${Math.round(ageMs / 1000)} s ago: two servers on one embedded ` +
       `database lose each other's writes. Stop that server or use another VSS_DATA_DIR; a lock left by a server that is gone ` +
-      `is taken over by itself (at once when its process is gone from this host and pid namespace, otherwise after ${STALE_AFTER_MS / 1000} s without a refresh)`,
+      `is taken over by itself (at once when its process is gone from this host and pid namespace, otherwise after ${STALE_AFTER_MS / 1000} s without a refresh)${reused}`,
   );
 }
 

@@ -87,6 +87,21 @@ const { serialize } = protocol;
  * prepared statements live in the database session, which every driver over that instance shares.
  */
 const preparedShapes = new WeakMap<PGlite, Map<string, StatementShape>>();
+/**
+ * Instances on which PostgreSQL reported a PANIC or FATAL, with the error to answer from then on.
+ * Either ends PostgreSQL's server or session, but PGlite hands the error back and keeps the
+ * instance, whose next statement then never returns: it spins in WebAssembly, holding the event
+ * loop, so HTTP, /health and even SIGTERM go unanswered (seen after a failed WAL fsync, and a
+ * full disk while creating a WAL segment). Per instance, like the prepared statements.
+ */
+const stoppedInstances = new WeakMap<PGlite, PgliteStoppedError>();
+const INSTANCE_ENDING_SEVERITIES = new Set(['PANIC', 'FATAL']);
+
+/** The embedded database reported a PANIC or FATAL earlier and runs no more statements. */
+export class PgliteStoppedError extends Error {
+  override readonly name = 'PgliteStoppedError';
+}
+
 const SYNC = serialize.sync();
 const EXECUTE = serialize.execute({});
 
@@ -136,7 +151,8 @@ export class PgliteDriver implements SqlDriver {
       try {
         result = await work(session);
       } catch (error) {
-        await this.db._runExclusiveQuery(() => this.simple('ROLLBACK'));
+        // A stopped instance takes no ROLLBACK; the error that stopped it says more.
+        if (!stoppedInstances.has(this.db)) await this.db._runExclusiveQuery(() => this.simple('ROLLBACK'));
         throw error;
       }
       await this.db._runExclusiveQuery(() => this.simple('COMMIT'));
@@ -146,11 +162,16 @@ export class PgliteDriver implements SqlDriver {
   }
 
   async close(): Promise<void> {
-    if (!this.db.closed) await this.db.close();
+    // Not a stopped instance: closing ends with a shutdown checkpoint, which PostgreSQL never
+    // writes after a PANIC (its shared memory may be inconsistent). The next start recovers from
+    // the WAL, as after a crash.
+    if (!this.db.closed && !stoppedInstances.has(this.db)) await this.db.close();
   }
 
   /** Sends messages ending in Sync (or a simple query) and returns the replies; throws the first error PostgreSQL reported. */
   private async roundTrip(message: Uint8Array): Promise<messages.BackendMessage[]> {
+    const stopped = stoppedInstances.get(this.db);
+    if (stopped) throw stopped;
     await this.db._checkReady();
     const data = await this.db.execProtocolRaw(message, { syncToFs: false });
     const replies: messages.BackendMessage[] = [];
@@ -161,7 +182,18 @@ export class PgliteDriver implements SqlDriver {
       throw error;
     }
     const error = replies.find((reply): reply is messages.DatabaseError => reply instanceof messages.DatabaseError);
-    if (error) throw error;
+    if (error) {
+      if (INSTANCE_ENDING_SEVERITIES.has(error.severity ?? '')) {
+        stoppedInstances.set(
+          this.db,
+          new PgliteStoppedError(
+            `the embedded database stopped after a ${error.severity} (${error.message}) and runs no more statements: restart the server; it recovers from its write-ahead log`,
+            { cause: error },
+          ),
+        );
+      }
+      throw error;
+    }
     return replies;
   }
 
@@ -292,6 +324,75 @@ const PGLITE_START_PARAMS: string[] = [
   'wal_sync_method=fsync',
 ];
 
+/** PostgreSQL did not start on the data directory; the message carries its own reason. */
+export class PgliteStartError extends Error {
+  override readonly name = 'PgliteStartError';
+}
+
+/**
+ * Emscripten's numbers for the file-system errors a data directory can meet. PGlite lets its
+ * file system's `ErrnoError` escape from `PGlite.create` (a full disk while the database is
+ * created, say), an object with only that number: no message, no stack.
+ */
+const EMSCRIPTEN_ERRNO: Record<number, string> = {
+  2: 'EACCES (permission denied)',
+  10: 'EBUSY (resource busy)',
+  19: 'EDQUOT (disk quota exceeded)',
+  20: 'EEXIST (file exists)',
+  22: 'EFBIG (file too large)',
+  29: 'EIO (input/output error)',
+  31: 'EISDIR (is a directory)',
+  33: 'EMFILE (too many open files)',
+  37: 'ENAMETOOLONG (file name too long)',
+  41: 'ENFILE (too many open files in system)',
+  44: 'ENOENT (no such file or directory)',
+  51: 'ENOSPC (no space left on device)',
+  54: 'ENOTDIR (not a directory)',
+  55: 'ENOTEMPTY (directory not empty)',
+  63: 'EPERM (operation not permitted)',
+  69: 'EROFS (read-only file system)',
+};
+
+function emscriptenFileSystemError(error: unknown): string | undefined {
+  const { name, errno } = (error ?? {}) as { name?: unknown; errno?: unknown };
+  if (name !== 'ErrnoError' || typeof errno !== 'number') return undefined;
+  return `file system error ${EMSCRIPTEN_ERRNO[errno] ?? `errno ${errno} (Emscripten numbering)`}`;
+}
+
+/**
+ * PostgreSQL's own account of a failed start. PGlite reports one only as "PGlite failed to
+ * initialize properly", a WebAssembly "Aborted()" or a bare ErrnoError, while PostgreSQL logged
+ * why: a data directory from another major version, a damaged pg_control, a file this user may
+ * not open. Only its error lines are kept, only while starting, and only the last few.
+ */
+class StartupLog {
+  private readonly lines: string[] = [];
+  private starting = true;
+
+  readonly onStderr = (text: string): boolean => {
+    if (this.starting) {
+      const line = /\b((?:PANIC|FATAL|ERROR|DETAIL|HINT):)\s+(.*)$/.exec(text) ?? /^((?:postgres|initdb):)\s+(.*)$/.exec(text);
+      if (line) this.lines.push(`${line[1]} ${line[2]}`);
+      if (this.lines.length > 8) this.lines.shift();
+    }
+    return false;
+  };
+
+  started(): void {
+    this.starting = false;
+    this.lines.length = 0;
+  }
+
+  /** The error PGlite.create threw, with PostgreSQL's reason when it logged one. */
+  explain(error: unknown, dataDir: string | undefined): unknown {
+    const fileSystemError = emscriptenFileSystemError(error);
+    const reasons = fileSystemError === undefined ? this.lines : [...this.lines, fileSystemError];
+    if (reasons.length === 0) return error;
+    const where = dataDir === undefined ? 'in-memory database' : `data directory ${dataDir}`;
+    return new PgliteStartError(`${where}: embedded PostgreSQL did not start: ${reasons.join('; ')}`, { cause: error });
+  }
+}
+
 export class PgliteBackend extends SqlBackend {
   private constructor(
     private readonly pgliteDriver: PgliteDriver,
@@ -318,7 +419,11 @@ export class PgliteBackend extends SqlBackend {
   static async open(options: PgliteBackendOptions = {}): Promise<PgliteBackend> {
     let lock: DataDirLock | undefined;
     if (options.db === undefined && options.dataDir !== undefined) {
-      await mkdir(options.dataDir, { recursive: true });
+      await mkdir(options.dataDir, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
+        // mkdir says "file already exists", which hides that the path is not a directory.
+        if (error.code === 'EEXIST') throw new PgliteStartError(`data directory ${options.dataDir} exists but is not a directory`, { cause: error });
+        throw error;
+      });
       lock = await lockDataDir(options.dataDir, {
         waitMs: options.lockWaitMs ?? STALE_AFTER_MS + 2 * REFRESH_EVERY_MS,
         onWait: (message) => options.logger?.warn(message),
@@ -326,16 +431,18 @@ export class PgliteBackend extends SqlBackend {
     }
     const inMemory = options.db === undefined && options.dataDir === undefined;
     let db: PGlite;
+    const log = new StartupLog();
     try {
       db =
         options.db ??
         (inMemory
-          ? await PGlite.create({ fs: new GrowingMemoryFS() })
-          : await PGlite.create({ fs: new SyncingNodeFS(options.dataDir!), startParams: PGLITE_START_PARAMS }));
+          ? await PGlite.create({ fs: new GrowingMemoryFS(), onStderr: log.onStderr })
+          : await PGlite.create({ fs: new SyncingNodeFS(options.dataDir!), startParams: PGLITE_START_PARAMS, onStderr: log.onStderr }));
     } catch (error) {
       await lock?.release();
-      throw error;
+      throw log.explain(error, options.dataDir);
     }
+    log.started();
     const driver = new PgliteDriver(db);
     try {
       // New WAL segments are zero-filled by default, in 8 KiB writes that grow an in-memory file
@@ -349,7 +456,7 @@ export class PgliteBackend extends SqlBackend {
       return new PgliteBackend(driver, options, migration, options.dataDir, lock);
     } catch (error) {
       try {
-        await db.close();
+        await driver.close();
       } finally {
         await lock?.release();
       }
