@@ -71,6 +71,57 @@ export function hasLoneSurrogate(text: string): boolean {
   return LONE_SURROGATE.test(text);
 }
 
+/** At most this many bytes encode a 64-bit varint; the last may only carry bit 63. */
+const MAX_VARINT_BYTES = 10;
+
+/**
+ * Refuses the varint at the reader's position if prost would: longer than 10 bytes, or with a
+ * tenth byte carrying bits above 63. A varint cut short by the end is left to the read itself.
+ */
+function checkVarint(reader: protobuf.Reader): void {
+  const end = Math.min(reader.pos + MAX_VARINT_BYTES, reader.len);
+  for (let pos = reader.pos; pos < end; pos++) {
+    const byte = reader.buf[pos];
+    if (byte < 0x80) {
+      if (pos - reader.pos === MAX_VARINT_BYTES - 1 && byte > 1) throw new Error('invalid varint encoding: more than 64 bits');
+      return;
+    }
+  }
+  if (end - reader.pos === MAX_VARINT_BYTES) throw new Error(`invalid varint encoding: longer than ${MAX_VARINT_BYTES} bytes`);
+}
+
+/**
+ * protobufjs drops whatever a varint carries beyond 64 bits (a version with junk in its tenth
+ * byte reads as -1, an unconditional write) and skips unknown varints of any length, where
+ * prost, and so the reference server, refuses the body. Integers and skipped varints are checked
+ * first; tags and lengths are already bounded by protobufjs.
+ */
+class StrictReader extends protobuf.Reader {
+  override uint32(): number {
+    checkVarint(this);
+    return super.uint32();
+  }
+
+  override int64(): Long {
+    checkVarint(this);
+    return super.int64() as Long;
+  }
+
+  override skip(length?: number): this {
+    if (length === undefined) checkVarint(this);
+    super.skip(length);
+    return this;
+  }
+}
+
+/**
+ * A reader for the generated `decode` functions that refuses malformed varints as prost does
+ * (see StrictReader). Pass it instead of the bytes: `vss.GetObjectRequest.decode(strictReader(body))`.
+ */
+export function strictReader(body: Uint8Array): protobuf.Reader {
+  return new StrictReader(body);
+}
+
 /**
  * Counts the top-level occurrences of the given field numbers in an encoded message, stopping
  * as soon as the count exceeds `limit`; undefined if the bytes are not a well-formed message

@@ -8,6 +8,7 @@ import {
   countTopLevelFields,
   hasField,
   int64ToBigInt,
+  strictReader,
   vss,
   type VssOperation,
 } from '../protocol/index.js';
@@ -73,7 +74,7 @@ const PUT_ITEM_FIELDS = [3, 4];
 export function decodePutObjects(body: Uint8Array): vss.PutObjectRequest {
   const items = countTopLevelFields(body, PUT_ITEM_FIELDS, MAX_PUT_ITEM_COUNT);
   if (items !== undefined && items > MAX_PUT_ITEM_COUNT) throw tooManyItems();
-  return vss.PutObjectRequest.decode(body);
+  return vss.PutObjectRequest.decode(strictReader(body));
 }
 
 export async function putObjects(backend: StorageBackend, userToken: string, request: vss.PutObjectRequest): Promise<vss.PutObjectResponse> {
@@ -165,6 +166,18 @@ function truncate(key: string): string {
   return key.length > 64 ? `${key.slice(0, 64)}…` : key;
 }
 
+/**
+ * What the decoder found wrong, for the 400's message: whoever debugs a client's encoder needs
+ * more than "not valid". protobufjs's own words are kept ("invalid wire type 0 for field 3"),
+ * except where they only make sense inside the library.
+ */
+function decodeProblem(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  if (message.startsWith('index out of range')) return 'a field runs past the end of its message: truncated, or a wrong length';
+  if (error instanceof TypeError && /utf-?8/i.test(message)) return 'a string field is not valid UTF-8';
+  return message.slice(0, 200);
+}
+
 /** How each operation decodes its request, runs, and encodes its response. */
 export interface OperationSpec {
   readonly name: VssOperation;
@@ -185,7 +198,7 @@ function operation<Req, Res>(
         request = decode(body);
       } catch (error) {
         if (error instanceof InvalidRequestError) throw error;
-        throw new InvalidRequestError(`Error parsing request: body is not a valid ${name} request`);
+        throw new InvalidRequestError(`Error parsing request: body is not a valid ${name} request (${decodeProblem(error)})`);
       }
       return encode(await handler(backend, userToken, request)).finish();
     },
@@ -193,12 +206,12 @@ function operation<Req, Res>(
 }
 
 export const OPERATIONS: Readonly<Record<VssOperation, OperationSpec>> = {
-  getObject: operation('getObject', (b) => vss.GetObjectRequest.decode(b), getObject, (r) => vss.GetObjectResponse.encode(r)),
+  getObject: operation('getObject', (b) => vss.GetObjectRequest.decode(strictReader(b)), getObject, (r) => vss.GetObjectResponse.encode(r)),
   putObjects: operation('putObjects', decodePutObjects, putObjects, (r) => vss.PutObjectResponse.encode(r)),
-  deleteObject: operation('deleteObject', (b) => vss.DeleteObjectRequest.decode(b), deleteObject, (r) => vss.DeleteObjectResponse.encode(r)),
+  deleteObject: operation('deleteObject', (b) => vss.DeleteObjectRequest.decode(strictReader(b)), deleteObject, (r) => vss.DeleteObjectResponse.encode(r)),
   listKeyVersions: operation(
     'listKeyVersions',
-    (b) => vss.ListKeyVersionsRequest.decode(b),
+    (b) => vss.ListKeyVersionsRequest.decode(strictReader(b)),
     listKeyVersions,
     (r) => vss.ListKeyVersionsResponse.encode(r),
   ),

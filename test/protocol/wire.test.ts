@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bigIntToInt64, countTopLevelFields, hasField, int64ToBigInt, INT64_MAX, INT64_MIN, keyValue, vss } from '../../src/protocol/index.js';
+import { bigIntToInt64, countTopLevelFields, hasField, int64ToBigInt, INT64_MAX, INT64_MIN, keyValue, strictReader, vss } from '../../src/protocol/index.js';
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
@@ -161,5 +161,36 @@ describe('countTopLevelFields', () => {
     const body = put(2, 0);
     expect(countTopLevelFields(body.subarray(0, body.length - 1), [3, 4], 100)).toBeUndefined();
     expect(countTopLevelFields(Uint8Array.from([0x1a, 0x7f]), [3], 100)).toBeUndefined();
+  });
+});
+
+describe('strictReader', () => {
+  const body = (h: string) => Buffer.from(h, 'hex');
+
+  it('refuses a varint with bits above 63, which protobufjs alone reads as a different int64', () => {
+    // version = ten bytes whose last carries bit 70: the low 64 bits are -1 (an unconditional write).
+    const junk = '0a016b10ffffffffffffffffff7f';
+    expect(int64ToBigInt(vss.KeyValue.decode(body(junk)).version)).toBe(-1n);
+    expect(() => vss.KeyValue.decode(strictReader(body(junk)))).toThrow('invalid varint encoding: more than 64 bits');
+    // The same for page_size (an int32 read as a 64-bit varint) and the nested items of a put.
+    expect(() => vss.ListKeyVersionsRequest.decode(strictReader(body('18ffffffffffffffffff03')))).toThrow(/more than 64 bits/);
+    expect(() => vss.PutObjectRequest.decode(strictReader(body('1a0e0a016b10ffffffffffffffffff7f')))).toThrow(/more than 64 bits/);
+  });
+
+  it('refuses varints longer than 10 bytes, unknown fields included', () => {
+    expect(() => vss.GetObjectRequest.decode(body('788180808080808080808000'))).not.toThrow();
+    expect(() => vss.GetObjectRequest.decode(strictReader(body('788180808080808080808000')))).toThrow('invalid varint encoding: longer than 10 bytes');
+    expect(() => vss.ListKeyVersionsRequest.decode(strictReader(body('188180808080808080808000')))).toThrow(/longer than 10 bytes/);
+  });
+
+  it('reads every valid varint as protobufjs does: extremes, 10-byte padding, values cut by the end', () => {
+    for (const v of [INT64_MAX, INT64_MIN, -1n, 0n, 1n]) {
+      expect(int64ToBigInt(vss.KeyValue.decode(strictReader(vss.KeyValue.encode(keyValue('k', v)).finish())).version)).toBe(v);
+    }
+    expect(int64ToBigInt(vss.KeyValue.decode(strictReader(body('10818080808080808080' + '00'))).version)).toBe(1n);
+    expect(vss.ListKeyVersionsRequest.decode(strictReader(body('18feffffffffffffffff01'))).pageSize).toBe(-2);
+    // Unknown fields of every wire type are still skipped, and truncation is still a RangeError.
+    expect(vss.GetObjectRequest.decode(strictReader(body('0a016b78017901000000000000007a01007d000000007b7c'))).storeId).toBe('k');
+    expect(() => vss.KeyValue.decode(strictReader(body('10ffff')))).toThrow(RangeError);
   });
 });
