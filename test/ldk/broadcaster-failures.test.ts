@@ -6,8 +6,8 @@
  * unhandled rejection.
  */
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ManagerOrderedBroadcaster, initLdk, type ManagerDurability, type PersistenceLogger } from '../../src/ldk/index.js';
-import { capturingLogger } from './helpers/capturing-logger.js';
+import { ManagerOrderedBroadcaster, initLdk, type ManagerDurability } from '../../src/ldk/index.js';
+import { capturingLogger, throwingLogger } from './helpers/capturing-logger.js';
 
 beforeAll(async () => {
   await initLdk();
@@ -26,16 +26,6 @@ afterEach(() => {
   process.off('unhandledRejection', onUnhandled);
 });
 
-const throwingLogger: PersistenceLogger = {
-  debug() {},
-  info() {},
-  warn() {
-    throw new Error('log transport down');
-  },
-  error() {
-    throw new Error('log transport down');
-  },
-};
 
 describe('ManagerOrderedBroadcaster failures', () => {
   it('an asynchronous broadcaster that rejects is logged with its cause, not left as an unhandled rejection', async () => {

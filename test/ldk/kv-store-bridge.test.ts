@@ -20,7 +20,8 @@ import { KeyBusyError, KeyNotFoundError, StoreIOError, StoreTimeoutError, Versio
 import { AuthError, InternalServerError, VersionMismatchError, VssClientError } from '../../src/client/errors.js';
 import type { SyncKVStore } from '../../src/store/types.js';
 import { MemoryKVStore } from './helpers/memory-store.js';
-import { capturingLogger } from './helpers/capturing-logger.js';
+import { capturingLogger, throwingLogger } from './helpers/capturing-logger.js';
+import { monitorReaderOver } from './helpers/monitor-reader.js';
 
 beforeAll(async () => {
   await initLdk();
@@ -34,16 +35,6 @@ function throwingStore(thrown: () => unknown): SyncKVStore {
   return { read: fail, write: fail, remove: fail, list: fail, listAll: fail };
 }
 
-const throwingLogger: PersistenceLogger = {
-  debug() {},
-  info() {},
-  warn() {
-    throw new Error('log transport down');
-  },
-  error() {
-    throw new Error('log transport down');
-  },
-};
 
 /** Every KVStore and MigratableKVStore operation through the bridge, with its IOError (or 'ok'). */
 function allOperations(store: SyncKVStore, log: PersistenceLogger): string[] {
@@ -94,16 +85,7 @@ describe('KVStore bridge: IOError kinds', () => {
 
   it("readChannelMonitorsWithLdk reports a store that fails its requests as StoreIOError, not as corrupt data", () => {
     const store = new MemoryKVStore();
-    const keys = ldk.KeysManager.constructor_new(new Uint8Array(32).fill(9), 1n, 1);
-    const mup = ldk.MonitorUpdatingPersister.constructor_new(
-      toLdkKVStore(store.toSyncStore(), { log: silentLogger }),
-      ldk.Logger.new_impl({ log: () => {} }),
-      100n,
-      keys.as_EntropySource(),
-      keys.as_SignerProvider(),
-      ldk.BroadcasterInterface.new_impl({ broadcast_transactions: () => {} }),
-      ldk.FeeEstimator.new_impl({ get_est_sat_per_1000_weight: () => 253 }),
-    );
+    const mup = monitorReaderOver(store, new Uint8Array(32).fill(9));
     const failure = (): unknown => {
       try {
         readChannelMonitorsWithLdk(mup);

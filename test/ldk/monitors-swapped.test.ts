@@ -5,9 +5,9 @@
  * reader and by LDK's, never loaded as if it were the channel its key names.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import * as ldk from 'lightningdevkit';
-import { CorruptStateError, initLdk, readChannelMonitorsWithLdk, silentLogger, toLdkKVStore } from '../../src/ldk/index.js';
+import { CorruptStateError, initLdk, readChannelMonitorsWithLdk } from '../../src/ldk/index.js';
 import { MemoryKVStore, MemoryServer } from './helpers/memory-store.js';
+import { monitorReaderOver } from './helpers/monitor-reader.js';
 import { openPair, readMonitorsAsNewDevice, vssNode, type Pair } from './helpers/nodes.js';
 
 let pair: Pair | undefined;
@@ -29,19 +29,6 @@ async function twoChannels(): Promise<{ server: MemoryServer; seed: Uint8Array; 
   return { server, seed: p.a.seed, names: [p.channel.monitorName, second.monitorName] };
 }
 
-function ldkReader(store: MemoryKVStore, seed: Uint8Array): ldk.MonitorUpdatingPersister {
-  const keys = ldk.KeysManager.constructor_new(seed, 1n, 5);
-  return ldk.MonitorUpdatingPersister.constructor_new(
-    toLdkKVStore(store.toSyncStore(), { log: silentLogger }),
-    ldk.Logger.new_impl({ log: () => {} }),
-    100n,
-    keys.as_EntropySource(),
-    keys.as_SignerProvider(),
-    ldk.BroadcasterInterface.new_impl({ broadcast_transactions: () => {} }),
-    ldk.FeeEstimator.new_impl({ get_est_sat_per_1000_weight: () => 253 }),
-  );
-}
-
 describe('monitors stored under another channel\'s name', () => {
   it('are refused by both readers, naming the key; the untouched store reads back both channels', async () => {
     const { server, seed, names } = await twoChannels();
@@ -49,7 +36,7 @@ describe('monitors stored under another channel\'s name', () => {
 
     const intact = await readMonitorsAsNewDevice(new MemoryKVStore(server.clone()), seed);
     expect(intact.map((m) => m.name).sort()).toEqual([...names].sort());
-    expect(readChannelMonitorsWithLdk(ldkReader(new MemoryKVStore(server.clone()), seed)).map((m) => m.name).sort()).toEqual([...names].sort());
+    expect(readChannelMonitorsWithLdk(monitorReaderOver(new MemoryKVStore(server.clone()), seed)).map((m) => m.name).sort()).toEqual([...names].sort());
 
     // The first channel's monitor (a stale copy of it) written over the second channel's.
     const copied = new MemoryKVStore(server.clone());
@@ -58,7 +45,7 @@ describe('monitors stored under another channel\'s name', () => {
     expect(err).toBeInstanceOf(CorruptStateError);
     expect(err).toMatchObject({ primaryNamespace: 'monitors', secondaryNamespace: '', key: second });
     expect((err as Error).message).toBe(`monitor stored as ${second} belongs to ${first}`);
-    expect(() => readChannelMonitorsWithLdk(ldkReader(copied, seed))).toThrow(CorruptStateError);
+    expect(() => readChannelMonitorsWithLdk(monitorReaderOver(copied, seed))).toThrow(CorruptStateError);
 
     // The two monitors swapped: each one is whole, but under the other's key.
     const swapped = new MemoryKVStore(server.clone());
@@ -66,6 +53,6 @@ describe('monitors stored under another channel\'s name', () => {
     await swapped.write('monitors', '', first, b);
     await swapped.write('monitors', '', second, a);
     await expect(readMonitorsAsNewDevice(swapped, seed)).rejects.toBeInstanceOf(CorruptStateError);
-    expect(() => readChannelMonitorsWithLdk(ldkReader(swapped, seed))).toThrow(CorruptStateError);
+    expect(() => readChannelMonitorsWithLdk(monitorReaderOver(swapped, seed))).toThrow(CorruptStateError);
   });
 });

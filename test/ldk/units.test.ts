@@ -32,7 +32,6 @@ import {
   readChannelMonitorsWithLdk,
   silentLogger,
   type ManagerWriter,
-  type PersistenceLogger,
   VssPersister,
 } from '../../src/ldk/index.js';
 import { createLimiter } from '../../src/ldk/concurrency.js';
@@ -52,6 +51,7 @@ import type { AsyncKVStore, StoreKey, SyncKVStore } from '../../src/store/types.
 import { MemoryKVStore, MemoryServer, connectionRefused } from './helpers/memory-store.js';
 import { fakeLdkNode } from './helpers/fake-ldk-node.js';
 import { capturingLogger } from './helpers/capturing-logger.js';
+import { monitorReaderOver } from './helpers/monitor-reader.js';
 import { standInPersisterParts } from './helpers/fake-persist.js';
 
 beforeAll(async () => {
@@ -220,16 +220,7 @@ describe('LDK KVStore over a SyncKVStore', () => {
 describe("readChannelMonitorsWithLdk (LDK's MonitorUpdatingPersister)", () => {
   it('reports a store it cannot reach as StoreIOError, and only undecodable data as CorruptStateError', () => {
     const store = new MemoryKVStore();
-    const keys = ldk.KeysManager.constructor_new(new Uint8Array(32).fill(7), 1n, 1);
-    const mup = ldk.MonitorUpdatingPersister.constructor_new(
-      toLdkKVStore(store.toSyncStore(), { log: silentLogger }),
-      ldk.Logger.new_impl({ log: () => {} }),
-      100n,
-      keys.as_EntropySource(),
-      keys.as_SignerProvider(),
-      ldk.BroadcasterInterface.new_impl({ broadcast_transactions: () => {} }),
-      ldk.FeeEstimator.new_impl({ get_est_sat_per_1000_weight: () => 253 }),
-    );
+    const mup = monitorReaderOver(store, new Uint8Array(32).fill(7));
     expect(readChannelMonitorsWithLdk(mup)).toEqual([]);
 
     const failure = (): unknown => {
