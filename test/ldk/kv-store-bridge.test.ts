@@ -21,7 +21,7 @@ import { AuthError, InternalServerError, VersionMismatchError, VssClientError } 
 import type { SyncKVStore } from '../../src/store/types.js';
 import { MemoryKVStore } from './helpers/memory-store.js';
 import { capturingLogger, throwingLogger } from './helpers/capturing-logger.js';
-import { monitorReaderOver } from './helpers/monitor-reader.js';
+import { monitorReaderOver, readFailure } from './helpers/monitor-reader.js';
 
 beforeAll(async () => {
   await initLdk();
@@ -86,14 +86,7 @@ describe('KVStore bridge: IOError kinds', () => {
   it("readChannelMonitorsWithLdk reports a store that fails its requests as StoreIOError, not as corrupt data", () => {
     const store = new MemoryKVStore();
     const mup = monitorReaderOver(store, new Uint8Array(32).fill(9));
-    const failure = (): unknown => {
-      try {
-        readChannelMonitorsWithLdk(mup);
-      } catch (err) {
-        return err;
-      }
-      return undefined;
-    };
+    const failure = () => readFailure(mup);
     const failures = [
       new StoreIOError('listing monitors failed', { cause: new InternalServerError('overloaded', { status: 503 }) }),
       new StoreIOError('listing monitors failed', { cause: new AuthError('token expired', { status: 401 }) }),

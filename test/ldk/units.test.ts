@@ -51,7 +51,7 @@ import type { AsyncKVStore, StoreKey, SyncKVStore } from '../../src/store/types.
 import { MemoryKVStore, MemoryServer, connectionRefused } from './helpers/memory-store.js';
 import { fakeLdkNode } from './helpers/fake-ldk-node.js';
 import { capturingLogger } from './helpers/capturing-logger.js';
-import { monitorReaderOver } from './helpers/monitor-reader.js';
+import { monitorReaderOver, readFailure } from './helpers/monitor-reader.js';
 import { standInPersisterParts } from './helpers/fake-persist.js';
 
 beforeAll(async () => {
@@ -223,14 +223,7 @@ describe("readChannelMonitorsWithLdk (LDK's MonitorUpdatingPersister)", () => {
     const mup = monitorReaderOver(store, new Uint8Array(32).fill(7));
     expect(readChannelMonitorsWithLdk(mup)).toEqual([]);
 
-    const failure = (): unknown => {
-      try {
-        readChannelMonitorsWithLdk(mup);
-      } catch (err) {
-        return err;
-      }
-      return undefined;
-    };
+    const failure = () => readFailure(mup);
     store.failNext(1, () => new StoreTimeoutError('deadline passed'));
     const timedOut = failure();
     expect(timedOut).toBeInstanceOf(StoreIOError);

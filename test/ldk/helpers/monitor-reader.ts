@@ -1,5 +1,5 @@
 import * as ldk from 'lightningdevkit';
-import { silentLogger, toLdkKVStore } from '../../../src/ldk/index.js';
+import { readChannelMonitorsWithLdk, silentLogger, toLdkKVStore } from '../../../src/ldk/index.js';
 import type { MemoryKVStore } from './memory-store.js';
 
 /** LDK's MonitorUpdatingPersister over `store` (through the KVStore bridge), as a reader of stored monitors. */
@@ -14,4 +14,14 @@ export function monitorReaderOver(store: MemoryKVStore, seed: Uint8Array): ldk.M
     ldk.BroadcasterInterface.new_impl({ broadcast_transactions: () => {} }),
     ldk.FeeEstimator.new_impl({ get_est_sat_per_1000_weight: () => 253 }),
   );
+}
+
+/** What readChannelMonitorsWithLdk(reader) throws, or undefined when it reads. */
+export function readFailure(reader: ldk.MonitorUpdatingPersister): unknown {
+  try {
+    readChannelMonitorsWithLdk(reader);
+  } catch (err) {
+    return err;
+  }
+  return undefined;
 }
