@@ -58,7 +58,7 @@ export interface WaitOptions {
 const DEFAULT_TIMEOUT_MS = 20_000;
 /** Idle pump wake-up: catches anything that changed without an explicit wake. */
 const IDLE_POLL_MS = 5;
-/** How often LDK's timers run (LDK suggests every 10 s in production). */
+/** How often LDK's timers run (LDK suggests about once a minute in production). */
 const TIMER_TICK_MS = 10_000;
 
 function hex(bytes: Uint8Array): string {
