@@ -39,7 +39,8 @@ try {
   // Which call a retry belongs to: the client's onRetry hook is per client, not per call.
   const calls = new AsyncLocalStorage<number>();
   const client = vssClientFromConfig(config, {
-    fetch: nodeHttpFetch(),
+    // With tlsCa the client builds this transport itself, trusting that CA.
+    fetch: config.tlsCa === undefined ? nodeHttpFetch() : undefined,
     // A blocked caller whose deadline passes while the client retries must learn why the
     // attempts failed (server down, 5xx...), not just that no answer came.
     onRetry: ({ error }) => {

@@ -84,8 +84,9 @@ function resolveKeys(keys: VssStoreKeys): { dataEncryptionKey: Uint8Array; obfus
 }
 
 /** The caller's runtime hooks, with the lighter Node transport when no fetch is given. */
-function withDefaultTransport(runtime: VssClientRuntime = {}): VssClientRuntime {
-  if (runtime.fetch || !nodeHttpAvailable()) return runtime;
+function withDefaultTransport(config: VssClientConfig, runtime: VssClientRuntime = {}): VssClientRuntime {
+  // With tlsCa the client builds the Node transport itself, trusting that CA.
+  if (runtime.fetch || config.tlsCa !== undefined || !nodeHttpAvailable()) return runtime;
   return { ...runtime, fetch: nodeHttpFetch() };
 }
 
@@ -160,7 +161,7 @@ export class VssStore implements AtomicBatchKVStore, AbortableKVStore {
       throw new StoreOpenError('unusable store keys', { cause });
     }
     const clientConfig = options.client instanceof VssClient ? undefined : options.client;
-    const client = options.client instanceof VssClient ? options.client : vssClientFromConfig(options.client, withDefaultTransport(options.clientRuntime));
+    const client = options.client instanceof VssClient ? options.client : vssClientFromConfig(options.client, withDefaultTransport(options.client, options.clientRuntime));
     const ledger = typeof options.versionLedger === 'string' ? fileVersionLedger(options.versionLedger) : options.versionLedger;
     const engine = new StoreEngine({ storeId: options.storeId, dataEncryptionKey: keys.dataEncryptionKey, obfuscator, mode });
     const store = new VssStore(engine, client, clientConfig, ledger, options);
