@@ -44,8 +44,13 @@ export abstract class ComposableRetryPolicy implements RetryPolicy {
   }
 }
 
+/** A setting's value for an error message: a string shows its quotes, so "10" is not read as the number 10. */
+function shown(value: unknown): string {
+  return typeof value === 'string' ? JSON.stringify(value) : String(value);
+}
+
 function checkNonNegative(name: string, value: number): void {
-  if (!Number.isFinite(value) || value < 0) throw new RangeError(`${name} must be a finite number >= 0, got ${value}`);
+  if (!Number.isFinite(value) || value < 0) throw new RangeError(`${name} must be a finite number >= 0, got ${shown(value)}`);
 }
 
 /** base · (2^n − 1) after the n-th failure: 1, 3, 7, 15 … times base (the reference's schedule). */
@@ -55,6 +60,9 @@ export class ExponentialBackoffRetryPolicy extends ComposableRetryPolicy {
     checkNonNegative('baseDelayMs', baseDelayMs);
   }
   nextDelay({ attemptsMade }: RetryContext): number {
+    // 0 · 2^n is NaN once 2^n overflows (n ≥ 1024), which a base of 0 with jitter and no attempt
+    // cap reaches; the loop would then end with a RangeError instead of the VSS error.
+    if (this.baseDelayMs === 0) return 0;
     return this.baseDelayMs * (2 ** attemptsMade - 1);
   }
 }
@@ -65,7 +73,7 @@ export class MaxAttemptsRetryPolicy extends ComposableRetryPolicy {
     readonly maxAttempts: number,
   ) {
     super();
-    if (!Number.isInteger(maxAttempts) || maxAttempts < 0) throw new RangeError(`maxAttempts must be an integer >= 0, got ${maxAttempts}`);
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 0) throw new RangeError(`maxAttempts must be an integer >= 0, got ${shown(maxAttempts)}`);
   }
   nextDelay(context: RetryContext): number | undefined {
     if (this.maxAttempts !== 0 && context.attemptsMade >= this.maxAttempts) return undefined;
@@ -219,13 +227,17 @@ export interface RetryOptions {
 
 /**
  * Runs `operation` until it succeeds or `policy` gives up, then rethrows the last error.
- * `operation` receives the 1-based attempt number.
+ * `operation` receives the 1-based attempt number. An aborted `signal` ends the loop with its
+ * reason before any further attempt, and at once during a sleep.
  */
 export async function retry<T>(operation: (attempt: number) => Promise<T>, policy: RetryPolicy, options: RetryOptions = {}): Promise<T> {
   const sleep = options.sleep ?? timerSleep;
   let attemptsMade = 0;
   let accumulatedDelayMs = 0;
   for (;;) {
+    // An aborted call makes no (further) attempt: the signal may have been aborted before the
+    // call, or just as a sleep ended.
+    if (options.signal?.aborted) throw options.signal.reason;
     try {
       return await operation(attemptsMade + 1);
     } catch (error) {
@@ -242,8 +254,29 @@ export async function retry<T>(operation: (attempt: number) => Promise<T>, polic
         );
       }
       options.onRetry?.({ attemptsMade, delayMs, error });
-      await sleep(delayMs, options.signal);
+      await sleepUnlessAborted(sleep, delayMs, options.signal);
       accumulatedDelayMs += delayMs;
     }
   }
+}
+
+/**
+ * `sleep(ms, signal)`, but rejecting with the signal's reason as soon as it aborts even if the
+ * sleep does not: an injected sleep may ignore the signal (`(ms) => new Promise((r) => setTimeout(r, ms))`),
+ * and an abort must not wait out a backoff of up to minutes.
+ */
+function sleepUnlessAborted(sleep: Sleep, ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (signal === undefined) return sleep(ms);
+  return new Promise<void>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    // An abort from the onRetry hook has already fired: no event will come.
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    const done = () => signal.removeEventListener('abort', onAbort);
+    // Promise.resolve().then: a sleep that throws synchronously rejects here too (and detaches).
+    Promise.resolve()
+      .then(() => sleep(ms, signal))
+      .then(resolve, reject)
+      .finally(done);
+  });
 }
