@@ -1,7 +1,8 @@
 /**
  * `ldk-vss serve`: reads the environment configuration, starts the server, and stops it
- * gracefully on SIGTERM/SIGINT. Exit codes: 0 after a clean shutdown, 1 when startup or
- * shutdown fails, 2 for invalid configuration or usage.
+ * gracefully on SIGTERM/SIGINT, or when its storage stops for good (the embedded database after
+ * a PANIC). Exit codes: 0 after a clean shutdown, 1 when startup or shutdown fails or the storage
+ * stopped (for a supervisor to restart the server), 2 for invalid configuration or usage.
  */
 import { existsSync, readdirSync } from 'node:fs';
 import pino, { type Logger } from 'pino';
@@ -153,13 +154,27 @@ async function serveUntilSignal(config: ServeConfig, logger: Logger, firstSignal
   }
   const { server } = started;
   logger.info({ storage: config.storageDescription }, 'storage ready');
-  signal ??= await firstSignal;
-  logger.info({ signal }, 'shutting down: finishing in-flight requests (signal again to stop at once)');
+  // A stopped storage fails every request until a restart, which nothing in this process can do:
+  // exit non-zero instead, for a supervisor (a Docker restart policy, systemd) to start it again.
+  let storageStopped: Error | undefined;
+  const stopping = server.backendStopped.then((reason) => (storageStopped = reason));
+  if (signal === undefined) {
+    const next = await Promise.race([firstSignal, stopping]);
+    if (typeof next === 'string') signal = next;
+  }
+  if (signal !== undefined) logger.info({ signal }, 'shutting down: finishing in-flight requests (signal again to stop at once)');
+  else logger.fatal('shutting down as the storage stopped: finishing in-flight requests, then exiting with code 1 for a supervisor to start the server again');
+  let code = 0;
   try {
     await server.close();
-    return 0;
   } catch (error) {
     logger.error({ err: error }, 'shutdown failed');
-    return 1;
+    code = 1;
   }
+  // Also when it stopped during a shutdown asked for by a signal: the next start recovers.
+  if (storageStopped !== undefined) {
+    io.stderr(oneLine(`ldk-vss: stopped serving on ${config.storageDescription}: ${storageStopped.message}`));
+    code = 1;
+  }
+  return code;
 }

@@ -97,6 +97,15 @@ export interface StartedVssServer {
   logger: Logger;
   /** Graceful: stops accepting, finishes in-flight requests, closes the backend only if created here. */
   close(): Promise<void>;
+  /**
+   * Resolves (never rejects) with the reason when the storage has stopped for good: the embedded
+   * database after a PANIC or FATAL (a `PgliteStoppedError`). The server keeps listening, but
+   * every request answers 500 and `/health` 503 from then on, so close() it and start a new one
+   * on the same storage, which recovers from its write-ahead log; a process should exit non-zero
+   * so that its supervisor restarts it, as `ldk-vss serve` does. Pending while the storage works,
+   * and forever for storage that cannot stop this way (memory, PostgreSQL).
+   */
+  backendStopped: Promise<Error>;
 }
 
 /** The default of `shutdownGraceMs` (Docker's default stop timeout). */
@@ -340,6 +349,10 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
   logger.info({ url, backend: backend.kind, auth: authorizer.kind, maxRequestBodySize }, 'VSS server listening');
 
   let closing: Promise<void> | undefined;
+  const backendStopped: Promise<Error> = backend.stopped ?? new Promise<Error>(() => {});
+  void backendStopped.then((reason) => {
+    if (!closing) logger.error({ err: reason }, 'storage stopped: every request fails until the server is restarted on it');
+  });
   const close = () => {
     closing ??= (async () => {
       const graceMs = options.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
@@ -372,5 +385,5 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
     })();
     return closing;
   };
-  return { url, port, backend, authorizer, logger, close };
+  return { url, port, backend, authorizer, logger, close, backendStopped };
 }

@@ -15,7 +15,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { DATA_DIR_LOCK_FILE, DataDirInUseError } from '../../src/server/backends/data-dir-lock.js';
 import { PgliteBackend, PgliteStartError } from '../../src/server/backends/pglite.js';
 import { SERVER_ENV_VARS } from '../../src/server/config.js';
-import { TestClient } from './helpers.js';
+import { startVssServer } from '../../src/server/server.js';
+import { send, TestClient } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const PGLITE_MODULE = fileURLToPath(new URL('../../src/server/backends/pglite.ts', import.meta.url));
@@ -83,6 +84,43 @@ describe('a PANIC from the embedded database', () => {
       expect((await reopened.get('user', 's', 'later'))?.version).toBe(1n);
     } finally {
       await reopened.close();
+    }
+  });
+});
+
+describe('startVssServer on an embedded database that stops', () => {
+  it('resolves backendStopped with the PgliteStoppedError, and close() releases the data directory for the next server', async () => {
+    const dataDir = await newDataDir();
+    const server = await startVssServer({ backend: { kind: 'pglite', dataDir }, auth: { kind: 'noop' } });
+    const client = new TestClient(server.url, 's');
+    await client.put(undefined, [{ key: 'acked', version: 0n, value: 'acknowledged' }]);
+    // Pending while the database works (a resolved promise settles the race otherwise).
+    expect(await Promise.race([server.backendStopped, Promise.resolve('pending')])).toBe('pending');
+    // Safe in this process: the instance is stopped at its PANIC and runs no further statement.
+    const { mod } = (server.backend as PgliteBackend).db as unknown as { mod: { NODEFS: { stream_ops: { fsync: () => number } } } };
+    const streams = mod.NODEFS.stream_ops;
+    streams.fsync = () => -29; // EIO: the disk failed the flush of the WAL at commit
+    await expect(client.put(undefined, [{ key: 'unflushed', version: 0n, value: 'x' }])).rejects.toMatchObject({ status: 500 });
+    const reason = await server.backendStopped;
+    expect(reason).toMatchObject({ name: 'PgliteStoppedError', message: expect.stringMatching(/^the embedded database stopped after a PANIC \(could not fsync /) });
+    expect((await send(server.url.replace(/\/vss$/, '/health'), undefined, { method: 'GET' })).status).toBe(503);
+    await server.close();
+    await expect(readFile(join(dataDir, DATA_DIR_LOCK_FILE))).rejects.toMatchObject({ code: 'ENOENT' });
+
+    const next = await startVssServer({ backend: { kind: 'pglite', dataDir }, auth: { kind: 'noop' } });
+    try {
+      expect((await new TestClient(next.url, 's').get('acked')).version).toBe(1n);
+    } finally {
+      await next.close();
+    }
+  });
+
+  it('leaves backendStopped pending for storage that cannot stop this way', async () => {
+    const server = await startVssServer({ backend: 'memory', auth: { kind: 'noop' } });
+    try {
+      expect(await Promise.race([server.backendStopped, Promise.resolve('pending')])).toBe('pending');
+    } finally {
+      await server.close();
     }
   });
 });
@@ -167,24 +205,82 @@ describe('a lock naming a live process of this host', () => {
   });
 });
 
-describe('ldk-vss serve killed with SIGKILL during a stream of writes', () => {
-  /** Spawns `serve` on `dataDir`; resolves once it listens. */
-  async function serve(dataDir: string): Promise<{ child: ChildProcess; url: string }> {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, 'serve'], { cwd: ROOT, env: cliEnv(dataDir), stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    const logs: string[] = [];
-    child.stderr?.on('data', (chunk) => logs.push(String(chunk)));
-    const url = await new Promise<string>((resolve, reject) => {
-      createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
-        logs.push(line);
-        const entry = JSON.parse(line) as { msg?: string; url?: string };
-        if (entry.msg === 'VSS server listening' && entry.url) resolve(entry.url);
-      });
-      child.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${logs.join('\n')}`)));
+/**
+ * Spawns `ldk-vss serve` on `dataDir` (with `preload` imported first, if given); resolves once it
+ * listens. `stderr()` is what it wrote to stderr so far (its log lines go to stdout).
+ */
+async function serve(dataDir: string, preload?: string): Promise<{ child: ChildProcess; url: string; stderr: () => string }> {
+  const imports = preload === undefined ? [] : ['--import', `data:text/javascript,${encodeURIComponent(preload)}`];
+  const child = spawn(process.execPath, ['--import', 'tsx', ...imports, CLI, 'serve'], { cwd: ROOT, env: cliEnv(dataDir), stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  const logs: string[] = [];
+  let stderr = '';
+  child.stderr?.on('data', (chunk) => {
+    stderr += chunk;
+    logs.push(String(chunk));
+  });
+  const url = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      logs.push(line);
+      const entry = JSON.parse(line) as { msg?: string; url?: string };
+      if (entry.msg === 'VSS server listening' && entry.url) resolve(entry.url);
     });
-    return { child, url };
-  }
+    child.on('exit', (code) => reject(new Error(`serve exited with ${code}: ${logs.join('\n')}`)));
+  });
+  return { child, url, stderr: () => stderr };
+}
 
+describe('ldk-vss serve whose embedded database stops (a PANIC after a failed WAL fsync)', () => {
+  it('shuts down, exits 1 with one line saying why, releases the lock, and the restart has every acknowledged write', async () => {
+    const root = await newDataDir();
+    const dataDir = join(root, 'data');
+    const failFsync = join(root, 'fail-fsync');
+    // Once this file exists every fsync fails with EIO (Emscripten's error shape, as PGlite's file
+    // system reports one), as a disk failing the flush of the WAL at commit would.
+    const preload = `import fs from 'node:fs';
+      import { syncBuiltinESMExports } from 'node:module';
+      const fsyncSync = fs.fsyncSync;
+      fs.fsyncSync = (fd) => {
+        if (fs.existsSync(${JSON.stringify(failFsync)})) throw Object.assign(new Error('injected EIO'), { name: 'ErrnoError', errno: 29 });
+        return fsyncSync(fd);
+      };
+      syncBuiltinESMExports();`;
+    const { child, url, stderr } = await serve(dataDir, preload);
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    // Not a timing assertion: a server that keeps running is ended so that the test can fail.
+    const guard = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const client = new TestClient(url, 's');
+    const acknowledged = ['a', 'b', 'c', 'd'];
+    for (const key of acknowledged) await client.put(undefined, [{ key, version: 0n, value: `${key} acknowledged` }]);
+    await client.put(undefined, [{ key: 'a', version: 1n, value: 'a acknowledged' }]);
+
+    await writeFile(failFsync, '');
+    await expect(client.put(undefined, [{ key: 'unflushed', version: 0n, value: 'never acknowledged' }])).rejects.toMatchObject({ status: 500 });
+    const code = await exited;
+    clearTimeout(guard);
+    expect(code, stderr()).toBe(1);
+    const lines = stderr().trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(
+      /^ldk-vss: stopped serving on pglite .* from VSS_DATA_DIR: the embedded database stopped after a PANIC \(could not fsync .*\) and runs no more statements: restart the server; it recovers from its write-ahead log$/,
+    );
+    expect(lines[0]).toContain(`pglite ${dataDir} from VSS_DATA_DIR: `);
+    await expect(readFile(join(dataDir, DATA_DIR_LOCK_FILE))).rejects.toMatchObject({ code: 'ENOENT' });
+
+    await rm(failFsync);
+    const restarted = await serve(dataDir);
+    const again = new TestClient(restarted.url, 's');
+    expect((await again.get('a')).version).toBe(2n);
+    for (const key of acknowledged) expect(Buffer.from((await again.get(key)).value).toString(), key).toBe(`${key} acknowledged`);
+    await again.put(undefined, [{ key: 'later', version: 0n, value: 'after the restart' }]);
+    expect((await again.get('later')).version).toBe(1n);
+    const stopped = new Promise<number | null>((resolve) => restarted.child.on('exit', resolve));
+    restarted.child.kill('SIGTERM');
+    expect(await stopped).toBe(0);
+  }, 120_000);
+});
+
+describe('ldk-vss serve killed with SIGKILL during a stream of writes', () => {
   it('restarts on the same directory (taking over the lock) with every acknowledged write and its version', async () => {
     const dataDir = await newDataDir();
     const writers = 8;

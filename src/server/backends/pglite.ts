@@ -97,6 +97,23 @@ const preparedShapes = new WeakMap<PGlite, Map<string, StatementShape>>();
 const stoppedInstances = new WeakMap<PGlite, PgliteStoppedError>();
 const INSTANCE_ENDING_SEVERITIES = new Set(['PANIC', 'FATAL']);
 
+/** The promise `stopped` hands out for an instance, and how to settle it when the instance stops. */
+interface StopNotice {
+  promise: Promise<PgliteStoppedError>;
+  resolve: (error: PgliteStoppedError) => void;
+}
+const stopNotices = new WeakMap<PGlite, StopNotice>();
+
+function stopNotice(db: PGlite): StopNotice {
+  let notice = stopNotices.get(db);
+  if (!notice) {
+    let resolve!: (error: PgliteStoppedError) => void;
+    const promise = new Promise<PgliteStoppedError>((settle) => (resolve = settle));
+    stopNotices.set(db, (notice = { promise, resolve }));
+  }
+  return notice;
+}
+
 /** The embedded database reported a PANIC or FATAL earlier and runs no more statements. */
 export class PgliteStoppedError extends Error {
   override readonly name = 'PgliteStoppedError';
@@ -128,8 +145,15 @@ export class PgliteDriver implements SqlDriver {
   /** One parser for every round trip (constructing one costs more than parsing a short reply). */
   private parser = new protocol.Parser();
 
+  /**
+   * Resolves with the error every statement fails with once PostgreSQL reported a PANIC or FATAL
+   * on this instance (through any driver over it); pending while it works.
+   */
+  readonly stopped: Promise<PgliteStoppedError>;
+
   constructor(readonly db: PGlite) {
     installByteaCodec(db);
+    this.stopped = stopNotice(db).promise;
     let shapes = preparedShapes.get(db);
     if (!shapes) preparedShapes.set(db, (shapes = new Map()));
     this.shapes = shapes;
@@ -183,14 +207,13 @@ export class PgliteDriver implements SqlDriver {
     }
     const error = replies.find((reply): reply is messages.DatabaseError => reply instanceof messages.DatabaseError);
     if (error) {
-      if (INSTANCE_ENDING_SEVERITIES.has(error.severity ?? '')) {
-        stoppedInstances.set(
-          this.db,
-          new PgliteStoppedError(
-            `the embedded database stopped after a ${error.severity} (${error.message}) and runs no more statements: restart the server; it recovers from its write-ahead log`,
-            { cause: error },
-          ),
+      if (INSTANCE_ENDING_SEVERITIES.has(error.severity ?? '') && !stoppedInstances.has(this.db)) {
+        const stopped = new PgliteStoppedError(
+          `the embedded database stopped after a ${error.severity} (${error.message}) and runs no more statements: restart the server; it recovers from its write-ahead log`,
+          { cause: error },
         );
+        stoppedInstances.set(this.db, stopped);
+        stopNotice(this.db).resolve(stopped);
       }
       throw error;
     }
@@ -414,6 +437,15 @@ export class PgliteBackend extends SqlBackend {
 
   get db(): PGlite {
     return this.pgliteDriver.db;
+  }
+
+  /**
+   * Resolves (never rejects) once PostgreSQL reported a PANIC or FATAL: from then on every
+   * operation fails with this PgliteStoppedError until a new instance is opened on the data
+   * directory (after close(), which then releases its lock). Pending while the database works.
+   */
+  get stopped(): Promise<PgliteStoppedError> {
+    return this.pgliteDriver.stopped;
   }
 
   static async open(options: PgliteBackendOptions = {}): Promise<PgliteBackend> {

@@ -64,5 +64,11 @@ export interface StorageBackend {
   list(userToken: string, query: ListQuery): Promise<ListedKey[]>;
   /** Resolves when the backend can serve requests; rejects otherwise. */
   checkHealth(): Promise<void>;
+  /**
+   * For a backend that can stop for good (the embedded database after a PANIC or FATAL):
+   * resolves, never rejects, with the error every operation fails with from then on. Pending
+   * while the backend works; absent on backends that recover by themselves (memory, PostgreSQL).
+   */
+  readonly stopped?: Promise<Error>;
   close(): Promise<void>;
 }
