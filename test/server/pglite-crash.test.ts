@@ -6,7 +6,7 @@
  * whole process, and SIGKILL is only real on a real process.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, readlink, realpath, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, readlink, realpath, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -35,12 +35,28 @@ async function newDataDir(): Promise<string> {
   return dir;
 }
 
+let template: Promise<string> | undefined;
+/**
+ * A copy of a data directory created once (and closed cleanly) for this file: creating one takes
+ * PGlite about 10 s, and only the tests of a failed first start need to watch that happen.
+ */
+async function seededDataDir(at?: string): Promise<string> {
+  template ??= (async () => {
+    const dir = await newDataDir();
+    await (await PgliteBackend.open({ dataDir: dir })).close();
+    return dir;
+  })();
+  const dir = at ?? (await newDataDir());
+  await cp(await template, dir, { recursive: true });
+  return dir;
+}
+
 const put = (backend: PgliteBackend, key: string) =>
   backend.put('user', { storeId: 's', transactionItems: [{ key, version: 0n, value: new Uint8Array([1, 2, 3]) }], deleteItems: [] });
 
 describe('a PANIC from the embedded database', () => {
   it('stops the instance: later requests, the health check and close fail or finish at once instead of spinning forever; acknowledged writes survive', async () => {
-    const dir = await newDataDir();
+    const dir = await seededDataDir();
     // Each step's outcome as one JSON line; without the fix the step after the PANIC never returns.
     const script = `import { PgliteBackend } from ${JSON.stringify(PGLITE_MODULE)};
       const outcome = (promise) => promise.then(() => 'ok', (e) => ({ name: e.name, severity: e.severity, message: e.message }));
@@ -90,7 +106,7 @@ describe('a PANIC from the embedded database', () => {
 
 describe('startVssServer on an embedded database that stops', () => {
   it('resolves backendStopped with the PgliteStoppedError, and close() releases the data directory for the next server', async () => {
-    const dataDir = await newDataDir();
+    const dataDir = await seededDataDir();
     const server = await startVssServer({ backend: { kind: 'pglite', dataDir }, auth: { kind: 'noop' } });
     const client = new TestClient(server.url, 's');
     await client.put(undefined, [{ key: 'acked', version: 0n, value: 'acknowledged' }]);
@@ -134,7 +150,7 @@ function cliEnv(dataDir: string): NodeJS.ProcessEnv {
 
 describe('a data directory that cannot be used', () => {
   it("fails with PostgreSQL's reason and the directory, releases its lock, and changes nothing", async () => {
-    const dir = await newDataDir();
+    const dir = await seededDataDir();
     const first = await PgliteBackend.open({ dataDir: dir });
     await put(first, 'kept');
     await first.close();
@@ -189,7 +205,7 @@ describe('a data directory that cannot be used', () => {
 
 describe('a lock naming a live process of this host', () => {
   it('is refused with the way out when that process is not a server (a crashed server\'s pid, reused): the lock file to delete', async () => {
-    const dir = await newDataDir();
+    const dir = await seededDataDir();
     const lock = join(dir, DATA_DIR_LOCK_FILE);
     const pidNamespace = await readlink('/proc/self/ns/pid').catch(() => undefined);
     // Left by a server that crashed; its pid now belongs to another live process (here: our parent).
@@ -233,7 +249,7 @@ async function serve(dataDir: string, preload?: string): Promise<{ child: ChildP
 describe('ldk-vss serve whose embedded database stops (a PANIC after a failed WAL fsync)', () => {
   it('shuts down, exits 1 with one line saying why, releases the lock, and the restart has every acknowledged write', async () => {
     const root = await newDataDir();
-    const dataDir = join(root, 'data');
+    const dataDir = await seededDataDir(join(root, 'data'));
     const failFsync = join(root, 'fail-fsync');
     // Once this file exists every fsync fails with EIO (Emscripten's error shape, as PGlite's file
     // system reports one), as a disk failing the flush of the WAL at commit would.
@@ -282,7 +298,7 @@ describe('ldk-vss serve whose embedded database stops (a PANIC after a failed WA
 
 describe('ldk-vss serve killed with SIGKILL during a stream of writes', () => {
   it('restarts on the same directory (taking over the lock) with every acknowledged write and its version', async () => {
-    const dataDir = await newDataDir();
+    const dataDir = await seededDataDir();
     const writers = 8;
     /** Per key: the version the server answered 200 for last. */
     const acknowledged = new Map<string, bigint>();
