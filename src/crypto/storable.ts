@@ -1,10 +1,6 @@
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { randomBytes as cryptoRandomBytes } from '@noble/hashes/utils.js';
-import protobuf from 'protobufjs/minimal.js';
-import { bigIntToInt64, int64ToBigInt, vss } from '../protocol/index.js';
-
-const { Writer } = protobuf;
-type Writer = protobuf.Writer;
+import { bigIntToInt64, int64ToBigInt, presizedWriter, vss } from '../protocol/index.js';
 import { InvalidCryptoInputError, StorableDecryptionError } from './errors.js';
 
 /** The `cipher_format` string the reference writes (and ignores on read). */
@@ -14,18 +10,14 @@ const TAG_LENGTH = 16;
 const EMPTY = new Uint8Array(0);
 /** Upper bound of a PlaintextBlob's bytes beyond its value (2 tags, a length, an int64). */
 const BLOB_OVERHEAD = 1 + 5 + 1 + 10;
-/** Upper bound of a Storable's bytes beyond its data (data header + metadata message). */
-const STORABLE_OVERHEAD = 1 + 5 + 1 + 1 + (1 + 1 + STORABLE_CIPHER_FORMAT.length) + (2 + NONCE_LENGTH) + (2 + TAG_LENGTH);
-
 /**
- * A protobufjs writer whose backing buffer already has `capacity` bytes, so encoding a large
- * message neither grows (re-allocating and copying) nor needs a final copy.
+ * Upper bound of a Storable's bytes beyond its data (data header + metadata message). The
+ * cipher format counts as protobufjs reserves room for a string (3 bytes per character and a
+ * 5-byte length): with only its encoded size counted, the writer doubled its value-sized buffer
+ * there, and every encrypted value was handed out inside a buffer twice its size.
  */
-function presizedWriter(capacity: number): Writer {
-  const writer = Writer.create();
-  writer.buf = (writer.constructor as unknown as { alloc(size: number): Uint8Array }).alloc(capacity);
-  return writer;
-}
+const STORABLE_OVERHEAD = 1 + 5 + 1 + 1 + (1 + 5 + 3 * STORABLE_CIPHER_FORMAT.length) + (2 + NONCE_LENGTH) + (2 + TAG_LENGTH);
+
 
 export interface EncryptStorableOptions {
   /** Additional authenticated data; LDK Node V1 uses the full store key, V0 none. */

@@ -143,3 +143,25 @@ export function countTopLevelFields(body: Uint8Array, fields: readonly number[],
   }
   return count;
 }
+
+/**
+ * A protobufjs writer whose backing buffer already holds `capacity` bytes: encoding a large
+ * message into it neither grows (re-allocating and copying) nor, with `finish(true)`, needs a final
+ * copy. The default writer grows to fit a value, doubles again when a nested message's length
+ * prefix needs more than a byte, then copies the whole in finish(): four value-sized buffers at
+ * once. `capacity` must be an upper bound (a string reserves 3 bytes per UTF-16 unit plus 5).
+ */
+export function presizedWriter(capacity: number): protobuf.Writer {
+  const writer = protobuf.Writer.create();
+  writer.buf = (writer.constructor as unknown as { alloc(size: number): Uint8Array }).alloc(capacity);
+  return writer;
+}
+
+/** Upper bound of one KeyValue's bytes beyond its key and value: its field tag and length, key, version, value headers. */
+const KEY_VALUE_OVERHEAD = (1 + 5) + (1 + 5) + (1 + 10) + (1 + 5);
+
+/** Upper bound of a KeyValue's encoded size (a key reserves 3 bytes per UTF-16 unit). */
+export function keyValueSizeBound(item: { key?: string | null; value?: Uint8Array | null } | null | undefined): number {
+  return (item?.value?.byteLength ?? 0) + 3 * (item?.key?.length ?? 0) + KEY_VALUE_OVERHEAD;
+}
+

@@ -34,7 +34,7 @@ export class MemoryBackend implements StorageBackend {
   async get(userToken: string, storeId: string, key: string): Promise<StoredRecord | undefined> {
     this.assertOpen();
     const row = this.stores.get(storeKey(userToken, storeId))?.get(key);
-    return row ? { key, version: row.version, value: row.value.slice() } : undefined;
+    return row ? { key, version: row.version, value: Uint8Array.prototype.slice.call(row.value) } : undefined;
   }
 
   async put(userToken: string, request: PutRequest): Promise<void> {
@@ -97,7 +97,7 @@ export class MemoryBackend implements StorageBackend {
     for (const [id, storeRows] of this.stores) {
       const [userToken, storeId] = JSON.parse(id) as [string, string];
       for (const [key, row] of storeRows) {
-        rows.push({ userToken, storeId, key, value: row.value.slice(), version: row.version, sortOrder: row.sortOrder });
+        rows.push({ userToken, storeId, key, value: Uint8Array.prototype.slice.call(row.value), version: row.version, sortOrder: row.sortOrder });
       }
     }
     return { nextSortOrder: this.sequence, rows };
@@ -112,7 +112,7 @@ export class MemoryBackend implements StorageBackend {
     for (const row of snapshot.rows) {
       const id = storeKey(row.userToken, row.storeId);
       const storeRows = this.stores.get(id) ?? new Map<string, MemoryRow>();
-      storeRows.set(row.key, { value: row.value.slice(), version: row.version, sortOrder: row.sortOrder });
+      storeRows.set(row.key, { value: Uint8Array.prototype.slice.call(row.value), version: row.version, sortOrder: row.sortOrder });
       this.stores.set(id, storeRows);
     }
     if (snapshot.nextSortOrder > this.sequence) this.sequence = snapshot.nextSortOrder;
@@ -120,7 +120,9 @@ export class MemoryBackend implements StorageBackend {
 
   private applyPut(read: (key: string) => MemoryRow | undefined, overlay: Overlay, item: PutItem): boolean {
     const existing = read(item.key);
-    const value = item.value.slice();
+    // A copy, whatever the caller passed: Buffer#slice is a view, which would keep the whole
+    // request body alive for as long as the row (and share its memory).
+    const value = Uint8Array.prototype.slice.call(item.value);
     if (item.version === UNCONDITIONAL || item.version === CREATE_ONLY_VERSION) {
       // An INSERT attempt consumes a sequence number even when it ends up updating or doing nothing.
       const sortOrder = ++this.sequence;
