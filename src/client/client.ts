@@ -1,4 +1,5 @@
-import { hasLoneSurrogate, PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, VSS_PATHS, vss, type VssOperation } from '../protocol/index.js';
+import type protobuf from 'protobufjs/minimal.js';
+import { hasLoneSurrogate, keyValueSizeBound, presizedWriter, PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, VSS_PATHS, vss, type VssOperation } from '../protocol/index.js';
 import {
   AuthError,
   errorFromResponse,
@@ -49,8 +50,18 @@ export interface VssCallOptions {
   retryPolicy?: RetryPolicy;
 }
 
+/** Upper bound of a PutObjectRequest's encoded size (store id, global version, every item); undefined for other operations. */
+function putSizeBound(operation: VssOperation, request: unknown): number | undefined {
+  if (operation !== 'putObjects') return undefined;
+  const put = request as vss.PutObjectRequest.$Properties;
+  let bound = 1 + 5 + 3 * (put.storeId?.length ?? 0) + (1 + 10);
+  for (const item of put.transactionItems ?? []) bound += keyValueSizeBound(item);
+  for (const item of put.deleteItems ?? []) bound += keyValueSizeBound(item);
+  return bound;
+}
+
 interface MessageType<Req, Res> {
-  encode(message: Req): { finish(): Uint8Array };
+  encode(message: Req, writer?: protobuf.Writer): { finish(shared?: boolean): Uint8Array };
   decode(bytes: Uint8Array): Res;
 }
 
@@ -124,7 +135,10 @@ export class VssClient {
     check?: (response: Res) => void,
   ): Promise<Res> {
     refuseLoneSurrogates(request, operation);
-    const body = requestType.encode(request).finish();
+    const bound = putSizeBound(operation, request);
+    // A PutObjects carries values: written into one buffer of its bound, it is not grown, doubled
+    // for the nested length prefixes and copied again (four value-sized buffers at once).
+    const body = bound === undefined ? requestType.encode(request).finish() : requestType.encode(request, presizedWriter(bound)).finish(true);
     const url = `${this.baseUrl}${VSS_PATHS[operation]}`;
     const isWrite = operation === 'putObjects' || operation === 'deleteObject';
     let outcomeUnknown = false;

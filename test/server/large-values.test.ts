@@ -5,7 +5,8 @@
  */
 import protobuf from 'protobufjs/minimal.js';
 import { afterEach, describe, expect, it } from 'vitest';
-import { bigIntToInt64, int64ToBigInt, vss } from '../../src/protocol/index.js';
+import { bigIntToInt64, int64ToBigInt, keyValue, PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, vss } from '../../src/protocol/index.js';
+import { NO_RETRY, VssClient, type FetchFunction } from '../../src/client/index.js';
 import { MemoryBackend } from '../../src/server/index.js';
 import { OPERATIONS } from '../../src/server/operations.js';
 import { NOOP_USER_TOKEN } from '../../src/server/auth/index.js';
@@ -102,5 +103,27 @@ describe('MemoryBackend keeps its own copy of a value', () => {
     const stored = await backend.get('u', 's', 'k');
     expect(Array.from(stored!.value)).toEqual(Array(10).fill(7));
     expect(stored!.value.buffer.byteLength).toBe(10);
+  });
+});
+
+describe("the client's PutObjects encoding", () => {
+  it('writes a large value into one buffer of its bound, not four', async () => {
+    const value = filled(8 * MiB + 5);
+    let sent: Uint8Array | undefined;
+    const fetch: FetchFunction = async (_url, init) => {
+      sent = init?.body as Uint8Array;
+      return new Response(new Uint8Array(0), { status: 200, headers: { [PROTOCOL_VERSION_HEADER]: PROTOCOL_VERSION } });
+    };
+    const client = new VssClient('http://vss.test/vss', { fetch, retryPolicy: NO_RETRY });
+    const sizes = recordWriterAllocations();
+    await client.putObjects({ storeId: 'store-ü', globalVersion: bigIntToInt64(3n), transactionItems: [keyValue('κλειδί', 2n, value), keyValue('small', 0n, new Uint8Array([1]))] });
+    writerClass.alloc = originalAlloc;
+    const allocated = sizes.reduce((sum, size) => sum + size, 0);
+    expect(allocated, `writer allocations: ${sizes.join(', ')}`).toBeLessThan(value.byteLength + 1024);
+    const decoded = vss.PutObjectRequest.decode(sent!);
+    expect(decoded.storeId).toBe('store-ü');
+    expect(int64ToBigInt(decoded.globalVersion)).toBe(3n);
+    expect(decoded.transactionItems.map((item) => item.key)).toEqual(['κλειδί', 'small']);
+    expect(Buffer.compare(decoded.transactionItems[0].value!, value)).toBe(0);
   });
 });
