@@ -254,13 +254,24 @@ function createExpressApp(options: VssAppOptions, operationRoutes?: RunOperation
     });
     return runningCheck;
   };
+  // /health is unauthenticated and not rate limited: while the database is down, an error line
+  // (with a stack) per probe would let anyone fill the log. The change is what matters: the
+  // first failure at error, the same failure again at debug, the recovery at info.
+  let failingSince: string | undefined;
   app.get(HEALTH_PATH, async (_req: Request, res: Response) => {
     endpointOf.set(res, 'health');
     try {
       await withDeadline(checkHealth(), healthTimeoutMs, () => new Error(`the ${backend.kind} backend did not answer within ${healthTimeoutMs} ms`));
+      if (failingSince !== undefined) logger.info({ failingSince }, 'health check passes again');
+      failingSince = undefined;
       res.status(200).json({ status: 'ok', backend: backend.kind });
     } catch (error) {
-      logger.error({ err: error }, 'health check failed');
+      if (failingSince === undefined) {
+        failingSince = new Date().toISOString();
+        logger.error({ err: error }, 'health check failed');
+      } else {
+        logger.debug({ err: error, failingSince }, 'health check still failing');
+      }
       res.status(503).json({ status: 'unavailable', backend: backend.kind });
     }
   });

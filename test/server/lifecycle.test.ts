@@ -172,6 +172,30 @@ describe('operator features', () => {
     await expect(startVssServer({ shutdownGraceMs: -1 })).rejects.toThrow('shutdownGraceMs must be an integer from 0 to');
   });
 
+  it('GET /health logs a failing backend once at error (probes are unauthenticated), and its recovery', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const backend = new MemoryBackend();
+    let down = true;
+    backend.checkHealth = async () => {
+      if (down) throw new Error('connection refused');
+    };
+    const server = await startVssServer({ backend, auth: { kind: 'noop' }, logger });
+    const probe = async () => (await send(`${origin(server.url)}/health`, undefined, { method: 'GET' })).status;
+    const messages = () => lines.map((line) => JSON.parse(line) as { level: number; msg: string }).filter((entry) => /health/.test(entry.msg));
+    try {
+      for (let i = 0; i < 5; i++) expect(await probe()).toBe(503);
+      expect(messages()).toEqual([expect.objectContaining({ level: 50, msg: 'health check failed' })]);
+      down = false;
+      expect(await probe()).toBe(200);
+      down = true;
+      expect(await probe()).toBe(503);
+      expect(messages().map((entry) => entry.msg)).toEqual(['health check failed', 'health check passes again', 'health check failed']);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('counts requests whose client hung up before the response, as status "aborted"', async () => {
     const backend = new MemoryBackend();
     let entered!: () => void;
