@@ -3,6 +3,7 @@
  * token (after it). Buckets live in memory; a server fleet needs one limit per instance.
  */
 import { isIP } from 'node:net';
+import { detached } from './text.js';
 
 export interface RateLimitRule {
   /** Requests allowed per window (also the burst size). */
@@ -159,13 +160,6 @@ export function ipRateLimitKey(address: string): string {
   return detached(isIP(text) === 0 ? text.slice(0, MAX_NON_IP_KEY_LENGTH) : text);
 }
 
-/**
- * A copy of `text` that shares no memory with the string it was cut from: V8 keeps the whole
- * parent of a substring alive, and a stored key cut from X-Forwarded-For would keep the header.
- */
-function detached(text: string): string {
-  return Buffer.from(text, 'utf8').toString('utf8');
-}
 
 const UNITS: Record<string, number> = { s: 1000, sec: 1000, second: 1000, m: 60_000, min: 60_000, minute: 60_000, h: 3_600_000, hour: 3_600_000 };
 
