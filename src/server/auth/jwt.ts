@@ -2,7 +2,9 @@
  * JWT authorizer with the reference's claim rules: `Authorization: Bearer <jwt>`, RS256 only,
  * `sub` (string) is the user token, `exp` is required (non-negative integer, 60 s leeway),
  * any `aud` is rejected, `nbf`/`iat` are not checked. The public key comes from a PEM
- * (SPKI or PKCS#1, RSA ≥ 2048 bits) or a JWKS file.
+ * (SPKI or PKCS#1, RSA ≥ 2048 bits) or a JWKS file. Tokens are decoded as strictly as the
+ * reference decodes them (canonical base64url, `sub`/`exp`/`aud` at most once, `exp` written as
+ * an integer), so every token has one spelling and one meaning.
  */
 import { compactVerify, createLocalJWKSet, errors, type JSONWebKeySet, type JWK } from 'jose';
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
@@ -37,6 +39,15 @@ export function parseRsaPublicKeyPem(pem: string): KeyObject {
     .split(/\r?\n/)
     .map((line) => line.trim())
     .join('\n');
+  // Node would also take a private key and quietly derive its public half; the reference refuses
+  // one. A private key here means the token issuer's signing key, which can mint a token for any
+  // user, was copied onto the VSS host, which never needs it: refuse it by name.
+  const label = /-----BEGIN ([A-Z0-9 ]+)-----/.exec(normalized)?.[1];
+  if (label?.includes('PRIVATE KEY')) {
+    throw new JwtKeyError(
+      `the PEM is a private key (${label}); configure the token issuer's public key instead (\`openssl pkey -in key.pem -pubout\`): the server never needs the signing key`,
+    );
+  }
   let key: KeyObject;
   try {
     key = createPublicKey(normalized);
@@ -47,6 +58,135 @@ export function parseRsaPublicKeyPem(pem: string): KeyObject {
   const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
   if (bits < MIN_RSA_BITS) throw new JwtKeyError(`RSA key has ${bits} bits, at least ${MIN_RSA_BITS} are required`);
   return key;
+}
+
+/** The three dot-separated parts, or undefined; stops at a fourth part instead of splitting it all. */
+function threeParts(token: string): [string, string, string] | undefined {
+  const first = token.indexOf('.');
+  const second = first < 0 ? -1 : token.indexOf('.', first + 1);
+  if (second < 0 || token.indexOf('.', second + 1) >= 0) return undefined;
+  return [token.slice(0, first), token.slice(first + 1, second), token.slice(second + 1)];
+}
+
+const BASE64URL_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+const BASE64URL_TEXT = /^[A-Za-z0-9_-]*$/;
+
+/**
+ * Whether `part` is base64url as an encoder writes it: only the 64 letters, no padding, no
+ * impossible length, and the unused bits of the last letter zero (so no two spellings decode to
+ * the same bytes).
+ */
+function isCanonicalBase64url(part: string): boolean {
+  if (!BASE64URL_TEXT.test(part)) return false;
+  const tail = part.length % 4;
+  if (tail === 0) return true;
+  if (tail === 1) return false;
+  // 2 letters carry 1 byte (4 unused bits), 3 letters carry 2 bytes (2 unused bits).
+  const last = BASE64URL_ALPHABET.indexOf(part[part.length - 1]);
+  return (last & (tail === 2 ? 0x0f : 0x03)) === 0;
+}
+
+/** The claims the server reads; the reference decodes exactly these into a struct. */
+interface Claims {
+  sub: string;
+  exp: number;
+  aud: unknown;
+}
+
+const READ_CLAIMS = new Set(['sub', 'exp', 'aud']);
+const U64_MAX_DIGITS = '18446744073709551615';
+const UNSIGNED_INTEGER = /^(?:0|[1-9][0-9]*)$/;
+
+/**
+ * Decodes the claims as the reference's typed JSON decoding does, or returns undefined:
+ * - a read claim given twice is refused (JSON.parse keeps the last `sub`, a parser the token's
+ *   issuer or a gateway used may keep the first: they would disagree on the user);
+ * - `exp` must be written as an unsigned integer within u64, so `5.0`, `1e10` and `2^64`, which
+ *   JSON.parse turns into integral numbers, are refused like fractions and strings;
+ * - the bytes must be UTF-8 without a byte order mark.
+ */
+function parseClaims(bytes: Uint8Array): Claims | undefined {
+  let parsed: unknown;
+  let members: Map<string, string> | undefined;
+  try {
+    // ignoreBOM keeps a leading U+FEFF in the text, where JSON.parse refuses it, as serde does.
+    const text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
+    parsed = JSON.parse(text);
+    // Inside the try: whatever the scan meets, a bad token is a 401, never a 500.
+    if (isJsonObject(parsed)) members = topLevelMembers(text);
+  } catch {
+    return undefined;
+  }
+  if (members === undefined) return undefined;
+  const { sub, aud } = parsed as Record<string, unknown>;
+  const expText = members.get('exp');
+  if (typeof sub !== 'string' || expText === undefined || !UNSIGNED_INTEGER.test(expText)) return undefined;
+  if (expText.length > U64_MAX_DIGITS.length || (expText.length === U64_MAX_DIGITS.length && expText > U64_MAX_DIGITS)) return undefined;
+  // Beyond 2^53 the number is rounded, which only matters for dates far past any clock.
+  return { sub, exp: Number(expText), aud };
+}
+
+/**
+ * The source text of each read claim of a JSON object that JSON.parse has already accepted, or
+ * undefined when one appears twice (member names compared after unescaping, so `"\u0073ub"` is
+ * `sub`). One pass over the text; nested values are skipped, not parsed.
+ */
+function topLevelMembers(text: string): Map<string, string> | undefined {
+  const members = new Map<string, string>();
+  let i = skipSpace(text, text.indexOf('{') + 1);
+  while (text[i] === '"') {
+    const nameEnd = stringEnd(text, i);
+    const raw = text.slice(i, nameEnd);
+    const name = raw.includes('\\') ? (JSON.parse(raw) as string) : raw.slice(1, -1);
+    const valueStart = skipSpace(text, skipSpace(text, nameEnd) + 1);
+    const valueEnd = jsonValueEnd(text, valueStart);
+    if (READ_CLAIMS.has(name)) {
+      if (members.has(name)) return undefined;
+      members.set(name, text.slice(valueStart, valueEnd));
+    }
+    i = skipSpace(text, valueEnd);
+    if (text[i] === ',') i = skipSpace(text, i + 1);
+  }
+  return members;
+}
+
+function skipSpace(text: string, i: number): number {
+  while (i < text.length && (text[i] === ' ' || text[i] === '\t' || text[i] === '\n' || text[i] === '\r')) i++;
+  return i;
+}
+
+/** The index just past the string literal starting at `start` (a `"`). */
+function stringEnd(text: string, start: number): number {
+  let i = start + 1;
+  while (i < text.length && text[i] !== '"') i += text[i] === '\\' ? 2 : 1;
+  return i + 1;
+}
+
+/** The index just past the JSON value starting at `start`. */
+function jsonValueEnd(text: string, start: number): number {
+  const first = text[start];
+  if (first === '"') return stringEnd(text, start);
+  if (first !== '{' && first !== '[') {
+    let i = start;
+    while (i < text.length && !',}] \t\n\r'.includes(text[i])) i++;
+    return i;
+  }
+  let depth = 0;
+  let i = start;
+  while (i < text.length) {
+    const c = text[i];
+    if (c === '"') {
+      i = stringEnd(text, i);
+      continue;
+    }
+    if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']') {
+      depth--;
+      if (depth === 0) return i + 1;
+    }
+    i++;
+  }
+  return i;
 }
 
 function isJsonObject(value: unknown): boolean {
@@ -95,25 +235,25 @@ export class JwtAuthorizer implements Authorizer {
     if (header === undefined) throw new AuthError('Authorization header not found.');
     if (!header.startsWith(BEARER_PREFIX)) throw new AuthError('Invalid token format.');
     const token = header.slice(BEARER_PREFIX.length);
-    if (token.split('.').length !== 3) throw new AuthError('Token does not have three parts');
-    let payload: Uint8Array;
+    const parts = threeParts(token);
+    if (parts === undefined) throw new AuthError('Token does not have three parts');
+    const [headerPart, claimsPart, signaturePart] = parts;
+    // jose decodes leniently (padding, whitespace, unused trailing bits: atob's rules), so one
+    // signed token would have many spellings that all verify, and a denylist or log keyed by the
+    // token string would miss them. The reference's decoder accepts only the canonical form.
+    if (!isCanonicalBase64url(headerPart)) throw new AuthError('Header base64 decode failed');
+    if (!isCanonicalBase64url(signaturePart)) throw new AuthError('Signature base64 decode failed');
     try {
-      payload = await this.verify(token);
+      await this.verify(token);
     } catch {
       throw new AuthError('RSA verification failed');
     }
-    let claims: unknown;
-    try {
-      claims = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(payload));
-    } catch {
-      throw new AuthError('Claims json decode failed');
-    }
-    if (typeof claims !== 'object' || claims === null || Array.isArray(claims)) throw new AuthError('Claims json decode failed');
-    const { sub, exp, aud } = claims as Record<string, unknown>;
-    if (typeof sub !== 'string') throw new AuthError('Claims json decode failed');
-    if (typeof exp !== 'number' || !Number.isInteger(exp) || exp < 0 || exp > 2 ** 64) {
-      throw new AuthError('Claims json decode failed');
-    }
+    // The claims are decoded from the signed text here rather than taken from jose: jose honours
+    // a `"b64": false` header and would hand back the part unencoded, which the reference refuses.
+    if (!isCanonicalBase64url(claimsPart)) throw new AuthError('Claims base64 decode failed');
+    const claims = parseClaims(Buffer.from(claimsPart, 'base64url'));
+    if (claims === undefined) throw new AuthError('Claims json decode failed');
+    const { sub, exp, aud } = claims;
     if (aud !== undefined && aud !== null) {
       throw new AuthError("Audience is set, but we don't know what audience we should expect");
     }
