@@ -11,7 +11,17 @@ import {
   VssError,
 } from './errors.js';
 import { checkHeaders, FixedHeaders, HeaderProviderError, type VssHeaderProvider } from './headers.js';
-import { checkTimeoutMs, describeBody, discardBody, fetchWithDeadline, readBodyCapped, urlForMessages, type FetchFunction, type FetchResponse } from './http.js';
+import {
+  checkTimeoutMs,
+  describeBody,
+  discardBody,
+  fetchWithDeadline,
+  parseRetryAfter,
+  readBodyCapped,
+  urlForMessages,
+  type FetchFunction,
+  type FetchResponse,
+} from './http.js';
 import { defaultRetryPolicy, retry, timerSleep, type RetryPolicy, type Sleep } from './retry.js';
 
 /** Per-attempt timeout when none is configured (the reference's 10 s). */
@@ -160,9 +170,11 @@ export class VssClient {
         onRetry: this.#onRetry && ((info) => this.#onRetry?.({ operation, ...info })),
       });
     } catch (error) {
+      // An attempt's error, or a RetryHookError (a caller's policy, onRetry or sleep threw; it
+      // keeps the attempt's error and its afterAmbiguousAttempt).
       if (error instanceof VssError) throw error;
-      // Attempts throw VssError only: this is an aborted retry sleep, or a retry policy or
-      // onRetry hook of the caller's that threw (passed through as it is).
+      // Attempts throw VssError only: this is an aborted retry sleep, or a policy's delay that
+      // is not a delay (RangeError, the attempt's error as its cause).
       if (!options.signal?.aborted) throw error;
       const aborted = new VssClientError('aborted', `${operation} aborted by the caller`, { cause: error });
       aborted.afterAmbiguousAttempt = isWrite && outcomeUnknown;
@@ -209,6 +221,23 @@ export class VssClient {
     // A redirect is refused before the version gate: a proxy's 301 never carries the protocol
     // header, and "moved" is what the user needs to hear, not "wrong protocol".
     await refuseRedirect(url, response);
+    // A rate-limited (429) or unavailable (503, any 5xx) reply may say when to come back: the
+    // retry loop must not spend its budget on attempts the server has announced it will refuse.
+    // Read for whatever error this reply becomes, a proxy's page without the protocol header too.
+    const retryAfterMs =
+      response.status === 429 || response.status >= 500
+        ? parseRetryAfter(response.headers.get('retry-after'), response.headers.get('date'), Date.now())
+        : undefined;
+    if (retryAfterMs === undefined) return this.#interpretReply(response, responseType);
+    try {
+      return await this.#interpretReply(response, responseType);
+    } catch (error) {
+      if (error instanceof VssError) error.retryAfterMs = retryAfterMs;
+      throw error;
+    }
+  }
+
+  async #interpretReply<Res>(response: FetchResponse, responseType: MessageType<unknown, Res>): Promise<Res> {
     // The version gate comes first and applies to error replies too (spec §A1 step 5).
     const served = response.headers.get(PROTOCOL_VERSION_HEADER);
     if (!servesProtocolVersion(served) && !(served === null && this.#allowMissingProtocolVersion)) {

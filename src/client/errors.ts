@@ -16,6 +16,13 @@ export class VssError extends Error {
    * 409 may be our own first attempt, and a 401 or 400 on a retry says nothing about it.
    */
   afterAmbiguousAttempt = false;
+  /**
+   * How long the server asked us to wait before trying again, in ms: its `Retry-After` header
+   * (delta-seconds or an HTTP-date) on a 429 or 5xx reply. Undefined when the reply had none or
+   * an unusable one. As sent (only bounded to a safe integer); the retry loop waits at least
+   * this long before the next attempt, up to `MAX_RETRY_AFTER_MS`.
+   */
+  retryAfterMs: number | undefined = undefined;
   constructor(message: string, options?: { status?: number; cause?: unknown }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
@@ -144,6 +151,47 @@ export class VssClientError extends VssError {
   }
 }
 
+/** Which caller-supplied part of the retry loop threw: the policy (its filter), the onRetry hook, or the sleep. */
+export type RetryHook = 'retryPolicy' | 'onRetry' | 'sleep';
+
+/**
+ * A caller-supplied retry callback (a policy's `nextDelay` or `skipRetryOnError` filter, the
+ * `onRetry` hook, an injected `sleep`) threw while the loop handled a failed attempt, so no
+ * further attempt was made. Both errors are kept: `cause` is what the callback threw (the bug
+ * to fix), `attemptError` is the attempt's own failure (a `VssError` for the client's calls),
+ * which is the call's real outcome. `status`, `retryAfterMs` and `afterAmbiguousAttempt` are
+ * the attempt error's; `errorProvesNotApplied` answers for the attempt error.
+ */
+export class RetryHookError extends VssError {
+  constructor(
+    readonly hook: RetryHook,
+    readonly attemptError: unknown,
+    /** Attempts made, the failed one included. */
+    readonly attemptsMade: number,
+    hookError: unknown,
+  ) {
+    const what = hook === 'retryPolicy' ? 'the retry policy' : hook === 'onRetry' ? 'the onRetry hook' : 'the retry sleep';
+    super(`${what} threw (${describeThrown(hookError)}) after attempt ${attemptsMade} failed with ${describeThrown(attemptError)}; no further attempt was made`, {
+      status: attemptError instanceof VssError ? attemptError.status : undefined,
+      cause: hookError,
+    });
+    if (attemptError instanceof VssError) {
+      this.afterAmbiguousAttempt = attemptError.afterAmbiguousAttempt;
+      this.retryAfterMs = attemptError.retryAfterMs;
+    }
+  }
+}
+
+/** `Name: message` of a thrown value, for messages that must name two errors at once. */
+function describeThrown(value: unknown): string {
+  if (value instanceof Error) return `${value.name}: ${value.message}`;
+  try {
+    return String(value);
+  } catch {
+    return typeof value;
+  }
+}
+
 /**
  * Whether a failed write is known NOT to have been applied: the server answered with a definite
  * rejection, or the request was never sent (header provider failure), and no earlier attempt of
@@ -152,6 +200,8 @@ export class VssClientError extends VssError {
  */
 export function errorProvesNotApplied(error: unknown): boolean {
   if (error instanceof VssError && error.afterAmbiguousAttempt) return false;
+  // A throwing retry callback changes nothing on the server: the attempt's error decides.
+  if (error instanceof RetryHookError) return errorProvesNotApplied(error.attemptError);
   return (
     error instanceof NoSuchKeyError ||
     error instanceof InvalidRequestError ||

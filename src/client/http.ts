@@ -172,6 +172,63 @@ export async function readBodyCapped(response: FetchResponse, cap: number): Prom
   return body;
 }
 
+const MONTHS = ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'];
+const IMF_FIXDATE = /^[a-z]{3}, (\d{2}) ([a-z]{3}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT$/i;
+const RFC850_DATE = /^[a-z]{6,9}, (\d{2})-([a-z]{3})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) GMT$/i;
+const ASCTIME_DATE = /^[a-z]{3} ([a-z]{3}) ([ \d]\d) (\d{2}):(\d{2}):(\d{2}) (\d{4})$/i;
+
+/**
+ * An HTTP-date (RFC 9110 §5.6.7: IMF-fixdate, and the obsolete RFC 850 and asctime forms a
+ * recipient must accept) as ms since the epoch, or undefined. Parsed here rather than by
+ * `Date.parse`, whose accepted formats differ between engines (Hermes, JavaScriptCore) and
+ * which reads a bare "1" as the year 2001.
+ */
+export function parseHttpDate(text: string, nowMs: number): number | undefined {
+  let day: string, month: string, year: number, hh: string, mm: string, ss: string;
+  let match = IMF_FIXDATE.exec(text);
+  if (match) {
+    [, day, month, , hh, mm, ss] = match;
+    year = Number(match[3]);
+  } else if ((match = RFC850_DATE.exec(text))) {
+    [, day, month, , hh, mm, ss] = match;
+    // A two-digit year more than 50 years in the future is in the past century (RFC 9110).
+    const thisYear = new Date(nowMs).getUTCFullYear();
+    year = Math.floor(thisYear / 100) * 100 + Number(match[3]);
+    if (year > thisYear + 50) year -= 100;
+  } else if ((match = ASCTIME_DATE.exec(text))) {
+    [, month, day, hh, mm, ss] = match;
+    year = Number(match[6]);
+  } else {
+    return undefined;
+  }
+  const monthIndex = MONTHS.indexOf(month.toLowerCase());
+  if (monthIndex < 0) return undefined;
+  const ms = Date.UTC(year, monthIndex, Number(day), Number(hh), Number(mm), Number(ss));
+  // Date.UTC rolls 31 Feb over into March: an impossible date is refused, not moved.
+  const back = new Date(ms);
+  if (back.getUTCDate() !== Number(day) || back.getUTCHours() !== Number(hh) || back.getUTCMinutes() !== Number(mm) || back.getUTCSeconds() !== Number(ss)) {
+    return undefined;
+  }
+  return ms;
+}
+
+/**
+ * A `Retry-After` header as a wait in ms (≥ 0, at most `Number.MAX_SAFE_INTEGER`), or undefined
+ * when absent or unusable (negative, fractional, a list, garbage): such a header is ignored, so
+ * the retry policy's own schedule applies. An HTTP-date is taken relative to the reply's `Date`
+ * header when it has a usable one (the server's clock, so a skewed client clock does not matter),
+ * else to `nowMs`; a date in the past means no wait.
+ */
+export function parseRetryAfter(value: string | null, responseDate: string | null, nowMs: number): number | undefined {
+  if (value === null) return undefined;
+  const text = value.trim();
+  if (/^\d+$/.test(text)) return Math.min(Number(text) * 1000, Number.MAX_SAFE_INTEGER);
+  const at = parseHttpDate(text, nowMs);
+  if (at === undefined) return undefined;
+  const served = responseDate === null ? undefined : parseHttpDate(responseDate.trim(), nowMs);
+  return Math.min(Math.max(0, at - (served ?? nowMs)), Number.MAX_SAFE_INTEGER);
+}
+
 /** How many leading body bytes error messages quote. */
 const QUOTED_BODY_BYTES = 64;
 

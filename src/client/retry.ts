@@ -2,7 +2,7 @@
  * Retry policies composed like vss-client-ng's `util::retry`: a base schedule wrapped by
  * decorators, where the outermost wrapper decides first. Delays are in milliseconds.
  */
-import { ConflictError, InvalidRequestError, NoSuchKeyError, VersionMismatchError, VssClientError } from './errors.js';
+import { ConflictError, InvalidRequestError, NoSuchKeyError, RetryHookError, VersionMismatchError, VssClientError, VssError } from './errors.js';
 import { MAX_TIMEOUT_MS } from './http.js';
 
 /** What a policy sees after a failed attempt. */
@@ -12,6 +12,26 @@ export interface RetryContext {
   /** Sum of the delays slept so far (time spent inside attempts is not counted). */
   readonly accumulatedDelayMs: number;
   readonly error: unknown;
+  /**
+   * The least wait the server asked for with `Retry-After` (the error's `retryAfterMs`, capped at
+   * `MAX_RETRY_AFTER_MS`), or undefined. The loop never waits less before the next attempt; the
+   * built-in policies count it against their budget (`withMaxTotalDelay` then gives up at once
+   * rather than sleep past the budget).
+   */
+  readonly retryAfterMs?: number;
+}
+
+/**
+ * The longest `Retry-After` wait the retry loop honours (5 minutes): a longer one (a misconfigured
+ * proxy's "Retry-After: 86400") is waited for this long, then the next attempt asks again.
+ */
+export const MAX_RETRY_AFTER_MS = 5 * 60_000;
+
+/** The capped Retry-After wait an attempt's error carries, if any. */
+function retryAfterOf(error: unknown): number | undefined {
+  if (!(error instanceof VssError)) return undefined;
+  const ms = error.retryAfterMs;
+  return typeof ms === 'number' && Number.isFinite(ms) && ms > 0 ? Math.min(ms, MAX_RETRY_AFTER_MS) : undefined;
 }
 
 /** Decides whether and after how long to retry. `undefined` means give up. */
@@ -53,17 +73,21 @@ function checkNonNegative(name: string, value: number): void {
   if (!Number.isFinite(value) || value < 0) throw new RangeError(`${name} must be a finite number >= 0, got ${shown(value)}`);
 }
 
-/** base · (2^n − 1) after the n-th failure: 1, 3, 7, 15 … times base (the reference's schedule). */
+/**
+ * base · (2^n − 1) after the n-th failure: 1, 3, 7, 15 … times base (the reference's schedule),
+ * or the server's Retry-After wait when that is longer.
+ */
 export class ExponentialBackoffRetryPolicy extends ComposableRetryPolicy {
   constructor(readonly baseDelayMs: number) {
     super();
     checkNonNegative('baseDelayMs', baseDelayMs);
   }
-  nextDelay({ attemptsMade }: RetryContext): number {
+  nextDelay({ attemptsMade, retryAfterMs }: RetryContext): number {
     // 0 · 2^n is NaN once 2^n overflows (n ≥ 1024), which a base of 0 with jitter and no attempt
     // cap reaches; the loop would then end with a RangeError instead of the VSS error.
-    if (this.baseDelayMs === 0) return 0;
-    return this.baseDelayMs * (2 ** attemptsMade - 1);
+    const scheduled = this.baseDelayMs === 0 ? 0 : this.baseDelayMs * (2 ** attemptsMade - 1);
+    // Raised here, at the base, so that the total-delay cap and the jitter above apply to it.
+    return Math.max(scheduled, retryAfterMs ?? 0);
   }
 }
 
@@ -90,8 +114,12 @@ export class MaxTotalDelayRetryPolicy extends ComposableRetryPolicy {
     checkNonNegative('maxTotalDelayMs', maxTotalDelayMs);
   }
   nextDelay(context: RetryContext): number | undefined {
-    const delay = this.inner.nextDelay(context);
-    if (delay === undefined || context.accumulatedDelayMs + delay > this.maxTotalDelayMs) return undefined;
+    const inner = this.inner.nextDelay(context);
+    if (inner === undefined) return undefined;
+    // The loop waits at least the server's Retry-After whatever the inner policy says: when that
+    // wait would end past the budget, give up now with the server's error instead of sleeping.
+    const delay = Math.max(inner, context.retryAfterMs ?? 0);
+    if (context.accumulatedDelayMs + delay > this.maxTotalDelayMs) return undefined;
     return delay;
   }
 }
@@ -229,6 +257,11 @@ export interface RetryOptions {
  * Runs `operation` until it succeeds or `policy` gives up, then rethrows the last error.
  * `operation` receives the 1-based attempt number. An aborted `signal` ends the loop with its
  * reason before any further attempt, and at once during a sleep.
+ *
+ * An error with `retryAfterMs` (the server's Retry-After) is not retried sooner than that, up to
+ * `MAX_RETRY_AFTER_MS`, whatever delay the policy returns. When the policy, the `onRetry` hook or
+ * the sleep throws (other than by the signal's abort), the loop ends with a `RetryHookError`
+ * holding both that error (`cause`) and the attempt's (`attemptError`).
  */
 export async function retry<T>(operation: (attempt: number) => Promise<T>, policy: RetryPolicy, options: RetryOptions = {}): Promise<T> {
   const sleep = options.sleep ?? timerSleep;
@@ -243,7 +276,14 @@ export async function retry<T>(operation: (attempt: number) => Promise<T>, polic
     } catch (error) {
       attemptsMade += 1;
       if (options.signal?.aborted) throw error;
-      const delayMs = policy.nextDelay({ attemptsMade, accumulatedDelayMs, error });
+      const retryAfterMs = retryAfterOf(error);
+      let delayMs: number | undefined;
+      try {
+        delayMs = policy.nextDelay({ attemptsMade, accumulatedDelayMs, error, retryAfterMs });
+      } catch (hookError) {
+        // A filter that throws must not replace the VSS error, which is the call's real outcome.
+        throw new RetryHookError('retryPolicy', error, attemptsMade, hookError);
+      }
       if (delayMs === undefined) throw error;
       // A timer takes NaN or a negative delay as ~1 ms (a tight retry loop), and NaN would also
       // poison accumulatedDelayMs so that no total-delay cap could ever stop the loop.
@@ -253,8 +293,22 @@ export async function retry<T>(operation: (attempt: number) => Promise<T>, polic
           { cause: error },
         );
       }
-      options.onRetry?.({ attemptsMade, delayMs, error });
-      await sleepUnlessAborted(sleep, delayMs, options.signal);
+      // A policy that ignores the hint (a custom one) still must not come back before the server
+      // said it would listen again.
+      if (retryAfterMs !== undefined && delayMs < retryAfterMs) delayMs = retryAfterMs;
+      try {
+        options.onRetry?.({ attemptsMade, delayMs, error });
+      } catch (hookError) {
+        throw new RetryHookError('onRetry', error, attemptsMade, hookError);
+      }
+      try {
+        await sleepUnlessAborted(sleep, delayMs, options.signal);
+      } catch (sleepError) {
+        // An abort ends the loop with the signal's reason, as documented; anything else is the
+        // injected sleep failing.
+        if (options.signal?.aborted) throw sleepError;
+        throw new RetryHookError('sleep', error, attemptsMade, sleepError);
+      }
       accumulatedDelayMs += delayMs;
     }
   }

@@ -45,6 +45,8 @@ export interface WireError {
   serverMessage?: string;
   reason?: string;
   afterAmbiguousAttempt?: boolean;
+  /** The server's Retry-After wait, so that a caller of the blocking view can honour it too. */
+  retryAfterMs?: number;
   fromHeaderProvider?: boolean;
   versionServed?: string;
   /**
@@ -79,6 +81,7 @@ export function toWireError(error: unknown): WireError {
     wire.status = error.status;
   }
   if (error instanceof VssError && error.afterAmbiguousAttempt) wire.afterAmbiguousAttempt = true;
+  if (error instanceof VssError && error.retryAfterMs !== undefined) wire.retryAfterMs = error.retryAfterMs;
   if (error instanceof AuthError) wire.fromHeaderProvider = error.fromHeaderProvider;
   if (error instanceof VersionMismatchError) {
     wire.versionServed = error.versionServed;
@@ -96,7 +99,10 @@ const CLIENT_PREFIX = 'InternalError: ';
 /** Rebuilds the typed error a worker reported. */
 export function fromWireError(wire: WireError): Error {
   const error = rebuildError(wire);
-  if (error instanceof VssError) error.afterAmbiguousAttempt = wire.afterAmbiguousAttempt ?? false;
+  if (error instanceof VssError) {
+    error.afterAmbiguousAttempt = wire.afterAmbiguousAttempt ?? false;
+    error.retryAfterMs = wire.retryAfterMs;
+  }
   if (wire.cause && error.cause === undefined) {
     const cause = new Error(wire.cause.message);
     cause.name = wire.cause.name;

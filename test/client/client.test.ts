@@ -12,6 +12,7 @@ import {
   isPermanentVssError,
   NO_RETRY,
   NoSuchKeyError,
+  RetryHookError,
   VersionMismatchError,
   VssClient,
   VssClientError,
@@ -309,7 +310,7 @@ describe('VssClient retries (reference expectations)', () => {
     expect(seen).toEqual([{ operation: 'getObject', attemptsMade: 1, delayMs: 1 }]);
   });
 
-  it('an onRetry hook that throws surfaces its own error, not a made-up abort', async () => {
+  it('an onRetry hook that throws surfaces its own error and the VSS error, not a made-up abort', async () => {
     const { fetch } = mockFetch(() => errorReply(503, 3, 'busy'));
     const hookError = new Error('metrics sink is down');
     const client = new VssClient(BASE, {
@@ -320,7 +321,11 @@ describe('VssClient retries (reference expectations)', () => {
         throw hookError;
       },
     });
-    await expect(client.getObject({ storeId: 's', key: 'k' })).rejects.toBe(hookError);
+    const outcome = await client.getObject({ storeId: 's', key: 'k' }).catch((e: unknown) => e);
+    expect(outcome).toBeInstanceOf(RetryHookError);
+    expect(outcome).toMatchObject({ hook: 'onRetry', cause: hookError, status: 503 });
+    expect((outcome as RetryHookError).attemptError).toBeInstanceOf(InternalServerError);
+    expect((outcome as RetryHookError).attemptError).toMatchObject({ serverMessage: 'busy' });
   });
 
   it('a per-call policy overrides the client policy', async () => {

@@ -9,6 +9,7 @@ import {
   InternalServerError,
   isPermanentVssError,
   retry,
+  RetryHookError,
   retryPolicyFromSettings,
   VersionMismatchError,
   VssClient,
@@ -127,11 +128,12 @@ describe('cancellation', () => {
     expect(calls).toBe(1);
   });
 
-  it('a sleep that throws synchronously rejects the call with its error', async () => {
+  it('a sleep that throws synchronously rejects the call with its error and the attempt error', async () => {
     const boom = new Error('sleep broke');
+    const down = new Error('down');
     const outcome = await retry(
       async () => {
-        throw new Error('down');
+        throw down;
       },
       new ExponentialBackoffRetryPolicy(1).withMaxAttempts(3),
       {
@@ -141,7 +143,8 @@ describe('cancellation', () => {
         },
       },
     ).catch((e: unknown) => e);
-    expect(outcome).toBe(boom);
+    expect(outcome).toBeInstanceOf(RetryHookError);
+    expect(outcome).toMatchObject({ hook: 'sleep', cause: boom, attemptError: down, attemptsMade: 1 });
   });
 });
 

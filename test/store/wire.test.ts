@@ -53,6 +53,13 @@ describe('sync bridge error transport', () => {
     expect(errorProvesNotApplied(roundTrip(new AuthError('x', { status: 401 })))).toBe(true);
   });
 
+  it("keeps the server's Retry-After wait, so a caller of the blocking view can honour it too", () => {
+    const limited = new InternalServerError('Rate limit exceeded', { status: 429 });
+    limited.retryAfterMs = 2000;
+    expect((roundTrip(limited) as InternalServerError).retryAfterMs).toBe(2000);
+    expect((roundTrip(new InternalServerError('boom', { status: 500 })) as InternalServerError).retryAfterMs).toBeUndefined();
+  });
+
   it('keeps the network error code of the cause chain, so the LDK bridge maps ECONNREFUSED as the async path does', () => {
     const system = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
     const refused = new VssClientError('network', 'request to http://127.0.0.1:1/vss/getObject: connect ECONNREFUSED', { cause: new Error('fetch failed', { cause: system }) });
