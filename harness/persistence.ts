@@ -89,7 +89,8 @@ export function vssPersistence(store: AsyncKVStore, options: VssPersistenceOptio
       linkManager: linkManager ?? true,
       managerStore: store,
       backoff: options.backoff,
-      close: () => persister.close(),
+      // Only a crash closes a node's persistence here: a crash does not wait for writes on the wire.
+      close: () => persister.close({ timeoutMs: 0 }),
     };
   };
 }

@@ -30,6 +30,36 @@ export class MissingMonitorError extends LdkPersistenceError {
 /** A stored monitor is older than the ChannelManager (LDK's `DangerousValue`): using it could lose funds. */
 export class StaleMonitorError extends LdkPersistenceError {}
 
+/** A channel whose stored monitor holds updates the stored ChannelManager never heard of. */
+export interface StaleManagerChannel {
+  /** LDK's channel id (hex). */
+  channelId: string;
+  /** The monitor's name (`<funding txid>_<index>`), when a restored monitor has this channel id. */
+  monitorName: string | undefined;
+  /** Latest update id in the stored monitor, when LDK logged it. */
+  monitorUpdateId: bigint | undefined;
+  /** Latest update id the stored ChannelManager knows for the channel, when LDK logged it. */
+  managerUpdateId: bigint | undefined;
+}
+
+/**
+ * The stored ChannelManager is older than a channel's monitor (LDK: "A ChannelManager is stale
+ * compared to the current ChannelMonitor!"). Started from it, LDK force-closes each such channel
+ * and broadcasts its latest commitment transaction: the outcome wallets fear most, so restore
+ * refuses unless the caller opts in (`forceCloseStaleChannels`). Usually a restored backup
+ * mixes an old manager with newer monitors, or the manager was written by another tool or
+ * without the persister linked to the event loop; a newer manager may still exist elsewhere.
+ */
+export class StaleChannelManagerError extends LdkPersistenceError {
+  constructor(
+    message: string,
+    readonly channels: StaleManagerChannel[],
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
 /** Stored bytes are not a valid LDK object (a monitor, an update or the manager). */
 export class CorruptStateError extends LdkPersistenceError {
   constructor(

@@ -17,6 +17,8 @@ export {
   type ManagerWriteTracker,
   type RetryEvent,
   type MonitorWriteKind,
+  type PersisterCloseOptions,
+  type PersisterCloseReport,
 } from './persister.js';
 export {
   readChannelMonitors,

@@ -121,6 +121,38 @@ export interface VssPersisterEvents {
   fatal: [Error];
 }
 
+/** Options of `VssPersister.close()` and `shutdown()`. */
+export interface PersisterCloseOptions {
+  /**
+   * How long to wait for writes already sent to the store (a monitor update on the wire, a
+   * batch with the manager) to settle. Default 10 s; 0 does not wait.
+   */
+  timeoutMs?: number;
+}
+
+/** What `shutdown()` (or `close()`) leaves behind: every update LDK handed over is either acknowledged or listed here. */
+export interface PersisterCloseReport {
+  /**
+   * Update ids LDK was told are in progress and that were not reported complete
+   * (`channel_monitor_updated`), per channel: not known to be durable. LDK keeps these channels
+   * held; after a restart it re-issues the updates the stored manager holds as in flight.
+   */
+  notPersisted: { monitorName: string; updateIds: bigint[] }[];
+  /** How many update ids `notPersisted` lists. */
+  notPersistedCount: number;
+  /**
+   * Writes still on the wire when `timeoutMs` ran out. The server may yet apply them (and a
+   * landing one is then reported to LDK), so `notPersisted` may overstate what is missing,
+   * never understate it.
+   */
+  writesInFlight: number;
+  /** The error that had stopped the persister before or during the close, if any. */
+  fatalError: Error | undefined;
+}
+
+/** Longest wait `close()` accepts (a Node timer beyond it fires after 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export interface VssPersisterStats {
   /** Value bytes of successful writes. */
   bytesWritten: number;
@@ -193,6 +225,8 @@ type GateOutcome = 'open' | 'batched';
 
 interface ManagerWaiter {
   tick: number;
+  /** Part of a manager batch on the wire: it lands with it or not at all (close() waits for it). */
+  inBatch: boolean;
   resolve: (how: GateOutcome) => void;
   /** The monitor write waiting (batched with the manager when possible). */
   ch: ChannelState;
@@ -251,6 +285,10 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
   /** Set when manager and monitors share one store that writes batches atomically. */
   private batchStore: AtomicBatchKVStore | undefined;
   private idleWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
+  /** Set by the first close(); later calls get the same outcome. */
+  private closing: Promise<PersisterCloseReport> | undefined;
+  /** close() waiting for the writes on the wire to settle. */
+  private settledWaiters: (() => void)[] = [];
   private ldkPersist: ldk.Persist | undefined;
   readonly stats: VssPersisterStats = { bytesWritten: 0, updateWrites: 0, fullWrites: 0, removals: 0, completedUpdates: 0, retries: 0 };
 
@@ -330,20 +368,31 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
     return this.pending().some((p) => p.pendingMs >= this.stallThresholdMs);
   }
 
-  /** Resolves when every queued write is durable; rejects if the persister fails or is closed first. */
+  /**
+   * Resolves when every queued write is durable; rejects if the persister fails first. Once
+   * `close()` was called it settles after close()'s wait: it resolves only if no update LDK
+   * handed over is still owed.
+   */
   flush(): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
-    if (this.closed) {
-      // Nothing more is written after close(), and an update LDK hands over then is not even
-      // queued: only a persister holding nothing LDK still waits for has flushed.
-      const owed = this.awaitingCount();
-      if (this.isIdle() && owed === 0) return Promise.resolve();
-      return Promise.reject(new PersisterStoppedError(`persister closed with writes pending (${owed} monitor update(s) not durable)`));
-    }
+    // Writes already on the wire when close() was called may still land: decide once close() has
+    // waited for them.
+    if (this.closing) return this.closing.then(() => this.flushedAfterClose());
     if (this.isIdle()) return Promise.resolve();
     const stuck = this.stuckOnStoppedWriter();
     if (stuck) return Promise.reject(stuck);
     return new Promise((resolve, reject) => this.idleWaiters.push({ resolve, reject }));
+  }
+
+  /**
+   * Nothing more is written after close(), and an update LDK hands over then is not even
+   * queued: only a persister holding nothing LDK still waits for has flushed.
+   */
+  private flushedAfterClose(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    const owed = this.awaitingCount();
+    if (this.isIdle() && owed === 0) return Promise.resolve();
+    return Promise.reject(new PersisterStoppedError(`persister closed with writes pending (${owed} monitor update(s) not durable)`));
   }
 
   /**
@@ -363,6 +412,9 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
 
   /** Settles waiting flush() calls whose outcome is known: idle (resolve) or stuck on a stopped manager writer (reject). */
   private settleIdleWaiters(): void {
+    // Closing: writes that end unsent leave the persister idle but not durable; close() settles
+    // the waiting flush() calls once its wait is over.
+    if (this.closed) return;
     if (this.isIdle()) {
       for (const waiter of this.idleWaiters.splice(0)) waiter.resolve();
       return;
@@ -372,15 +424,86 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
   }
 
   /**
-   * Stops retrying and accepts no further writes. Updates not yet durable are never
-   * reported complete, so LDK keeps those channels held (the safe outcome).
+   * Accepts no further writes and stops retrying, starts nothing queued, then waits (up to
+   * `timeoutMs`) for the writes already sent to the store: each that lands is reported to LDK
+   * as usual. A wallet that exits after `await persister.close(); await store.close()` thus
+   * loses no acknowledgement of a write that was on its way; updates that are not durable are
+   * never reported complete, so LDK keeps those channels held (the safe outcome), and they are
+   * logged (warn), listed by `monitors()`, and counted by a `flush()` rejection.
+   * `shutdown()` is the same and resolves with that list.
    */
-  async close(): Promise<void> {
-    if (this.closed) return;
+  async close(options: PersisterCloseOptions = {}): Promise<void> {
+    await this.shutdown(options);
+  }
+
+  /**
+   * `close()` that resolves with what is not persisted: every update LDK handed over before the
+   * call is either acknowledged durable or listed. Every call (and `close()`) shares the first
+   * call's wait and report; a waiting `flush()` settles once the wait is over.
+   */
+  shutdown(options: PersisterCloseOptions = {}): Promise<PersisterCloseReport> {
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    // Refused before anything closes (a rejection, like close()'s, not a synchronous throw).
+    if (!(timeoutMs >= 0 && timeoutMs <= MAX_TIMER_MS)) return Promise.reject(new RangeError(`close timeoutMs must be a number of milliseconds from 0 to ${MAX_TIMER_MS}, got ${timeoutMs}`));
+    this.closing ??= this.shutDown(timeoutMs);
+    return this.closing;
+  }
+
+  private async shutDown(timeoutMs: number): Promise<PersisterCloseReport> {
     this.closed = true;
     clearInterval(this.stallTimer);
+    // Ends backoff waits; writes still waiting for a manager write are never sent, except those
+    // already in a manager batch on the wire (they land with it or not at all).
     this.abort.abort();
-    this.rejectWaiters(new PersisterStoppedError('persister closed with writes pending'));
+    this.releaseManagerWaiters((w) => !w.inBatch);
+    await this.writesSettled(timeoutMs);
+    const report = this.closeReport();
+    if (report.notPersistedCount > 0 || report.writesInFlight > 0) {
+      this.log.warn(
+        { notPersisted: report.notPersistedCount, writesInFlight: report.writesInFlight, channels: report.notPersisted.map((c) => c.monitorName) },
+        'persister closed with monitor updates not persisted: LDK was not told they completed, those channels stay held',
+      );
+    } else {
+      this.log.info({}, 'persister closed: every monitor update LDK handed over is durable and acknowledged');
+    }
+    const waiting = this.idleWaiters.splice(0);
+    const flushed = this.flushedAfterClose();
+    flushed.catch(() => {});
+    for (const waiter of waiting) flushed.then(waiter.resolve, waiter.reject);
+    return report;
+  }
+
+  /** Resolves once no write is on the wire (or the persister failed: nothing more is reported then), or after `timeoutMs`. */
+  private writesSettled(timeoutMs: number): Promise<void> {
+    if (this.failure || this.runningCount() === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.settledWaiters = this.settledWaiters.filter((w) => w !== check);
+        resolve();
+      };
+      const check = (): void => {
+        if (this.failure || this.runningCount() === 0) done();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.settledWaiters.push(check);
+    });
+  }
+
+  private runningCount(): number {
+    let n = 0;
+    for (const ch of this.channels.values()) n += ch.running.size;
+    return n;
+  }
+
+  private closeReport(): PersisterCloseReport {
+    const notPersisted = [...this.channels.values()].filter((ch) => ch.awaiting.length > 0).map((ch) => ({ monitorName: ch.name, updateIds: [...ch.awaiting] }));
+    return {
+      notPersisted,
+      notPersistedCount: notPersisted.reduce((n, c) => n + c.updateIds.length, 0),
+      writesInFlight: this.failure ? 0 : this.runningCount(),
+      fatalError: this.failure,
+    };
   }
 
   // ---- LDK callbacks (synchronous, inside LDK: never call back into LDK from here) ----
@@ -497,13 +620,17 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
       { primaryNamespace: CHANNEL_MANAGER_NAMESPACE.primary, secondaryNamespace: CHANNEL_MANAGER_NAMESPACE.secondary, key: CHANNEL_MANAGER_NAMESPACE.key, value: bytes },
       ...claimed.map((w) => this.storeWrite(w.ch, w.write)),
     ];
+    for (const w of claimed) w.inBatch = true;
     try {
       await store.writeBatch(writes);
     } catch (err) {
       for (const w of claimed) {
+        w.inBatch = false;
         w.write.attempts++;
         w.write.lastError = err;
       }
+      // close() waited for this batch: the writes it carried end unsent.
+      if (this.closed) this.releaseManagerWaiters((w) => claimed.includes(w));
       // Monitor writes in a batch that cannot succeed stop the persister, as their own would.
       if (claimed.length > 0 && !this.isTransient(err)) this.fail(err, claimed[0].ch, claimed[0].write);
       throw err;
@@ -518,19 +645,18 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
   private managerCovering(ch: ChannelState, write: QueuedWrite): Promise<GateOutcome> | undefined {
     if (!this.managerWriter || write.gateTick <= this.managerDurableTick) return undefined;
     if (!this.managerWriterStopped) this.managerWriter.requestPersist();
-    return new Promise((resolve) => {
-      const onAbort = (): void => resolve('open');
-      this.abort.signal.addEventListener('abort', onAbort, { once: true });
-      this.managerWaiters.push({
-        tick: write.gateTick,
-        ch,
-        write,
-        resolve: (how) => {
-          this.abort.signal.removeEventListener('abort', onAbort);
-          resolve(how);
-        },
-      });
-    });
+    // Released by close() or a fatal error (see releaseManagerWaiters).
+    return new Promise((resolve) => this.managerWaiters.push({ tick: write.gateTick, inBatch: false, ch, write, resolve }));
+  }
+
+  /**
+   * Lets writes waiting for a manager write go (they then see the persister stopped and end
+   * unsent). close() keeps those in a batch on the wire, whose outcome is still to come.
+   */
+  private releaseManagerWaiters(which: (w: ManagerWaiter) => boolean): void {
+    const released = this.managerWaiters.filter(which);
+    this.managerWaiters = this.managerWaiters.filter((w) => !which(w));
+    for (const w of released) w.resolve('open');
   }
 
   // ---- queueing ----
@@ -626,6 +752,7 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
         this.schedule(ch);
         this.checkStalls();
         this.settleIdleWaiters();
+        for (const check of [...this.settledWaiters]) check();
       })
       // Only reachable if LDK itself throws while being told about a completion.
       .catch((err: unknown) => this.fail(err, ch, write));
@@ -814,9 +941,11 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
     const error = err instanceof Error ? err : new Error(String(err));
     this.failure = error;
     this.abort.abort();
+    this.releaseManagerWaiters(() => true);
     clearInterval(this.stallTimer);
     this.log.error({ monitor: ch?.name, kind: write?.kind, cause: describeError(err) }, `monitor persistence stopped: ${why}; the node must shut down`);
     this.rejectWaiters(error);
+    for (const check of [...this.settledWaiters]) check();
     this.notify('fatal', error);
   }
 

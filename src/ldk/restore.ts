@@ -5,10 +5,10 @@
  */
 import * as ldk from 'lightningdevkit';
 import type { AsyncKVStore } from '../store/types.js';
-import { CorruptStateError, MissingChannelManagerError, MissingMonitorError, NothingToRestoreError, StaleMonitorError } from './errors.js';
+import { CorruptStateError, MissingChannelManagerError, MissingMonitorError, NothingToRestoreError, StaleChannelManagerError, StaleMonitorError, type StaleManagerChannel } from './errors.js';
 import { ARCHIVED_CHANNEL_MONITOR_NAMESPACE, CHANNEL_MANAGER_NAMESPACE, CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE } from './layout.js';
 import type { Limiter } from './concurrency.js';
-import { stderrLogger, type PersistenceLogger } from './log.js';
+import { silentLogger, stderrLogger, type PersistenceLogger } from './log.js';
 import { readManagerBytes } from './manager.js';
 import { readChannelMonitors, type RestoredMonitor } from './monitors.js';
 import { VssPersister } from './persister.js';
@@ -22,9 +22,10 @@ export interface RestoreNodeOptions {
   feeEstimator: ldk.FeeEstimator;
   broadcaster: ldk.BroadcasterInterface;
   /**
-   * LDK's log sink. Give the JavaScript implementation (`{ log(record) }`) rather than an
-   * `ldk.Logger`: LDK explains why a manager does not load only through its log, and only a
-   * JavaScript logger can be wrapped to tell a missing monitor from corrupt data.
+   * LDK's log sink. Prefer the JavaScript implementation (`{ log(record) }`) to an `ldk.Logger`:
+   * LDK explains why a manager does not load (or that it is about to force-close a channel) only
+   * through its log, and only a JavaScript logger can be wrapped to read it. With an opaque
+   * `ldk.Logger` the manager is read twice (once with a capturing logger of restore's own).
    */
   logger: ldk.LoggerInterface | ldk.Logger;
   router: ldk.Router;
@@ -49,6 +50,13 @@ export interface RestoreNodeOptions {
   beforeWatch?: (node: { channelManager: ldk.ChannelManager; monitors: RestoredMonitor[] }) => void | Promise<void>;
   /** Parallel store requests. Default 16. */
   concurrency?: number;
+  /**
+   * A stored ChannelManager older than a channel's monitor makes LDK force-close that channel
+   * (and broadcast its commitment transaction) as soon as the node runs. By default restore
+   * refuses with `StaleChannelManagerError` naming the channels; `true` accepts the
+   * force-close (LDK's own behaviour), e.g. once no newer manager can be found.
+   */
+  forceCloseStaleChannels?: boolean;
   /** Where problems are reported (the errors thrown carry the same information). */
   log?: PersistenceLogger;
 }
@@ -63,25 +71,21 @@ export interface RestoredNode {
 }
 
 /**
- * A logger wrapper handed to the ChannelManager reader. LDK reports *why* a manager does
- * not load only through its log, so errors logged during the read are captured to pick the
- * right typed error. The manager keeps this logger for its lifetime; afterwards it only forwards.
+ * A logger handed to the ChannelManager reader. LDK reports *why* a manager does not load (and
+ * which channels it is about to force-close) only through its log, so errors logged during the
+ * read are captured to pick the right typed error, and passed on to `inner` if given. The
+ * manager keeps this logger for its lifetime; afterwards it only forwards.
  */
 class CapturingLogger {
   private capturing = true;
   readonly errors: string[] = [];
   readonly ldkLogger: ldk.Logger;
 
-  constructor(inner: ldk.LoggerInterface | ldk.Logger) {
-    if (inner instanceof ldk.Logger) {
-      // Opaque: LDK's reasons cannot be observed; failures are classified by error kind only.
-      this.ldkLogger = inner;
-      return;
-    }
+  constructor(inner?: ldk.LoggerInterface) {
     this.ldkLogger = ldk.Logger.new_impl({
       log: (record: ldk.Record) => {
         if (this.capturing && record.get_level() === ldk.Level.LDKLevel_Error) this.errors.push(record.get_args());
-        inner.log(record);
+        inner?.log(record);
       },
     });
   }
@@ -100,30 +104,107 @@ function channelIdFromLog(errors: string[]): string | undefined {
   return undefined;
 }
 
+/** LDK's words when the stored manager is older than a monitor (it then force-closes the channel). */
+const STALE_MANAGER = 'A ChannelManager is stale compared to the current ChannelMonitor';
+
+/** The channels LDK named while reporting a stale manager (its log lines that follow the first). */
+function staleChannelsFromLog(errors: readonly string[], monitors: readonly RestoredMonitor[]): StaleManagerChannel[] {
+  const byChannelId = new Map(monitors.map((m) => [hexOf(m.monitor.channel_id().get_a()), m.name]));
+  const channels = new Map<string, StaleManagerChannel>();
+  for (const line of errors) {
+    const named = /The ChannelMonitor for channel ([0-9a-f]{64}) is at /.exec(line);
+    if (!named) continue;
+    const channelId = named[1];
+    const entry = channels.get(channelId) ?? { channelId, monitorName: byChannelId.get(channelId), monitorUpdateId: undefined, managerUpdateId: undefined };
+    const ids = /is at update_id (\d+) but the ChannelManager is at update_id (\d+)/.exec(line);
+    if (ids) {
+      entry.monitorUpdateId = BigInt(ids[1]);
+      entry.managerUpdateId = BigInt(ids[2]);
+    }
+    channels.set(channelId, entry);
+  }
+  return [...channels.values()];
+}
+
+function hexOf(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString('hex');
+}
+
+type ManagerReadResult = ldk.Result_C2Tuple_ThirtyTwoBytesChannelManagerZDecodeErrorZ;
+
+function readManager(bytes: Uint8Array, monitors: RestoredMonitor[], watch: ldk.Watch, logger: ldk.Logger, options: RestoreNodeOptions): ManagerReadResult {
+  return ldk.UtilMethods.constructor_C2Tuple_ThirtyTwoBytesChannelManagerZ_read(
+    bytes,
+    options.entropySource,
+    options.nodeSigner,
+    options.signerProvider,
+    options.feeEstimator,
+    watch,
+    options.broadcaster,
+    options.router,
+    options.messageRouter,
+    logger,
+    options.config,
+    monitors.map((m) => m.monitor),
+  );
+}
+
+/** Reads the manager with a logger that captures LDK's errors (passed on to `inner`). */
+function readManagerCapturing(bytes: Uint8Array, monitors: RestoredMonitor[], watch: ldk.Watch, inner: ldk.LoggerInterface | undefined, options: RestoreNodeOptions): { res: ManagerReadResult; logged: string[] } {
+  const capture = new CapturingLogger(inner);
+  const res = readManager(bytes, monitors, watch, capture.ldkLogger, options);
+  const logged = [...capture.errors];
+  capture.stop();
+  return { res, logged };
+}
+
 function decodeManager(
   bytes: Uint8Array,
   monitors: RestoredMonitor[],
   chainMonitor: ldk.ChainMonitor,
   options: RestoreNodeOptions,
 ): { channelManager: ldk.ChannelManager; blockHash: Uint8Array } {
-  const capture = new CapturingLogger(options.logger);
-  const res = ldk.UtilMethods.constructor_C2Tuple_ThirtyTwoBytesChannelManagerZ_read(
-    bytes,
-    options.entropySource,
-    options.nodeSigner,
-    options.signerProvider,
-    options.feeEstimator,
-    chainMonitor.as_Watch(),
-    options.broadcaster,
-    options.router,
-    options.messageRouter,
-    capture.ldkLogger,
-    options.config,
-    monitors.map((m) => m.monitor),
-  );
-  const logged = [...capture.errors];
-  capture.stop();
+  if (!(options.logger instanceof ldk.Logger)) {
+    const { res, logged } = readManagerCapturing(bytes, monitors, chainMonitor.as_Watch(), options.logger, options);
+    return checkManagerRead(res, logged, monitors, options);
+  }
+  // An opaque ldk.Logger cannot be wrapped (it offers no way to pass a record on), yet LDK says
+  // only in its log that it is about to force-close a channel. A first read, with a capturing
+  // logger and a ChainMonitor of its own, tells; reading has no side effect (no monitor is
+  // watched, nothing is broadcast), so the manager is then read again with the app's logger.
+  const scratch = ldk.ChainMonitor.constructor_new(ldk.Option_FilterZ.constructor_none(), options.broadcaster, options.logger, options.feeEstimator, unusedPersist());
+  const probe = readManagerCapturing(bytes, monitors, scratch.as_Watch(), undefined, options);
+  checkManagerRead(probe.res, probe.logged, monitors, options);
+  return checkManagerRead(readManager(bytes, monitors, chainMonitor.as_Watch(), options.logger, options), probe.logged, monitors, { ...options, log: silentLogger });
+}
+
+/** The Persist of the probing read's ChainMonitor: reading a manager never persists a monitor. */
+function unusedPersist(): ldk.Persist {
+  return ldk.Persist.new_impl({
+    persist_new_channel: () => ldk.ChannelMonitorUpdateStatus.LDKChannelMonitorUpdateStatus_UnrecoverableError,
+    update_persisted_channel: () => ldk.ChannelMonitorUpdateStatus.LDKChannelMonitorUpdateStatus_UnrecoverableError,
+    archive_persisted_channel: () => {},
+  });
+}
+
+/** The manager LDK read, or the typed error that says why it must not be used. */
+function checkManagerRead(res: ManagerReadResult, logged: string[], monitors: RestoredMonitor[], options: RestoreNodeOptions): { channelManager: ldk.ChannelManager; blockHash: Uint8Array } {
   if (res instanceof ldk.Result_C2Tuple_ThirtyTwoBytesChannelManagerZDecodeErrorZ_OK) {
+    if (logged.some((l) => l.includes(STALE_MANAGER))) {
+      const channels = staleChannelsFromLog(logged, monitors);
+      const named = channels.length > 0 ? channels.map(describeStale).join('; ') : "channel(s) LDK's log did not name";
+      if (!options.forceCloseStaleChannels) {
+        // The manager just read is dropped: LDK queued each force-close as a monitor update it
+        // applies only once the node runs, and no monitor is watched yet, so nothing was
+        // broadcast and nothing was written.
+        throw new StaleChannelManagerError(
+          `the stored ChannelManager is older than the monitor of ${named}: started from it, LDK would force-close ${channels.length === 1 ? 'that channel' : 'those channels'} and broadcast the latest commitment transaction. ` +
+            'Nothing was changed. Look for a newer ChannelManager (another device, a newer backup); pass forceCloseStaleChannels: true only to accept the force-close',
+          channels,
+        );
+      }
+      (options.log ?? stderrLogger).warn({ channels: channels.map((c) => c.channelId) }, `the stored ChannelManager is older than the monitor of ${named}: LDK force-closes these channels (forceCloseStaleChannels)`);
+    }
     return { channelManager: res.res.get_b(), blockHash: res.res.get_a() };
   }
   const err = res instanceof ldk.Result_C2Tuple_ThirtyTwoBytesChannelManagerZDecodeErrorZ_Err ? res.err : undefined;
@@ -148,6 +229,11 @@ function decodeManager(
     CHANNEL_MANAGER_NAMESPACE.secondary,
     CHANNEL_MANAGER_NAMESPACE.key,
   );
+}
+
+function describeStale(c: StaleManagerChannel): string {
+  const ids = c.monitorUpdateId !== undefined ? ` (monitor at update ${c.monitorUpdateId}, manager at ${c.managerUpdateId})` : '';
+  return `channel ${c.channelId}${c.monitorName ? ` [${c.monitorName}]` : ''}${ids}`;
 }
 
 /**

@@ -419,8 +419,12 @@ describe('VssPersister storage layout', () => {
     net.sendPayment(a, b, 10_000n);
     for (let i = 0; i < 100 && !cutOff; i++) await net.runFor(10);
     expect(cutOff).toBeDefined();
-    await persister.close();
+    // close() waits for the write on the wire; the store closed under it ends that wait.
+    const closed = persister.shutdown();
     cutOff!(new StoreClosedError('the store was closed'));
+    const report = await closed;
+    expect(report.writesInFlight).toBe(0);
+    expect(report.notPersistedCount).toBeGreaterThan(0);
     await new Promise((r) => setTimeout(r, 20));
     expect(fatal).toEqual([]);
     expect(persister.fatalError).toBeUndefined();
