@@ -10,7 +10,7 @@
  *   ldk-vss inspect ... --dump monitors//<txid>_<index> --format base64
  */
 import { parseArgs } from 'node:util';
-import { VssClient, vssClientFromConfig, NoSuchKeyError, type VssAuthConfig } from '../client/index.js';
+import { VssClient, VssClientError, VssError, vssClientFromConfig, NoSuchKeyError, type VssAuthConfig } from '../client/index.js';
 import { decryptStorable, deriveVssKeys, KeyObfuscator } from '../crypto/index.js';
 import { int64ToBigInt } from '../protocol/index.js';
 import { StoreLayout, VSS_SCHEMA_VERSION_KEY, decodeSchemaVersion, type SchemaVersion } from '../store/index.js';
@@ -24,7 +24,7 @@ import {
   OUTPUT_SWEEPER_NAMESPACE,
   SCORER_NAMESPACE,
 } from './layout.js';
-import { formatBytes, table } from './report-format.js';
+import { escapeControl, formatBytes, table } from './report-format.js';
 
 export type InspectKeys = { seed: Uint8Array } | { dataEncryptionKey: Uint8Array; obfuscationMasterKey: Uint8Array };
 
@@ -66,6 +66,11 @@ export interface StoreInspection {
 /** The inspected store cannot be read as asked (bad keys, unknown key, unreachable server...). */
 export class InspectError extends Error {
   override name = 'InspectError';
+}
+
+/** The command line is wrong (a missing or malformed option): exit code 2, like `ldk-vss serve`. */
+export class InspectUsageError extends InspectError {
+  override name = 'InspectUsageError';
 }
 
 const utf8 = new TextEncoder();
@@ -280,7 +285,7 @@ export function formatAddress(k: StoreKey): string {
 /** `primary/secondary/key` (each part may be empty: `//manager`). */
 export function parseAddress(text: string): StoreKey {
   const parts = text.split('/');
-  if (parts.length !== 3 || parts[2] === '') throw new InspectError(`--dump takes primary/secondary/key (e.g. //manager or monitor_updates/<monitor>/7), got ${JSON.stringify(text)}`);
+  if (parts.length !== 3 || parts[2] === '') throw new InspectUsageError(`--dump takes primary/secondary/key (e.g. //manager or monitor_updates/<monitor>/7), got ${JSON.stringify(text)}`);
   return { primaryNamespace: parts[0], secondaryNamespace: parts[1], key: parts[2] };
 }
 
@@ -308,11 +313,14 @@ export function inspectUsage(): string {
     '  --dump P/S/K            print one decrypted value, e.g. //manager or monitors//<txid>_0',
     '  --format hex|base64     encoding of --dump (default hex)',
     '  --json                  machine-readable output',
+    '',
+    'Exit status: 0 done; 1 the store could not be read as asked (server unreachable or refusing,',
+    'no value at --dump\'s address, keys that do not read with these keys); 2 a usage error.',
   ].join('\n');
 }
 
 function hexBytes(name: string, text: string, length: number): Uint8Array {
-  if (!/^[0-9a-fA-F]*$/.test(text) || text.length !== length * 2) throw new InspectError(`${name} must be ${length} bytes of hex (${length * 2} characters)`);
+  if (!/^[0-9a-fA-F]*$/.test(text) || text.length !== length * 2) throw new InspectUsageError(`${name} must be ${length} bytes of hex (${length * 2} characters)`);
   return Uint8Array.from(Buffer.from(text, 'hex'));
 }
 
@@ -363,31 +371,36 @@ export async function runInspect(args: readonly string[], io: InspectIo): Promis
   try {
     const serverUrl = values['server-url'] ?? io.env.VSS_URL;
     const storeId = values['store-id'];
-    if (!serverUrl || !storeId) throw new InspectError('--server-url and --store-id are required');
+    if (!serverUrl || !storeId) throw new InspectUsageError('--server-url and --store-id are required');
+    // Checked here, not left to the client: a malformed URL is a usage error (exit 2).
+    if (!/^https?:$/.test(URL.canParse(serverUrl) ? new URL(serverUrl).protocol : '')) {
+      // Not quoted if it may carry a password (user:password@host without its scheme).
+      throw new InspectUsageError(`--server-url must be an http(s) URL such as http://127.0.0.1:8080/vss, got ${serverUrl.includes('@') ? 'something else (not shown: it holds an @, perhaps a password)' : JSON.stringify(serverUrl)}`);
+    }
     const seedHex = values.seed ?? io.env.VSS_INSPECT_SEED;
     let keys: InspectKeys;
     if (seedHex) keys = { seed: hexBytes('--seed', seedHex, 64) };
     else if (values['data-key'] && values['obfuscation-key']) keys = { dataEncryptionKey: hexBytes('--data-key', values['data-key'], 32), obfuscationMasterKey: hexBytes('--obfuscation-key', values['obfuscation-key'], 32) };
-    else throw new InspectError('give --seed, or both --data-key and --obfuscation-key');
+    else throw new InspectUsageError('give --seed, or both --data-key and --obfuscation-key');
     const headers: Record<string, string> = {};
     for (const h of values.header ?? []) {
       const colon = h.indexOf(':');
       // Not echoed: a header without its colon is most likely a credential ("Authorization Bearer …").
-      if (colon <= 0) throw new InspectError(`--header takes "Name: value", got ${h.length} characters without a name before a colon (not shown: it may hold a credential)`);
+      if (colon <= 0) throw new InspectUsageError(`--header takes "Name: value", got ${h.length} characters without a name before a colon (not shown: it may hold a credential)`);
       headers[h.slice(0, colon).trim()] = h.slice(colon + 1).trim();
     }
     const authKind = values.auth ?? ('seed' in keys ? 'sigs' : 'none');
     let auth: VssAuthConfig;
     if (authKind === 'sigs') {
-      if (!('seed' in keys)) throw new InspectError('--auth sigs needs --seed (the auth key derives from it)');
+      if (!('seed' in keys)) throw new InspectUsageError('--auth sigs needs --seed (the auth key derives from it)');
       auth = { kind: 'sigs', secretKey: deriveVssKeys(keys.seed).sigsAuthSecretKey, headers };
     } else if (authKind === 'none') {
       auth = { kind: 'fixed', headers };
     } else {
-      throw new InspectError(`--auth must be sigs or none, got ${JSON.stringify(authKind)}`);
+      throw new InspectUsageError(`--auth must be sigs or none, got ${JSON.stringify(authKind)}`);
     }
     const format = values.format ?? 'hex';
-    if (format !== 'hex' && format !== 'base64') throw new InspectError(`--format must be hex or base64, got ${JSON.stringify(format)}`);
+    if (format !== 'hex' && format !== 'base64') throw new InspectUsageError(`--format must be hex or base64, got ${JSON.stringify(format)}`);
     const options: InspectOptions = { serverUrl, storeId, keys, auth };
 
     if (values.dump !== undefined) {
@@ -412,7 +425,7 @@ export async function runInspect(args: readonly string[], io: InspectIo): Promis
       }
       return 0;
     }
-    io.stdout(`store ${JSON.stringify(storeId)} on ${serverUrl}: ${inspection.keys.length} keys, ${formatBytes(inspection.totalStoredBytes)} stored, schema ${inspection.schema === undefined ? '(empty store)' : `V${inspection.schema}`}`);
+    io.stdout(escapeControl(`store ${JSON.stringify(storeId)} on ${serverUrl}: ${inspection.keys.length} keys, ${formatBytes(inspection.totalStoredBytes)} stored, schema ${inspection.schema === undefined ? '(empty store)' : `V${inspection.schema}`}`));
     if (inspection.keys.length === 0 && auth.kind === 'sigs') {
       // The server cannot tell a wrong seed from a new wallet: the seed is also the user.
       io.stdout('nothing is stored for this identity: with signature auth the seed also names the user, so a mistyped seed (or another store id) looks like an empty store');
@@ -427,8 +440,10 @@ export async function runInspect(args: readonly string[], io: InspectIo): Promis
           k.version.toString(),
           String(k.storedBytes),
           k.plaintextBytes === undefined ? '-' : String(k.plaintextBytes),
-        ]),
+        ].map(escapeControl)),
       ];
+      // Escaped: a key that does not deobfuscate is printed as the server listed it, and any
+      // server can list any string (escape sequences included).
       io.stdout(table(rows));
     }
     if (problems > 0) {
@@ -437,7 +452,54 @@ export async function runInspect(args: readonly string[], io: InspectIo): Promis
     }
     return 0;
   } catch (err) {
-    io.stderr(`ldk-vss inspect: ${err instanceof Error ? `${err.name === 'Error' ? '' : `${err.name}: `}${err.message}` : String(err)}`);
+    if (err instanceof InspectUsageError) {
+      io.stderr(`ldk-vss inspect: ${escapeControl(err.message)} (ldk-vss inspect --help lists the options)`);
+      return 2;
+    }
+    io.stderr(`ldk-vss inspect: ${escapeControl(describeFailure(err, values['server-url'] ?? io.env.VSS_URL ?? ''))}`);
     return 1;
   }
+}
+
+/** The base URL as shown in messages: no credentials (user:password@, a query string). */
+function shownUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    return `${parsed.protocol}//${parsed.host}${parsed.pathname}${parsed.search ? '?…' : ''}`;
+  } catch {
+    return JSON.stringify(url);
+  }
+}
+
+/** The innermost reason of a transport failure (undici nests `connect ECONNREFUSED …` under "fetch failed"). */
+function rootCause(err: Error): string {
+  let reason: unknown = err;
+  for (let depth = 0; depth < 8 && (reason as { cause?: unknown }).cause instanceof Error; depth++) reason = (reason as { cause: Error }).cause;
+  return (reason as Error).message || ((reason as NodeJS.ErrnoException).code ?? String(reason));
+}
+
+/**
+ * One line saying what went wrong in terms of what the user gave: an unreachable server as such
+ * (not the client's "InternalError" wording), and a base URL without its `/vss` path (a VSS
+ * server answers "Invalid request path.", anything else in front of it 404) with the likely fix.
+ */
+function describeFailure(err: unknown, serverUrl: string): string {
+  if (!(err instanceof Error)) return String(err);
+  const url = shownUrl(serverUrl);
+  if (err instanceof VssClientError && err.reason === 'network') return `the VSS server could not be reached at ${url} (${rootCause(err)})`;
+  if (err instanceof VssClientError && err.reason === 'timeout') return `the VSS server at ${url} did not answer in time (${err.message.replace(/^InternalError: /, '')})`;
+  const noApi = err instanceof VssError && ((err.status === 404 && !(err instanceof NoSuchKeyError)) || (err.status === 400 && /Invalid request path/.test(err.message)));
+  if (noApi) {
+    let path = '';
+    try {
+      path = new URL(serverUrl).pathname;
+    } catch {
+      // shown as given
+    }
+    const hint = /\/vss\/?$/.test(path)
+      ? 'check the base URL (the path the VSS server is mounted at)'
+      : `a VSS base URL usually ends in /vss: try --server-url ${shownUrl(serverUrl.replace(/\/?$/, '/vss'))}`;
+    return `no VSS API at ${url}: the server answered HTTP ${err.status} for its operation paths (${err.message.replace(/^InternalError: /, '')}); ${hint}`;
+  }
+  return `${err.name === 'Error' ? '' : `${err.name}: `}${err.message}`;
 }

@@ -27,3 +27,17 @@ export function table(rows: readonly (readonly string[])[]): string {
   const line = (r: readonly string[]): string => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   return [line(rows[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.slice(1).map(line)].join('\n');
 }
+
+/**
+ * `text` safe to print on a terminal: control characters (C0, DEL, C1, which include the escape
+ * sequences that move the cursor, retitle the window or hide output) and the invisible
+ * characters that reorder or hide text (bidi overrides and isolates, zero-width marks) become
+ * `\xNN` / `\u{NNNN}`. For what a server sends (keys it lists, its error messages): it need not
+ * be this tool's data at all.
+ */
+export function escapeControl(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/gu, (c) => {
+    const code = c.codePointAt(0)!;
+    return code <= 0xff ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u{${code.toString(16)}}`;
+  });
+}

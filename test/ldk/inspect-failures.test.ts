@@ -262,7 +262,7 @@ describe('ldk-vss inspect: argument mistakes do not print secrets', () => {
 
   it('a --header value without a colon (a credential missing its name) is refused without being quoted', async () => {
     const { code, err } = await inspect(['--server-url', 'http://127.0.0.1:1/vss', '--store-id', 's', '--data-key', '11'.repeat(32), '--obfuscation-key', '22'.repeat(32), '--header', `Bearer ${seedHex}`]);
-    expect(code).toBe(1);
+    expect(code).toBe(2); // a usage error
     expect(err.join('\n')).toMatch(/--header takes "Name: value"/);
     secretFree(err);
   });

@@ -264,7 +264,10 @@ describe('fileVersionLedger killed with SIGKILL while recording', () => {
     let before: ReadonlyMap<string, bigint> = new Map();
     for (const acks of [1, 45, 140, 300]) {
       const run = await runAndKill(path, acks);
-      const loaded = await fileVersionLedger(path).load();
+      // Closed before the next run: an open ledger is locked, and the next child would be refused.
+      const ledger = fileVersionLedger(path);
+      const loaded = await ledger.load();
+      await ledger.close?.();
       expect(run.start).toBe([...before.values()].reduce((max, v) => (v > max ? v : max), 0n));
       for (let i = 0; i < ids.length; i++) {
         const version = loaded.get(ids[i]!);

@@ -44,6 +44,7 @@ describe('fileVersionLedger', () => {
     const ledger = fileVersionLedger(path, { fsync: false });
     await ledger.load();
     await ledger.record([{ id: a, version: 7n }]);
+    await ledger.close?.();
     appendFileSync(path, `${b} 12`); // no newline: the append never completed
     expect(await fileVersionLedger(path).load()).toEqual(new Map([[a, 7n]]));
   });
@@ -63,6 +64,7 @@ describe('fileVersionLedger', () => {
     await ledger.load();
     for (let v = 1n; v <= 1500n; v++) await ledger.record([{ id: a, version: v }]);
     await ledger.record([{ id: b, version: 3n }]);
+    await ledger.close?.();
     const lines = readFileSync(path, 'utf8').trim().split('\n');
     expect(lines.length).toBeLessThan(600);
     expect(await fileVersionLedger(path).load()).toEqual(new Map([[a, 1500n], [b, 3n]]));
