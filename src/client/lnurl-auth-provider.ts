@@ -1,17 +1,23 @@
 import { base64urlnopad } from '@scure/base';
 import type { HDKey } from '@scure/bip32';
-import { parseExtendedPrivateKey, signLnurl } from '../crypto/index.js';
+import { parseExtendedPrivateKey, parseLnurlChallenge, signLnurl } from '../crypto/index.js';
 import { checkHeaders, HeaderProviderError, withHeader, type VssHeaderProvider } from './headers.js';
-import { checkTimeoutMs, fetchWithDeadline, readBodyCapped, type FetchFunction } from './http.js';
+import { checkTimeoutMs, discardBody, fetchWithDeadline, readBodyCapped, urlForMessages, type FetchFunction, type FetchResponse } from './http.js';
 
 /** A cached token is refreshed this long before its `exp`. */
 export const JWT_EXPIRY_MARGIN_MS = 60_000;
 const LNURL_TIMEOUT_MS = 10_000;
 const LNURL_BODY_CAP = 16 * 1024 * 1024;
+/** Redirects followed within one origin per LNURL request (a login endpoint moved on its server). */
+const LNURL_MAX_REDIRECTS = 5;
+/** The statuses fetch follows when they carry a Location. */
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+/** The longest server-supplied text (an LNURL `reason`, a JWT `exp`) an error message quotes. */
+const QUOTED_TEXT_MAX = 200;
 
 export interface LnurlAuthJwtProviderOptions {
   fetch?: FetchFunction;
-  /** Timeout of each of the two LNURL requests (default 10 s). */
+  /** Timeout of each of the two LNURL requests, its same-origin redirects included (default 10 s). */
   timeoutMs?: number;
   /** Wall clock in milliseconds since the epoch; injectable for tests. */
   now?: () => number;
@@ -40,7 +46,7 @@ export function parseJwtExpiry(token: string): number | undefined {
   const exp = (payload as { exp?: unknown }).exp;
   if (exp === undefined || exp === null) return undefined;
   if (typeof exp !== 'number' || !Number.isSafeInteger(exp) || exp < 0) {
-    throw new HeaderProviderError('invalid-data', `invalid JWT token: exp must be a non-negative integer, got ${JSON.stringify(exp)}`);
+    throw new HeaderProviderError('invalid-data', `invalid JWT token: exp must be a non-negative integer, got ${quoted(JSON.stringify(exp))}`);
   }
   return exp * 1000;
 }
@@ -52,6 +58,9 @@ export function parseJwtExpiry(token: string): number | undefined {
  *
  * Beyond the reference: concurrent callers share one in-flight fetch (single-flight), and a
  * token the server rejects with AUTH_EXCEPTION is dropped so the next attempt fetches anew.
+ * Redirects are followed only within one origin, a challenge is signed only when fetch would
+ * send it to the host its key is derived for, and server-supplied text in error messages is
+ * shortened and stripped of control characters.
  */
 export class LnurlAuthJwtProvider implements VssHeaderProvider {
   readonly #parentKey: HDKey;
@@ -120,10 +129,29 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
     // the host, say). fetch's error would quote the signed URL, a credential until k1 expires;
     // checking with the same WHATWG parser first keeps it out of the message.
     // (`new URL`, not `URL.canParse`, which older browsers and React Native lack.)
+    let routed: URL;
     try {
-      new URL(signedUrl);
+      routed = new URL(signedUrl);
     } catch {
       throw new HeaderProviderError('invalid-data', `invalid lnurl: the challenge is not a URL that can be requested${replyContext(first.status)}`);
+    }
+    // fetch refuses a URL with a user name or password, and its error quotes the whole URL.
+    if (routed.username !== '' || routed.password !== '') {
+      throw new HeaderProviderError('invalid-data', `invalid lnurl: the challenge URL holds a user name or password, which fetch refuses${replyContext(first.status)}`);
+    }
+    if (routed.protocol !== 'https:' && routed.protocol !== 'http:') {
+      throw new HeaderProviderError('invalid-data', `invalid lnurl: the challenge URL's scheme is ${quoted(routed.protocol)}, not https or http${replyContext(first.status)}`);
+    }
+    // The linking key is derived for the host as LUD-05 reads the challenge; fetch contacts the
+    // host as WHATWG reads it. They can differ: "https://evil.example\@good.example/…" is
+    // good.example to the first and evil.example to the second (a backslash is a slash to
+    // WHATWG), which would hand evil.example a login signed for good.example.
+    const { domain } = parseLnurlChallenge(challenge);
+    if (!isContactedHost(domain, routed)) {
+      throw new HeaderProviderError(
+        'invalid-data',
+        `invalid lnurl: the challenge would be signed for the host ${quoted(domain)} but sent to ${routed.hostname}${replyContext(first.status)}`,
+      );
     }
     const second = await this.#get(signedUrl);
     const body = strictText(second.body, `LNURL Auth response is not valid UTF-8${replyContext(second.status)}`);
@@ -140,24 +168,108 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
       this.#cached = jwt;
       return jwt;
     }
-    if (typeof reason === 'string') throw new HeaderProviderError('authorization', `LNURL Auth failed, reason is: ${reason}`);
+    if (typeof reason === 'string') throw new HeaderProviderError('authorization', `LNURL Auth failed, reason is: ${quoted(reason)}`);
     throw new HeaderProviderError('invalid-data', `LNURL Auth response did not contain a token nor an error${replyContext(second.status)}`);
   }
 
   /**
-   * GET with the default headers. The status does not decide the outcome (the body does, like
-   * the reference), but it is returned so errors can name it.
+   * GET with the default headers, following redirects only within the requested URL's origin:
+   * the signed URL (k1, sig, key) is a login credential and the default headers may hold an API
+   * key, and fetch's own redirect handling hands both to whatever origin a Location names (it
+   * strips only Authorization and cookies). One deadline covers the request and its redirects.
+   * The status does not decide the outcome (the body does, like the reference), but it is
+   * returned so errors can name it.
    */
   async #get(url: string): Promise<{ status: number; body: Uint8Array }> {
-    try {
-      return await fetchWithDeadline(this.#fetch, url, { method: 'GET', headers: { ...this.#defaults } }, this.#timeoutMs, async (response) => ({
-        status: response.status,
-        body: await readBodyCapped(response, LNURL_BODY_CAP),
-      }));
-    } catch (cause) {
-      throw new HeaderProviderError('request', `error performing LNURL request: ${(cause as Error).message}`, { cause });
+    const deadline = Date.now() + this.#timeoutMs;
+    let current = url;
+    for (let redirects = 0; ; redirects += 1) {
+      const timeoutMs = redirects === 0 ? this.#timeoutMs : Math.max(1, deadline - Date.now());
+      let reply: { status: number; body: Uint8Array } | { location: string };
+      try {
+        reply = await fetchWithDeadline(this.#fetch, current, { method: 'GET', headers: { ...this.#defaults }, redirect: 'manual' }, timeoutMs, async (response) => {
+          const location = sameOriginRedirect(current, response);
+          if (location !== undefined) {
+            await discardBody(response);
+            return { location };
+          }
+          return { status: response.status, body: await readBodyCapped(response, LNURL_BODY_CAP) };
+        });
+      } catch (cause) {
+        if (cause instanceof HeaderProviderError) throw cause;
+        throw new HeaderProviderError('request', `error performing LNURL request: ${(cause as Error).message}`, { cause });
+      }
+      if (!('location' in reply)) return reply;
+      if (redirects === LNURL_MAX_REDIRECTS) {
+        throw new HeaderProviderError('request', `error performing LNURL request: ${urlForMessages(url)} was redirected more than ${LNURL_MAX_REDIRECTS} times`);
+      }
+      current = reply.location;
     }
   }
+}
+
+/**
+ * For a redirect to the same origin as `requested`, the URL to follow; for any other reply that
+ * is not a redirect, undefined. Refuses a redirect to another origin, one whose target a browser
+ * hides (an opaque redirect), and a reply that a fetch ignoring `redirect: 'manual'` reached on
+ * another origin (too late for the credential, but it is not used).
+ */
+function sameOriginRedirect(requested: string, response: FetchResponse): string | undefined {
+  const origin = new URL(requested).origin;
+  // An opaque origin ('null': data:, a custom scheme) equals nothing, not even itself.
+  const sameOrigin = (target: URL | undefined): target is URL => target !== undefined && origin !== 'null' && target.origin === origin;
+  const location = REDIRECT_STATUSES.has(response.status) ? response.headers.get('location') : null;
+  if (location !== null) {
+    const target = parsedUrl(location, requested);
+    // Not to a URL with userinfo either: fetch refuses it with an error quoting the whole URL.
+    if (sameOrigin(target) && target.username === '' && target.password === '') return target.href;
+    throw refusedRedirect(requested, 'answered with a redirect', target);
+  }
+  if (response.type === 'opaqueredirect') throw refusedRedirect(requested, 'answered with a redirect', undefined);
+  if (response.redirected === true || (typeof response.url === 'string' && response.url !== '')) {
+    // The fetch followed by itself: its reply is used if it stayed on the origin.
+    const final = response.url ? parsedUrl(response.url, requested) : undefined;
+    if (!sameOrigin(final)) throw refusedRedirect(requested, 'was redirected by the fetch implementation', final);
+  }
+  return undefined;
+}
+
+function refusedRedirect(requested: string, what: string, target: URL | undefined): HeaderProviderError {
+  const where = target === undefined ? 'an address the runtime does not reveal' : urlForMessages(target.href);
+  return new HeaderProviderError(
+    'request',
+    `error performing LNURL request: ${urlForMessages(requested)} ${what} to ${where}; LNURL requests follow redirects only within ` +
+      "one origin (the signed login URL and the default headers are credentials): configure the LNURL server's final address",
+  );
+}
+
+/**
+ * Whether `url` (as fetch parses it) is sent to the LUD-05 `domain`: the same host once
+ * normalized as WHATWG does (case, IPv4 and IPv6 forms), and nothing in `domain` but host characters.
+ */
+function isContactedHost(domain: string, url: URL): boolean {
+  if (!/^[A-Za-z0-9._-]+$|^\[[0-9A-Fa-f:.]+\]$/.test(domain)) return false;
+  return parsedUrl(`${url.protocol}//${domain}/`, url.href)?.hostname === url.hostname;
+}
+
+/** `text` resolved against `base`, or undefined when it is not a URL. */
+function parsedUrl(text: string, base: string): URL | undefined {
+  try {
+    return new URL(text, base);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Server-supplied text as an error message quotes it: at most QUOTED_TEXT_MAX characters, on
+ * one line, with control characters (C0, DEL and C1, whose CSI starts terminal escapes), line
+ * separators and bidirectional overrides written as \u escapes. A hostile or broken LNURL server
+ * could otherwise write terminal escapes, forged log lines or megabytes into the wallet's logs.
+ */
+function quoted(text: string): string {
+  const clipped = text.length > QUOTED_TEXT_MAX ? `${text.slice(0, QUOTED_TEXT_MAX).replace(/[\uD800-\uDBFF]$/, '')}…` : text;
+  return clipped.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /**
@@ -171,7 +283,7 @@ function replyContext(status: number, body?: string): string {
   if (body !== undefined) {
     try {
       const reason = (JSON.parse(body) as { reason?: unknown } | null)?.reason;
-      if (typeof reason === 'string') parts.push(`reason: ${reason}`);
+      if (typeof reason === 'string') parts.push(`reason: ${quoted(reason)}`);
     } catch {
       // Not JSON: nothing more to report.
     }

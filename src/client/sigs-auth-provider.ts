@@ -22,7 +22,9 @@ export class SigsAuthProvider implements VssHeaderProvider {
       throw new HeaderProviderError('invalid-data', 'sigs-auth secret key is not a valid secp256k1 secret key');
     }
     checkHeaders(defaultHeaders, 'sigs-auth default headers');
-    this.#secretKey = secretKey.slice();
+    // A copy, so a caller that wipes its key buffer afterwards does not wipe ours. Not `slice()`:
+    // on a Node Buffer (what many seed libraries return) it is a view of the same memory.
+    this.#secretKey = new Uint8Array(secretKey);
     this.#defaults = { ...defaultHeaders };
     this.#now = options.now ?? Date.now;
   }
