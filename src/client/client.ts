@@ -80,6 +80,29 @@ interface MessageType<Req, Res> {
  * `<baseUrl>/<operation>` (the base URL is used verbatim, as the reference does), retried
  * per the retry policy, with fresh headers from the header provider on every attempt.
  */
+/**
+ * Refuses a base URL no request could be sent to. With the built-in transports a user name or
+ * password in it is refused here, by name and without quoting it: they refuse such a URL on every
+ * request (a network error, retried for the whole budget) with an error that quotes the whole
+ * URL, password included. A caller's own fetch may know what to do with one.
+ */
+function checkBaseUrl(baseUrl: unknown, builtInTransport: boolean): asserts baseUrl is string {
+  // Quoted only when it cannot hold a password ("user:password@host/vss" without its scheme).
+  const shown = (value: unknown) => (typeof value === 'string' && value.includes('@') ? 'a string with an @ (not shown: it may hold a password)' : JSON.stringify(value));
+  let parsed: URL | undefined;
+  try {
+    parsed = typeof baseUrl === 'string' && /^https?:\/\//i.test(baseUrl) ? new URL(baseUrl) : undefined;
+  } catch {
+    parsed = undefined;
+  }
+  if (parsed === undefined) throw new TypeError(`VSS base URL must be an http(s) URL, got ${shown(baseUrl)}`);
+  if (builtInTransport && (parsed.username !== '' || parsed.password !== '')) {
+    throw new TypeError(
+      `VSS base URL ${urlForMessages(parsed.href)} holds a user name or password (not shown), which fetch refuses to send: pass credentials as a header instead (an Authorization header through the header provider)`,
+    );
+  }
+}
+
 export class VssClient {
   readonly baseUrl: string;
   readonly timeoutMs: number;
@@ -91,9 +114,7 @@ export class VssClient {
   readonly #onRetry: VssClientOptions['onRetry'];
 
   constructor(baseUrl: string, options: VssClientOptions = {}) {
-    if (typeof baseUrl !== 'string' || !/^https?:\/\//i.test(baseUrl)) {
-      throw new TypeError(`VSS base URL must be an http(s) URL, got ${JSON.stringify(baseUrl)}`);
-    }
+    checkBaseUrl(baseUrl, options.fetch === undefined);
     const timeoutMs = checkTimeoutMs('timeoutMs', options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     this.baseUrl = baseUrl;
     this.timeoutMs = timeoutMs;

@@ -90,7 +90,7 @@ export async function fetchWithDeadline<T>(
   const failure = (stage: string, cause: unknown): VssClientError => {
     if (timedOut) return new VssClientError('timeout', `${stage} ${shownUrl}: no complete response within ${timeoutMs} ms`, { cause });
     if (outerSignal?.aborted) return new VssClientError('aborted', `${stage} ${shownUrl}: aborted by the caller`, { cause });
-    return new VssClientError('network', `${stage} ${shownUrl}: ${transportFailureText(cause)}`, { cause });
+    return new VssClientError('network', `${stage} ${shownUrl}: ${withoutUrl(transportFailureText(cause), url, shownUrl)}`, { cause });
   };
   try {
     let response: FetchResponse;
@@ -266,6 +266,22 @@ export async function discardBody(response: FetchResponse): Promise<void> {
  * as "fetch failed" and keeps the reason (connect ECONNREFUSED, getaddrinfo ENOTFOUND, a reset)
  * one cause further down, where most error printers never look.
  */
+/**
+ * `text` with the requested URL, as given or as normalized, replaced by its shown form: a fetch
+ * error may quote the whole URL (undici does for a URL it refuses), query credentials included.
+ */
+function withoutUrl(text: string, url: string, shown: string): string {
+  let normalized: string | undefined;
+  try {
+    normalized = new URL(url).href;
+  } catch {
+    normalized = undefined;
+  }
+  let out = text.split(url).join(shown);
+  if (normalized !== undefined && normalized !== url) out = out.split(normalized).join(shown);
+  return out;
+}
+
 function transportFailureText(cause: unknown): string {
   const text = (cause as Error)?.message ?? String(cause);
   const reason = (cause as { cause?: unknown } | undefined)?.cause;

@@ -191,6 +191,35 @@ describe('VssClient error mapping (by ErrorResponse.error_code, not HTTP status)
     expect(aborted.message).not.toContain('s3cret');
   });
 
+  it('refuses a base URL with userinfo for the built-in transports, without quoting the password', () => {
+    // Both built-in transports refuse such a URL on every request (fetch quoting it whole).
+    expect(() => new VssClient('http://wallet:s3cret-pass@vss.test/vss')).toThrow(/^VSS base URL http:\/\/vss\.test\/vss holds a user name or password \(not shown\)/);
+    for (const given of ['wallet:s3cret-pass@vss.test/vss', 'http://wallet:s3cret-pass@[vss/vss']) {
+      const error = (() => {
+        try {
+          new VssClient(given);
+        } catch (e) {
+          return e as Error;
+        }
+      })();
+      expect(error).toBeInstanceOf(TypeError);
+      expect(error!.message).not.toContain('s3cret');
+    }
+  });
+
+  it('keeps the requested URL (a credential in its query) out of a transport error that quotes it', async () => {
+    const client = new VssClient('http://vss.test/vss?token=s3cret', {
+      fetch: async (url) => {
+        throw new TypeError(`Request cannot be constructed from ${String(url)}`);
+      },
+      retryPolicy: NO_RETRY,
+    });
+    const network = await client.getObject({ storeId: 's', key: 'k' }).catch((e) => e);
+    expect(network.reason).toBe('network');
+    expect(network.message).not.toContain('s3cret');
+    expect(network.message).toContain('Request cannot be constructed from http://vss.test/vss?…');
+  });
+
   it('wraps a header-provider failure into AuthError (no request sent)', async () => {
     const { fetch, requests } = mockFetch(() => okGet());
     const provider: VssHeaderProvider = { getHeaders: async () => Promise.reject(new Error('no token')) };
