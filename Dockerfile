@@ -35,8 +35,10 @@ VOLUME ["/var/lib/ldk-vss"]
 USER node
 EXPOSE 8080
 # /health answers 200 only when the storage backend does. No curl in the slim image: Node's fetch.
+# It probes the port of VSS_BIND_ADDRESS as the container sees it (so `-e VSS_BIND_ADDRESS=0.0.0.0:9000`
+# stays healthy), on loopback when the server binds every interface (0.0.0.0 or [::]).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["node", "-e", "fetch('http://127.0.0.1:8080/health').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "-e", "const u=new URL('http://'+((process.env.VSS_BIND_ADDRESS||'').trim()||'127.0.0.1:8080')+'/health');if(u.hostname==='0.0.0.0')u.hostname='127.0.0.1';if(u.hostname==='[::]')u.hostname='[::1]';fetch(u).then((r)=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # The server finishes in-flight requests on SIGTERM, which `docker stop` sends.
 STOPSIGNAL SIGTERM
 CMD ["node", "dist/src/cli.js", "serve"]

@@ -47,9 +47,37 @@ export class ComposeCommandError extends Error {
     readonly command: string,
     readonly exitCode: number | null,
     readonly stderr: string,
+    /** The line for the user when compose itself did not fail (the check after it did). */
+    message?: string,
   ) {
-    super(`docker compose ${command} failed (exit ${exitCode ?? 'signal'}): ${lastLine(stderr) || 'no error output'}`);
+    super(message ?? `docker compose ${command} failed (exit ${exitCode ?? 'signal'}): ${lastLine(stderr) || 'no error output'}${hintFor(stderr)}`);
   }
+}
+
+/**
+ * What to do about a failure whose fix is ours to tell: Docker's own line for a taken host port
+ * does not say that the stack's port is a setting.
+ */
+function hintFor(stderr: string): string {
+  if (/port is already allocated|address already in use|ports are not available/i.test(lastLine(stderr))) {
+    return ' (another program uses the port: choose another with VSS_HOST_PORT, e.g. VSS_HOST_PORT=18080 npm run harness:up)';
+  }
+  return '';
+}
+
+/**
+ * How long `up` waits for the services to report healthy. Without a bound, a server that never
+ * gets there hangs `up --wait` for good: with `restart: unless-stopped`, a server that exits at
+ * start (a bad value in .env) restarts forever and is never reported unhealthy.
+ */
+export const UP_WAIT_TIMEOUT_S = 300;
+
+/** Compose learned `up --wait-timeout` in v2.17.0. */
+export function composeHasWaitTimeout(version: string): boolean {
+  const match = /(\d+)\.(\d+)/.exec(version);
+  if (match === null) return false;
+  const [major, minor] = [Number(match[1]), Number(match[2])];
+  return major > 2 || (major === 2 && minor >= 17);
 }
 
 export interface ComposeDriverOptions {
@@ -190,16 +218,23 @@ export async function stackUp(options: ComposeDriverOptions = {}): Promise<Stack
   const environment = await checkDocker(options);
   const base = composeOptions(options, environment);
   // --wait: return only once every service's health check passes (it also detaches).
-  await runCompose('up', () => compose.upAll({ ...base, commandOptions: ['--build', '--wait'] }));
+  const waitTimeout = composeHasWaitTimeout(environment.composeVersion) ? ['--wait-timeout', String(UP_WAIT_TIMEOUT_S)] : [];
+  await runCompose('up', () => compose.upAll({ ...base, commandOptions: ['--build', '--wait', ...waitTimeout] }));
   const mapped = await runCompose('port', () => compose.port(VSS_SERVICE, VSS_CONTAINER_PORT, base));
   const host = mapped.data.address === '0.0.0.0' || mapped.data.address === '' ? '127.0.0.1' : mapped.data.address;
   const origin = `http://${host.includes(':') ? `[${host}]` : host}:${mapped.data.port}`;
   const endpoints = { vssUrl: `${origin}/vss`, healthUrl: `${origin}/health` };
-  // Compose saw the container healthy from inside; make sure the published port works too.
+  // Compose saw the container healthy from inside; make sure the published port works too. Compose
+  // itself succeeded, so "docker compose up failed (exit 0)" would be a contradiction: say what failed.
+  const probeFailed = (what: string): ComposeCommandError =>
+    new ComposeCommandError('up', 0, '', `ldk-vss stack is up but its published ${endpoints.healthUrl} ${what}; see docker compose logs ${VSS_SERVICE}`);
   const health = await fetch(endpoints.healthUrl, { signal: AbortSignal.timeout(10_000) }).catch((error: unknown) => {
-    throw new ComposeCommandError('up', 0, `the stack is up but ${endpoints.healthUrl} is unreachable: ${String(error)}`);
+    // fetch says only "fetch failed"; the reason (ECONNREFUSED, a timeout) is its cause.
+    const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
+    const code = (cause as { code?: unknown } | undefined)?.code;
+    throw probeFailed(`is unreachable (${typeof code === 'string' ? code : cause instanceof Error ? cause.message : String(cause)})`);
   });
-  if (!health.ok) throw new ComposeCommandError('up', 0, `the stack is up but ${endpoints.healthUrl} answered ${health.status}`);
+  if (!health.ok) throw probeFailed(`answered ${health.status}`);
   return endpoints;
 }
 

@@ -315,7 +315,26 @@ async function main(argv: string[]): Promise<number> {
   return summary.balancesAgree && summary.forceCloses === 0 && summary.interruptedPayment !== 'pending' ? 0 : 1;
 }
 
+/**
+ * Ctrl-C (or a `kill`) midway: one line and exit 128 + signal, as a shell reports it. Node's
+ * default handling ended the process in the middle of the progress bar, which hides the cursor
+ * and turns line wrapping off while it draws, so the terminal was left without either. Nothing
+ * else needs undoing: the demo's own server (PGlite in memory, or the PostgreSQL it was given)
+ * and both wallets live in this process, which starts no child processes and no temporary files.
+ */
+function exitOnInterrupt(stdout: NodeJS.WriteStream = process.stdout, stderr: NodeJS.WritableStream = process.stderr): void {
+  const onSignal = (signal: 'SIGINT' | 'SIGTERM'): void => {
+    // What the bar's stop() undoes: show the cursor, wrap lines again; then leave the bar's line.
+    if (stdout.isTTY) stdout.write('\x1B[?25h\x1B[?7h\n');
+    stderr.write(`demo interrupted (${signal})\n`);
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+}
+
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  exitOnInterrupt();
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

@@ -9,8 +9,11 @@
  * It works on raw TCP rather than HTTP so that every failure is a real socket event (FIN, RST,
  * refused connect, silence) seen by the client's own HTTP stack exactly as on a real network.
  * Where it needs the notion of a "request" (per-request latency, faults at the start of a request
- * or of a response) it uses the turn-taking of HTTP/1.1 without pipelining: a client→server burst
- * is a request, the server→client burst that follows is its response.
+ * or of a response) it reads HTTP/1.1 message boundaries (start lines, headers, Content-Length and
+ * chunked bodies), so that `Expect: 100-continue`, a body still arriving after an early answer and
+ * pipelined requests are counted right; the bytes themselves are forwarded unchanged. Traffic it
+ * cannot read as HTTP/1.1 falls back to turn-taking: a client→server burst is a request, the
+ * server→client burst that follows is its response.
  */
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
 
@@ -46,8 +49,9 @@ export type FaultPhase =
   /** Before the request reaches the server: new connections are hit as soon as they are accepted,
    *  kept-alive ones when they next send; the server never sees the request. */
   | 'request'
-  /** After the server has received the request, when its response starts to come back: the
-   *  server acted on the request but the client never learns the outcome. */
+  /** After the server has received the request, when its (final) response starts to come back:
+   *  the server acted on the request but the client never learns the outcome. A `100 Continue`
+   *  is let through. */
   | 'response';
 
 export interface ConnectionFaultOptions {
@@ -77,7 +81,7 @@ export interface FaultProxyStats {
   connectionsReset: number;
   /** Connections to the server that failed (refused, reset by the server, …). */
   upstreamFailures: number;
-  /** Client→server bursts seen, i.e. HTTP/1.1 requests. */
+  /** HTTP/1.1 requests seen (client→server bursts for traffic that is not HTTP/1.1). */
   requests: number;
   /** Bytes delivered to the server. */
   bytesToServer: number;
@@ -139,6 +143,11 @@ class Lane {
   endOfSource(): void {
     this.sourceEnded = true;
     this.pump();
+  }
+
+  /** Whether bytes handed to this lane have not all been passed to the destination's system yet. */
+  get pending(): boolean {
+    return !this.closed && (this.queue.length > 0 || this.unflushed > 0);
   }
 
   /** Whether the destination is open and bytes are still waiting for it. */
@@ -214,6 +223,315 @@ class Lane {
   }
 }
 
+// --- HTTP/1.1 message boundaries ------------------------------------------------------------
+//
+// Turn-taking ("a client→server burst is a request") miscounts whenever the two sides do not
+// alternate: a body sent after `100 Continue` looked like a second request, a body still arriving
+// after an early answer (413) too, pipelined requests looked like one, and a response fault fired
+// at the `100 Continue` before the server even had the body. So the proxy reads where each message
+// starts: request and status lines, headers, Content-Length and chunked bodies. Anything it cannot
+// read as HTTP/1.1 (another protocol, an upgrade, a malformed head) falls back to turn-taking.
+
+/** Longest head (start line and headers) read; the server rejects longer ones anyway. */
+const MAX_HEAD_BYTES = 64 * 1024;
+/** Longest chunk-size or trailer line read. */
+const MAX_LINE_BYTES = 8 * 1024;
+
+/** A piece of one direction's bytes, in order; `start` when a message begins with it. */
+interface Piece {
+  data: Buffer;
+  /** A message starts here; `interim` for a 1xx response (another response follows for the same request). */
+  start?: { interim: boolean };
+}
+
+type ReaderState =
+  | { at: 'idle' }
+  /** `tail`: the last bytes read of the head, where its blank line may have begun. */
+  | { at: 'head'; parts: Buffer[]; size: number; tail: string }
+  | { at: 'body'; remaining: number }
+  | { at: 'chunk-size'; line: string }
+  | { at: 'chunk-data'; remaining: number }
+  | { at: 'chunk-end'; line: string }
+  | { at: 'trailers'; line: string }
+  | { at: 'until-close' }
+  | { at: 'opaque' };
+
+/** How the message whose head was just read continues. */
+type BodyFraming =
+  | { kind: 'length'; length: number }
+  | { kind: 'chunked' }
+  | { kind: 'until-close' }
+  /** Not HTTP/1.1 any more after this message's body (an upgrade, CONNECT, or unreadable). */
+  | { kind: 'opaque' };
+
+interface ParsedHead {
+  /** Request method, or the response status. */
+  method?: string;
+  status?: number;
+  headers: Map<string, string[]>;
+}
+
+/** How far into a head `plausibleStart` looks. */
+const START_LINE_PROBE = 32;
+const METHOD_CHARS = /^[!#$%&'*+.^_`|~0-9A-Za-z-]*$/;
+
+/** Whether the first bytes of a head can begin a request line or an HTTP/1.x status line. */
+function plausibleStart(kind: 'request' | 'response', text: string): boolean {
+  const probe = text.slice(0, START_LINE_PROBE);
+  if (kind === 'response') {
+    const prefix = 'HTTP/1.';
+    return probe.length < prefix.length ? prefix.startsWith(probe) : probe.startsWith(prefix);
+  }
+  const space = probe.indexOf(' ');
+  return space === -1 ? METHOD_CHARS.test(probe) && probe.length < START_LINE_PROBE : space > 0 && METHOD_CHARS.test(probe.slice(0, space));
+}
+
+const REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) \S+ HTTP\/1\.[01]$/;
+const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})(?: .*)?$/;
+
+function parseHead(kind: 'request' | 'response', text: string): ParsedHead | null {
+  const lines = text.split(/\r?\n/);
+  const first = lines.shift() ?? '';
+  const head: ParsedHead = { headers: new Map() };
+  if (kind === 'request') {
+    const match = REQUEST_LINE.exec(first);
+    if (!match) return null;
+    head.method = match[1]!.toUpperCase();
+  } else {
+    const match = STATUS_LINE.exec(first);
+    if (!match) return null;
+    head.status = Number(match[1]);
+  }
+  for (const line of lines) {
+    if (line === '') continue;
+    const colon = line.indexOf(':');
+    // No name, or an obsolete folded line: not something this reader can frame with confidence.
+    if (colon <= 0 || line.startsWith(' ') || line.startsWith('\t')) return null;
+    const name = line.slice(0, colon).trim().toLowerCase();
+    const values = head.headers.get(name) ?? [];
+    values.push(line.slice(colon + 1).trim());
+    head.headers.set(name, values);
+  }
+  return head;
+}
+
+/** The single Content-Length a head declares, null if none, undefined if it is unusable. */
+function contentLength(head: ParsedHead): number | null | undefined {
+  const values = head.headers.get('content-length');
+  if (values === undefined) return null;
+  const all = new Set(values.flatMap((v) => v.split(',')).map((v) => v.trim()));
+  if (all.size !== 1) return undefined;
+  const [text] = [...all];
+  return /^\d{1,15}$/.test(text!) ? Number(text) : undefined;
+}
+
+/** Whether the last transfer coding is chunked; null if there is no Transfer-Encoding. */
+function chunkedCoding(head: ParsedHead): boolean | null {
+  const values = head.headers.get('transfer-encoding');
+  if (values === undefined) return null;
+  const codings = values.flatMap((v) => v.split(',')).map((v) => v.trim().toLowerCase()).filter((v) => v !== '');
+  return codings.at(-1) === 'chunked';
+}
+
+function requestFraming(head: ParsedHead): BodyFraming {
+  if (head.method === 'CONNECT' || head.headers.has('upgrade')) return { kind: 'opaque' };
+  const chunked = chunkedCoding(head);
+  // A request with another transfer coding has no length: the server refuses it and closes.
+  if (chunked !== null) return chunked ? { kind: 'chunked' } : { kind: 'opaque' };
+  const length = contentLength(head);
+  if (length === undefined) return { kind: 'opaque' };
+  return { kind: 'length', length: length ?? 0 };
+}
+
+function responseFraming(head: ParsedHead, requestMethod: string | undefined): BodyFraming {
+  const status = head.status!;
+  if (status === 101 || (requestMethod === 'CONNECT' && status >= 200 && status < 300)) return { kind: 'opaque' };
+  if (status < 200 || status === 204 || status === 304 || requestMethod === 'HEAD') return { kind: 'length', length: 0 };
+  const chunked = chunkedCoding(head);
+  if (chunked !== null) return chunked ? { kind: 'chunked' } : { kind: 'until-close' };
+  const length = contentLength(head);
+  if (length === undefined) return { kind: 'opaque' };
+  return length === null ? { kind: 'until-close' } : { kind: 'length', length };
+}
+
+/**
+ * Reads one direction of an HTTP/1.1 connection and cuts it into pieces at message starts.
+ * Request starts are reported at their first byte (nothing is held back); a response's head is
+ * held until complete, so that a 1xx answer is known as interim before any of it is forwarded.
+ */
+class MessageReader {
+  private state: ReaderState = { at: 'idle' };
+  /** The current message is the last one that can be read (an upgrade or CONNECT). */
+  private lastMessage = false;
+
+  constructor(
+    private readonly kind: 'request' | 'response',
+    /** Methods of the requests read and not yet answered with a final response, oldest first. */
+    private readonly pendingMethods: string[],
+  ) {}
+
+  get opaque(): boolean {
+    return this.state.at === 'opaque';
+  }
+
+  /** Stops reading: everything from now on is passed through without boundaries. */
+  giveUp(): void {
+    this.state = { at: 'opaque' };
+  }
+
+  /** Bytes of a response head still held when the server closed its side. */
+  takeHeld(): Buffer | undefined {
+    if (this.kind !== 'response' || this.state.at !== 'head') return undefined;
+    const held = Buffer.concat(this.state.parts);
+    this.state = { at: 'opaque' };
+    return held;
+  }
+
+  feed(chunk: Buffer): Piece[] {
+    const pieces: Piece[] = [];
+    // chunk[from, i) is the piece being built; `start` goes with it.
+    let from = 0;
+    let start: Piece['start'];
+    const cut = (to: number): void => {
+      if (to > from || start !== undefined) pieces.push(start === undefined ? { data: chunk.subarray(from, to) } : { data: chunk.subarray(from, to), start });
+      from = to;
+      start = undefined;
+    };
+    let i = 0;
+    while (i < chunk.length) {
+      const state = this.state;
+      switch (state.at) {
+        case 'opaque':
+        case 'until-close':
+          i = chunk.length;
+          break;
+        case 'idle': {
+          // Empty lines between messages belong to the one before (RFC 9112, 2.2).
+          if (chunk[i] === 0x0d || chunk[i] === 0x0a) {
+            i += 1;
+            break;
+          }
+          cut(i);
+          if (this.kind === 'request') start = { interim: false };
+          this.state = { at: 'head', parts: [], size: 0, tail: '' };
+          break;
+        }
+        case 'head': {
+          const taken = chunk.subarray(i, Math.min(chunk.length, i + MAX_HEAD_BYTES + 4 - state.size));
+          // The blank line that ends the head may straddle two chunks: search from the tail on.
+          const window = state.tail + taken.toString('latin1');
+          const match = /\r?\n\r?\n/.exec(window);
+          const used = match === null ? taken.length : match.index + match[0].length - state.tail.length;
+          state.parts.push(taken.subarray(0, used));
+          state.size += used;
+          state.tail = window.slice(0, state.tail.length + used).slice(-3);
+          i += used;
+          // A response head is held back (it leaves in one piece once read), a request's is not.
+          if (this.kind === 'response') from = i;
+          if (state.size - used < START_LINE_PROBE && !plausibleStart(this.kind, Buffer.concat(state.parts).toString('latin1'))) {
+            // Not HTTP/1.1 (TLS, another protocol): nothing to wait for, nothing to hold back.
+            this.abandon(state.parts, pieces);
+          } else if (match !== null) this.headRead(state.parts, pieces);
+          else if (state.size > MAX_HEAD_BYTES) this.abandon(state.parts, pieces);
+          break;
+        }
+        case 'body': {
+          const n = Math.min(state.remaining, chunk.length - i);
+          state.remaining -= n;
+          i += n;
+          if (state.remaining === 0) this.messageEnd();
+          break;
+        }
+        case 'chunk-data': {
+          const n = Math.min(state.remaining, chunk.length - i);
+          state.remaining -= n;
+          i += n;
+          if (state.remaining === 0) this.state = { at: 'chunk-end', line: '' };
+          break;
+        }
+        case 'chunk-size':
+        case 'chunk-end':
+        case 'trailers': {
+          const newline = chunk.indexOf(0x0a, i);
+          const stop = newline === -1 ? chunk.length : newline + 1;
+          state.line += chunk.subarray(i, stop).toString('latin1');
+          i = stop;
+          if (newline === -1) {
+            if (state.line.length > MAX_LINE_BYTES) this.state = { at: 'opaque' };
+            break;
+          }
+          const line = state.line.trimEnd();
+          if (state.at === 'chunk-end') {
+            this.state = { at: 'chunk-size', line: '' };
+          } else if (state.at === 'trailers') {
+            if (line === '') this.messageEnd();
+            else state.line = '';
+          } else {
+            const size = /^([0-9A-Fa-f]{1,12})(?:\s*;.*)?$/.exec(line);
+            if (size === null) this.state = { at: 'opaque' };
+            else if (Number.parseInt(size[1]!, 16) === 0) this.state = { at: 'trailers', line: '' };
+            else this.state = { at: 'chunk-data', remaining: Number.parseInt(size[1]!, 16) };
+          }
+          break;
+        }
+      }
+    }
+    cut(chunk.length);
+    return pieces;
+  }
+
+  /** A head too long to read: pass it on as the start of a message and stop reading. */
+  private abandon(parts: Buffer[], pieces: Piece[]): void {
+    if (this.kind === 'response') pieces.push({ data: Buffer.concat(parts), start: { interim: false } });
+    this.state = { at: 'opaque' };
+  }
+
+  private headRead(parts: Buffer[], pieces: Piece[]): void {
+    const held = Buffer.concat(parts);
+    const head = parseHead(this.kind, held.toString('latin1'));
+    let framing: BodyFraming;
+    let interim = false;
+    if (head === null) {
+      framing = { kind: 'opaque' };
+    } else if (this.kind === 'request') {
+      framing = requestFraming(head);
+      this.pendingMethods.push(head.method!);
+    } else {
+      interim = head.status! < 200 && head.status !== 101;
+      // An interim answer leaves its request waiting for the final one.
+      framing = responseFraming(head, interim ? this.pendingMethods[0] : this.pendingMethods.shift());
+    }
+    if (this.kind === 'response') pieces.push({ data: held, start: { interim } });
+    switch (framing.kind) {
+      case 'length':
+        if (framing.length === 0) this.messageEnd();
+        else this.state = { at: 'body', remaining: framing.length };
+        break;
+      case 'chunked':
+        this.state = { at: 'chunk-size', line: '' };
+        break;
+      case 'until-close':
+        this.state = { at: 'until-close' };
+        break;
+      case 'opaque':
+        if (head === null) {
+          this.state = { at: 'opaque' };
+        } else {
+          // An upgrade or CONNECT: its own body (if any) is read, then the stream is not HTTP.
+          this.lastMessage = true;
+          const length = this.kind === 'request' ? contentLength(head) : null;
+          if (typeof length === 'number' && length > 0) this.state = { at: 'body', remaining: length };
+          else this.messageEnd();
+        }
+        break;
+    }
+  }
+
+  private messageEnd(): void {
+    this.state = this.lastMessage ? { at: 'opaque' } : { at: 'idle' };
+  }
+}
+
 /** How a fault ends a connection: 'drop' sends a FIN, 'reset' an RST. */
 type ConnectionFault = 'drop' | 'reset';
 
@@ -222,10 +540,20 @@ class ProxiedConnection {
   private upstream: Socket | null = null;
   private readonly toServer: Lane;
   private toClient: Lane | null = null;
-  /** True while the client is sending a request, i.e. until the server answers. */
+  /** Where requests and responses start (HTTP/1.1); once either side cannot be read, turn-taking. */
+  private readonly pendingMethods: string[] = [];
+  private readonly requests = new MessageReader('request', this.pendingMethods);
+  private readonly responses = new MessageReader('response', this.pendingMethods);
+  /** Turn-taking, for traffic that is not readable HTTP/1.1: true while the client sends, until the server answers. */
   private clientTurn = false;
-  /** True while the server is answering, i.e. until the client sends again. */
+  /** … and true while the server answers, until the client sends again. */
   private serverTurn = false;
+  /**
+   * A fault hit a request or response behind others: what came before it in that direction is
+   * being delivered, then the connection ends. Nothing more is taken from the client meanwhile,
+   * nor from the server once the cut is in its direction.
+   */
+  private cutting: FaultPhase | undefined;
   /**
    * The accept-time check already stood for the first request's check, against the fault in
    * force then (its generation, see `FaultProxy.faultGeneration`); undefined once used.
@@ -265,7 +593,12 @@ class ProxiedConnection {
     this.upstream = upstream;
     this.toClient = new Lane(upstream, this.client, () => this.proxy.isHolding(), (n) => this.proxy.countToClient(n));
     upstream.on('data', (chunk: Buffer) => this.fromServer(chunk));
-    upstream.on('end', () => this.toClient?.endOfSource());
+    upstream.on('end', () => {
+      // A response head held back while being read still goes to the client before the FIN.
+      const held = this.responses.takeHeld();
+      if (held !== undefined && held.length > 0 && !this.finished && !this.passingReset) this.toClient?.push(held, this.proxy.latency.toClientMs);
+      this.toClient?.endOfSource();
+    });
     upstream.on('error', () => {
       // The server refused or reset us: the client sees a reset, as it would talking to the
       // server directly.
@@ -303,44 +636,78 @@ class ProxiedConnection {
     this.toClient?.pump();
   }
 
+  /** Cuts one direction's chunk at message starts (or at turns, when it is not readable HTTP/1.1). */
+  private piecesOf(reader: MessageReader, chunk: Buffer, newTurn: boolean): Piece[] {
+    const other = reader === this.requests ? this.responses : this.requests;
+    if (!reader.opaque && !other.opaque) {
+      const pieces = reader.feed(chunk);
+      // Both directions are read or neither: an upgrade seen on one side ends the other's framing too.
+      if (!reader.opaque) return pieces;
+      other.giveUp();
+      return pieces;
+    }
+    return [newTurn ? { data: chunk, start: { interim: false } } : { data: chunk }];
+  }
+
   private fromClient(chunk: Buffer): void {
-    if (this.finished) return;
-    const newRequest = !this.clientTurn;
+    if (this.finished || this.cutting !== undefined) return;
+    const pieces = this.piecesOf(this.requests, chunk, !this.clientTurn);
     this.clientTurn = true;
     this.serverTurn = false;
-    if (newRequest) {
-      this.proxy.countRequest();
-      // The accept-time check stands only if no other fault was switched on since: a
-      // connection opened before `drop()`/`reset()` is hit at its first request all the same.
-      const checkedAtAccept = this.acceptCheckedGeneration === this.proxy.faultGeneration;
-      this.acceptCheckedGeneration = undefined;
-      if (!checkedAtAccept) {
-        const hit = this.proxy.connectionFaultFor('request');
-        if (hit !== null) {
-          this.finish(hit);
-          return;
+    for (const piece of pieces) {
+      const newRequest = piece.start !== undefined;
+      if (newRequest) {
+        this.proxy.countRequest();
+        // The accept-time check stands only if no other fault was switched on since: a
+        // connection opened before `drop()`/`reset()` is hit at its first request all the same.
+        const checkedAtAccept = this.acceptCheckedGeneration === this.proxy.faultGeneration;
+        this.acceptCheckedGeneration = undefined;
+        if (!checkedAtAccept) {
+          const hit = this.proxy.connectionFaultFor('request');
+          if (hit !== null) {
+            this.cutAfter('request', hit);
+            return;
+          }
         }
       }
+      const { toServerMs, perRequestMs } = this.proxy.latency;
+      this.toServer.push(piece.data, toServerMs + (newRequest ? perRequestMs : 0));
     }
-    const { toServerMs, perRequestMs } = this.proxy.latency;
-    this.toServer.push(chunk, toServerMs + (newRequest ? perRequestMs : 0));
   }
 
   private fromServer(chunk: Buffer): void {
     // After a client reset the response has nowhere to go (and must not consume a fault).
-    if (this.finished || this.passingReset) return;
-    const newResponse = !this.serverTurn;
+    if (this.finished || this.passingReset || this.cutting === 'response') return;
+    const pieces = this.piecesOf(this.responses, chunk, !this.serverTurn);
     this.serverTurn = true;
     this.clientTurn = false;
     this.acceptCheckedGeneration = undefined;
-    if (newResponse) {
-      const hit = this.proxy.connectionFaultFor('response');
-      if (hit !== null) {
-        this.finish(hit);
-        return;
+    for (const piece of pieces) {
+      // A 1xx (`100 Continue`) is not the answer: the server has not acted on the request yet.
+      if (piece.start !== undefined && !piece.start.interim) {
+        const hit = this.proxy.connectionFaultFor('response');
+        if (hit !== null) {
+          this.cutAfter('response', hit);
+          return;
+        }
       }
+      this.toClient?.push(piece.data, this.proxy.latency.toClientMs);
     }
-    this.toClient?.push(chunk, this.proxy.latency.toClientMs);
+  }
+
+  /**
+   * A fault hit a message: the connection ends there. Bytes of the messages before it (pipelined
+   * requests, earlier responses) that the proxy still holds are delivered first, as they had
+   * already gone past the point of the fault; nothing after it is forwarded.
+   */
+  private cutAfter(phase: FaultPhase, hit: ConnectionFault): void {
+    const lane = phase === 'request' ? this.toServer : this.toClient;
+    if (lane === null || !lane.pending) {
+      this.finish(hit);
+      return;
+    }
+    this.cutting = phase;
+    lane.resetOfSource(() => this.finish(hit));
   }
 
   /**

@@ -22,12 +22,14 @@ import { parseDocument } from 'yaml';
 import {
   checkDocker,
   ComposeCommandError,
+  composeHasWaitTimeout,
   DEFAULT_COMPOSE_FILE,
   DockerUnavailableError,
   stackDown,
   parsePsJson,
   stackStatus,
   stackUp,
+  UP_WAIT_TIMEOUT_S,
   VSS_CONTAINER_PORT,
   VSS_SERVICE,
 } from '../../harness/compose.js';
@@ -86,9 +88,10 @@ let i = 0;
 while (composeArgs[i] === '-f') i += 2;
 const command = composeArgs[i];
 const rest = composeArgs.slice(i + 1);
-if (command === 'version') { process.stdout.write('2.29.7\\n'); process.exit(0); }
+if (command === 'version') { process.stdout.write((process.env.FAKE_COMPOSE_VERSION || '2.29.7') + '\\n'); process.exit(0); }
 if (command === 'up') {
   if (scenario === 'up-fails') fail(17, ' => ERROR [build 4/9] RUN npm ci\\nfailed to solve: process "/bin/sh -c npm ci" did not complete successfully: exit code: 1');
+  if (scenario === 'port-busy') fail(1, ' Container ldk-vss-vss-1  Starting\\nError response from daemon: driver failed programming external connectivity on endpoint ldk-vss-vss-1 (3f2a): Bind for 127.0.0.1:8080 failed: port is already allocated');
   process.stdout.write('Container ldk-vss-vss-1  Healthy\\n');
   process.exit(0);
 }
@@ -249,7 +252,7 @@ describe('harness/compose.ts driver', () => {
       const composeCalls = standIn.calls().filter((c) => c.args[0] === 'compose');
       expect(composeCalls.map((c) => c.args)).toEqual([
         ['compose', 'version', '--short'],
-        ['compose', '-f', DEFAULT_COMPOSE_FILE, 'up', '--build', '--wait', '-d'],
+        ['compose', '-f', DEFAULT_COMPOSE_FILE, 'up', '--build', '--wait', '--wait-timeout', String(UP_WAIT_TIMEOUT_S), '-d'],
         ['compose', '-f', DEFAULT_COMPOSE_FILE, 'port', 'vss', '8080'],
       ]);
       expect(composeCalls[1]!.cwd).toBe(REPO_ROOT);
@@ -257,6 +260,41 @@ describe('harness/compose.ts driver', () => {
       const cli = await runDriver(['up'], standIn.env('ok', healthPort));
       expect(cli.code).toBe(0);
       expect(cli.stdout).toContain(`ldk-vss stack is up: VSS at http://127.0.0.1:${healthPort}/vss`);
+    });
+
+    it('up: a server that never gets healthy ends in an error, not a hang: --wait-timeout wherever compose has it', async () => {
+      // Compose before 2.17 has no --wait-timeout and would refuse the flag: it is left out there.
+      const old = makeStandIn();
+      tempDirs.push(old.dir);
+      await stackUp({ env: { ...old.env('ok', healthPort), FAKE_COMPOSE_VERSION: 'v2.16.0' } });
+      expect(old.calls().find((c) => c.args.includes('up'))!.args).toEqual(['compose', '-f', DEFAULT_COMPOSE_FILE, 'up', '--build', '--wait', '-d']);
+      expect(composeHasWaitTimeout('2.17.0')).toBe(true);
+      expect(composeHasWaitTimeout('v2.29.7-desktop.1')).toBe(true);
+      expect(composeHasWaitTimeout('3.0.0')).toBe(true);
+      expect(composeHasWaitTimeout('2.9.0')).toBe(false);
+      expect(composeHasWaitTimeout('garbage')).toBe(false);
+    });
+
+    it('up: a host port already taken is one line that says which setting moves it', async () => {
+      const standIn = makeStandIn();
+      tempDirs.push(standIn.dir);
+      const result = await runDriver(['up'], standIn.env('port-busy', healthPort));
+      expect(result.code).toBe(1);
+      expect(result.stderr.trim().split('\n').at(-1)).toBe(
+        'docker compose up failed (exit 1): Error response from daemon: driver failed programming external connectivity on endpoint ldk-vss-vss-1 (3f2a): Bind for 127.0.0.1:8080 failed: port is already allocated' +
+          ' (another program uses the port: choose another with VSS_HOST_PORT, e.g. VSS_HOST_PORT=18080 npm run harness:up)',
+      );
+    });
+
+    it('up: a published port nobody answers on is one line naming the URL and the reason, not "failed (exit 0)"', async () => {
+      const standIn = makeStandIn();
+      tempDirs.push(standIn.dir);
+      const closed = await freePort();
+      const result = await runDriver(['up'], standIn.env('ok', closed));
+      expect(result.code).toBe(1);
+      expect(result.stderr.trim().split('\n').at(-1)).toBe(
+        `ldk-vss stack is up but its published http://127.0.0.1:${closed}/health is unreachable (ECONNREFUSED); see docker compose logs vss`,
+      );
     });
 
     it('up: a server that is not healthy on the published port is an error', async () => {
@@ -397,11 +435,49 @@ function workdirOf(stage: Stage): string {
   return workdirs[0]!.getArgumentsContent() ?? '';
 }
 
-/** The URL a health-check command fetches. */
-function probedUrl(command: readonly string[]): URL {
-  const match = /https?:\/\/[^'"\s)]+/.exec(command.join(' '));
-  if (!match) throw new Error(`no URL in health check ${command.join(' ')}`);
-  return new URL(match[0]);
+/** Runs a health-check command (exec form) with the container's environment; returns its exit code. */
+function runHealthcheck(command: readonly string[], env: Record<string, string>): Promise<number | null> {
+  const [file, ...args] = command;
+  expect(file).toBe('node');
+  // Docker runs the check inside the container, with the container's environment and nothing else.
+  return new Promise((r) =>
+    execFile(process.execPath, args, { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 20_000 }, (error) =>
+      r(error === null ? 0 : typeof error.code === 'number' ? error.code : null),
+    ),
+  );
+}
+
+/**
+ * What a health-check command asks for: a stand-in server listens on `listenHost` (any free port),
+ * the command runs with VSS_BIND_ADDRESS = `bindAddress(port)`, and every request it makes is
+ * recorded as `METHOD host-header path`.
+ */
+async function healthProbe(
+  command: readonly string[],
+  bindAddress: (port: number) => string,
+  options: { listenHost?: string; status?: number } = {},
+): Promise<{ code: number | null; port: number; requests: string[] }> {
+  const requests: string[] = [];
+  const server = createServer((req, res) => {
+    requests.push(`${req.method} ${req.headers.host} ${req.url}`);
+    res.writeHead(options.status ?? 200).end();
+  });
+  await new Promise<void>((r) => server.listen(0, options.listenHost ?? '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  try {
+    const code = await runHealthcheck(command, { VSS_BIND_ADDRESS: bindAddress(port) });
+    return { code, port, requests };
+  } finally {
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  }
+}
+
+/** The image's and the compose file's health checks (exec form, without compose's leading CMD). */
+function healthChecks(): Record<'image' | 'compose', string[]> {
+  const composeTest = loadCompose().services[VSS_SERVICE]!.healthcheck!.test as string[];
+  expect(composeTest[0]).toBe('CMD');
+  return { image: execForm(only(stageNamed('runtime'), 'HEALTHCHECK')[0]!), compose: composeTest.slice(1) };
 }
 
 /** The variables the reference server reads, which the compose file must configure for PostgreSQL. */
@@ -477,7 +553,7 @@ describe('docker-compose.yml against the server configuration', () => {
     expect(() => loadServeConfig({ ...serviceEnv(vss, { VSS_AUTH: 'basic' }) })).toThrow(/VSS_AUTH/);
   });
 
-  it('publishes the port the server binds, on loopback only, and health-checks HEALTH_PATH there', () => {
+  it('publishes the port the server binds, on loopback only, and health-checks HEALTH_PATH there', async () => {
     const bind = parseBindAddress(serviceEnv(vss).VSS_BIND_ADDRESS!);
     expect(vss.ports).toHaveLength(1);
     const [hostIp, hostPort, containerPort] = withDefaults(vss.ports![0]!).split(':');
@@ -485,10 +561,43 @@ describe('docker-compose.yml against the server configuration', () => {
     expect(Number(containerPort)).toBe(bind.port);
     expect(Number(hostPort)).toBe(DEFAULT_PORT);
     expect(VSS_CONTAINER_PORT).toBe(bind.port);
-    const probe = probedUrl(vss.healthcheck!.test as string[]);
-    expect(Number(probe.port)).toBe(bind.port);
-    expect(probe.pathname).toBe(HEALTH_PATH);
+    // The health check probes HEALTH_PATH on VSS_BIND_ADDRESS's port, on loopback for 0.0.0.0.
+    const moved = serviceEnv(vss).VSS_BIND_ADDRESS!.replace(`:${bind.port}`, ':');
+    const probe = await healthProbe(healthChecks().compose, (port) => `${moved}${port}`);
+    expect(probe.requests).toEqual([`GET 127.0.0.1:${probe.port} ${HEALTH_PATH}`]);
+    expect(probe.code).toBe(0);
   });
+});
+
+describe('the health checks follow VSS_BIND_ADDRESS (a container that moves the port stays healthy)', () => {
+  for (const which of ['image', 'compose'] as const) {
+    it(`${which}: probes the bound port, on loopback for 0.0.0.0 and [::], the host itself otherwise`, async () => {
+      const command = healthChecks()[which];
+      for (const [bind, listenHost, hostHeader] of [
+        ['0.0.0.0', '127.0.0.1', '127.0.0.1'],
+        ['127.0.0.1', '127.0.0.1', '127.0.0.1'],
+        ['[::]', '::1', '[::1]'],
+        ['[::1]', '::1', '[::1]'],
+      ] as const) {
+        const probe = await healthProbe(command, (port) => `${bind}:${port}`, { listenHost });
+        expect(probe.requests, bind).toEqual([`GET ${hostHeader}:${probe.port} ${HEALTH_PATH}`]);
+        expect(probe.code, bind).toBe(0);
+      }
+      // Surrounding blanks are ignored, as the server ignores them.
+      const padded = await healthProbe(command, (port) => ` 0.0.0.0:${port} `);
+      expect(padded.code).toBe(0);
+    });
+
+    it(`${which}: a failing /health, nothing listening or a malformed address is unhealthy`, async () => {
+      const command = healthChecks()[which];
+      const failing = await healthProbe(command, (port) => `0.0.0.0:${port}`, { status: 503 });
+      expect(failing.requests).toHaveLength(1);
+      expect(failing.code).not.toBe(0);
+      const port = await freePort();
+      expect(await runHealthcheck(command, { VSS_BIND_ADDRESS: `0.0.0.0:${port}` })).not.toBe(0);
+      expect(await runHealthcheck(command, { VSS_BIND_ADDRESS: 'not an address' })).not.toBe(0);
+    });
+  }
 });
 
 describe('Dockerfile against the server configuration', () => {
@@ -515,7 +624,7 @@ describe('Dockerfile against the server configuration', () => {
     expect(fromBuild.map((i) => i.getArguments()[0]!.getValue())).toEqual([`${workdirOf(build)}/dist/src`]);
   });
 
-  it('binds, exposes and health-checks the server\'s port and HEALTH_PATH', () => {
+  it('binds, exposes and health-checks the server\'s port and HEALTH_PATH', async () => {
     const runtime = stageNamed('runtime');
     const env = stageEnv(runtime);
     const config = loadServeConfig(env);
@@ -524,9 +633,10 @@ describe('Dockerfile against the server configuration', () => {
     expect(config.options.port).toBe(DEFAULT_PORT);
     const healthchecks = only(runtime, 'HEALTHCHECK');
     expect(healthchecks).toHaveLength(1);
-    const probe = probedUrl(execForm(healthchecks[0]!));
-    expect(Number(probe.port)).toBe(config.options.port);
-    expect(probe.pathname).toBe(HEALTH_PATH);
+    const moved = env.VSS_BIND_ADDRESS!.replace(`:${config.options.port}`, ':');
+    const probe = await healthProbe(execForm(healthchecks[0]!), (port) => `${moved}${port}`);
+    expect(probe.requests).toEqual([`GET 127.0.0.1:${probe.port} ${HEALTH_PATH}`]);
+    expect(probe.code).toBe(0);
     // Without a database configured the image keeps its embedded data in its declared volume.
     expect(config.options.backend).toEqual({ kind: 'pglite', dataDir: env.VSS_DATA_DIR });
     expect(only(runtime, 'VOLUME').map((i) => execForm(i))).toEqual([[env.VSS_DATA_DIR]]);
@@ -590,15 +700,6 @@ function exitOf(child: ChildProcess): Promise<number | null> {
     if (child.exitCode !== null) r(child.exitCode);
     else child.once('exit', (code) => r(code));
   });
-}
-
-/** Runs a health-check command (exec form) with the probed port replaced; returns its exit code. */
-function runHealthcheck(command: readonly string[], port: number): Promise<number | null> {
-  const rewritten = command.map((part) => part.replace(`:${DEFAULT_PORT}/`, `:${port}/`));
-  expect(rewritten.join(' ')).not.toBe(command.join(' '));
-  const [file, ...args] = rewritten;
-  expect(file).toBe('node');
-  return new Promise((r) => execFile(process.execPath, args, { timeout: 20_000 }, (error) => r(error === null ? 0 : typeof error.code === 'number' ? error.code : null)));
 }
 
 describe('the image, replayed on this tree without Docker', () => {
@@ -700,18 +801,17 @@ describe('the image, replayed on this tree without Docker', () => {
   }
 
   /** What both runs check once the server is up: the VSS surface, both health checks, a clean SIGTERM stop. */
-  async function checkRunningImage(child: ChildProcess, port: number): Promise<void> {
+  async function checkRunningImage(child: ChildProcess, port: number, env: Record<string, string>): Promise<void> {
     const reply = await fetch(`http://127.0.0.1:${port}/vss/getObject`, { method: 'POST', body: new Uint8Array(0) });
     expect(reply.status).toBe(401); // signature auth, no credentials
     expect(reply.headers.get('vss-protocol-version')).toBe('0');
-    const imageCheck = execForm(only(stageNamed('runtime'), 'HEALTHCHECK')[0]!);
-    const composeCheck = loadCompose().services[VSS_SERVICE]!.healthcheck!.test as string[];
-    expect(composeCheck[0]).toBe('CMD');
-    expect(await runHealthcheck(imageCheck, port)).toBe(0);
-    expect(await runHealthcheck(composeCheck.slice(1), port)).toBe(0);
+    const { image, compose } = healthChecks();
+    // The checks get the container's environment, whose VSS_BIND_ADDRESS names the moved port.
+    expect(await runHealthcheck(image, env)).toBe(0);
+    expect(await runHealthcheck(compose, env)).toBe(0);
     child.kill('SIGTERM'); // what `docker stop` sends
     expect(await exitOf(child)).toBe(0);
-    expect(await runHealthcheck(imageCheck, port)).not.toBe(0);
+    expect(await runHealthcheck(image, env)).not.toBe(0);
   }
 
   it('`docker run` without a database: production dependencies only, embedded backend in VSS_DATA_DIR, healthy', async () => {
@@ -721,7 +821,7 @@ describe('the image, replayed on this tree without Docker', () => {
     const env = { ...imageEnv, VSS_BIND_ADDRESS: imageEnv.VSS_BIND_ADDRESS!.replace(`:${DEFAULT_PORT}`, `:${port}`), VSS_DATA_DIR: dataDir };
     const { child, output } = await startImage(env, port);
     try {
-      await checkRunningImage(child, port);
+      await checkRunningImage(child, port, env);
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
     }
@@ -750,7 +850,7 @@ describe('the image, replayed on this tree without Docker', () => {
       await admin.query(`DROP DATABASE IF EXISTS ${database}`);
       const { child } = await startImage(env, port);
       try {
-        await checkRunningImage(child, port);
+        await checkRunningImage(child, port, env);
       } finally {
         if (child.exitCode === null) child.kill('SIGKILL');
       }

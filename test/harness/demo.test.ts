@@ -4,7 +4,7 @@
  * through its printed summary and its exit code.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { Writable } from 'node:stream';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -58,6 +58,56 @@ describe('npm run demo', () => {
     expect(code).toBe(1);
     expect(stderr).toMatch(/--payments must be a positive integer/);
   });
+});
+
+/** Whether util-linux `script` is here to give the demo a terminal (a pseudo-TTY). */
+function scriptAvailable(): boolean {
+  try {
+    execFileSync('script', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('npm run demo interrupted (Ctrl-C) midway', () => {
+  it('SIGINT during the payments: one line on stderr and exit 130', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'harness/demo.ts', '--payments', '1000'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    await new Promise<void>((resolve) =>
+      child.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString();
+        if (stdout.includes('Channel open')) resolve();
+      }),
+    );
+    child.kill('SIGINT');
+    expect(await exited).toEqual({ code: 130, signal: null });
+    expect(stderr.trim().split('\n').at(-1)).toBe('demo interrupted (SIGINT)');
+    expect(stderr).not.toMatch(/\n\s+at /);
+  }, 120_000);
+
+  it.skipIf(!scriptAvailable())('Ctrl-C on a terminal while the progress bar draws: the cursor and line wrapping come back', async () => {
+    // `script` runs the demo on a pseudo-terminal; a ^C written to it is the terminal's Ctrl-C.
+    const child = spawn('script', ['-qfec', `${process.execPath} --import tsx harness/demo.ts --payments 1000`, '/dev/null'], { cwd: root, stdio: ['pipe', 'pipe', 'ignore'] });
+    let screen = '';
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await new Promise<void>((resolve) =>
+      child.stdout.on('data', (d: Buffer) => {
+        screen += d.toString('latin1');
+        if (screen.includes('Payments |')) resolve();
+      }),
+    );
+    child.stdin.write('\x03');
+    expect(await exited).toBe(130);
+    const hidden = screen.lastIndexOf('\x1B[?25l');
+    expect(hidden).toBeGreaterThan(-1);
+    expect(screen.lastIndexOf('\x1B[?25h')).toBeGreaterThan(hidden);
+    expect(screen.lastIndexOf('\x1B[?7h')).toBeGreaterThan(screen.lastIndexOf('\x1B[?7l'));
+    expect(screen).toContain('demo interrupted (SIGINT)');
+  }, 120_000);
 });
 
 describe('demo command line', () => {

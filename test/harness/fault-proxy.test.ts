@@ -20,6 +20,14 @@ interface Upstream {
 async function startUpstream(): Promise<Upstream> {
   const received: string[] = [];
   const server = createServer((req, res) => {
+    if (req.url === '/early') {
+      // Answers before reading the body, as a server refusing an upload does (node then reads and
+      // discards the rest of the body, and the connection stays usable).
+      received.push(req.url);
+      res.writeHead(413, { 'content-type': 'text/plain' });
+      res.end('too large');
+      return;
+    }
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -28,6 +36,12 @@ async function startUpstream(): Promise<Upstream> {
       if (req.url === '/echo') {
         res.writeHead(200, { 'content-type': 'application/octet-stream' });
         res.end(body);
+      } else if (req.url === '/chunked') {
+        // No length: node sends the body with chunked transfer coding.
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('one ');
+        res.write('two ');
+        res.end('three');
       } else if (req.url?.startsWith('/bytes/')) {
         // A deterministic large response, to check integrity through the proxy.
         const size = Number(req.url.slice('/bytes/'.length));
@@ -106,6 +120,59 @@ function rawOutcome(port: number, payload?: string): Promise<{ kind: 'end' } | {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * A hand-written HTTP/1.1 client on one raw socket, for what node's client never does on its own:
+ * waiting for `100 Continue`, sending a body after an early answer, pipelining.
+ */
+class RawClient {
+  readonly socket: Socket;
+  text = '';
+  readonly ended: Promise<{ kind: 'end' } | { kind: 'error'; code: string }>;
+
+  private constructor(port: number) {
+    this.socket = connect({ host: '127.0.0.1', port });
+    this.socket.on('data', (chunk: Buffer) => (this.text += chunk.toString('latin1')));
+    this.ended = new Promise((resolve) => {
+      this.socket.on('error', (error: NodeJS.ErrnoException) => resolve({ kind: 'error', code: error.code ?? '?' }));
+      this.socket.on('end', () => {
+        resolve({ kind: 'end' });
+        this.socket.destroy();
+      });
+    });
+  }
+
+  static async open(port: number): Promise<RawClient> {
+    const client = new RawClient(port);
+    await new Promise<void>((resolve) => client.socket.once('connect', () => resolve()));
+    return client;
+  }
+
+  /** Writes and waits until the bytes are handed to the system. */
+  async write(text: string): Promise<void> {
+    await new Promise<void>((resolve, reject) => this.socket.write(text, (error) => (error ? reject(error) : resolve())));
+  }
+
+  /** Waits until what was received contains `needle` `times` times (or fails once the socket ends). */
+  async waitFor(needle: string, times = 1): Promise<void> {
+    let done = false;
+    void this.ended.then(() => (done = true));
+    for (;;) {
+      if (this.text.split(needle).length - 1 >= times) return;
+      if (done) throw new Error(`connection ended before ${times} x ${JSON.stringify(needle)}; got ${JSON.stringify(this.text)}`);
+      await sleep(5);
+    }
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** Waits (within a bound, to fail instead of hanging) until `received` has `n` entries. */
+async function receivedCount(upstream: Upstream, n: number): Promise<void> {
+  for (let waited = 0; upstream.received.length < n && waited < 5_000; waited += 5) await sleep(5);
+}
+
 describe('FaultProxy', () => {
   let upstream: Upstream;
   let proxy: FaultProxy;
@@ -170,6 +237,151 @@ describe('FaultProxy', () => {
         await expect(second.drop({ times: 0 })).rejects.toThrow(RangeError);
       } finally {
         await second.close();
+      }
+    });
+  });
+
+  describe('request boundaries (HTTP/1.1 read, not guessed from turns)', () => {
+    it('a body sent in many TCP writes with nothing from the server is one request', async () => {
+      const client = await RawClient.open(proxy.port);
+      try {
+        const body = 'x'.repeat(200);
+        await client.write(`POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n`);
+        for (let i = 0; i < body.length; i += 20) {
+          await client.write(body.slice(i, i + 20));
+          await sleep(2);
+        }
+        await client.waitFor(body);
+        expect(proxy.stats().requests).toBe(1);
+      } finally {
+        client.close();
+      }
+      expect(upstream.received).toEqual(['/echo']);
+    });
+
+    it('Expect: 100-continue: the body after the 100 is the same request, so a drop armed then hits the next one', async () => {
+      const client = await RawClient.open(proxy.port);
+      await client.write('POST /continue HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nExpect: 100-continue\r\n\r\n');
+      await client.waitFor('HTTP/1.1 100 Continue');
+      await proxy.drop({ times: 1 });
+      await client.write('bo');
+      await client.write('dy!');
+      await client.write('\n');
+      await client.waitFor('ok /continue');
+      expect(proxy.stats().requests).toBe(1);
+      expect(proxy.mode.kind).toBe('drop');
+      await client.write('GET /next HTTP/1.1\r\nHost: x\r\n\r\n');
+      expect(await client.ended).toEqual({ kind: 'end' });
+      expect(proxy.stats().requests).toBe(2);
+      expect(proxy.mode).toEqual({ kind: 'none' });
+      await sleep(50);
+      expect(upstream.received).toEqual(['/continue']);
+    });
+
+    it('Expect: 100-continue: a response fault waits for the final answer, after the server acted', async () => {
+      await proxy.reset({ at: 'response', times: 1 });
+      const client = await RawClient.open(proxy.port);
+      await client.write('PUT /continue HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n');
+      await client.waitFor('HTTP/1.1 100 Continue');
+      await client.write('put');
+      expect(await client.ended).toEqual({ kind: 'error', code: 'ECONNRESET' });
+      expect(client.text).not.toContain('ok /continue');
+      expect(upstream.received).toEqual(['/continue']);
+      expect(proxy.stats()).toMatchObject({ requests: 1, connectionsReset: 1 });
+    });
+
+    it('an early answer (413 before the body is complete): the rest of the body is not another request', async () => {
+      const client = await RawClient.open(proxy.port);
+      const head = 'POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\n\r\n';
+      await client.write(`${head}${'a'.repeat(1000)}`);
+      await client.waitFor('too large');
+      // Armed now, a drop is for the next request: the rest of this body still goes through.
+      await proxy.drop({ times: 1 });
+      await client.write('b'.repeat(1000));
+      await client.write('c'.repeat(1000));
+      for (let waited = 0; proxy.stats().bytesToServer < head.length + 3000 && waited < 5_000; waited += 5) await sleep(5);
+      expect(proxy.stats().bytesToServer).toBe(head.length + 3000);
+      expect(proxy.stats().requests).toBe(1);
+      expect(proxy.mode).toMatchObject({ kind: 'drop', remaining: 1 });
+      await client.write('GET /after HTTP/1.1\r\nHost: x\r\n\r\n');
+      expect(await client.ended).toEqual({ kind: 'end' });
+      expect(proxy.stats().requests).toBe(2);
+      await sleep(50);
+      expect(upstream.received).toEqual(['/early']);
+    });
+
+    it('pipelined requests are counted one by one', async () => {
+      proxy.setLatency({ perRequestMs: 20 });
+      const client = await RawClient.open(proxy.port);
+      try {
+        await client.write(
+          'GET /p1 HTTP/1.1\r\nHost: x\r\n\r\n' +
+            'POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\necho\r\n0\r\nX-Trailer: t\r\n\r\n' +
+            'GET /p3 HTTP/1.1\r\nHost: x\r\n\r\n',
+        );
+        await client.waitFor('ok /p3');
+      } finally {
+        client.close();
+      }
+      expect(client.text).toContain('ok /p1');
+      expect(client.text).toContain('\r\n\r\n4\r\necho\r\n0\r\n\r\n'); // echoed with chunked coding
+      expect(proxy.stats().requests).toBe(3);
+      expect(upstream.received).toEqual(['/p1', '/echo', '/p3']);
+    });
+
+    it('a request fault hits the pipelined request it draws, after the ones before it reached the server', async () => {
+      const draws = [0.9, 0.1];
+      const seeded = await FaultProxy.start({ target: { host: '127.0.0.1', port: upstream.port }, random: () => draws.shift() ?? 1 });
+      try {
+        await seeded.drop({ probability: 0.5 });
+        const client = await RawClient.open(seeded.port);
+        // The accept-time check draws 0.9 (and stands for the first request), the second draws 0.1.
+        await client.write('POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nfirst' + 'GET /second HTTP/1.1\r\nHost: x\r\n\r\n');
+        expect(await client.ended).toEqual({ kind: 'end' });
+        await receivedCount(upstream, 1);
+        await sleep(50);
+        expect(upstream.received).toEqual(['/echo']);
+        expect(seeded.stats()).toMatchObject({ requests: 2, connectionsDropped: 1 });
+      } finally {
+        await seeded.close();
+      }
+    });
+
+    it('a response fault hits the pipelined response it draws; responses before it arrive whole (HEAD, chunked, sized)', async () => {
+      const draws = [0.9, 0.9, 0.1];
+      const seeded = await FaultProxy.start({ target: { host: '127.0.0.1', port: upstream.port }, random: () => draws.shift() ?? 1 });
+      try {
+        await seeded.drop({ at: 'response', probability: 0.5 });
+        const client = await RawClient.open(seeded.port);
+        await client.write('HEAD /bytes/100 HTTP/1.1\r\nHost: x\r\n\r\n' + 'GET /chunked HTTP/1.1\r\nHost: x\r\n\r\n' + 'GET /third HTTP/1.1\r\nHost: x\r\n\r\n');
+        expect(await client.ended).toEqual({ kind: 'end' });
+        // The HEAD answer (no body, and no length to say so: only the method tells) and the whole chunked one.
+        expect(client.text.match(/HTTP\/1\.1 200 OK/g)).toHaveLength(2);
+        expect(client.text).toMatch(/\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+        expect(client.text).toMatch(/\r\n\r\n4\r\none \r\n4\r\ntwo \r\n5\r\nthree\r\n0\r\n\r\n$/);
+        expect(client.text).not.toContain('ok /third');
+        expect(upstream.received).toEqual(['/bytes/100', '/chunked', '/third']);
+        expect(seeded.stats()).toMatchObject({ requests: 3, connectionsDropped: 1 });
+      } finally {
+        await seeded.close();
+      }
+    });
+
+    it('traffic that is not HTTP/1.1 falls back to turn-taking: each client burst after an answer is a request', async () => {
+      const echo = createNetServer((socket) => socket.on('data', (chunk: Buffer) => socket.write(chunk)));
+      await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
+      const raw = await FaultProxy.start({ target: { host: '127.0.0.1', port: (echo.address() as AddressInfo).port } });
+      const client = await RawClient.open(raw.port);
+      try {
+        await client.write('\x16\x03\x01 hello');
+        await client.waitFor('hello');
+        await client.write('again');
+        await client.waitFor('again');
+        expect(raw.stats().requests).toBe(2);
+      } finally {
+        client.close();
+        await raw.close();
+        await new Promise<void>((resolve) => echo.close(() => resolve()));
       }
     });
   });
