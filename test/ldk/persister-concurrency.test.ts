@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initLdk, LdkEventLoop, PersisterStoppedError, silentLogger, type ManagerWriteTracker, type PendingWriteInfo, type VssPersister } from '../../src/ldk/index.js';
 import { ConcurrentWriterError, RollbackDetectedError } from '../../src/store/errors.js';
 import { connectionRefused, MemoryServer } from './helpers/memory-store.js';
-import { drain, fakePersistSetup, HeldStore } from './helpers/fake-persist.js';
+import { drain, fakePersistSetup, HeldStore, settled } from './helpers/fake-persist.js';
 import { fakeLdkNode } from './helpers/fake-ldk-node.js';
 
 beforeAll(async () => {
@@ -134,17 +134,6 @@ describe('VssPersister: close() and flush()', () => {
 });
 
 describe('VssPersister linked to an event loop that stops gracefully', () => {
-  /** Whether `p` has settled after the pending reactions ran: 'resolved', its error, or 'pending'. */
-  const settled = async (p: Promise<void>): Promise<unknown> => {
-    let outcome: unknown = 'pending';
-    p.then(
-      () => (outcome = 'resolved'),
-      (err: unknown) => (outcome = err),
-    );
-    await drain();
-    return outcome;
-  };
-
   it('flush() rejects with PersisterStoppedError (not a hang) for updates that waited for a manager write the stopped loop will never make; the write stays held (neither sent nor acknowledged) and goes out with a loop linked later', async () => {
     for (const atomicBatches of [false, true]) {
       const store = new HeldStore(new MemoryServer(), { atomicBatches });

@@ -7,22 +7,11 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initLdk, PersisterStoppedError } from '../../src/ldk/index.js';
 import { connectionRefused, MemoryServer } from './helpers/memory-store.js';
-import { drain, fakePersistSetup, HeldStore } from './helpers/fake-persist.js';
+import { drain, fakePersistSetup, HeldStore, settled } from './helpers/fake-persist.js';
 
 beforeAll(async () => {
   await initLdk();
 });
-
-/** Whether `p` has settled after the pending reactions ran: 'resolved', its error, or 'pending'. */
-async function settled(p: Promise<unknown>): Promise<unknown> {
-  let outcome: unknown = 'pending';
-  p.then(
-    () => (outcome = 'resolved'),
-    (err: unknown) => (outcome = err),
-  );
-  await drain();
-  return outcome;
-}
 
 describe('VssPersister.close() with writes under way', () => {
   it('waits for a write on the wire: it lands and LDK is told before close() resolves; every call shares that wait, and a waiting flush() settles after it', async () => {

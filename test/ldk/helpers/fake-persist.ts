@@ -112,6 +112,17 @@ export async function drain(): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
 }
 
+/** Whether `p` has settled after the pending reactions ran: 'resolved', its error, or 'pending'. */
+export async function settled(p: Promise<unknown>): Promise<unknown> {
+  let outcome: unknown = 'pending';
+  p.then(
+    () => (outcome = 'resolved'),
+    (err: unknown) => (outcome = err),
+  );
+  await drain();
+  return outcome;
+}
+
 /**
  * A persister attached to a recording stand-in ChainMonitor, with helpers that call its LDK
  * callbacks as ChainMonitor would.
