@@ -146,9 +146,22 @@ async function readBody(req: IncomingMessage, limit: number, stallTimeoutMs: num
   const reading = readWholeBody(req, limit);
   if (stallTimeoutMs === 0) return reading;
   let timer: NodeJS.Timeout | undefined;
-  const onData = () => timer?.refresh();
+  let chunks = 0;
+  const onData = () => {
+    chunks += 1;
+    // Also re-arms a timer that has fired, whose verdict is still pending (below).
+    timer?.refresh();
+  };
   const stalled = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new BodyStalledError()), stallTimeoutMs);
+    timer = setTimeout(() => {
+      // Node runs due timers before it reads sockets: after the event loop was held for longer
+      // than the timeout (a long synchronous PGlite call on a loaded machine), bytes that
+      // arrived meanwhile are read only after this callback. Decide once they have been.
+      const seen = chunks;
+      setImmediate(() => {
+        if (chunks === seen) reject(new BodyStalledError());
+      });
+    }, stallTimeoutMs);
   });
   req.on('data', onData);
   try {

@@ -17,7 +17,7 @@ export { MemoryBackend, type MemorySnapshot } from './backends/memory.js';
 // The SQL backends, for callers that open and tune one themselves (batching, pool) and hand the
 // instance to startVssServer({ backend }).
 export { PostgresBackend, type PostgresBackendOptions } from './backends/postgres.js';
-export { PgliteBackend, PgliteStartError, PgliteStoppedError, type PgliteBackendOptions } from './backends/pglite.js';
+export { PgliteBackend, PgliteStartError, PgliteStoppedError, PGLITE_MAX_VALUE_SIZE, type PgliteBackendOptions } from './backends/pglite.js';
 export { DataDirInUseError, DATA_DIR_LOCK_FILE } from './backends/data-dir-lock.js';
 export { DEFAULT_BATCHING, type SqlBackendOptions } from './backends/sql-backend.js';
 export type { BatcherOptions, GatherOptions, BatcherStats } from './backends/batcher.js';

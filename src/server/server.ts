@@ -25,7 +25,8 @@ export type BackendOption =
   | 'memory'
   | 'pglite'
   | { kind: 'memory' }
-  | { kind: 'pglite'; dataDir?: string }
+  /** `maxValueSize`: largest value stored (default PGLITE_MAX_VALUE_SIZE, 128 MiB); larger ones get a 413. */
+  | { kind: 'pglite'; dataDir?: string; maxValueSize?: number }
   | {
       kind: 'postgres';
       url: string;
@@ -163,16 +164,25 @@ function isAuthorizer(value: unknown): value is Authorizer {
 }
 
 /** Creates (and migrates) the backend an option names; `owned` says whether close() should close it. */
-export async function openBackend(option: BackendOption, logger: Logger): Promise<{ backend: StorageBackend; owned: boolean }> {
+export async function openBackend(option: BackendOption, logger: Logger, maxRequestBodySize?: number): Promise<{ backend: StorageBackend; owned: boolean }> {
   if (isStorageBackend(option)) return { backend: option, owned: false };
   const spec = typeof option === 'string' ? { kind: option } : option;
   switch (spec.kind) {
     case 'memory':
       return { backend: new MemoryBackend(), owned: true };
     case 'pglite': {
-      const { PgliteBackend } = await import('./backends/pglite.js');
+      const { PgliteBackend, PGLITE_MAX_VALUE_SIZE } = await import('./backends/pglite.js');
       const dataDir = 'dataDir' in spec ? spec.dataDir : undefined;
-      return { backend: await PgliteBackend.open({ dataDir, logger }), owned: true };
+      const maxValueSize = 'maxValueSize' in spec ? spec.maxValueSize : undefined;
+      const valueLimit = maxValueSize ?? PGLITE_MAX_VALUE_SIZE;
+      if (maxRequestBodySize !== undefined && maxRequestBodySize > valueLimit) {
+        // Raised body limits work for PostgreSQL; the embedded database cannot hold such values.
+        logger.warn(
+          { maxRequestBodySize, maxValueSize: valueLimit },
+          `the embedded database stores values up to ${valueLimit} bytes: larger ones are refused with 413 although the request body limit admits them; use PostgreSQL for larger values`,
+        );
+      }
+      return { backend: await PgliteBackend.open({ dataDir, logger, maxValueSize }), owned: true };
     }
     case 'postgres': {
       const { PostgresBackend } = await import('./backends/postgres.js');
@@ -280,7 +290,7 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
     }
   }
   const authorizer = await createAuthorizer(options.auth ?? { kind: 'signature' }, logger);
-  const { backend, owned } = await openBackend(options.backend ?? 'memory', logger);
+  const { backend, owned } = await openBackend(options.backend ?? 'memory', logger, maxRequestBodySize);
   const metrics = options.metrics ? new ServerMetrics({ processMetrics: true }) : undefined;
   const handler = createVssHandler({
     backend,

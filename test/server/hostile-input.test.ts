@@ -231,6 +231,35 @@ describe('request timeouts', () => {
     expect(parse(await upload(port, body, 10, 100)).statusLine).toBe('HTTP/1.1 200 OK');
   });
 
+  it('bytes that arrived while the event loop was held past the stall timeout are not a stall', async () => {
+    const port = await appServer(300);
+    const body = vss.PutObjectRequest.encode({ storeId: 'held', transactionItems: [keyValue('k', -1n, text('v'.repeat(2_000)))] }).finish();
+    const socket = net.connect(port, '127.0.0.1');
+    await once(socket, 'connect');
+    try {
+      const answer = once(socket, 'data').then(([chunk]) => chunk as Buffer);
+      socket.write(`POST /vss/putObjects HTTP/1.1\r\nhost: x\r\ncontent-length: ${body.length}\r\n\r\n`);
+      socket.write(body.subarray(0, 100));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      // The rest reaches the server's socket buffer at once, then the event loop is held (a long
+      // synchronous call) for well past the stall timeout before it could read them: the next
+      // turn of the loop runs the overdue timer before it reads the bytes.
+      await new Promise<void>((resolve) =>
+        setImmediate(() => {
+          socket.write(body.subarray(100));
+          const until = Date.now() + 1_000;
+          while (Date.now() < until) {
+            // held
+          }
+          resolve();
+        }),
+      );
+      expect(parse(await answer).statusLine).toBe('HTTP/1.1 200 OK');
+    } finally {
+      socket.destroy();
+    }
+  });
+
   it('the server has no limit on the whole request, but keeps the one on its headers', async () => {
     const createServer = vi.mocked(http.createServer);
     createServer.mockClear();

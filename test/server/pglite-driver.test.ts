@@ -10,6 +10,8 @@ import { mkdtemp, readFile, readlink, rm, utimes, writeFile } from 'node:fs/prom
 import { hostname, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PgliteBackend, PgliteDriver } from '../../src/server/backends/pglite.js';
 import { DATA_DIR_LOCK_FILE, DataDirInUseError, STALE_AFTER_MS, STALE_SAME_HOST_AFTER_MS } from '../../src/server/backends/data-dir-lock.js';
@@ -129,6 +131,27 @@ describe('PgliteDriver', () => {
     await expect(transaction).rejects.toThrow('roll back');
     expect((await viaPglite).rows[0].n).toBe(0);
     expect((await viaDriver).rows[0].n).toBe(0);
+  });
+
+  it('keeps no reply after returning it: memory stays flat over many large reads', async () => {
+    // PGlite's execProtocolRaw also collected every reply, in a list only its own query API
+    // empties: each value read stayed on the heap as hex text, until V8 ran out and the server died.
+    setFlagsFromString('--expose-gc');
+    const collectGarbage = runInNewContext('gc') as () => void;
+    const value = randomBytes(1 << 20);
+    await driver.query(INSERT, [['big'], value]);
+    const read = async () => {
+      const { rows } = await driver.query(SELECT, [['big']]);
+      expect(Buffer.compare(rows[0].v as Uint8Array, value)).toBe(0);
+    };
+    await read();
+    collectGarbage();
+    const before = process.memoryUsage().heapUsed;
+    for (let i = 0; i < 64; i++) await read();
+    collectGarbage();
+    // Kept replies would be 64 × 2 MiB of hex text; what remains is noise.
+    expect(process.memoryUsage().heapUsed - before).toBeLessThan(32 << 20);
+    await driver.query({ text: 'DELETE FROM t' });
   });
 
   it('shares prepared statements between drivers over one instance', async () => {

@@ -9,8 +9,20 @@ import { fsyncSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { lockDataDir, REFRESH_EVERY_MS, STALE_AFTER_MS, type DataDirLock } from './data-dir-lock.js';
 import { migrate, type MigrationOutcome } from './migrations.js';
-import { SqlBackend, type SqlBackendOptions } from './sql-backend.js';
+import { checkMaxValueSize, SqlBackend, type SqlBackendOptions } from './sql-backend.js';
 import type { SqlDriver, SqlQuery, SqlResult, SqlSession } from './sql-driver.js';
+
+/**
+ * The largest value the embedded database stores by default (`maxValueSize`): the default
+ * request body limit, the largest size measured to work whatever came before. PostgreSQL runs in
+ * WebAssembly memory that cannot grow past 2 GiB and never shrinks, and a put needs about five
+ * times the value there (Bind message, parameter, tuple, TOAST's compression attempt). Measured
+ * with PGlite 0.5.16: a fresh instance stored 256 and 320 MiB (memory at 1.4-1.7 GiB), but after
+ * a 400 MiB put had failed a 256 MiB put failed too, with "out of memory": a 500 that clients
+ * retry in vain, each retry holding the event loop for seconds. 128 MiB still worked then. A
+ * server whose body limit is raised above this refuses larger values with a 413 naming the limit.
+ */
+export const PGLITE_MAX_VALUE_SIZE = 128 * 1024 * 1024;
 
 export interface PgliteBackendOptions extends SqlBackendOptions {
   /** Directory for the database files; undefined keeps everything in memory. */
@@ -197,13 +209,27 @@ export class PgliteDriver implements SqlDriver {
     const stopped = stoppedInstances.get(this.db);
     if (stopped) throw stopped;
     await this.db._checkReady();
-    const data = await this.db.execProtocolRaw(message, { syncToFs: false });
     const replies: messages.BackendMessage[] = [];
-    try {
-      this.parser.parse(data, (reply) => replies.push(reply));
-    } catch (error) {
+    let parseError: unknown;
+    // Streamed, not execProtocolRaw: that one also hands every reply to PGlite's own parser,
+    // which appends it to a result list only `execProtocol` ever empties. Nothing here calls
+    // that, so every reply of the server's life stayed in memory, each value read as its hex
+    // text (a 128 MiB get kept 256 MiB), until V8 ran out of heap and the process died (clients
+    // saw a reset connection). It also copied each reply into a growing buffer before parsing.
+    // The chunk is a view into WebAssembly memory; the parser copies it before returning.
+    const onRawData = (chunk: Uint8Array): void => {
+      if (parseError !== undefined) return;
+      try {
+        this.parser.parse(chunk, (reply) => replies.push(reply));
+      } catch (error) {
+        // Thrown from here it would unwind PostgreSQL mid-statement, and PGlite swallows it.
+        parseError = error ?? new Error('unparseable reply');
+      }
+    };
+    await this.db.execProtocolRawStream(message, { syncToFs: false, onRawData });
+    if (parseError !== undefined) {
       this.parser = new protocol.Parser();
-      throw error;
+      throw parseError;
     }
     const error = replies.find((reply): reply is messages.DatabaseError => reply instanceof messages.DatabaseError);
     if (error) {
@@ -449,6 +475,8 @@ export class PgliteBackend extends SqlBackend {
   }
 
   static async open(options: PgliteBackendOptions = {}): Promise<PgliteBackend> {
+    // Before the database starts: a bad option should not cost a start (or a data-directory lock).
+    checkMaxValueSize(options.maxValueSize);
     let lock: DataDirLock | undefined;
     if (options.db === undefined && options.dataDir !== undefined) {
       await mkdir(options.dataDir, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
@@ -485,7 +513,7 @@ export class PgliteBackend extends SqlBackend {
       if (inMemory) await driver.query({ text: 'SET wal_init_zero = off' });
       const migration = await migrate(driver);
       if (migration.from !== migration.to) options.logger?.info({ ...migration, dataDir: options.dataDir }, 'applied database migrations');
-      return new PgliteBackend(driver, options, migration, options.dataDir, lock);
+      return new PgliteBackend(driver, { ...options, maxValueSize: options.maxValueSize ?? PGLITE_MAX_VALUE_SIZE }, migration, options.dataDir, lock);
     } catch (error) {
       try {
         await driver.close();

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { GLOBAL_VERSION_KEY } from '../../protocol/index.js';
-import { ConflictError } from '../errors.js';
+import { ConflictError, PayloadTooLargeError } from '../errors.js';
 import { Batcher, type BatcherOptions, type BatcherStats } from './batcher.js';
 import { CREATE_ONLY_VERSION, nextVersion, planWrites, UNCONDITIONAL, type WriteStep } from './semantics.js';
 import { sqlState, type SqlDriver, type SqlQuery, type SqlSession } from './sql-driver.js';
@@ -178,7 +178,20 @@ export interface SqlBackendOptions {
    * `false` runs every request on its own. Default DEFAULT_BATCHING.
    */
   batching?: false | Partial<BatcherOptions>;
+  /**
+   * Largest value, in bytes, a put may carry: a larger one is refused with PayloadTooLargeError
+   * (413, naming the limit) before any statement runs. For a storage that cannot hold values
+   * up to the request body limit (PGlite sets one); default: no limit of its own.
+   */
+  maxValueSize?: number;
   logger?: Logger;
+}
+
+/** Throws unless `maxValueSize` is undefined or a whole number of bytes. */
+export function checkMaxValueSize(maxValueSize: number | undefined): void {
+  if (maxValueSize !== undefined && !(Number.isSafeInteger(maxValueSize) && maxValueSize >= 0)) {
+    throw new RangeError(`maxValueSize must be a whole number of bytes from 0, not ${maxValueSize}`);
+  }
 }
 
 /** One row a batched request reads or writes. */
@@ -242,6 +255,7 @@ export function statementRolledBack(error: unknown): boolean {
 export class SqlBackend implements StorageBackend {
   private readonly inlineValueLimit: number;
   private readonly batchInlineLimit: number;
+  private readonly maxValueSize: number | undefined;
   private readonly getBatcher?: Batcher<RowRef, BatchedGet>;
   private readonly putBatchers?: Readonly<Record<PutKind, Batcher<RowWrite, boolean>>>;
   private readonly logger?: Logger;
@@ -253,6 +267,8 @@ export class SqlBackend implements StorageBackend {
   ) {
     this.inlineValueLimit = options.inlineValueLimit ?? DEFAULT_INLINE_VALUE_LIMIT;
     this.logger = options.logger;
+    checkMaxValueSize(options.maxValueSize);
+    this.maxValueSize = options.maxValueSize;
     this.batchInlineLimit = Math.min(this.inlineValueLimit, BATCH_VALUE_LIMIT);
     const batching = options.batching === false ? false : { ...DEFAULT_BATCHING, ...options.batching };
     if (batching) {
@@ -378,6 +394,7 @@ export class SqlBackend implements StorageBackend {
   }
 
   async put(userToken: string, request: PutRequest): Promise<void> {
+    this.checkValueSizes(request);
     // Keys within one request are distinct (checked upstream), so statement order cannot change
     // whether the request applies; a fixed order makes concurrent multi-key puts lock rows in the
     // same order and therefore never deadlock.
@@ -409,6 +426,18 @@ export class SqlBackend implements StorageBackend {
         if (!(await runStep(session, userToken, request.storeId, step, sortOrders?.get(step)))) throw new ConflictError();
       }
     });
+  }
+
+  /** Refuses a request with a value this storage cannot hold, before anything is written. */
+  private checkValueSizes(request: PutRequest): void {
+    const limit = this.maxValueSize;
+    if (limit === undefined) return;
+    const largest = request.transactionItems.reduce((max, item) => Math.max(max, item.value.byteLength), 0);
+    if (largest > limit) {
+      throw new PayloadTooLargeError(
+        `A value of ${largest} bytes exceeds the ${limit}-byte value limit of this server's ${this.kind} storage`,
+      );
+    }
   }
 
   async delete(userToken: string, storeId: string, item: DeleteItem): Promise<void> {
