@@ -9,13 +9,14 @@
  * It works on raw TCP rather than HTTP so that every failure is a real socket event (FIN, RST,
  * refused connect, silence) seen by the client's own HTTP stack exactly as on a real network.
  * Where it needs the notion of a "request" (per-request latency, faults at the start of a request
- * or of a response) it reads HTTP/1.1 message boundaries (start lines, headers, Content-Length and
- * chunked bodies), so that `Expect: 100-continue`, a body still arriving after an early answer and
- * pipelined requests are counted right; the bytes themselves are forwarded unchanged. Traffic it
- * cannot read as HTTP/1.1 falls back to turn-taking: a client→server burst is a request, the
- * server→client burst that follows is its response.
+ * or of a response) it reads HTTP/1.1 message boundaries with http-parser-js (start lines, headers,
+ * Content-Length and chunked bodies), so that `Expect: 100-continue`, a body still arriving after an
+ * early answer and pipelined requests are counted right; the bytes themselves are forwarded
+ * unchanged. Traffic it cannot read as HTTP/1.1 falls back to turn-taking: a client→server burst
+ * is a request, the server→client burst that follows is its response.
  */
 import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { HTTPParser } from 'http-parser-js';
 
 /** Where the proxy forwards to. */
 export interface ProxyTarget {
@@ -229,13 +230,8 @@ class Lane {
 // alternate: a body sent after `100 Continue` looked like a second request, a body still arriving
 // after an early answer (413) too, pipelined requests looked like one, and a response fault fired
 // at the `100 Continue` before the server even had the body. So the proxy reads where each message
-// starts: request and status lines, headers, Content-Length and chunked bodies. Anything it cannot
-// read as HTTP/1.1 (another protocol, an upgrade, a malformed head) falls back to turn-taking.
-
-/** Longest head (start line and headers) read; the server rejects longer ones anyway. */
-const MAX_HEAD_BYTES = 64 * 1024;
-/** Longest chunk-size or trailer line read. */
-const MAX_LINE_BYTES = 8 * 1024;
+// starts, with http-parser-js. Anything it cannot read as HTTP/1.1 (another protocol, an upgrade,
+// a malformed head) falls back to turn-taking.
 
 /** A piece of one direction's bytes, in order; `start` when a message begins with it. */
 interface Piece {
@@ -244,115 +240,43 @@ interface Piece {
   start?: { interim: boolean };
 }
 
-type ReaderState =
-  | { at: 'idle' }
-  /** `tail`: the last bytes read of the head, where its blank line may have begun. */
-  | { at: 'head'; parts: Buffer[]; size: number; tail: string }
-  | { at: 'body'; remaining: number }
-  | { at: 'chunk-size'; line: string }
-  | { at: 'chunk-data'; remaining: number }
-  | { at: 'chunk-end'; line: string }
-  | { at: 'trailers'; line: string }
-  | { at: 'until-close' }
-  | { at: 'opaque' };
+/**
+ * http-parser-js says that a head or a message is complete, not where it ends: that is its read
+ * position `offset` in the chunk being executed, which it keeps on the instance (not in its typings).
+ */
+type Parser = InstanceType<typeof HTTPParser> & { readonly offset: number };
+type HeadInfo = Parameters<Parser[typeof HTTPParser.kOnHeadersComplete]>[0];
 
-/** How the message whose head was just read continues. */
-type BodyFraming =
-  | { kind: 'length'; length: number }
-  | { kind: 'chunked' }
-  | { kind: 'until-close' }
-  /** Not HTTP/1.1 any more after this message's body (an upgrade, CONNECT, or unreadable). */
-  | { kind: 'opaque' };
+/**
+ * The parser counts toward its head size limit (80 KiB) every byte of an `execute` call that ends
+ * in or before a head, the message before included; fed in slices, it does not refuse the head
+ * after a large body (or an idle connection after one) for the body's size.
+ */
+const PARSE_SLICE_BYTES = 16 * 1024;
 
-interface ParsedHead {
-  /** Request method, or the response status. */
-  method?: string;
-  status?: number;
-  headers: Map<string, string[]>;
-}
+/**
+ * What a start line can begin with. The parser judges a start line once it has all of it; other
+ * protocols (TLS) may never send a line end, so their first bytes tell that a head is not coming.
+ */
+const STARTS = { request: HTTPParser.methods.map((method) => `${method} `), response: ['HTTP/1.'] };
+const PROBE_CHARS = Math.max(...[...STARTS.request, ...STARTS.response].map((start) => start.length));
 
-/** How far into a head `plausibleStart` looks. */
-const START_LINE_PROBE = 32;
-const METHOD_CHARS = /^[!#$%&'*+.^_`|~0-9A-Za-z-]*$/;
-
-/** Whether the first bytes of a head can begin a request line or an HTTP/1.x status line. */
-function plausibleStart(kind: 'request' | 'response', text: string): boolean {
-  const probe = text.slice(0, START_LINE_PROBE);
-  if (kind === 'response') {
-    const prefix = 'HTTP/1.';
-    return probe.length < prefix.length ? prefix.startsWith(probe) : probe.startsWith(prefix);
+/**
+ * Whether the parser frames a head's body as its peer does. It takes any Transfer-Encoding but a
+ * plain `chunked` for no coding (`gzip, chunked` is chunked; a request with another coding has no
+ * length) and reads Content-Length with `+`, so that `abc` or `-1` would derail it.
+ */
+function framable(headers: string[]): boolean {
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!.toLowerCase();
+    if (name === 'transfer-encoding' && headers[i + 1]!.toLowerCase() !== 'chunked') return false;
+    if (name === 'content-length' && !/^\d+$/.test(headers[i + 1]!)) return false;
   }
-  const space = probe.indexOf(' ');
-  return space === -1 ? METHOD_CHARS.test(probe) && probe.length < START_LINE_PROBE : space > 0 && METHOD_CHARS.test(probe.slice(0, space));
+  return true;
 }
 
-const REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) \S+ HTTP\/1\.[01]$/;
-const STATUS_LINE = /^HTTP\/1\.[01] (\d{3})(?: .*)?$/;
-
-function parseHead(kind: 'request' | 'response', text: string): ParsedHead | null {
-  const lines = text.split(/\r?\n/);
-  const first = lines.shift() ?? '';
-  const head: ParsedHead = { headers: new Map() };
-  if (kind === 'request') {
-    const match = REQUEST_LINE.exec(first);
-    if (!match) return null;
-    head.method = match[1]!.toUpperCase();
-  } else {
-    const match = STATUS_LINE.exec(first);
-    if (!match) return null;
-    head.status = Number(match[1]);
-  }
-  for (const line of lines) {
-    if (line === '') continue;
-    const colon = line.indexOf(':');
-    // No name, or an obsolete folded line: not something this reader can frame with confidence.
-    if (colon <= 0 || line.startsWith(' ') || line.startsWith('\t')) return null;
-    const name = line.slice(0, colon).trim().toLowerCase();
-    const values = head.headers.get(name) ?? [];
-    values.push(line.slice(colon + 1).trim());
-    head.headers.set(name, values);
-  }
-  return head;
-}
-
-/** The single Content-Length a head declares, null if none, undefined if it is unusable. */
-function contentLength(head: ParsedHead): number | null | undefined {
-  const values = head.headers.get('content-length');
-  if (values === undefined) return null;
-  const all = new Set(values.flatMap((v) => v.split(',')).map((v) => v.trim()));
-  if (all.size !== 1) return undefined;
-  const [text] = [...all];
-  return /^\d{1,15}$/.test(text!) ? Number(text) : undefined;
-}
-
-/** Whether the last transfer coding is chunked; null if there is no Transfer-Encoding. */
-function chunkedCoding(head: ParsedHead): boolean | null {
-  const values = head.headers.get('transfer-encoding');
-  if (values === undefined) return null;
-  const codings = values.flatMap((v) => v.split(',')).map((v) => v.trim().toLowerCase()).filter((v) => v !== '');
-  return codings.at(-1) === 'chunked';
-}
-
-function requestFraming(head: ParsedHead): BodyFraming {
-  if (head.method === 'CONNECT' || head.headers.has('upgrade')) return { kind: 'opaque' };
-  const chunked = chunkedCoding(head);
-  // A request with another transfer coding has no length: the server refuses it and closes.
-  if (chunked !== null) return chunked ? { kind: 'chunked' } : { kind: 'opaque' };
-  const length = contentLength(head);
-  if (length === undefined) return { kind: 'opaque' };
-  return { kind: 'length', length: length ?? 0 };
-}
-
-function responseFraming(head: ParsedHead, requestMethod: string | undefined): BodyFraming {
-  const status = head.status!;
-  if (status === 101 || (requestMethod === 'CONNECT' && status >= 200 && status < 300)) return { kind: 'opaque' };
-  if (status < 200 || status === 204 || status === 304 || requestMethod === 'HEAD') return { kind: 'length', length: 0 };
-  const chunked = chunkedCoding(head);
-  if (chunked !== null) return chunked ? { kind: 'chunked' } : { kind: 'until-close' };
-  const length = contentLength(head);
-  if (length === undefined) return { kind: 'opaque' };
-  return length === null ? { kind: 'until-close' } : { kind: 'length', length };
-}
+/** Thrown from a parser callback: the head cannot be read with confidence. */
+class Unreadable extends Error {}
 
 /**
  * Reads one direction of an HTTP/1.1 connection and cuts it into pieces at message starts.
@@ -360,175 +284,146 @@ function responseFraming(head: ParsedHead, requestMethod: string | undefined): B
  * held until complete, so that a 1xx answer is known as interim before any of it is forwarded.
  */
 class MessageReader {
-  private state: ReaderState = { at: 'idle' };
+  /** Null once this direction is not read any more. */
+  private parser: Parser | null;
+  private phase: 'idle' | 'head' | 'body' = 'idle';
+  /** The first bytes of the current head, until they show whether it can be HTTP/1.x. */
+  private probe = '';
+  /** A response head, held until it is complete. */
+  private held: Buffer[] = [];
   /** The current message is the last one that can be read (an upgrade or CONNECT). */
   private lastMessage = false;
+  // During feed(): the chunk, how far it is taken in, and the piece being built (from `from`).
+  private chunk: Buffer = Buffer.alloc(0);
+  private at = 0;
+  private from = 0;
+  private start: Piece['start'];
+  private pieces: Piece[] = [];
 
   constructor(
     private readonly kind: 'request' | 'response',
     /** Methods of the requests read and not yet answered with a final response, oldest first. */
     private readonly pendingMethods: string[],
-  ) {}
+  ) {
+    const parser = new HTTPParser(kind === 'request' ? HTTPParser.REQUEST : HTTPParser.RESPONSE) as Parser;
+    parser[HTTPParser.kOnHeadersComplete] = (info) => this.headRead(info);
+    parser[HTTPParser.kOnMessageComplete] = () => this.messageEnd();
+    this.parser = parser;
+  }
 
   get opaque(): boolean {
-    return this.state.at === 'opaque';
+    return this.parser === null;
   }
 
   /** Stops reading: everything from now on is passed through without boundaries. */
   giveUp(): void {
-    this.state = { at: 'opaque' };
+    this.parser = null;
+    this.held = [];
   }
 
   /** Bytes of a response head still held when the server closed its side. */
   takeHeld(): Buffer | undefined {
-    if (this.kind !== 'response' || this.state.at !== 'head') return undefined;
-    const held = Buffer.concat(this.state.parts);
-    this.state = { at: 'opaque' };
+    if (this.parser === null || this.phase !== 'head') return undefined;
+    const held = Buffer.concat(this.held);
+    this.giveUp();
     return held;
   }
 
   feed(chunk: Buffer): Piece[] {
-    const pieces: Piece[] = [];
-    // chunk[from, i) is the piece being built; `start` goes with it.
-    let from = 0;
-    let start: Piece['start'];
-    const cut = (to: number): void => {
-      if (to > from || start !== undefined) pieces.push(start === undefined ? { data: chunk.subarray(from, to) } : { data: chunk.subarray(from, to), start });
-      from = to;
-      start = undefined;
-    };
-    let i = 0;
-    while (i < chunk.length) {
-      const state = this.state;
-      switch (state.at) {
-        case 'opaque':
-        case 'until-close':
-          i = chunk.length;
-          break;
-        case 'idle': {
-          // Empty lines between messages belong to the one before (RFC 9112, 2.2).
-          if (chunk[i] === 0x0d || chunk[i] === 0x0a) {
-            i += 1;
-            break;
-          }
-          cut(i);
-          if (this.kind === 'request') start = { interim: false };
-          this.state = { at: 'head', parts: [], size: 0, tail: '' };
-          break;
-        }
-        case 'head': {
-          const taken = chunk.subarray(i, Math.min(chunk.length, i + MAX_HEAD_BYTES + 4 - state.size));
-          // The blank line that ends the head may straddle two chunks: search from the tail on.
-          const window = state.tail + taken.toString('latin1');
-          const match = /\r?\n\r?\n/.exec(window);
-          const used = match === null ? taken.length : match.index + match[0].length - state.tail.length;
-          state.parts.push(taken.subarray(0, used));
-          state.size += used;
-          state.tail = window.slice(0, state.tail.length + used).slice(-3);
-          i += used;
-          // A response head is held back (it leaves in one piece once read), a request's is not.
-          if (this.kind === 'response') from = i;
-          if (state.size - used < START_LINE_PROBE && !plausibleStart(this.kind, Buffer.concat(state.parts).toString('latin1'))) {
-            // Not HTTP/1.1 (TLS, another protocol): nothing to wait for, nothing to hold back.
-            this.abandon(state.parts, pieces);
-          } else if (match !== null) this.headRead(state.parts, pieces);
-          else if (state.size > MAX_HEAD_BYTES) this.abandon(state.parts, pieces);
-          break;
-        }
-        case 'body': {
-          const n = Math.min(state.remaining, chunk.length - i);
-          state.remaining -= n;
-          i += n;
-          if (state.remaining === 0) this.messageEnd();
-          break;
-        }
-        case 'chunk-data': {
-          const n = Math.min(state.remaining, chunk.length - i);
-          state.remaining -= n;
-          i += n;
-          if (state.remaining === 0) this.state = { at: 'chunk-end', line: '' };
-          break;
-        }
-        case 'chunk-size':
-        case 'chunk-end':
-        case 'trailers': {
-          const newline = chunk.indexOf(0x0a, i);
-          const stop = newline === -1 ? chunk.length : newline + 1;
-          state.line += chunk.subarray(i, stop).toString('latin1');
-          i = stop;
-          if (newline === -1) {
-            if (state.line.length > MAX_LINE_BYTES) this.state = { at: 'opaque' };
-            break;
-          }
-          const line = state.line.trimEnd();
-          if (state.at === 'chunk-end') {
-            this.state = { at: 'chunk-size', line: '' };
-          } else if (state.at === 'trailers') {
-            if (line === '') this.messageEnd();
-            else state.line = '';
-          } else {
-            const size = /^([0-9A-Fa-f]{1,12})(?:\s*;.*)?$/.exec(line);
-            if (size === null) this.state = { at: 'opaque' };
-            else if (Number.parseInt(size[1]!, 16) === 0) this.state = { at: 'trailers', line: '' };
-            else this.state = { at: 'chunk-data', remaining: Number.parseInt(size[1]!, 16) };
-          }
-          break;
-        }
+    this.chunk = chunk;
+    this.at = this.from = 0;
+    for (let at = 0; at < chunk.length && this.parser !== null; at += PARSE_SLICE_BYTES) {
+      let result: number | Error;
+      try {
+        result = this.parser.execute(chunk, at, Math.min(PARSE_SLICE_BYTES, chunk.length - at));
+      } catch (error) {
+        if (!(error instanceof Unreadable)) throw error;
+        result = error;
+      }
+      if (result instanceof Error) {
+        // What follows still starts a message (a request is counted, a response head leaves).
+        this.advance(chunk.length);
+        this.stop();
       }
     }
-    cut(chunk.length);
+    if (this.parser !== null) this.advance(chunk.length);
+    this.cut(chunk.length);
+    const pieces = this.pieces;
+    this.pieces = [];
     return pieces;
   }
 
-  /** A head too long to read: pass it on as the start of a message and stop reading. */
-  private abandon(parts: Buffer[], pieces: Piece[]): void {
-    if (this.kind === 'response') pieces.push({ data: Buffer.concat(parts), start: { interim: false } });
-    this.state = { at: 'opaque' };
+  /** Takes in chunk[at, to): finds where a message starts, holds a response head, checks its first bytes. */
+  private advance(to: number): void {
+    const chunk = this.chunk;
+    if (this.phase === 'idle') {
+      // Empty lines between messages belong to the one before (RFC 9112, 2.2).
+      while (this.at < to && (chunk[this.at] === 0x0d || chunk[this.at] === 0x0a)) this.at += 1;
+      if (this.at === to) return;
+      this.cut(this.at);
+      if (this.kind === 'request') this.start = { interim: false };
+      this.phase = 'head';
+      this.probe = '';
+    }
+    if (this.phase === 'head') {
+      if (this.kind === 'response') {
+        this.held.push(chunk.subarray(this.at, to));
+        this.from = to;
+      }
+      if (this.probe.length < PROBE_CHARS) {
+        this.probe += chunk.toString('latin1', this.at, Math.min(to, this.at + PROBE_CHARS - this.probe.length));
+        const probe = this.probe;
+        // Not HTTP/1.1 (TLS, another protocol): nothing to wait for, nothing to hold back.
+        if (!STARTS[this.kind].some((start) => (probe.length < start.length ? start.startsWith(probe) : probe.startsWith(start)))) this.stop();
+      }
+    }
+    this.at = to;
   }
 
-  private headRead(parts: Buffer[], pieces: Piece[]): void {
-    const held = Buffer.concat(parts);
-    const head = parseHead(this.kind, held.toString('latin1'));
-    let framing: BodyFraming;
-    let interim = false;
-    if (head === null) {
-      framing = { kind: 'opaque' };
-    } else if (this.kind === 'request') {
-      framing = requestFraming(head);
-      this.pendingMethods.push(head.method!);
+  private headRead(info: HeadInfo): number {
+    if (this.parser === null) return 0;
+    this.advance(this.parser.offset);
+    if (this.opaque) return 0;
+    if (!framable(info.headers)) throw new Unreadable();
+    let noBody = false;
+    if (this.kind === 'request') {
+      this.pendingMethods.push(HTTPParser.methods[info.method] ?? '');
     } else {
-      interim = head.status! < 200 && head.status !== 101;
+      const interim = info.statusCode < 200 && info.statusCode !== 101;
       // An interim answer leaves its request waiting for the final one.
-      framing = responseFraming(head, interim ? this.pendingMethods[0] : this.pendingMethods.shift());
+      const method = interim ? this.pendingMethods[0] : this.pendingMethods.shift();
+      // Only the request tells that a response to HEAD has no body, whatever its head says.
+      noBody = info.statusCode < 200 || info.statusCode === 204 || info.statusCode === 304 || method === 'HEAD';
+      this.pieces.push({ data: Buffer.concat(this.held), start: { interim } });
+      this.held = [];
     }
-    if (this.kind === 'response') pieces.push({ data: held, start: { interim } });
-    switch (framing.kind) {
-      case 'length':
-        if (framing.length === 0) this.messageEnd();
-        else this.state = { at: 'body', remaining: framing.length };
-        break;
-      case 'chunked':
-        this.state = { at: 'chunk-size', line: '' };
-        break;
-      case 'until-close':
-        this.state = { at: 'until-close' };
-        break;
-      case 'opaque':
-        if (head === null) {
-          this.state = { at: 'opaque' };
-        } else {
-          // An upgrade or CONNECT: its own body (if any) is read, then the stream is not HTTP.
-          this.lastMessage = true;
-          const length = this.kind === 'request' ? contentLength(head) : null;
-          if (typeof length === 'number' && length > 0) this.state = { at: 'body', remaining: length };
-          else this.messageEnd();
-        }
-        break;
-    }
+    this.lastMessage = info.upgrade || info.statusCode === 101;
+    this.phase = 'body';
+    // Truthy: the parser skips the body.
+    return noBody ? 1 : 0;
   }
 
   private messageEnd(): void {
-    this.state = this.lastMessage ? { at: 'opaque' } : { at: 'idle' };
+    if (this.parser === null) return;
+    this.advance(this.parser.offset);
+    this.phase = 'idle';
+    // After an upgrade or CONNECT the stream is not HTTP any more.
+    if (this.lastMessage) this.stop();
+  }
+
+  /** Stops reading; a response head that cannot be read is still the start of a message and leaves now. */
+  private stop(): void {
+    if (this.parser === null) return;
+    if (this.phase === 'head' && this.kind === 'response') this.pieces.push({ data: Buffer.concat(this.held), start: { interim: false } });
+    this.giveUp();
+  }
+
+  /** Ends the piece being built at `to` (a piece that starts a message is kept even when empty). */
+  private cut(to: number): void {
+    const data = this.chunk.subarray(this.from, to);
+    if (data.length > 0 || this.start !== undefined) this.pieces.push(this.start === undefined ? { data } : { data, start: this.start });
+    this.from = to;
+    this.start = undefined;
   }
 }
 

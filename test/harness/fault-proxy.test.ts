@@ -367,6 +367,35 @@ describe('FaultProxy', () => {
       }
     });
 
+    it('a large head right after a large body is still read: the body does not count toward the head size limit', async () => {
+      // A server that takes everything and never answers: with turn-taking, requests sent after
+      // the first would not be counted at all, so the count tells whether the proxy still reads.
+      const sink = createNetServer((socket) => socket.on('data', () => undefined));
+      await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
+      const sinkProxy = await FaultProxy.start({ target: { host: '127.0.0.1', port: (sink.address() as AddressInfo).port } });
+      const client = await RawClient.open(sinkProxy.port);
+      const delivered = async (bytes: number): Promise<void> => {
+        for (let waited = 0; sinkProxy.stats().bytesToServer < bytes && waited < 5_000; waited += 5) await sleep(5);
+      };
+      try {
+        const head = 'POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 40000\r\n\r\n';
+        await client.write(`${head}${'a'.repeat(10_000)}`);
+        await delivered(head.length + 10_000);
+        // The end of the body arrives in one chunk, then 60 KB of the next head (within any limit).
+        await client.write('b'.repeat(30_000));
+        await delivered(head.length + 40_000);
+        await client.write(`GET /b HTTP/1.1\r\nHost: x\r\nX-Big: ${'c'.repeat(60_000)}`);
+        await client.write('\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\nGET /d HTTP/1.1\r\nHost: x\r\n\r\n');
+        await delivered(head.length + 40_000 + 60_000);
+        for (let waited = 0; sinkProxy.stats().requests < 4 && waited < 2_000; waited += 5) await sleep(5);
+        expect(sinkProxy.stats().requests).toBe(4);
+      } finally {
+        client.close();
+        await sinkProxy.close();
+        await new Promise<void>((resolve) => sink.close(() => resolve()));
+      }
+    });
+
     it('traffic that is not HTTP/1.1 falls back to turn-taking: each client burst after an answer is a request', async () => {
       const echo = createNetServer((socket) => socket.on('data', (chunk: Buffer) => socket.write(chunk)));
       await new Promise<void>((resolve) => echo.listen(0, '127.0.0.1', resolve));
