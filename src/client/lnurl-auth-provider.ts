@@ -8,7 +8,7 @@ import { checkTimeoutMs, discardBody, fetchWithDeadline, readBodyCapped, urlForM
 export const JWT_EXPIRY_MARGIN_MS = 60_000;
 const LNURL_TIMEOUT_MS = 10_000;
 const LNURL_BODY_CAP = 16 * 1024 * 1024;
-/** Redirects followed within one origin per LNURL request (a login endpoint moved on its server). */
+/** Redirects followed per LNURL request (a login endpoint moved on its server, or to https). */
 const LNURL_MAX_REDIRECTS = 5;
 /** The statuses fetch follows when they carry a Location. */
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
@@ -17,7 +17,7 @@ const QUOTED_TEXT_MAX = 200;
 
 export interface LnurlAuthJwtProviderOptions {
   fetch?: FetchFunction;
-  /** Timeout of each of the two LNURL requests, its same-origin redirects included (default 10 s). */
+  /** Timeout of each of the two LNURL requests, its redirects included (default 10 s). */
   timeoutMs?: number;
   /** Wall clock in milliseconds since the epoch; injectable for tests. */
   now?: () => number;
@@ -58,9 +58,9 @@ export function parseJwtExpiry(token: string): number | undefined {
  *
  * Beyond the reference: concurrent callers share one in-flight fetch (single-flight), and a
  * token the server rejects with AUTH_EXCEPTION is dropped so the next attempt fetches anew.
- * Redirects are followed only within one origin, a challenge is signed only when fetch would
- * send it to the host its key is derived for, and server-supplied text in error messages is
- * shortened and stripped of control characters.
+ * Redirects are followed only within one origin (or from http to https on the same host), a
+ * challenge is signed only when fetch would send it to the host its key is derived for, and
+ * server-supplied text in error messages is shortened and stripped of control characters.
  */
 export class LnurlAuthJwtProvider implements VssHeaderProvider {
   readonly #parentKey: HDKey;
@@ -173,10 +173,12 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
   }
 
   /**
-   * GET with the default headers, following redirects only within the requested URL's origin:
-   * the signed URL (k1, sig, key) is a login credential and the default headers may hold an API
-   * key, and fetch's own redirect handling hands both to whatever origin a Location names (it
-   * strips only Authorization and cookies). One deadline covers the request and its redirects.
+   * GET with the default headers, following redirects only within the requested URL's origin
+   * or from http to https on its host (see mayFollow): the signed URL (k1, sig, key) is a login
+   * credential and the default headers may hold an API key, and fetch's own redirect handling
+   * hands both to whatever origin a Location names (it strips only Authorization and cookies).
+   * Each hop is judged against the URL it came from, so after an upgrade to https a redirect
+   * back to http is a downgrade. One deadline covers the request and its redirects.
    * The status does not decide the outcome (the body does, like the reference), but it is
    * returned so errors can name it.
    */
@@ -188,7 +190,7 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
       let reply: { status: number; body: Uint8Array } | { location: string };
       try {
         reply = await fetchWithDeadline(this.#fetch, current, { method: 'GET', headers: { ...this.#defaults }, redirect: 'manual' }, timeoutMs, async (response) => {
-          const location = sameOriginRedirect(current, response);
+          const location = followableRedirect(current, response);
           if (location !== undefined) {
             await discardBody(response);
             return { location };
@@ -209,29 +211,43 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
 }
 
 /**
- * For a redirect to the same origin as `requested`, the URL to follow; for any other reply that
- * is not a redirect, undefined. Refuses a redirect to another origin, one whose target a browser
- * hides (an opaque redirect), and a reply that a fetch ignoring `redirect: 'manual'` reached on
- * another origin (too late for the credential, but it is not used).
+ * For a redirect that mayFollow allows from `requested`, the URL to follow; for any other reply
+ * that is not a redirect, undefined. Refuses any other redirect, one whose target a browser hides
+ * (an opaque redirect), and a reply that a fetch ignoring `redirect: 'manual'` reached elsewhere
+ * (too late for the credential, but it is not used).
  */
-function sameOriginRedirect(requested: string, response: FetchResponse): string | undefined {
-  const origin = new URL(requested).origin;
-  // An opaque origin ('null': data:, a custom scheme) equals nothing, not even itself.
-  const sameOrigin = (target: URL | undefined): target is URL => target !== undefined && origin !== 'null' && target.origin === origin;
+function followableRedirect(requested: string, response: FetchResponse): string | undefined {
+  const from = new URL(requested);
+  const allowed = (target: URL | undefined): target is URL => target !== undefined && mayFollow(from, target);
   const location = REDIRECT_STATUSES.has(response.status) ? response.headers.get('location') : null;
   if (location !== null) {
     const target = parsedUrl(location, requested);
     // Not to a URL with userinfo either: fetch refuses it with an error quoting the whole URL.
-    if (sameOrigin(target) && target.username === '' && target.password === '') return target.href;
+    if (allowed(target) && target.username === '' && target.password === '') return target.href;
     throw refusedRedirect(requested, 'answered with a redirect', target);
   }
   if (response.type === 'opaqueredirect') throw refusedRedirect(requested, 'answered with a redirect', undefined);
   if (response.redirected === true || (typeof response.url === 'string' && response.url !== '')) {
-    // The fetch followed by itself: its reply is used if it stayed on the origin.
+    // The fetch followed by itself: its reply is used if it ended where a redirect may lead.
     const final = response.url ? parsedUrl(response.url, requested) : undefined;
-    if (!sameOrigin(final)) throw refusedRedirect(requested, 'was redirected by the fetch implementation', final);
+    if (!allowed(final)) throw refusedRedirect(requested, 'was redirected by the fetch implementation', final);
   }
   return undefined;
+}
+
+/**
+ * Whether an LNURL request for `from` may follow a redirect to `to`: the same origin, or the same
+ * host (as WHATWG normalises it: case, IPv4 and IPv6 forms) moving from http to https, on any
+ * port since the default ports differ. That upgrade is the usual "always TLS" server setup: the
+ * credentials go, now encrypted, to the host that just received them in clear text (and, for the
+ * signed URL, that the linking key was derived for). Anything else (another host or subdomain,
+ * https to http) is refused.
+ */
+function mayFollow(from: URL, to: URL): boolean {
+  // An opaque origin ('null': data:, a custom scheme) equals nothing, not even itself.
+  if (from.origin === 'null') return false;
+  if (to.origin === from.origin) return true;
+  return from.protocol === 'http:' && to.protocol === 'https:' && to.hostname === from.hostname;
 }
 
 function refusedRedirect(requested: string, what: string, target: URL | undefined): HeaderProviderError {
@@ -239,7 +255,8 @@ function refusedRedirect(requested: string, what: string, target: URL | undefine
   return new HeaderProviderError(
     'request',
     `error performing LNURL request: ${urlForMessages(requested)} ${what} to ${where}; LNURL requests follow redirects only within ` +
-      "one origin (the signed login URL and the default headers are credentials): configure the LNURL server's final address",
+      'one origin or from http to https on the same host (the signed login URL and the default headers are credentials): ' +
+      "configure the LNURL server's final address",
   );
 }
 
