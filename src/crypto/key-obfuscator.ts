@@ -9,6 +9,17 @@ const TAG_LENGTH = 16;
 const NONCE_LENGTH = 12;
 /** Bytes an obfuscated key adds to its plaintext: tag1, wrapped nonce, tag2. */
 const OVERHEAD = TAG_LENGTH + NONCE_LENGTH + TAG_LENGTH;
+/**
+ * Characters of a rejected obfuscated key quoted in an error. The input comes from the server,
+ * which may list a key of megabytes: quoting it whole would put all of it in every message and
+ * log line that reports the failure.
+ */
+const QUOTED_CHARS = 64;
+
+function quote(text: string): string {
+  if (text.length <= QUOTED_CHARS) return JSON.stringify(text);
+  return `${JSON.stringify(text.slice(0, QUOTED_CHARS))}… (${text.length} characters)`;
+}
 
 // ignoreBOM: keep a leading U+FEFF like the reference's String::from_utf8. The default strips
 // it, so a key starting with a BOM would deobfuscate to a different (nonexistent) key.
@@ -56,11 +67,16 @@ export class KeyObfuscator {
 
   /** Reverses `obfuscate`; any malformed or forged input throws `InvalidObfuscatedKeyError`. */
   deobfuscate(obfuscated: string): string {
+    // Checked first: quoting a bigint (or a cyclic object) in the base64 error below would
+    // itself throw a TypeError from JSON.stringify.
+    if (typeof obfuscated !== 'string') {
+      throw new InvalidObfuscatedKeyError('base64', `obfuscated key must be a string, got ${obfuscated === null ? 'null' : typeof obfuscated}`);
+    }
     let bytes: Uint8Array;
     try {
       bytes = base64nopad.decode(obfuscated);
     } catch (cause) {
-      throw new InvalidObfuscatedKeyError('base64', `obfuscated key is not unpadded standard base64: ${JSON.stringify(obfuscated)}`, { cause });
+      throw new InvalidObfuscatedKeyError('base64', `obfuscated key is not unpadded standard base64: ${quote(obfuscated)}`, { cause });
     }
     if (bytes.length < OVERHEAD) {
       throw new InvalidObfuscatedKeyError('length', `obfuscated key decodes to ${bytes.length} bytes, at least ${OVERHEAD} expected`);

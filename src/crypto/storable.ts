@@ -137,7 +137,13 @@ export function decryptStorable(storable: Uint8Array, dataEncryptionKey: Uint8Ar
   try {
     blobBytes = chacha20poly1305(dataEncryptionKey, nonce, aad).decrypt(sealed, sealed.subarray(0, data.length));
   } catch (cause) {
-    throw new StorableDecryptionError('tag', 'Storable failed authentication (wrong key, wrong AAD or tampered)', { cause });
+    // cipher_format is not checked (the reference ignores it), but a value sealed with another
+    // cipher can only fail here, and naming the format tells that apart from a wrong key.
+    const format = metadata.cipherFormat;
+    const other = format && format !== STORABLE_CIPHER_FORMAT
+      ? `; its cipher_format is ${JSON.stringify(format.length > 64 ? `${format.slice(0, 64)}…` : format)}, not ${STORABLE_CIPHER_FORMAT}`
+      : '';
+    throw new StorableDecryptionError('tag', `Storable failed authentication (wrong key, wrong AAD or tampered)${other}`, { cause });
   }
   let blob: vss.PlaintextBlob;
   try {
