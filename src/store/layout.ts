@@ -75,6 +75,15 @@ const utf8 = new TextEncoder();
 /** Namespace pairs are few; cache their obfuscation (bounded, in case a caller uses many). */
 const NAMESPACE_CACHE_LIMIT = 4096;
 
+/** Characters of a server-listed store key quoted in an error (a hostile server may list megabytes). */
+const QUOTED_KEY_CHARS = 120;
+
+/** A store key as error messages quote it: whole when short, else its start and its length. */
+function quotedStoreKey(storeKey: string): string {
+  if (storeKey.length <= QUOTED_KEY_CHARS) return JSON.stringify(storeKey);
+  return `${JSON.stringify(storeKey.slice(0, QUOTED_KEY_CHARS))}… (${storeKey.length} characters)`;
+}
+
 export class StoreLayout {
   readonly #namespaces = new Map<string, string>();
   readonly #parsedNamespaces = new Map<string, [string, string]>();
@@ -134,13 +143,13 @@ export class StoreLayout {
   parse(storeKey: string): StoreKey {
     if (this.schema === 1) {
       const hash = storeKey.indexOf('#');
-      if (hash < 0) throw new DataIntegrityError(`store key ${JSON.stringify(storeKey)} is not in the V1 layout`);
+      if (hash < 0) throw new DataIntegrityError(`store key ${quotedStoreKey(storeKey)} is not in the V1 layout`);
       const [primaryNamespace, secondaryNamespace] = this.#namespaceOf(storeKey.slice(0, hash), storeKey);
       return { primaryNamespace, secondaryNamespace, key: this.#deobfuscate(storeKey.slice(hash + 1), storeKey) };
     }
     const parts = storeKey.split('#');
     if (parts.length === 1) return { primaryNamespace: '', secondaryNamespace: '', key: this.#deobfuscate(storeKey, storeKey) };
-    if (parts.length !== 3) throw new DataIntegrityError(`store key ${JSON.stringify(storeKey)} is not in the V0 layout`);
+    if (parts.length !== 3) throw new DataIntegrityError(`store key ${quotedStoreKey(storeKey)} is not in the V0 layout`);
     return { primaryNamespace: parts[0], secondaryNamespace: parts[1], key: this.#deobfuscate(parts[2], storeKey) };
   }
 
@@ -160,7 +169,7 @@ export class StoreLayout {
     if (!pair) {
       const plain = this.#deobfuscate(obfuscated, storeKey);
       const hash = plain.indexOf('#');
-      if (hash < 0) throw new DataIntegrityError(`namespace of store key ${JSON.stringify(storeKey)} has no '#'`);
+      if (hash < 0) throw new DataIntegrityError(`namespace of store key ${quotedStoreKey(storeKey)} has no '#'`);
       pair = [plain.slice(0, hash), plain.slice(hash + 1)];
       if (this.#parsedNamespaces.size >= NAMESPACE_CACHE_LIMIT) this.#parsedNamespaces.clear();
       this.#parsedNamespaces.set(obfuscated, pair);
@@ -173,7 +182,7 @@ export class StoreLayout {
       return this.obfuscator.deobfuscate(obfuscated);
     } catch (cause) {
       if (cause instanceof InvalidObfuscatedKeyError) {
-        throw new DataIntegrityError(`store key ${JSON.stringify(storeKey)} does not deobfuscate with this key (${cause.reason})`, { cause });
+        throw new DataIntegrityError(`store key ${quotedStoreKey(storeKey)} does not deobfuscate with this key (${cause.reason})`, { cause });
       }
       throw cause;
     }

@@ -37,6 +37,22 @@ describe('V1 layout (LDK Node current)', () => {
     expect(() => layout.parse('no-hash-here')).toThrow(DataIntegrityError);
     expect(() => layout.keyInNamespace(`${V1_MONITOR.split('#')[0]}#garbage`, 'monitors', '')).toThrow(DataIntegrityError);
   });
+
+  it('quotes a huge server-listed key in bounded form, with its length', () => {
+    // A hostile server may list a key of megabytes; each error (and its log lines) quotes its start.
+    for (const huge of ['x'.repeat(4_000_000), `${'y'.repeat(3_000_000)}#${'z'.repeat(1_000_000)}`]) {
+      const error = (() => {
+        try {
+          layout.parse(huge);
+        } catch (e) {
+          return e as Error;
+        }
+      })();
+      expect(error).toBeInstanceOf(DataIntegrityError);
+      expect(error!.message.length).toBeLessThan(400);
+      expect(error!.message).toContain(`(${huge.length} characters)`);
+    }
+  });
 });
 
 describe('V0 layout (ldk-node ≤ 0.6)', () => {
