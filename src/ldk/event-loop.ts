@@ -5,8 +5,9 @@
  * `isDeliveredWithoutManagerWrite`). A restored manager is then never older than LDK tolerates
  * relative to its monitors (an old manager makes LDK force-close channels).
  *
- * `poll()` never blocks, so an app (or the harness) can drive it from its own pump; `start()`
- * runs it by itself, woken by LDK's futures.
+ * `poll()` never blocks, so an app (or the harness) can drive it from its own pump (with
+ * `timerTick()` for LDK's periodic calls); `start()` runs it by itself, woken by LDK's futures,
+ * and makes LDK's periodic calls (`timers`) as LDK's BackgroundProcessor does.
  */
 import * as ldk from 'lightningdevkit';
 import type { AsyncKVStore } from '../store/types.js';
@@ -14,7 +15,7 @@ import { LdkPanicError, PersisterStoppedError } from './errors.js';
 import { describeError, stderrLogger, type PersistenceLogger } from './log.js';
 import { StatusEmitter } from './status-emitter.js';
 import { writeManagerBytes } from './manager.js';
-import { backoffDelay, isTransientStoreError, sleep, validateBackoff, type BackoffOptions } from './retry.js';
+import { MAX_TIMER_MS, backoffDelay, isTransientStoreError, sleep, validateBackoff, type BackoffOptions } from './retry.js';
 import type { ManagerWriteTracker, VssPersister } from './persister.js';
 import type { ManagerDurability, ManagerOrderedBroadcaster } from './broadcaster.js';
 
@@ -26,14 +27,85 @@ import type { ManagerDurability, ManagerOrderedBroadcaster } from './broadcaster
  */
 export type LdkEventHandler = (event: ldk.Event) => void | boolean;
 
+/**
+ * LDK's periodic calls, which its Rust BackgroundProcessor makes and a wallet running this loop
+ * instead would otherwise have to know to make. Each is the interval in milliseconds, or `false`
+ * to leave that call to the app.
+ */
+export interface LdkTimerIntervals {
+  /**
+   * `ChannelManager.timer_tick_occurred()`, default 60 000 (LDK's FRESHNESS_TIMER). Without it
+   * completed payments are never forgotten (LDK keeps each one for 7 ticks, so the manager,
+   * written whole at every step, grows with every payment), channels whose peer is gone are
+   * not disabled, fee updates are not sent and payments are not retried or abandoned.
+   */
+  channelManagerMs?: number | false;
+  /** `PeerManager.timer_tick_occurred()` (pings, dropping dead peers), default 10 000 (PING_TIMER). Needs `peerManager`. */
+  peerManagerMs?: number | false;
+  /**
+   * The OnionMessenger's `timer_tick_occurred()` (drops onion messages buffered for peers that
+   * never connected), default 10 000 (ONION_MESSAGE_HANDLER_TIMER). Needs `onionMessenger`.
+   */
+  onionMessengerMs?: number | false;
+  /** `ChainMonitor.rebroadcast_pending_claims()` (re-sends and fee-bumps claims of closed channels), default 30 000 (REBROADCAST_TIMER). */
+  rebroadcastClaimsMs?: number | false;
+}
+
+/** One of LDK's periodic calls (see LdkTimerIntervals). */
+type LdkTimer = 'channelManager' | 'peerManager' | 'onionMessenger' | 'rebroadcastClaims';
+
+/** LDK BackgroundProcessor's intervals (lightning-background-processor 0.1). */
+const DEFAULT_TIMER_MS: Readonly<Record<LdkTimer, number>> = {
+  channelManager: 60_000,
+  peerManager: 10_000,
+  onionMessenger: 10_000,
+  rebroadcastClaims: 30_000,
+};
+
+const TIMER_OPTION: Readonly<Record<LdkTimer, keyof LdkTimerIntervals>> = {
+  channelManager: 'channelManagerMs',
+  peerManager: 'peerManagerMs',
+  onionMessenger: 'onionMessengerMs',
+  rebroadcastClaims: 'rebroadcastClaimsMs',
+};
+
+/** The intervals of the timers that run, checked: a bad value is a RangeError at construction. */
+function timerIntervals(timers: false | LdkTimerIntervals | undefined): Map<LdkTimer, number> {
+  const intervals = new Map<LdkTimer, number>();
+  if (timers === false) return intervals;
+  if (timers !== undefined && (typeof timers !== 'object' || timers === null)) throw new RangeError(`timers must be false or an object of intervals, got ${String(timers)}`);
+  for (const key of Object.keys(timers ?? {})) {
+    // A misspelt key would silently leave that timer at its default.
+    if (!Object.values(TIMER_OPTION).includes(key as keyof LdkTimerIntervals)) throw new RangeError(`timers.${key} is not a timer (known: ${Object.values(TIMER_OPTION).join(', ')})`);
+  }
+  for (const timer of Object.keys(DEFAULT_TIMER_MS) as LdkTimer[]) {
+    const option = TIMER_OPTION[timer];
+    const ms = timers?.[option] ?? DEFAULT_TIMER_MS[timer];
+    if (ms === false) continue;
+    // 0 or NaN would call LDK on every turn of the event loop; Node runs a timer past
+    // MAX_TIMER_MS (or Infinity) after 1 ms.
+    if (!(typeof ms === 'number' && ms >= 1 && ms <= MAX_TIMER_MS)) throw new RangeError(`timers.${option} must be false or a number of milliseconds from 1 to ${MAX_TIMER_MS}, got ${String(ms)}`);
+    intervals.set(timer, ms);
+  }
+  return intervals;
+}
+
 export interface LdkEventLoopOptions {
   channelManager: ldk.ChannelManager;
   chainMonitor: ldk.ChainMonitor;
   /** Where the ChannelManager goes (`("", "", "manager")`). */
   store: AsyncKVStore;
   handleEvent: LdkEventHandler;
-  /** If given, `process_events()` runs after each pass so queued messages go out. */
+  /** If given, `process_events()` runs after each pass so queued messages go out, and its timer is ticked (`timers`). */
   peerManager?: ldk.PeerManager;
+  /** If given (a node with a real OnionMessenger, e.g. for BOLT 12), its timer is ticked (`timers`). */
+  onionMessenger?: ldk.OnionMessenger;
+  /**
+   * LDK's periodic calls, which `start()` makes at LDK's BackgroundProcessor intervals unless
+   * this is `false` (the app makes them itself); see LdkTimerIntervals. An app that drives
+   * `poll()` itself calls `timerTick()` instead. Bad intervals are a RangeError.
+   */
+  timers?: false | LdkTimerIntervals;
   /**
    * The node's VssPersister. Linking them orders monitor writes after the manager writes
    * that know about them, so a crash at any point never leaves a stored manager older than
@@ -165,6 +237,12 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
   private readonly replay: Record<EventQueue, ReplayBackoff> = { chain: { refusals: 0, notBefore: 0 }, manager: { refusals: 0, notBefore: 0 } };
   /** A callback is registered on LDK's future for this queue and has not been called yet. */
   private readonly armed: Record<EventQueue, boolean> = { chain: false, manager: false };
+  /** LDK's periodic calls this loop makes, by interval (see LdkTimerIntervals). */
+  private readonly timerMs: Map<LdkTimer, number>;
+  /** When each timer last ran (performance.now(): wall-clock jumps must not skip or bunch ticks). */
+  private readonly timerLastRun = new Map<LdkTimer, number>();
+  /** The intervals `start()` set up, cleared by `stop()` and by a fatal error. */
+  private intervals: ReturnType<typeof setInterval>[] = [];
   readonly stats = {
     managerWrites: 0,
     managerBytes: 0,
@@ -183,6 +261,12 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
     // NaN would make an owed write never due (and the loop wake every millisecond).
     if (!Number.isFinite(this.coalesceMs) || this.coalesceMs < 0) throw new RangeError(`coalesceMs must be a finite number >= 0, got ${this.coalesceMs}`);
     validateBackoff(options.backoff);
+    this.timerMs = timerIntervals(options.timers);
+    // Nothing to tick: timerTick() then reports no work for them.
+    if (!options.peerManager) this.timerMs.delete('peerManager');
+    if (!options.onionMessenger) this.timerMs.delete('onionMessenger');
+    const created = performance.now();
+    for (const timer of this.timerMs.keys()) this.timerLastRun.set(timer, created);
     this.tracker = options.persister?.linkManagerWriter(
       {
         requestPersist: () => this.requestManagerWrite(),
@@ -275,6 +359,7 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
   private stopFor(failure: Error): void {
     if (this.failure) return;
     this.failure = failure;
+    this.clearTimers();
     this.settleWaiters(undefined, failure);
     this.tracker?.writerFailed(failure);
     this.notify('fatal', failure);
@@ -460,6 +545,7 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
     if (this.failure) throw this.failure;
     if (this.stopped) throw new PersisterStoppedError('event loop stopped: it cannot be started again (build a new LdkEventLoop)');
     if (this.running) return;
+    this.startTimers();
     this.running = (async () => {
       while (!this.stopped && !this.failure) {
         let didWork: boolean;
@@ -480,10 +566,97 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
     })();
   }
 
-  private failUnexpectedly(err: unknown): void {
+  private failUnexpectedly(err: unknown, during = 'processing events'): void {
     const failure = err instanceof Error ? err : new Error(String(err));
-    this.log.error({ cause: describeError(failure) }, 'event loop stopped: processing events threw; the node must shut down');
+    this.log.error({ cause: describeError(failure) }, `event loop stopped: ${during} threw; the node must shut down`);
     this.stopFor(failure);
+  }
+
+  /**
+   * Runs each of LDK's periodic calls (`timers`) whose interval has passed since it last ran,
+   * for apps that drive `poll()` themselves: call it from the same pump, as often as you like
+   * (e.g. every second), never from inside an LDK callback. `start()` makes these calls by
+   * itself. Returns true if it ran any: call `poll()` then, as a tick may queue events or owe a
+   * manager write. Like `poll()`, it does nothing after `stop()` or a fatal error, and a panic
+   * in LDK stops the loop (`LdkPanicError`, thrown and emitted as `fatal`); other errors are
+   * thrown as they are.
+   */
+  timerTick(): boolean {
+    if (this.failure || this.stopped) return false;
+    const now = performance.now();
+    let ran = false;
+    for (const [timer, ms] of this.timerMs) {
+      if (now - (this.timerLastRun.get(timer) ?? now) < ms) continue;
+      ran = true;
+      this.runTimer(timer);
+      // The app may have stopped the loop from a callback LDK made during the tick: no further
+      // LDK call then.
+      if (this.failure || this.stopped) break;
+    }
+    return ran;
+  }
+
+  /** One of LDK's periodic calls; a panic stops the loop (LdkPanicError, thrown). */
+  private runTimer(timer: LdkTimer): void {
+    // Counted as run before the call: a call that throws is not repeated on the app's next tick.
+    this.timerLastRun.set(timer, performance.now());
+    try {
+      switch (timer) {
+        case 'channelManager':
+          this.channelManagerTick();
+          break;
+        case 'peerManager':
+          this.options.peerManager?.timer_tick_occurred();
+          break;
+        case 'onionMessenger':
+          this.options.onionMessenger?.as_OnionMessageHandler().timer_tick_occurred();
+          break;
+        case 'rebroadcastClaims':
+          this.options.chainMonitor.rebroadcast_pending_claims();
+          break;
+      }
+    } catch (err) {
+      throw this.failOnPanic(err, `running LDK's ${timer} timer`);
+    }
+  }
+
+  /**
+   * `ChannelManager.timer_tick_occurred()`. LDK raises its persistence flag when the tick
+   * changed a channel (the loop then writes as for any request), but not when it only forgot
+   * completed payments: the manager stored then keeps them (and its size) until something else
+   * is written, in an idle wallet for good. A write is owed for that too, coalesced like LDK's.
+   */
+  private channelManagerTick(): void {
+    const recentBefore = this.cm.list_recent_payments().length;
+    this.cm.timer_tick_occurred();
+    if (this.cm.list_recent_payments().length < recentBefore) this.dirtySince ??= Date.now();
+    // The running loop may be asleep for up to a second; the write (or the events the tick
+    // queued) should not wait for that.
+    this.wake?.();
+  }
+
+  /** `start()`'s intervals: one per timer, unref'd (a running node does not keep a process alive by its timers alone). */
+  private startTimers(): void {
+    for (const [timer, ms] of this.timerMs) {
+      const interval = setInterval(() => {
+        if (this.failure || this.stopped) return;
+        try {
+          this.runTimer(timer);
+        } catch (err) {
+          // A panic is already reported as `fatal`. Anything else thrown from a timer callback
+          // would be an uncaught exception (the process exits); it stops the loop as a pass
+          // that throws does.
+          if (!(err instanceof LdkPanicError)) this.failUnexpectedly(err, `LDK's ${timer} timer`);
+        }
+      }, ms);
+      interval.unref?.();
+      this.intervals.push(interval);
+    }
+  }
+
+  private clearTimers(): void {
+    for (const interval of this.intervals) clearInterval(interval);
+    this.intervals = [];
   }
 
   /**
@@ -493,6 +666,7 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
    */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.clearTimers();
     this.abort.abort();
     this.wake?.();
     await this.running;

@@ -30,7 +30,7 @@ export {
   type ReadMonitorsOptions,
 } from './monitors.js';
 export { persistManager, writeManagerBytes, persistNetworkGraph, persistScorer, readManagerBytes, readNetworkGraph, readScorer } from './manager.js';
-export { LdkEventLoop, MAX_REWRITES_FOR_EVENTS, isDeliveredWithoutManagerWrite, type LdkEventLoopOptions, type LdkEventLoopEvents, type LdkEventHandler, type ManagerPersistedEvent } from './event-loop.js';
+export { LdkEventLoop, MAX_REWRITES_FOR_EVENTS, isDeliveredWithoutManagerWrite, type LdkEventLoopOptions, type LdkTimerIntervals, type LdkEventLoopEvents, type LdkEventHandler, type ManagerPersistedEvent } from './event-loop.js';
 export {
   ManagerOrderedBroadcaster,
   DEFAULT_MAX_BROADCAST_HOLD_MS,
