@@ -46,10 +46,11 @@ function serializeBytea(value: unknown): string {
 }
 
 /**
- * bytea results arrive as hex text: PGlite's own conversion walks the value byte by byte in
- * JavaScript (minutes for 100 MiB), Buffer's native hex codec takes milliseconds. (Parameters go
- * in binary, see PgliteDriver; the serializers only cover values of another shape.) Installed on
- * the instance, for PgliteDriver and for anyone using `backend.db` directly.
+ * bytea results through PGlite's own API arrive as hex text: its conversion walks the value byte
+ * by byte in JavaScript (minutes for 100 MiB), Buffer's native hex codec takes milliseconds.
+ * (PgliteDriver sends bytea parameters and reads bytea columns in binary; these only cover values
+ * of another shape, such as bytea[] columns.) Installed on the instance, for PgliteDriver and for
+ * anyone using `backend.db` directly.
  */
 function installByteaCodec(db: PGlite): void {
   db.serializers[BYTEA_OID] = serializeBytea;
@@ -90,6 +91,139 @@ interface StatementShape {
   paramTypes: readonly number[];
   /** Column names and type OIDs; empty for statements without a result set. */
   fields: ReadonlyArray<{ name: string; dataTypeID: number }>;
+  /** Result format code per column (see resultFormats); undefined when every column is text. */
+  resultFormats: readonly number[] | undefined;
+}
+
+const TEXT_FORMAT = 0;
+const BINARY_FORMAT = 1;
+
+/**
+ * bytea columns come back in binary, everything else as text. As text, a bytea value arrives as
+ * hex twice its size, which had to be received, held as a string and decoded: for a 64 MiB get,
+ * 2.7 s of 5.1 s (PostgreSQL itself took 0.6 s). In binary it is the value's own bytes, handed
+ * out as a view of the one copy taken from PGlite's reply. The other columns (versions, keys,
+ * sizes, counts) stay in text, whose parsing by type PGlite already does.
+ */
+function resultFormats(fields: StatementShape['fields']): readonly number[] | undefined {
+  if (!fields.some((field) => field.dataTypeID === BYTEA_OID)) return undefined;
+  return fields.map((field) => (field.dataTypeID === BYTEA_OID ? BINARY_FORMAT : TEXT_FORMAT));
+}
+
+/** The last field of a Bind message asking for every column in text, as the serializer writes it: no format codes. */
+const ALL_TEXT_RESULTS = [0, 0];
+
+/**
+ * A Bind message from pg-protocol's serializer, which can only ask for all columns in one
+ * format, with its result format codes replaced by one per column; in parts, for
+ * concatMessages to join in the copy it makes anyway (a parameter may be the whole value).
+ */
+function withResultFormats(bind: Uint8Array, formats: readonly number[]): Uint8Array[] {
+  const tail = bind.length - ALL_TEXT_RESULTS.length;
+  if (!ALL_TEXT_RESULTS.every((byte, i) => bind[tail + i] === byte)) throw new Error('unexpected Bind message layout');
+  const codes = Buffer.alloc(2 + 2 * formats.length);
+  codes.writeUInt16BE(formats.length, 0);
+  formats.forEach((format, i) => codes.writeUInt16BE(format, 2 + 2 * i));
+  const header = Buffer.alloc(5);
+  header[0] = bind[0];
+  // The length counts itself but not the type byte.
+  header.writeUInt32BE(tail - 1 + codes.length, 1);
+  return [header, bind.subarray(5, tail), codes];
+}
+
+/**
+ * A DataRow with its fields as bytes: views into one copy of the message, decoded by `run`
+ * according to each column's format. pg-protocol's parser would turn every field into a string,
+ * which destroys binary values.
+ */
+class RawDataRow {
+  constructor(readonly fields: ReadonlyArray<Uint8Array | null>) {}
+}
+
+type Reply = messages.BackendMessage | RawDataRow;
+
+const DATA_ROW = 0x44; // 'D'
+const MESSAGE_HEADER_SIZE = 5; // type byte, then a length that counts itself
+const utf8 = new TextDecoder('utf-8');
+
+function parseDataRow(message: Uint8Array): RawDataRow {
+  const view = new DataView(message.buffer, message.byteOffset, message.byteLength);
+  const count = view.getUint16(MESSAGE_HEADER_SIZE);
+  const fields = new Array<Uint8Array | null>(count);
+  let offset = MESSAGE_HEADER_SIZE + 2;
+  for (let i = 0; i < count; i++) {
+    const length = view.getInt32(offset);
+    offset += 4;
+    if (length < 0) {
+      fields[i] = null;
+      continue;
+    }
+    if (offset + length > message.byteLength) throw new Error('DataRow field runs past its message');
+    fields[i] = message.subarray(offset, offset + length);
+    offset += length;
+  }
+  return new RawDataRow(fields);
+}
+
+/**
+ * Splits PGlite's reply stream into messages: DataRows become RawDataRows, copied once out of
+ * WebAssembly memory (a message may span several chunks, and a chunk is only valid during the
+ * callback), and every other message goes to pg-protocol's parser, which copies what it reads.
+ */
+class ReplySplitter {
+  private readonly header = new Uint8Array(MESSAGE_HEADER_SIZE);
+  private headerFilled = 0;
+  /** The message being received, when it spans chunks or is a DataRow: allocated at its size. */
+  private message: Uint8Array | undefined;
+  private messageFilled = 0;
+
+  constructor(
+    private readonly parser: protocol.Parser,
+    private readonly onReply: (reply: Reply) => void,
+  ) {}
+
+  /** True between messages: nothing of one was received without the rest. */
+  get idle(): boolean {
+    return this.headerFilled === 0 && this.message === undefined;
+  }
+
+  push(chunk: Uint8Array): void {
+    let offset = 0;
+    while (offset < chunk.length) {
+      if (this.message === undefined) {
+        if (this.headerFilled === 0 && chunk.length - offset >= MESSAGE_HEADER_SIZE) {
+          const size = 1 + new DataView(chunk.buffer, chunk.byteOffset + offset + 1, 4).getUint32(0);
+          // A whole message other than a DataRow, in this chunk: parsed in place.
+          if (chunk[offset] !== DATA_ROW && size >= MESSAGE_HEADER_SIZE && offset + size <= chunk.length) {
+            this.parser.parse(chunk.subarray(offset, offset + size), this.onReply);
+            offset += size;
+            continue;
+          }
+        }
+        const take = Math.min(MESSAGE_HEADER_SIZE - this.headerFilled, chunk.length - offset);
+        this.header.set(chunk.subarray(offset, offset + take), this.headerFilled);
+        this.headerFilled += take;
+        offset += take;
+        if (this.headerFilled < MESSAGE_HEADER_SIZE) return;
+        const length = new DataView(this.header.buffer).getUint32(1);
+        if (length < 4) throw new Error(`reply message of impossible length ${length}`);
+        this.message = new Uint8Array(1 + length);
+        this.message.set(this.header);
+        this.messageFilled = MESSAGE_HEADER_SIZE;
+        this.headerFilled = 0;
+      }
+      const take = Math.min(this.message.length - this.messageFilled, chunk.length - offset);
+      this.message.set(chunk.subarray(offset, offset + take), this.messageFilled);
+      this.messageFilled += take;
+      offset += take;
+      if (this.messageFilled === this.message.length) {
+        const message = this.message;
+        this.message = undefined;
+        if (message[0] === DATA_ROW) this.onReply(parseDataRow(message));
+        else this.parser.parse(message, this.onReply);
+      }
+    }
+  }
 }
 
 const { serialize } = protocol;
@@ -145,8 +279,8 @@ function concatMessages(parts: readonly Uint8Array[]): Uint8Array {
  * six calls into the WebAssembly module (Parse, Describe, Bind, Describe, Execute, Sync), each
  * with its own response parsing. Here a named statement is parsed and described once per
  * instance; every later execution is one call with Bind, Execute and Sync, PostgreSQL reuses its
- * plan, and bytea parameters travel in binary instead of hex. Statements without a name (startup
- * and migration SQL) are parsed every time, as before.
+ * plan, and bytea parameters and result columns travel in binary instead of hex. Statements
+ * without a name (startup and migration SQL) are parsed every time, as before.
  *
  * It takes PGlite's own locks (the transaction lock, then the query lock), so it can share the
  * instance with PGlite's API; the PGlite instance must not be used through `execProtocol*`
@@ -205,28 +339,30 @@ export class PgliteDriver implements SqlDriver {
   }
 
   /** Sends messages ending in Sync (or a simple query) and returns the replies; throws the first error PostgreSQL reported. */
-  private async roundTrip(message: Uint8Array): Promise<messages.BackendMessage[]> {
+  private async roundTrip(message: Uint8Array): Promise<Reply[]> {
     const stopped = stoppedInstances.get(this.db);
     if (stopped) throw stopped;
     await this.db._checkReady();
-    const replies: messages.BackendMessage[] = [];
+    const replies: Reply[] = [];
+    const splitter = new ReplySplitter(this.parser, (reply) => replies.push(reply));
     let parseError: unknown;
     // Streamed, not execProtocolRaw: that one also hands every reply to PGlite's own parser,
     // which appends it to a result list only `execProtocol` ever empties. Nothing here calls
     // that, so every reply of the server's life stayed in memory, each value read as its hex
     // text (a 128 MiB get kept 256 MiB), until V8 ran out of heap and the process died (clients
     // saw a reset connection). It also copied each reply into a growing buffer before parsing.
-    // The chunk is a view into WebAssembly memory; the parser copies it before returning.
+    // The chunk is a view into WebAssembly memory; the splitter copies what it keeps.
     const onRawData = (chunk: Uint8Array): void => {
       if (parseError !== undefined) return;
       try {
-        this.parser.parse(chunk, (reply) => replies.push(reply));
+        splitter.push(chunk);
       } catch (error) {
         // Thrown from here it would unwind PostgreSQL mid-statement, and PGlite swallows it.
         parseError = error ?? new Error('unparseable reply');
       }
     };
     await this.db.execProtocolRawStream(message, { syncToFs: false, onRawData });
+    if (parseError === undefined && !splitter.idle) parseError = new Error('reply ended in the middle of a message');
     if (parseError !== undefined) {
       this.parser = new protocol.Parser();
       throw parseError;
@@ -264,7 +400,7 @@ export class PgliteDriver implements SqlDriver {
       if (reply instanceof messages.ParameterDescriptionMessage) paramTypes = reply.dataTypeIDs;
       else if (reply instanceof messages.RowDescriptionMessage) fields = reply.fields.map((f) => ({ name: f.name, dataTypeID: f.dataTypeID }));
     }
-    const shape = { paramTypes, fields };
+    const shape = { paramTypes, fields, resultFormats: resultFormats(fields) };
     if (query.name !== undefined) this.shapes.set(query.name, shape);
     return shape;
   }
@@ -280,16 +416,23 @@ export class PgliteDriver implements SqlDriver {
       return serializer ? String(serializer(param)) : String(param);
     });
     const bind = serialize.bind({ statement: query.name ?? '', values });
-    const replies = await this.roundTrip(concatMessages([bind, EXECUTE, SYNC]));
+    const formats = shape.resultFormats;
+    const replies = await this.roundTrip(concatMessages([...(formats ? withResultFormats(bind, formats) : [bind]), EXECUTE, SYNC]));
     const rows: Array<Record<string, unknown>> = [];
     let rowCount = 0;
     for (const reply of replies) {
-      if (reply instanceof messages.DataRowMessage) {
+      if (reply instanceof RawDataRow) {
         const row: Record<string, unknown> = {};
-        reply.fields.forEach((text, i) => {
+        reply.fields.forEach((bytes, i) => {
           const field = shape.fields[i];
-          const parser = this.db.parsers[field.dataTypeID];
-          row[field.name] = text === null ? null : parser ? parser(text, field.dataTypeID) : text;
+          if (bytes === null) row[field.name] = null;
+          // A Buffer, as the hex parser returned: the value's own bytes, not a copy.
+          else if (formats?.[i] === BINARY_FORMAT) row[field.name] = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+          else {
+            const text = utf8.decode(bytes);
+            const parser = this.db.parsers[field.dataTypeID];
+            row[field.name] = parser ? parser(text, field.dataTypeID) : text;
+          }
         });
         rows.push(row);
       } else if (reply instanceof messages.CommandCompleteMessage) {
