@@ -275,6 +275,8 @@ describe('fileVersionLedger killed with SIGKILL while recording', () => {
         // Key 0 is removed and re-created every fourth batch: a kill in between may leave it
         // removed (under-stating is allowed, over-stating never).
         if (i === 0 && version === undefined && (run.last + 1n) % 4n === 0n) continue;
+        // Never acknowledged (a kill right after the first, three-key batch): may be absent.
+        if (acked === 0n && version === undefined) continue;
         expect(version, `key ${i} after ${acks} acks`).toBeGreaterThanOrEqual(acked);
         expect(version!).toBeLessThanOrEqual(run.last + 1n);
       }
