@@ -220,6 +220,17 @@ export function fileVersionLedger(path: string, options: FileVersionLedgerOption
     for (let done = 0; done < data.length; ) done += fs.writeSync(handle, data, done, data.length - done);
   };
 
+  /** Writes `body` as the whole of a new file (`flag` 'w' or 'wx'), on disk before it returns when fsync is on. */
+  const writeWholeFile = (fs: Fs, file: string, flag: 'w' | 'wx', body: string): void => {
+    const handle = fs.openSync(file, flag);
+    try {
+      writeAll(fs, handle, Buffer.from(body, 'utf8'));
+      if (fsync) fs.fdatasyncSync(handle);
+    } finally {
+      fs.closeSync(handle);
+    }
+  };
+
   /**
    * Makes a file's creation or replacement itself durable: fsync of a file does not cover its
    * directory entry, and losing a rename after a crash would bring back the old log without
@@ -248,13 +259,7 @@ export function fileVersionLedger(path: string, options: FileVersionLedgerOption
     const body = formatLock(record);
     for (let attempt = 0; ; attempt++) {
       const tmp = `${lockPath}.${me.pid}.${randomHex()}`;
-      const tmpFd = fs.openSync(tmp, 'wx');
-      try {
-        writeAll(fs, tmpFd, Buffer.from(body, 'utf8'));
-        if (fsync) fs.fdatasyncSync(tmpFd);
-      } finally {
-        fs.closeSync(tmpFd);
-      }
+      writeWholeFile(fs, tmp, 'wx', body);
       let taken = false;
       try {
         fs.linkSync(tmp, lockPath);
@@ -418,13 +423,7 @@ export function fileVersionLedger(path: string, options: FileVersionLedgerOption
     const tmp = `${path}.tmp`;
     const body = [HEADER, ...Array.from(live, ([id, v]) => `${id} ${v}`)].join('\n') + '\n';
     try {
-      const tmpFd = fs.openSync(tmp, 'w');
-      try {
-        writeAll(fs, tmpFd, Buffer.from(body, 'utf8'));
-        if (fsync) fs.fdatasyncSync(tmpFd);
-      } finally {
-        fs.closeSync(tmpFd);
-      }
+      writeWholeFile(fs, tmp, 'w', body);
       const log = fd;
       fd = undefined;
       if (log !== undefined) fs.closeSync(log);
