@@ -1,5 +1,17 @@
 import type protobuf from 'protobufjs/minimal.js';
-import { hasLoneSurrogate, keyValueSizeBound, presizedWriter, PROTOCOL_VERSION, PROTOCOL_VERSION_HEADER, VSS_PATHS, vss, type VssOperation } from '../protocol/index.js';
+import {
+  hasLoneSurrogate,
+  INT64_MAX,
+  INT64_MIN,
+  keyValueSizeBound,
+  presizedWriter,
+  PROTOCOL_VERSION,
+  PROTOCOL_VERSION_HEADER,
+  strictReader,
+  VSS_PATHS,
+  vss,
+  type VssOperation,
+} from '../protocol/index.js';
 import {
   AuthError,
   errorFromResponse,
@@ -72,7 +84,7 @@ function putSizeBound(operation: VssOperation, request: unknown): number | undef
 
 interface MessageType<Req, Res> {
   encode(message: Req, writer?: protobuf.Writer): { finish(shared?: boolean): Uint8Array };
-  decode(bytes: Uint8Array): Res;
+  decode(reader: protobuf.Reader | Uint8Array): Res;
 }
 
 /**
@@ -165,7 +177,7 @@ export class VssClient {
     options: VssCallOptions = {},
     check?: (response: Res) => void,
   ): Promise<Res> {
-    refuseLoneSurrogates(request, operation);
+    refuseUnencodable(request, operation);
     const bound = putSizeBound(operation, request);
     // A PutObjects carries values: written into one buffer of its bound, it is not grown, doubled
     // for the nested length prefixes and copied again (four value-sized buffers at once).
@@ -269,16 +281,18 @@ export class VssClient {
     const bytes = await readBodyCapped(response, MAX_RESPONSE_BYTES);
     // Computed only on failure: it quotes the body, which a decode error alone does not show.
     const body = () => describeBody(response.headers.get('content-type'), bytes);
+    // Replies are read as the reference (prost) and our server read them: a varint longer than
+    // 10 bytes or wider than 64 bits is refused, not cut to another value (a version, say).
     if (response.status >= 200 && response.status <= 299) {
       try {
-        return responseType.decode(bytes);
+        return responseType.decode(strictReader(bytes));
       } catch (cause) {
         throw new VssClientError('decode', `undecodable ${response.status} response (${body()}): ${(cause as Error).message}`, { status: response.status, cause });
       }
     }
     let errorResponse: vss.ErrorResponse;
     try {
-      errorResponse = vss.ErrorResponse.decode(bytes);
+      errorResponse = vss.ErrorResponse.decode(strictReader(bytes));
     } catch (cause) {
       throw new VssClientError(
         'decode',
@@ -378,18 +392,47 @@ function untilSettled<T>(work: Promise<T>, signal: AbortSignal | undefined, time
   });
 }
 
+/** Fields of the VSS requests that protobufjs encodes as int64, and as bytes. */
+const INT64_FIELDS = new Set(['version', 'globalVersion']);
+const BYTES_FIELDS = new Set(['value']);
+const DECIMAL_INT64 = /^-?\d{1,19}$/;
+
 /**
- * Refuses a request whose strings (store id, keys, prefix, page token) hold a lone UTF-16
- * surrogate, which has no UTF-8 form: protobufjs would send a short one as invalid UTF-8 (the
- * server answers 400) but a long one as U+FFFD, so two distinct keys would silently share one
- * stored object. The same InvalidRequestError the server gives, before anything is sent.
+ * Refuses, with the same InvalidRequestError the server gives and before anything is sent, a
+ * request protobufjs would encode as something else than the caller meant:
+ * - a string (store id, key, prefix, page token) with a lone UTF-16 surrogate, which has no UTF-8
+ *   form: protobufjs would send a short one as invalid UTF-8 (the server answers 400) but a long
+ *   one as U+FFFD, so two distinct keys would silently share one stored object;
+ * - an int64 (`version`, `globalVersion`) given as a bigint, which protobufjs writes as 0 (a
+ *   conditional write of a new key), or as a number that is not a safe integer (1.5 goes out as 1);
+ * - a bytes `value` that is not a Uint8Array: protobufjs reads a string as base64 and stores its
+ *   decoding, so "hello" would be stored as three other bytes.
+ * The types rule these out in TypeScript; plain JavaScript callers get them wrong easily, since
+ * the rest of the API (keyValue(), the store) takes versions as bigints.
  */
-function refuseLoneSurrogates(value: unknown, path: string, depth = 0): void {
+function refuseUnencodable(value: unknown, path: string, depth = 0, field = ''): void {
+  if (INT64_FIELDS.has(field) && value !== null && value !== undefined) {
+    const ok =
+      (typeof value === 'number' && Number.isSafeInteger(value)) ||
+      (typeof value === 'string' && DECIMAL_INT64.test(value) && BigInt(value) <= INT64_MAX && BigInt(value) >= INT64_MIN) ||
+      (typeof value === 'object' && typeof (value as { low?: unknown }).low === 'number' && typeof (value as { high?: unknown }).high === 'number');
+    if (!ok) {
+      const got = typeof value === 'bigint' ? `the bigint ${value}n` : typeof value === 'number' ? `the number ${value}` : typeof value === 'string' ? 'a string that is not a decimal int64' : typeof value;
+      throw new InvalidRequestError(`${path} must be a safe-integer number or a Long (keyValue() builds one from a bigint), got ${got}`);
+    }
+    return;
+  }
+  if (BYTES_FIELDS.has(field) && value !== null && value !== undefined) {
+    if (!(value instanceof Uint8Array)) {
+      throw new InvalidRequestError(`${path} must be a Uint8Array, got ${typeof value === 'object' ? (value.constructor?.name ?? 'object') : typeof value}`);
+    }
+    return;
+  }
   if (typeof value === 'string') {
     if (hasLoneSurrogate(value)) throw new InvalidRequestError(`${path} contains a lone UTF-16 surrogate, which has no UTF-8 encoding`);
   } else if (Array.isArray(value) && depth < 4) {
-    value.forEach((item, i) => refuseLoneSurrogates(item, `${path}[${i}]`, depth + 1));
+    value.forEach((item, i) => refuseUnencodable(item, `${path}[${i}]`, depth + 1));
   } else if (typeof value === 'object' && value !== null && !(value instanceof Uint8Array) && depth < 4) {
-    for (const [name, field] of Object.entries(value)) refuseLoneSurrogates(field, `${path}.${name}`, depth + 1);
+    for (const [name, fieldValue] of Object.entries(value)) refuseUnencodable(fieldValue, `${path}.${name}`, depth + 1, name);
   }
 }

@@ -4,6 +4,13 @@
  * status and the server's message so callers can log and branch without parsing text.
  */
 import { PROTOCOL_VERSION, vss } from '../protocol/index.js';
+import { shownServerText } from './text.js';
+
+/**
+ * Characters of a server's `ErrorResponse.message` an error message quotes (`serverMessage`
+ * keeps it whole): the server is not trusted, and error messages end up in logs.
+ */
+const QUOTED_SERVER_MESSAGE_CHARS = 1000;
 
 /** Base class of every error the VSS client raises. */
 export class VssError extends Error {
@@ -30,7 +37,10 @@ export class VssError extends Error {
   }
 }
 
-/** An error the server reported through a decodable `ErrorResponse`. */
+/**
+ * An error the server reported through a decodable `ErrorResponse`. The message quotes the
+ * server's as the reference does, but its first 1,000 characters only, on one line (`serverMessage` keeps it whole).
+ */
 export class VssServerError extends VssError {
   constructor(
     readonly errorCode: vss.ErrorCode,
@@ -39,7 +49,7 @@ export class VssServerError extends VssError {
     prefix: string,
     options?: { status?: number; cause?: unknown },
   ) {
-    super(`${prefix}${serverMessage}`, options);
+    super(`${prefix}${shownServerText(serverMessage, QUOTED_SERVER_MESSAGE_CHARS)}`, options);
   }
 }
 
@@ -231,7 +241,7 @@ export function errorFromResponse(response: vss.ErrorResponse, status: number, d
     default:
       return new VssClientError(
         'unknown-error-code',
-        `VSS responded with an unknown error code: ${response.errorCode}, message: ${message} (HTTP ${status}${describeBody ? `, ${describeBody()}` : ''})`,
+        `VSS responded with an unknown error code: ${response.errorCode}, message: ${shownServerText(message, QUOTED_SERVER_MESSAGE_CHARS)} (HTTP ${status}${describeBody ? `, ${describeBody()}` : ''})`,
         { status },
       );
   }

@@ -27,10 +27,22 @@ export interface FetchResponse {
   readonly headers: { get(name: string): string | null };
   arrayBuffer(): Promise<ArrayBuffer>;
   /**
-   * Cancelled to release a body that will not be read. With `getReader`, bodies are read in
-   * chunks and refused as soon as they pass the size limit; without it they are read whole first.
+   * How the body is read: with `getReader` (a web stream) or, failing that, as an async iterable
+   * of byte chunks (a Node.js Readable, as node-fetch returns), chunk by chunk, refused as soon as
+   * it passes the size limit. A response with neither (React Native's XMLHttpRequest-based fetch,
+   * which has received the whole body before it resolves) is read whole with `arrayBuffer()`, then
+   * checked. `cancel` (or a Readable's `destroy`) releases a body that will not be read.
    */
-  readonly body?: { cancel(): Promise<void>; getReader?(): FetchBodyReader } | null;
+  readonly body?: FetchResponseBody | null;
+}
+
+/** A response body as `readBodyCapped` can use it; see `FetchResponse.body`. */
+export interface FetchResponseBody {
+  cancel?(): Promise<void>;
+  getReader?(): FetchBodyReader;
+  [Symbol.asyncIterator]?(): AsyncIterator<unknown>;
+  /** A Node.js Readable's way to release itself (it has no `cancel`). */
+  destroy?(error?: Error): unknown;
 }
 
 /**
@@ -124,40 +136,75 @@ export class BodyReadError extends Error {
 /**
  * Reads the whole body, refusing more than `cap` bytes. A streamed body (no Content-Length) is
  * refused as soon as it passes the cap, so a misbehaving server cannot fill the process's memory.
+ * It is read through `getReader`, else as an async iterable of chunks; only a body with neither
+ * is read whole through `arrayBuffer()` before its size can be checked.
  */
 export async function readBodyCapped(response: FetchResponse, cap: number): Promise<Uint8Array> {
   const tooLarge = (size: string) =>
     new VssClientError('decode', `response body of ${size} bytes exceeds the ${cap}-byte limit`, { status: response.status });
   const declared = Number(response.headers.get('content-length'));
   if (Number.isFinite(declared) && declared > cap) {
-    await response.body?.cancel().catch(() => undefined);
+    await releaseBody(response.body);
     throw tooLarge(String(declared));
   }
   const reader = response.body?.getReader?.();
-  if (!reader) {
-    let body: ArrayBuffer;
-    try {
-      body = await response.arrayBuffer();
-    } catch (cause) {
-      throw new BodyReadError(cause);
-    }
-    if (body.byteLength > cap) throw tooLarge(String(body.byteLength));
-    return new Uint8Array(body);
+  if (reader) return readChunksCapped(() => reader.read(), () => reader.cancel(), cap, tooLarge);
+  const iterate = response.body?.[Symbol.asyncIterator];
+  if (typeof iterate === 'function') {
+    const body = response.body!;
+    const iterator = iterate.call(body);
+    return readChunksCapped(
+      () => iterator.next(),
+      // return() ends the iteration (a Node Readable destroys itself); a body that cannot be
+      // released that way is released as any other.
+      async () => {
+        await iterator.return?.();
+        await releaseBody(body);
+      },
+      cap,
+      tooLarge,
+    );
   }
+  let body: ArrayBuffer;
+  try {
+    body = await response.arrayBuffer();
+  } catch (cause) {
+    throw new BodyReadError(cause);
+  }
+  if (body.byteLength > cap) throw tooLarge(String(body.byteLength));
+  return new Uint8Array(body);
+}
+
+/**
+ * Reads chunks until `next` says done, refusing (after `release`) as soon as their total passes
+ * `cap`. A chunk must be a Uint8Array: anything else is refused, not coerced.
+ */
+async function readChunksCapped(
+  next: () => Promise<{ done?: boolean; value?: unknown }>,
+  release: () => Promise<unknown>,
+  cap: number,
+  tooLarge: (size: string) => VssClientError,
+): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   let size = 0;
   for (;;) {
-    let chunk: { done: boolean; value?: Uint8Array };
+    let chunk: { done?: boolean; value?: unknown };
     try {
-      chunk = await reader.read();
+      chunk = await next();
     } catch (cause) {
       throw new BodyReadError(cause);
     }
     if (chunk.done) break;
-    if (!chunk.value) continue;
+    if (chunk.value === undefined) continue;
+    if (!(chunk.value instanceof Uint8Array)) {
+      // Not counted, it would slip past the cap (a string's byteLength is undefined).
+      await release().catch(() => undefined);
+      const what = chunk.value === null ? 'null' : typeof chunk.value === 'object' ? (chunk.value.constructor?.name ?? 'object') : typeof chunk.value;
+      throw new VssClientError('decode', `the fetch implementation's response body yielded a chunk that is not a Uint8Array (${what})`);
+    }
     size += chunk.value.byteLength;
     if (size > cap) {
-      await reader.cancel().catch(() => undefined);
+      await release().catch(() => undefined);
       throw tooLarge(`more than ${cap}`);
     }
     chunks.push(chunk.value);
@@ -170,6 +217,19 @@ export async function readBodyCapped(response: FetchResponse, cap: number): Prom
     offset += chunk.byteLength;
   }
   return body;
+}
+
+/**
+ * Releases a body that will not be read: `cancel()` (a web stream), else `destroy()` (a Node.js
+ * Readable). Never throws: the connection is then simply not reused.
+ */
+async function releaseBody(body: FetchResponseBody | null | undefined): Promise<void> {
+  try {
+    if (typeof body?.cancel === 'function') await body.cancel();
+    else if (typeof body?.destroy === 'function') body.destroy();
+  } catch {
+    // Nothing useful to do.
+  }
 }
 
 const MONTHS = ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'];
@@ -254,11 +314,7 @@ export function describeBody(contentType: string | null, bytes: Uint8Array): str
 
 /** Releases a response body we will not read, so the connection can be reused. */
 export async function discardBody(response: FetchResponse): Promise<void> {
-  try {
-    await response.body?.cancel();
-  } catch {
-    // Nothing useful to do: the connection is simply not reused.
-  }
+  await releaseBody(response.body);
 }
 
 /**

@@ -79,6 +79,7 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
     this.#parentKey = typeof parentKey === 'string' ? parseExtendedPrivateKey(parentKey) : parentKey;
     if (!this.#parentKey.privateKey) throw new HeaderProviderError('invalid-data', 'LNURL parent key must be a private key');
     checkHeaders(defaultHeaders, 'LNURL-auth default headers');
+    checkLnurlUrl(url, options.fetch === undefined);
     this.#url = url;
     this.#defaults = { ...defaultHeaders };
     this.#fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
@@ -207,6 +208,25 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
       }
       current = reply.location;
     }
+  }
+}
+
+/**
+ * Refuses, at construction, an LNURL-auth URL no request could be sent to (no http(s) scheme,
+ * unparsable, or with a user name or password, which the built-in fetch refuses). Found only at
+ * the first request, such a mistake is a header-provider failure, which the VSS client retries
+ * for its whole retry budget (minutes by default) before reporting it.
+ */
+function checkLnurlUrl(url: unknown, builtInTransport: boolean): asserts url is string {
+  // Not quoted when it may hold a password ("user:password@host/auth" without its scheme).
+  const shown = typeof url !== 'string' ? (url === null ? 'null' : typeof url) : url.includes('@') ? 'a string with an @ (not shown: it may hold a password)' : quoted(JSON.stringify(url));
+  const parsed = typeof url === 'string' && /^https?:\/\//i.test(url) ? parsedUrl(url, url) : undefined;
+  if (parsed === undefined) throw new HeaderProviderError('invalid-data', `LNURL-auth URL must be an http(s) URL, got ${shown}`);
+  if (builtInTransport && (parsed.username !== '' || parsed.password !== '')) {
+    throw new HeaderProviderError(
+      'invalid-data',
+      `LNURL-auth URL ${urlForMessages(parsed.href)} holds a user name or password (not shown), which fetch refuses to send: pass credentials as a default header instead`,
+    );
   }
 }
 

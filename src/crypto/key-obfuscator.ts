@@ -21,6 +21,9 @@ function quote(text: string): string {
   return `${JSON.stringify(text.slice(0, QUOTED_CHARS))}… (${text.length} characters)`;
 }
 
+/** With the `u` flag a surrogate class matches only a surrogate that is not half of a pair. */
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
+
 // ignoreBOM: keep a leading U+FEFF like the reference's String::from_utf8. The default strips
 // it, so a key starting with a BOM would deobfuscate to a different (nonexistent) key.
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -53,7 +56,13 @@ export class KeyObfuscator {
   obfuscate(key: string): string {
     if (typeof key !== 'string') throw new InvalidCryptoInputError(`key to obfuscate must be a string, got ${typeof key}`);
     if (hasLoneSurrogate(key)) {
-      throw new InvalidCryptoInputError(`key to obfuscate ${JSON.stringify(key)} contains a lone UTF-16 surrogate, which has no UTF-8 encoding`);
+      // The key is not quoted: hiding it is this class's purpose, and error messages end up in
+      // logs and crash reports. Its length and the surrogate's position are enough to find it.
+      const at = key.search(LONE_SURROGATE);
+      throw new InvalidCryptoInputError(
+        `key to obfuscate (${key.length} UTF-16 code units, not shown) contains a lone UTF-16 surrogate ` +
+          `(U+${key.charCodeAt(at).toString(16).toUpperCase()} at index ${at}), which has no UTF-8 encoding`,
+      );
     }
     const plaintext = utf8Bytes(key);
     const keyNonce = this.#syntheticNonce(plaintext);

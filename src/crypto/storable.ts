@@ -1,6 +1,6 @@
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { randomBytes as cryptoRandomBytes } from '@noble/hashes/utils.js';
-import { bigIntToInt64, int64ToBigInt, presizedWriter, vss } from '../protocol/index.js';
+import { bigIntToInt64, INT64_MAX, INT64_MIN, int64ToBigInt, presizedWriter, strictReader, vss } from '../protocol/index.js';
 import { InvalidCryptoInputError, StorableDecryptionError } from './errors.js';
 
 /** The `cipher_format` string the reference writes (and ignores on read). */
@@ -80,6 +80,12 @@ export function encryptStorable(
 ): Uint8Array {
   checkDataKey(dataEncryptionKey);
   checkBytes(value, 'value to encrypt');
+  // A number would be sealed truncated (1.5 as 1) and a version beyond int64 would fail deep in
+  // the encoder with a RangeError: both are refused here, by name.
+  if (typeof version !== 'bigint' || version > INT64_MAX || version < INT64_MIN) {
+    const got = typeof version === 'bigint' ? String(version) : typeof version === 'number' ? `the number ${version}` : version === null ? 'null' : typeof version;
+    throw new InvalidCryptoInputError(`version to seal must be a bigint from -2^63 to 2^63-1, got ${got}`);
+  }
   if (options.aad !== undefined) checkBytes(options.aad, 'aad');
   const nonce = options.randomBytes ? options.randomBytes(NONCE_LENGTH) : pooledNonce();
   if (!(nonce instanceof Uint8Array) || nonce.length !== NONCE_LENGTH) {
@@ -108,15 +114,26 @@ export function encryptStorable(
  * Opens a serialized `Storable`. The nonce comes from the metadata, so v0.3.1-era storables
  * (zero-prefixed nonces) decrypt too. Every failure is a `StorableDecryptionError`; a wrong
  * key, a wrong AAD or tampered bytes never yield plaintext.
+ *
+ * The Storable and its PlaintextBlob are read as the reference (prost) reads them, so a value
+ * opens here exactly when it opens in LDK Node: truncated fields, a known field with the wrong
+ * wire type, field number 0, an end-group without its start, an unknown wire type, invalid UTF-8
+ * in `cipher_format` and a varint longer than 10 bytes or wider than 64 bits are refused (reason
+ * `decode`, or `blob` inside the ciphertext), with the decoder's finding and the byte offset in
+ * the message. Unknown fields are skipped, and a repeated field counts as protobuf says (the last
+ * `data` wins, repeated metadata merges): prost accepts both, and the AEAD covers the data, nonce
+ * and tag whichever occurrence supplies them, so neither can smuggle in unauthenticated bytes.
  */
 export function decryptStorable(storable: Uint8Array, dataEncryptionKey: Uint8Array, aad: Uint8Array = EMPTY): DecryptedStorable {
   checkDataKey(dataEncryptionKey);
+  checkBytes(storable, 'storable to decrypt');
   checkBytes(aad, 'aad');
+  const reader = strictReader(storable);
   let message: vss.Storable;
   try {
-    message = vss.Storable.decode(storable);
+    message = vss.Storable.decode(reader);
   } catch (cause) {
-    throw new StorableDecryptionError('decode', 'value is not a serialized Storable', { cause });
+    throw new StorableDecryptionError('decode', `value is not a serialized Storable: ${decodeFailure(cause, reader, storable.length)}`, { cause });
   }
   const metadata = message.encryptionMetadata;
   if (!metadata) throw new StorableDecryptionError('metadata', 'Storable has no encryption metadata');
@@ -146,10 +163,11 @@ export function decryptStorable(storable: Uint8Array, dataEncryptionKey: Uint8Ar
     throw new StorableDecryptionError('tag', `Storable failed authentication (wrong key, wrong AAD or tampered)${other}`, { cause });
   }
   let blob: vss.PlaintextBlob;
+  const blobReader = strictReader(blobBytes);
   try {
-    blob = vss.PlaintextBlob.decode(blobBytes);
+    blob = vss.PlaintextBlob.decode(blobReader);
   } catch (cause) {
-    throw new StorableDecryptionError('blob', 'decrypted Storable is not a PlaintextBlob', { cause });
+    throw new StorableDecryptionError('blob', `decrypted Storable is not a PlaintextBlob: ${decodeFailure(cause, blobReader, blobBytes.length)}`, { cause });
   }
   // protobufjs hands out Node Buffers under Node; callers get a plain Uint8Array (same memory).
   const value = blob.value ?? EMPTY;
@@ -157,4 +175,16 @@ export function decryptStorable(storable: Uint8Array, dataEncryptionKey: Uint8Ar
     value: value.constructor === Uint8Array ? value : new Uint8Array(value.buffer, value.byteOffset, value.byteLength),
     version: int64ToBigInt(blob.version),
   };
+}
+
+/**
+ * What the protobuf decoder refused, for an error message: its own finding (bounded text that
+ * quotes no data) and where it stopped.
+ */
+function decodeFailure(cause: unknown, reader: { pos: number }, length: number): string {
+  let finding = (cause instanceof Error ? cause.message : String(cause)).slice(0, 200);
+  // protobufjs's word for a length or varint that runs past the end of the bytes (or of the
+  // enclosing message): say what that means.
+  if (finding.startsWith('index out of range')) finding = `truncated, or a length runs past its end (${finding})`;
+  return `${finding} (stopped at byte ${Math.min(reader.pos, length)} of ${length})`;
 }

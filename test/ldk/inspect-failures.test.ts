@@ -52,7 +52,7 @@ describe('inspect on a store with a value that does not decrypt', () => {
     // The rest is still listed: one bad value does not hide the others.
     const listed = JSON.parse(json.out.join('\n')) as StoreInspection;
     expect(listed.keys.map((k) => k.meaning).sort()).toEqual(['ChannelManager', `ChannelMonitor of ${'aa'.repeat(32)}_0`, 'VSS schema version marker', 'not an LDK key of these keys']);
-    expect(listed.keys.find((k) => k.storeKey === 'garbage')?.problem).toMatch(/does not decrypt with these keys \(value is not a serialized Storable\)/);
+    expect(listed.keys.find((k) => k.storeKey === 'garbage')?.problem).toMatch(/does not decrypt with these keys \(value is not a serialized Storable: /);
   });
 });
 
