@@ -30,25 +30,37 @@ export class MissingMonitorError extends LdkPersistenceError {
 /** A stored monitor is older than the ChannelManager (LDK's `DangerousValue`): using it could lose funds. */
 export class StaleMonitorError extends LdkPersistenceError {}
 
-/** A channel whose stored monitor holds updates the stored ChannelManager never heard of. */
+/**
+ * A channel the stored ChannelManager is too old for: LDK would force-close it on start.
+ * - `outdated`: the manager knows the channel, but its stored monitor holds updates the manager
+ *   never heard of (LDK: "A ChannelManager is stale compared to the current ChannelMonitor").
+ * - `unknown`: the manager does not know the channel at all, yet its monitor still sees it open
+ *   (funding output unspent, no commitment transaction signed). Either the manager was written
+ *   before the channel was opened, or the channel was closed cooperatively and the monitor has not
+ *   seen the closing transaction confirm yet (LDK 0.1 cannot tell these apart either).
+ */
 export interface StaleManagerChannel {
+  reason: 'outdated' | 'unknown';
   /** LDK's channel id (hex). */
   channelId: string;
   /** The monitor's name (`<funding txid>_<index>`), when a restored monitor has this channel id. */
   monitorName: string | undefined;
   /** Latest update id in the stored monitor, when LDK logged it. */
   monitorUpdateId: bigint | undefined;
-  /** Latest update id the stored ChannelManager knows for the channel, when LDK logged it. */
+  /** Latest update id the stored ChannelManager knows for the channel, when LDK logged it (never for `unknown`). */
   managerUpdateId: bigint | undefined;
 }
 
 /**
  * The stored ChannelManager is older than a channel's monitor (LDK: "A ChannelManager is stale
- * compared to the current ChannelMonitor!"). Started from it, LDK force-closes each such channel
- * and broadcasts its latest commitment transaction: the outcome wallets fear most, so restore
- * refuses unless the caller opts in (`forceCloseStaleChannels`). Usually a restored backup
- * mixes an old manager with newer monitors, or the manager was written by another tool or
- * without the persister linked to the event loop; a newer manager may still exist elsewhere.
+ * compared to the current ChannelMonitor!"), or, when the caller asks for that check
+ * (`refuseChannelsUnknownToManager`), older than the channel itself (a monitor of a channel the
+ * manager does not know, see `StaleManagerChannel.reason`). Started from it, LDK force-closes
+ * each such channel and broadcasts its latest commitment transaction: the outcome wallets fear
+ * most, so restore refuses unless the caller opts in (`forceCloseStaleChannels`).
+ * Usually a restored backup mixes an old manager with newer monitors, or the manager was written
+ * by another tool or without the persister linked to the event loop; a newer manager may still
+ * exist elsewhere.
  */
 export class StaleChannelManagerError extends LdkPersistenceError {
   constructor(

@@ -267,6 +267,17 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
     if (!options.onionMessenger) this.timerMs.delete('onionMessenger');
     const created = performance.now();
     for (const timer of this.timerMs.keys()) this.timerLastRun.set(timer, created);
+    // A closed or failed persister writes no monitor and reports nothing to LDK: linked, the
+    // node would run with every channel held and only a log line saying why.
+    const persisterFailure = options.persister?.fatalError;
+    if (persisterFailure) {
+      throw new PersisterStoppedError(`the VssPersister given to LdkEventLoop has stopped (${persisterFailure.name}: ${persisterFailure.message}): the node could never persist a monitor. Build a new VssPersister (and restore the node) once the cause is fixed`, {
+        cause: persisterFailure,
+      });
+    }
+    if (options.persister?.isClosed) {
+      throw new PersisterStoppedError('the VssPersister given to LdkEventLoop was closed: the node could never persist a monitor and would hold every channel. Build a new VssPersister (and restore the node)');
+    }
     this.tracker = options.persister?.linkManagerWriter(
       {
         requestPersist: () => this.requestManagerWrite(),

@@ -341,6 +341,11 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
     return this.failure;
   }
 
+  /** True once `close()` or `shutdown()` was called: nothing more is written or reported to LDK. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   /** Channels with writes queued or in flight. */
   pending(): PendingWriteInfo[] {
     const now = Date.now();

@@ -64,7 +64,7 @@ describe('restoreNode and a ChannelManager older than a monitor', () => {
     // The harness's restore (LDK's logger given as a JavaScript object).
     const viaHarness = await net.restoreNode({ name: 'A', seed: a.seed, persistence: vssNode(await fx.backend.open(storeId)) }).catch((e: unknown) => e);
     expect(viaHarness).toBeInstanceOf(StaleChannelManagerError);
-    expect((viaHarness as StaleChannelManagerError).channels).toEqual([{ channelId: channel.channelId, monitorName: channel.monitorName, monitorUpdateId: 15n, managerUpdateId: 5n }]);
+    expect((viaHarness as StaleChannelManagerError).channels).toEqual([{ reason: 'outdated', channelId: channel.channelId, monitorName: channel.monitorName, monitorUpdateId: 15n, managerUpdateId: 5n }]);
     expect((viaHarness as Error).message).toContain(channel.channelId);
     expect(net.liveNodes().map((n) => n.name)).toEqual(['B']);
 
