@@ -30,6 +30,7 @@ import { percentile, table } from '../src/ldk/report-format.js';
 import { vssStoreOpener } from '../harness/vss-wallet.js';
 import { WalletFleet } from '../harness/wallets.js';
 import { integerSetting } from '../harness/tool-settings.js';
+import { cleanUpOnInterrupt } from '../harness/interrupt.js';
 
 const PAYMENTS = integerSetting('BENCH_PAYMENTS', 60);
 const WARMUP = 5;
@@ -38,6 +39,13 @@ const POSTGRES_URL = process.env.BENCH_DATABASE_URL ?? process.env.TEST_DATABASE
 /** This run's own database on that server (created by the VSS server, dropped at the end). */
 const DATABASE = `ldkvss_e2e_${process.pid}`;
 const DATABASE_URL = withDatabase(POSTGRES_URL, DATABASE);
+// Ctrl-C would otherwise skip the clean-up at the end and leave the database behind.
+cleanUpOnInterrupt(
+  (signal) => `bench:e2e interrupted (${signal}): dropping its database ${DATABASE}`,
+  async () => {
+    await onPostgres((client) => client.query(`DROP DATABASE IF EXISTS "${DATABASE}" WITH (FORCE)`));
+  },
+);
 
 function withDatabase(url: string, name: string): string {
   const parsed = new URL(url);

@@ -34,6 +34,7 @@ import { coldRestore } from './cold-restore.js';
 import { median } from './stats.js';
 import pg from 'pg';
 import { integerSetting } from '../harness/tool-settings.js';
+import { cleanUpOnInterrupt } from '../harness/interrupt.js';
 
 const PAYMENTS = integerSetting('BENCH_PAYMENTS', 20);
 const ROUNDS = integerSetting('BENCH_ROUNDS', 5);
@@ -175,7 +176,7 @@ async function main(): Promise<void> {
   const pgUrl = process.env.TEST_DATABASE_URL;
   let postgres: VssServerThread | undefined;
   // This run's own database on that server, dropped at the end.
-  const database = `ldkvss_ldk_${process.pid}`;
+  const database = DATABASE_NAME;
   if (pgUrl) {
     const url = new URL(pgUrl);
     url.pathname = `/${database}`;
@@ -328,8 +329,23 @@ async function main(): Promise<void> {
   await pglite.close();
 }
 
+/** This run's own PostgreSQL database (with TEST_DATABASE_URL). */
+const DATABASE_NAME = `ldkvss_ldk_${process.pid}`;
 /** Drops this run's PostgreSQL database (set once it exists); also run when the benchmark fails. */
 let dropDatabase: (() => Promise<void>) | undefined;
+// Ctrl-C would otherwise skip the clean-up below and leave the PostgreSQL database behind.
+cleanUpOnInterrupt(
+  (signal) => `bench:ldk interrupted (${signal})${process.env.TEST_DATABASE_URL ? `: dropping its database ${DATABASE_NAME}` : ''}`,
+  async () => {
+    if (dropDatabase) return dropDatabase();
+    // Interrupted while the PostgreSQL server was starting: its database may exist already.
+    const pgUrl = process.env.TEST_DATABASE_URL;
+    if (!pgUrl) return;
+    const admin = new pg.Client({ connectionString: pgUrl });
+    await admin.connect();
+    await admin.query(`DROP DATABASE IF EXISTS "${DATABASE_NAME}" WITH (FORCE)`).finally(() => admin.end());
+  },
+);
 
 main()
   .finally(() => dropDatabase?.().catch((err: unknown) => console.error('could not drop the benchmark database:', err)))

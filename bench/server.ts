@@ -38,9 +38,42 @@ import pg from 'pg';
 import { Pool as HttpPool } from 'undici';
 import { keyValue, vss } from '../src/protocol/index.js';
 import { choiceListSetting, choiceSetting, integerListSetting, integerSetting } from '../harness/tool-settings.js';
+import { cleanUpOnInterrupt } from '../harness/interrupt.js';
 
 const BASE_URL = process.env.DATABASE_URL ?? process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const DATABASE = `ldkvss_bench_${process.pid}`;
+/** Child processes still running, stopped by an interrupt's clean-up. */
+const children = new Set<ChildProcess>();
+
+/**
+ * An idle pooled connection that fails: expected once an interrupt's DROP DATABASE ... WITH
+ * (FORCE) ends every connection to the database; otherwise the run cannot be trusted.
+ */
+function onIdleClientError(err: Error): void {
+  if (interruption.interrupted) return;
+  console.error(`bench:server: a PostgreSQL connection failed: ${err.message}`);
+  process.exit(1);
+}
+
+// Ctrl-C would otherwise skip the clean-up at the end and leave the database behind.
+const interruption = cleanUpOnInterrupt(
+  (signal) => `bench:server interrupted (${signal}): dropping its database ${DATABASE}`,
+  async () => {
+    // The server and HTTP-floor children first: a signal sent to this process alone (kill, a
+    // supervisor) would leave them running, the server holding connections to the database.
+    await Promise.all([...children].map((child) => new Promise((resolve) => {
+      child.once('exit', resolve);
+      if (!child.kill('SIGTERM')) resolve(undefined);
+    })));
+    const admin = new pg.Client({ connectionString: BASE_URL, connectionTimeoutMillis: 5_000 });
+    await admin.connect();
+    try {
+      await admin.query(`DROP DATABASE IF EXISTS "${DATABASE}" WITH (FORCE)`);
+    } finally {
+      await admin.end();
+    }
+  },
+);
 const ROUNDS = integerSetting('BENCH_ROUNDS', 5);
 const SECONDS = integerSetting('BENCH_SECONDS', 2);
 const WARMUP_SECONDS = 0.5;
@@ -209,6 +242,8 @@ async function startHttpFloor(getResponse: Uint8Array): Promise<{ url: string; c
     env: { ...process.env, GET_RESPONSE: Buffer.from(getResponse).toString('hex') },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
   const port = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).once('line', resolve);
     child.once('exit', (code) => reject(new Error(`HTTP floor server exited with ${code}`)));
@@ -259,6 +294,8 @@ async function startServer(): Promise<{ child: ChildProcess; url: string; batchi
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
   const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
   let batching: ServerBatching | undefined;
   const url = await new Promise<string>((resolve, reject) => {
@@ -366,6 +403,7 @@ async function main(): Promise<void> {
   try {
     // Pre-fill the key set so raw and server both upsert and read existing rows.
     const fill = new pg.Pool({ connectionString: databaseUrl(DATABASE), max: 4 });
+    fill.on('error', onIdleClientError);
     for (let i = 0; i < KEY_COUNT; i += 500) {
       const keys = Array.from({ length: Math.min(500, KEY_COUNT - i) }, (_, j) => `key-${i + j}`);
       await fill.query(
@@ -399,6 +437,7 @@ async function main(): Promise<void> {
     // production, and the first rows would otherwise pay for compilation).
     for (const [concurrency, warmingUp] of [[16, true] as const, ...CONCURRENCY.map((c) => [c, false] as const)]) {
       const pool = new pg.Pool({ connectionString: databaseUrl(DATABASE), max: Math.min(concurrency, POOL_SIZE) });
+      pool.on('error', onIdleClientError);
       const httpClient = httpLoadClient(concurrency);
       const rawPut = (key: string) => pool.query({ ...UPSERT, values: [USER_TOKEN, STORE_ID, key, VALUE] }).then(() => undefined);
       const rawGet = (key: string) =>
@@ -456,6 +495,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
+  // After an interrupt the run fails under its clean-up (its connections are ended): not news.
+  if (interruption.interrupted) return;
   console.error(error);
   process.exit(1);
 });

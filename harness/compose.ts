@@ -266,11 +266,17 @@ export function parsePsJson(text: string): Array<{ name: string; state: string }
   });
 }
 
-const USAGE = 'usage: tsx harness/compose.ts up | down [--volumes] | status';
+/** In the commands a user types (the npm scripts pass `up` / `down` to this file). */
+const USAGE = 'usage: npm run harness:up | npm run harness:down [-- --volumes] | npx tsx harness/compose.ts status';
 
 /** The command line; returns the exit code. Every failure is reported as one line on stderr. */
 export async function main(argv: string[], options: ComposeDriverOptions = {}): Promise<number> {
   const [command, ...rest] = argv;
+  // `npm run harness:up -- --help` asks for the usage: an answer, not a usage error.
+  if (argv.some((arg) => arg === '--help' || arg === '-h') || command === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
   try {
     if (command === 'up' && rest.length === 0) {
       const endpoints = await stackUp({ log: true, ...options });

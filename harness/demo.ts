@@ -304,7 +304,14 @@ export function parseDemoArgs(argv: string[]): { help: true } | { help: false; j
 }
 
 async function main(argv: string[]): Promise<number> {
-  const parsed = parseDemoArgs(argv);
+  let parsed: ReturnType<typeof parseDemoArgs>;
+  try {
+    parsed = parseDemoArgs(argv);
+  } catch (err) {
+    // A usage error, like ldk-vss's own: exit 2 and where the options are listed; the demo never started.
+    process.stderr.write(`demo: ${err instanceof Error ? err.message : String(err)} (npm run demo -- --help lists the options)\n`);
+    return 2;
+  }
   if (parsed.help) {
     process.stdout.write(`${USAGE}\n`);
     return 0;

@@ -16,7 +16,8 @@
  *   STRESS_IN_FLIGHT payments in flight in the odd rounds (default 5)
  *   STRESS_DELAY_MS extra delay before each of the payer's writes (default 0)
  *   STRESS_DATABASE_URL  run the VSS server on this PostgreSQL server (in a database
- *                   `ldk_vss_stress_<pid>`, dropped at the end) instead of embedded PGlite
+ *                   `ldk_vss_stress_<pid>`, dropped at the end, also after a failure or Ctrl-C)
+ *                   instead of embedded PGlite
  *   LDK_LOG         trace or debug: LDK's log lines to stderr (default: errors only)
  */
 import { randomBytes } from 'node:crypto';
@@ -28,7 +29,8 @@ import { supportsAtomicBatch, type AsyncKVStore } from '../src/store/types.js';
 import { WalletNetwork } from './network.js';
 import { ldkMonitorUpdatingPersistence, memoryPersistence, vssPersistence, type PersistenceFactory } from './persistence.js';
 import { VssServerThread } from './server-thread.js';
-import { choiceSetting, integerSetting } from './tool-settings.js';
+import { cleanUpOnInterrupt } from './interrupt.js';
+import { choiceSetting, integerSetting, postgresUrlSetting } from './tool-settings.js';
 import { wrapStore } from './wrapped-store.js';
 
 const SETUPS = ['linked', 'unlinked', 'payer-only', 'ldk-sync'] as const;
@@ -59,26 +61,27 @@ async function main(): Promise<void> {
   const inFlight = integerSetting('STRESS_IN_FLIGHT', 5);
   const delayMs = integerSetting('STRESS_DELAY_MS', 0, 0);
   const logLevel = process.env.LDK_LOG === 'trace' ? ldk.Level.LDKLevel_Trace : process.env.LDK_LOG === 'debug' ? ldk.Level.LDKLevel_Debug : ldk.Level.LDKLevel_Error;
+  const databaseUrl = postgresUrlSetting('STRESS_DATABASE_URL');
 
   await initLdk();
-  const databaseUrl = process.env.STRESS_DATABASE_URL;
   const database = `ldk_vss_stress_${process.pid}`;
-  let server: VssServerThread;
-  if (databaseUrl) {
-    const url = new URL(databaseUrl);
-    url.pathname = `/${database}`;
-    server = await VssServerThread.start({ kind: 'postgres', url: url.toString(), createDatabase: true });
-  } else {
-    server = await VssServerThread.start({ kind: 'pglite' });
-  }
-  const closeServer = async (): Promise<void> => {
-    await server.close();
-    if (!databaseUrl) return;
-    const admin = new pg.Client({ connectionString: databaseUrl });
-    await admin.connect();
-    await admin.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
-    await admin.end();
-  };
+  // From here on the run owns a server (and on PostgreSQL a database): Ctrl-C or a kill must
+  // not leave them behind, so a signal cleans up before the process exits.
+  const starting = databaseUrl
+    ? VssServerThread.start({ kind: 'postgres', url: withDatabase(databaseUrl, database), createDatabase: true })
+    : VssServerThread.start({ kind: 'pglite' });
+  let network: WalletNetwork | undefined;
+  cleanUp = once(async () => {
+    await network?.shutdown().catch(() => {});
+    const server = await starting.catch(() => undefined);
+    await server?.close();
+    // A server that never started may still have created the database.
+    if (databaseUrl) await dropDatabase(databaseUrl, database).catch((err: unknown) => (server ? Promise.reject(err) : undefined));
+  });
+  const server = await starting.catch(async (err: unknown) => {
+    await cleanUp();
+    throw new SetupError(`cannot start the VSS server on ${databaseUrl ? 'PostgreSQL (STRESS_DATABASE_URL)' : 'embedded PGlite'}: ${err instanceof Error ? err.message : String(err)}`);
+  });
   const persistence = async (name: string, delay: number): Promise<PersistenceFactory> => {
     const store = await VssStore.open({
       storeId: `stress-${name}-${randomBytes(4).toString('hex')}`,
@@ -90,6 +93,7 @@ async function main(): Promise<void> {
   };
 
   const net = await WalletNetwork.create();
+  network = net;
   // The database is dropped and the server stopped whatever happens: a failing run (a timeout,
   // an LDK panic: what this tool exists to find) must not leave them behind.
   try {
@@ -116,15 +120,47 @@ async function main(): Promise<void> {
     }
     console.log(`${rounds * PAYMENTS_PER_ROUND} payments, no failure`);
   } finally {
-    await net.shutdown().catch(() => {});
-    await closeServer();
+    await cleanUp();
   }
 }
+
+/** A run that could not start; its message is the one line the user sees. */
+class SetupError extends Error {}
+
+function withDatabase(serverUrl: string, database: string): string {
+  const url = new URL(serverUrl);
+  url.pathname = `/${database}`;
+  return url.toString();
+}
+
+async function dropDatabase(serverUrl: string, database: string): Promise<void> {
+  const admin = new pg.Client({ connectionString: serverUrl });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`);
+  } finally {
+    await admin.end();
+  }
+}
+
+function once(fn: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | undefined;
+  return () => (running ??= fn());
+}
+
+/** Stops the run's server and drops its database; set once there is something to clean up. */
+let cleanUp: () => Promise<void> = async () => {};
+const interruption = cleanUpOnInterrupt(
+  (signal) => `stress:payments interrupted (${signal}): stopping its VSS server${process.env.STRESS_DATABASE_URL ? ' and dropping its database' : ''}`,
+  () => cleanUp(),
+);
 
 main().then(
   () => process.exit(0),
   (err: unknown) => {
-    console.error(err);
+    // Interrupted: the payments fail as the wallets shut down; the signal handler exits.
+    if (interruption.interrupted) return;
+    console.error(err instanceof SetupError ? `stress:payments: ${err.message}` : err);
     process.exit(1);
   },
 );

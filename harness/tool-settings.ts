@@ -4,9 +4,9 @@
  * of measuring, and not a stack trace.
  */
 
-/** Prints why `name` is refused and exits. */
-function refuse(name: string, expected: string, raw: string): never {
-  process.stderr.write(`${name} must be ${expected}, got ${JSON.stringify(raw)}\n`);
+/** Prints why `name` is refused and exits; `got` replaces the quoted value (one that may hold a secret). */
+function refuse(name: string, expected: string, raw: string, got = JSON.stringify(raw)): never {
+  process.stderr.write(`${name} must be ${expected}, got ${got}\n`);
   process.exit(2);
 }
 
@@ -47,4 +47,18 @@ export function choiceListSetting<T extends string>(name: string, choices: reado
   const parts = raw.split(',');
   if (parts.some((part) => !(choices as readonly string[]).includes(part))) refuse(name, `a comma-separated list of ${choices.join(', ')}`, raw);
   return parts as T[];
+}
+
+/**
+ * A PostgreSQL connection URL (`postgres:` or `postgresql:`), or undefined when unset or empty.
+ * A URL of another kind is refused by its scheme alone: it may carry a password.
+ */
+export function postgresUrlSetting(name: string): string | undefined {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return undefined;
+  const expected = 'a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/postgres';
+  if (!URL.canParse(raw)) refuse(name, expected, raw);
+  const { protocol } = new URL(raw);
+  if (protocol !== 'postgres:' && protocol !== 'postgresql:') refuse(name, expected, raw, `a URL of scheme ${protocol}`);
+  return raw;
 }

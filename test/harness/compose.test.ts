@@ -204,8 +204,18 @@ describe('harness/compose.ts driver', () => {
   it('rejects unknown commands with the usage line and exit 2', async () => {
     const result = await runDriver(['sideways'], process.env);
     expect(result.code).toBe(2);
-    expect(result.stderr.trim()).toMatch(/^usage: .*up \| down \[--volumes\] \| status$/);
+    expect(result.stderr.trim()).toBe('usage: npm run harness:up | npm run harness:down [-- --volumes] | npx tsx harness/compose.ts status');
   });
+
+  it.each([[['up', '--help']], [['down', '-h']], [['--help']], [['help']]])(
+    '%j asks for the usage (as npm run harness:up -- --help does): stdout, exit 0, no Docker needed',
+    async (args) => {
+      const result = await runDriver(args, { ...process.env, DOCKER: join(tmpdir(), 'ldk-vss-no-such-dir', 'docker') });
+      expect(result.code).toBe(0);
+      expect(result.stdout.trim()).toBe('usage: npm run harness:up | npm run harness:down [-- --volumes] | npx tsx harness/compose.ts status');
+      expect(result.stderr).toBe('');
+    },
+  );
 
   describe('with a stand-in docker executable', () => {
     let health: Server;
