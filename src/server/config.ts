@@ -4,6 +4,7 @@
  * as a ConfigError naming the variable, which the CLI prints as one line before exiting.
  */
 import { closest, distance } from 'fastest-levenshtein';
+import { X509Certificate } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
@@ -25,7 +26,7 @@ export const SERVER_ENV_DOCS = {
   VSS_MAX_REQUEST_BODY_SIZE: `request body limit in bytes (default ${DEFAULT_MAX_REQUEST_BODY_SIZE}, at most ${MAX_REQUEST_BODY_SIZE_LIMIT})`,
   VSS_LOG_LEVEL: 'trace | debug | info | warn | error | fatal | off (default info); JSON lines on stdout',
   VSS_AUTH: 'signature | jwt | noop (default: jwt when a JWT key is configured, else signature)',
-  VSS_JWT_RSA_PEM: 'RSA public key (PEM text or a path to a PEM file) for jwt auth',
+  VSS_JWT_RSA_PEM: 'RSA public key or X.509 certificate (PEM text or a path to a PEM file) for jwt auth; a certificate is used only within its validity period',
   VSS_JWT_JWKS_PATH: 'path to a JSON Web Key Set file for jwt auth (alternative to VSS_JWT_RSA_PEM)',
   DATABASE_URL: 'postgres://user:password@host:port/database (selects the PostgreSQL backend)',
   VSS_PSQL_USERNAME: 'PostgreSQL user (reference-style settings; selects the PostgreSQL backend)',
@@ -179,6 +180,39 @@ function pemText(name: ServerEnvVar, text: string): string {
   }
 }
 
+const CERTIFICATE_BLOCK = /-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g;
+
+/**
+ * VSS_PSQL_CRT_PEM's certificates, each parsed (X509Certificate), lines trimmed of indentation.
+ * Node's TLS silently skips what it cannot parse, so a DER file, a key or a damaged certificate
+ * would otherwise surface only as an unverifiable server certificate on every connection.
+ */
+function rootCertificates(text: string): string {
+  const blocks = (text.match(CERTIFICATE_BLOCK) ?? []).map((block) =>
+    block
+      .split(/\r?\n/)
+      .map((line) => line.trim())
+      .join('\n'),
+  );
+  if (blocks.length === 0) {
+    const label = /-----BEGIN ([A-Z0-9 ]+)-----/.exec(text)?.[1];
+    throw new ConfigError(
+      'VSS_PSQL_CRT_PEM',
+      label !== undefined
+        ? `holds a PEM ${label}, not the root certificate (-----BEGIN CERTIFICATE-----) to trust`
+        : 'holds no PEM certificate (-----BEGIN CERTIFICATE-----); convert a DER file with `openssl x509 -inform der -in root.crt -out root.pem`',
+    );
+  }
+  blocks.forEach((block, i) => {
+    try {
+      new X509Certificate(block);
+    } catch (error) {
+      throw new ConfigError('VSS_PSQL_CRT_PEM', `certificate ${i + 1} of ${blocks.length} is not a valid X.509 certificate (${(error as Error).message})`);
+    }
+  });
+  return blocks.join('\n');
+}
+
 function redactedUrl(url: string): string {
   const parsed = new URL(url);
   if (parsed.password) parsed.password = '***';
@@ -235,7 +269,7 @@ function postgresBackend(env: Env): { backend: BackendOption; description: strin
     return undefined;
   }
   const crt = value(env, 'VSS_PSQL_CRT_PEM');
-  const ssl = crt !== undefined ? { ca: pemText('VSS_PSQL_CRT_PEM', crt) } : tlsRequested(env) ? true : undefined;
+  const ssl = crt !== undefined ? { ca: rootCertificates(pemText('VSS_PSQL_CRT_PEM', crt)) } : tlsRequested(env) ? true : undefined;
   const poolText = value(env, 'VSS_PSQL_POOL_SIZE');
   const lockText = value(env, 'VSS_PSQL_LOCK_TIMEOUT_MS');
   const statementText = value(env, 'VSS_PSQL_STATEMENT_TIMEOUT_MS');

@@ -30,7 +30,7 @@ export class CorsPolicy {
     res.appendHeader('Vary', 'Origin');
     if (typeof origin !== 'string' || !(this.anyOrigin || this.origins.has(origin))) return false;
     res.setHeader('Access-Control-Allow-Origin', origin);
-    res.setHeader('Access-Control-Expose-Headers', `${PROTOCOL_VERSION_HEADER}, retry-after`);
+    res.setHeader('Access-Control-Expose-Headers', EXPOSED_HEADERS);
     if (req.method !== 'OPTIONS' || req.headers['access-control-request-method'] === undefined) return false;
     res.setHeader('Access-Control-Allow-Methods', 'POST, GET, OPTIONS');
     // The client sends whatever headers its provider adds (an API key for a gateway, a custom
@@ -42,7 +42,18 @@ export class CorsPolicy {
     res.end();
     return true;
   }
+
+  /**
+   * CORS headers for an answer to a request Node could not parse (400, 431, 408), whose Origin
+   * is unknown: only a policy open to any origin can allow it (`*`: VSS requests carry no
+   * cookies, so a browser accepts it). Otherwise none, and the browser reports a network error.
+   */
+  headersForUnknownOrigin(): Record<string, string> {
+    return this.anyOrigin ? { 'access-control-allow-origin': '*', 'access-control-expose-headers': EXPOSED_HEADERS } : {};
+  }
 }
+
+const EXPOSED_HEADERS = `${PROTOCOL_VERSION_HEADER}, retry-after`;
 
 const BASE_ALLOWED_HEADERS = ['authorization', 'content-type'];
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;

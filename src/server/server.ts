@@ -235,20 +235,38 @@ function clientErrorAnswer(code: string | undefined): { status: number; reason: 
  * header. Returns the status answered, or undefined when the connection was only closed (the
  * client already hung up: nobody to answer, nothing to count).
  */
-export function answerClientError(error: NodeJS.ErrnoException, socket: Socket): number | undefined {
+export function answerClientError(
+  error: NodeJS.ErrnoException,
+  socket: Socket,
+  headers: Readonly<Record<string, string>> = {},
+  lingerMs: number = CLIENT_ERROR_LINGER_MS,
+): number | undefined {
   if (!socket.writable || error.code === 'ECONNRESET') {
     socket.destroy();
     return undefined;
   }
   const { status, reason, errorCode, message } = clientErrorAnswer(error.code);
   const body = Buffer.from(vss.ErrorResponse.encode({ errorCode, message }).finish());
+  const extra = Object.entries(headers)
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join('');
   socket.write(
-    `HTTP/1.1 ${status} ${reason}\r\n${PROTOCOL_VERSION_HEADER}: ${PROTOCOL_VERSION}\r\ncontent-type: application/octet-stream\r\n` +
+    `HTTP/1.1 ${status} ${reason}\r\n${PROTOCOL_VERSION_HEADER}: ${PROTOCOL_VERSION}\r\n${extra}content-type: application/octet-stream\r\n` +
       `content-length: ${body.length}\r\nconnection: close\r\n\r\n`,
   );
   socket.end(body);
+  // end() only half-closes: the connection lasts until the client closes its side, which a
+  // client that never does (or keeps sending) would put off forever, one descriptor each, and a
+  // shutdown would wait for it until its grace period ran out. The client gets this long to
+  // read the answer; then the connection is cut.
+  const linger = setTimeout(() => socket.destroy(), lingerMs);
+  linger.unref();
+  socket.once('close', () => clearTimeout(linger));
   return status;
 }
+
+/** How long a connection answered by answerClientError may stay open for the client to read the answer. */
+export const CLIENT_ERROR_LINGER_MS = 5_000;
 
 /**
  * The rate limits to apply, checked before any storage is opened: a rule refused afterwards
@@ -292,6 +310,7 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
   const authorizer = await createAuthorizer(options.auth ?? { kind: 'signature' }, logger);
   const { backend, owned } = await openBackend(options.backend ?? 'memory', logger, maxRequestBodySize);
   const metrics = options.metrics ? new ServerMetrics({ processMetrics: true }) : undefined;
+  const cors = options.corsOrigins && options.corsOrigins.length > 0 ? new CorsPolicy({ origins: options.corsOrigins }) : undefined;
   const handler = createVssHandler({
     backend,
     authorizer,
@@ -299,7 +318,7 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
     maxRequestBodySize,
     metrics,
     rateLimit,
-    cors: options.corsOrigins && options.corsOrigins.length > 0 ? new CorsPolicy({ origins: options.corsOrigins }) : undefined,
+    cors,
     trustProxy: options.trustProxy,
     operationRouting: options.operationRouting,
     healthCheckTimeoutMs: options.healthCheckTimeoutMs,
@@ -310,8 +329,18 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
   // its next request on a socket the shutdown is about to close (which would fail as a reset
   // that leaves it unsure whether a write was applied) but reconnects to the next instance.
   const pending = new Set<ServerResponse>();
+  // Responses not yet written, per connection. A pipelining client (or one that sent more body
+  // than its Content-Length) may have bytes Node cannot parse behind a request being served: the
+  // error answer must follow that request's response, not go out in its place (the client would
+  // take it for the answer to a request that may well have been applied).
+  const unwritten = new WeakMap<Socket, Set<ServerResponse>>();
   let shuttingDown = false;
   const serve = (req: IncomingMessage, res: ServerResponse) => {
+    let onConnection = unwritten.get(req.socket);
+    if (onConnection === undefined) unwritten.set(req.socket, (onConnection = new Set()));
+    const responses = onConnection;
+    responses.add(res);
+    res.once('close', () => responses.delete(res));
     if (shuttingDown) res.setHeader('connection', 'close');
     else {
       pending.add(res);
@@ -328,14 +357,28 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
   // by headersTimeout, which Node would otherwise turn off along with requestTimeout.
   const server: Server = createServer({ keepAliveTimeout: 65_000, requireHostHeader: false, requestTimeout: 0, headersTimeout: 60_000 }, serve);
   server.on('checkExpectation', serve);
-  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
-    const status = answerClientError(error, socket);
+  const answer = (error: NodeJS.ErrnoException, socket: Socket) => {
+    const status = answerClientError(error, socket, cors?.headersForUnknownOrigin());
     if (status === undefined) return;
     // These never reach the app's handler, so without this an operator would see neither
     // metrics nor logs for clients failing with 431 (headers too large) or 408 (headers too
     // slow). Debug level: each costs the client a single cheap request, like any refused one.
     metrics?.observe(UNROUTED_ENDPOINT, status);
     logger.debug({ code: error.code, status }, 'request refused before routing');
+  };
+  // Node reports the error again for every later chunk of an unparseable connection: one
+  // waiting for its earlier responses (below) is answered once, when they are written.
+  const refused = new WeakSet<Socket>();
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
+    if (error.code === 'ECONNRESET' || !socket.writable) {
+      answer(error, socket);
+      return;
+    }
+    if (refused.has(socket)) return;
+    refused.add(socket);
+    const before = [...(unwritten.get(socket) ?? [])];
+    if (before.length === 0) answer(error, socket);
+    else void Promise.all(before.map((res) => new Promise((resolve) => res.once('close', resolve)))).then(() => answer(error, socket));
   });
   const host = options.host ?? DEFAULT_HOST;
   const requestedPort = options.port ?? 0;
@@ -357,6 +400,10 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
   const urlHost = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '[::1]' : host;
   const url = `http://${urlHost}:${port}${VSS_BASE_PATH}`;
   logger.info({ url, backend: backend.kind, auth: authorizer.kind, maxRequestBodySize }, 'VSS server listening');
+  const certificateExpiresAt = authorizer instanceof JwtAuthorizer ? authorizer.certificateExpiresAt : undefined;
+  if (certificateExpiresAt !== undefined) {
+    logger.info({ certificateExpiresAt: certificateExpiresAt.toISOString() }, 'the JWT key comes from an X.509 certificate: every token is refused (401) once it expires');
+  }
 
   let closing: Promise<void> | undefined;
   const backendStopped: Promise<Error> = backend.stopped ?? new Promise<Error>(() => {});

@@ -79,3 +79,96 @@ for (const backendCase of BACKEND_CASES) {
     });
   });
 }
+
+/**
+ * The creation sequence is also visible as numbers: a ListKeyVersions page token is the
+ * `sort_order` of the last key listed. A PostgreSQL sequence is consumed by every INSERT attempt
+ * that runs, and a failed multi-item put stops at its first failing statement (key order) unless
+ * its numbers were drawn beforehand (inserts out of key order): the memory backend must consume
+ * exactly as many numbers in each case.
+ */
+for (const backendCase of BACKEND_CASES) {
+  const title = backendCase.skipReason ? `${backendCase.name} — SKIPPED: ${backendCase.skipReason}` : backendCase.name;
+  describe.skipIf(backendCase.skipReason !== undefined)(`creation sequence numbers consumed on ${title}`, () => {
+    let opened: OpenedBackend;
+    let backend: StorageBackend;
+    let counter = 0;
+    beforeAll(async () => {
+      opened = await backendCase.open();
+      backend = opened.backend;
+    });
+    afterAll(async () => {
+      await opened?.dispose();
+    });
+
+    const put = (storeId: string, request: Partial<PutRequest>) =>
+      backend.put('user', { storeId, transactionItems: [], deleteItems: [], ...request });
+    /** Creates a fresh key and returns the creation sequence number it got. */
+    const probe = async (): Promise<bigint> => {
+      const key = `probe-${++counter}`;
+      await put('probes', { transactionItems: [item(key, 0n)] });
+      const [row] = await backend.list('user', { storeId: 'probes', keyPrefix: key, limit: 1 });
+      return row.sortOrder;
+    };
+    /** How many sequence numbers `run` consumed (after `setup`, which is not counted). */
+    const consumed = async (setup: (storeId: string) => Promise<void>, run: (storeId: string) => Promise<unknown>) => {
+      const storeId = `seq-${++counter}`;
+      await setup(storeId);
+      const before = await probe();
+      await run(storeId).catch((error: unknown) => expect(error).toBeInstanceOf(ConflictError));
+      return (await probe()) - before - 1n;
+    };
+    const nothing = async () => {};
+
+    it.each<[string, (storeId: string) => Promise<void>, (storeId: string) => Promise<unknown>, bigint]>([
+      ['a successful put: one per insert attempt (creates and -1 writes), none for updates and deletes',
+        async (s) => put(s, { transactionItems: [item('u', 0n), item('r', 0n), item('d', 0n)] }),
+        async (s) => put(s, { transactionItems: [item('a', 0n), item('r', -1n), item('u', 1n), item('z', 0n)], deleteItems: [{ key: 'd', version: -1n }] }),
+        3n],
+      ['a failed put whose inserts are in key order: those before the failing statement',
+        nothing,
+        async (s) => put(s, { transactionItems: [item('a', 0n), item('b', 5n), item('c', 0n)] }),
+        1n],
+      ['a failed put whose first statement in key order is a failing delete: none',
+        nothing,
+        async (s) => put(s, { transactionItems: [item('z', 0n)], deleteItems: [{ key: 'a', version: 3n }] }),
+        0n],
+      ['a failed put whose failing create comes first in key order: that one only',
+        async (s) => put(s, { transactionItems: [item('e', 0n)] }),
+        async (s) => put(s, { transactionItems: [item('e', 0n), item('f', 0n), item('g', -1n)] }),
+        1n],
+      ['a failed put with a wrong global version sorting before its items: none',
+        nothing,
+        async (s) => put(s, { globalVersion: 7n, transactionItems: [item('x', 0n), item('y', -1n)] }),
+        0n],
+      ['a failed put whose inserts are out of key order: all of them, drawn before any statement',
+        nothing,
+        async (s) => put(s, { transactionItems: [item('z', 0n), item('y', -1n), item('a', 4n)] }),
+        2n],
+      ['a failed single create of an existing key: one',
+        async (s) => put(s, { transactionItems: [item('k', 0n)] }),
+        async (s) => put(s, { transactionItems: [item('k', 0n)] }),
+        1n],
+      ['a failed single update and a DeleteObject: none',
+        async (s) => put(s, { transactionItems: [item('k', 0n)] }),
+        async (s) => {
+          await backend.delete('user', s, { key: 'k', version: -1n });
+          await put(s, { transactionItems: [item('k', 3n)] });
+        },
+        0n],
+    ])('%s', async (_name, setup, run, expected) => {
+      expect(await consumed(setup, run)).toBe(expected);
+    });
+
+    it('page tokens (sort orders) after a failed put are the same numbers on every backend', async () => {
+      const storeId = `seq-${++counter}`;
+      await put(storeId, { transactionItems: [item('a', 0n)] });
+      await expect(put(storeId, { transactionItems: [item('b', 0n), item('c', 9n), item('d', 0n)] })).rejects.toBeInstanceOf(ConflictError);
+      await put(storeId, { transactionItems: [item('e', 0n)] });
+      const rows = await backend.list('user', { storeId, keyPrefix: '', limit: 10 });
+      expect(rows.map((row) => row.key)).toEqual(['e', 'a']);
+      // b drew a number, d never ran.
+      expect(rows[0].sortOrder - rows[1].sortOrder).toBe(2n);
+    });
+  });
+}

@@ -17,6 +17,7 @@ import {
   SERVER_ENV_VARS,
 } from '../../src/server/config.js';
 import { configError } from './helpers.js';
+import { VALID_2000_TO_2099 } from './test-certificates.js';
 
 const rsaPem = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
 
@@ -125,13 +126,14 @@ describe('loadServeConfig', () => {
       VSS_PSQL_ADDRESS: 'db.internal:6543',
       VSS_PSQL_DEFAULT_DB: 'template1',
       VSS_PSQL_VSS_DB: 'vss',
-      VSS_PSQL_CRT_PEM: '-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----',
+      // Inline, with its line breaks written as \n (as an env file holds it).
+      VSS_PSQL_CRT_PEM: VALID_2000_TO_2099.trim().replace(/\n/g, '\\n'),
     });
     expect(options.backend).toMatchObject({
       kind: 'postgres',
       url: 'postgresql://vss%20user:p%40ss%2Fword@db.internal:6543/vss',
       defaultDatabase: 'template1',
-      ssl: { ca: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----' },
+      ssl: { ca: VALID_2000_TO_2099.trim() },
     });
   });
 

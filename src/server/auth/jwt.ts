@@ -2,12 +2,13 @@
  * JWT authorizer with the reference's claim rules: `Authorization: Bearer <jwt>`, RS256 only,
  * `sub` (string) is the user token, `exp` is required (non-negative integer, 60 s leeway),
  * any `aud` is rejected, `nbf`/`iat` are not checked. The public key comes from a PEM
- * (SPKI or PKCS#1, RSA ≥ 2048 bits) or a JWKS file. Tokens are decoded as strictly as the
+ * (SPKI or PKCS#1, RSA ≥ 2048 bits, or an X.509 certificate, used only within its validity
+ * period) or a JWKS file. Tokens are decoded as strictly as the
  * reference decodes them (canonical base64url, `sub`/`exp`/`aud` at most once, `exp` written as
  * an integer), so every token has one spelling and one meaning.
  */
 import { compactVerify, createLocalJWKSet, errors, type JSONWebKeySet, type JWK } from 'jose';
-import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, X509Certificate, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { AuthError } from '../errors.js';
 import { authorizationHeader, type Authorizer } from './types.js';
@@ -24,7 +25,11 @@ export class JwtKeyError extends Error {
 type KeySource = KeyObject | ReturnType<typeof createLocalJWKSet>;
 
 export interface JwtAuthorizerOptions {
-  /** RSA public key, `-----BEGIN PUBLIC KEY-----` or `-----BEGIN RSA PUBLIC KEY-----`. */
+  /**
+   * RSA public key, `-----BEGIN PUBLIC KEY-----` or `-----BEGIN RSA PUBLIC KEY-----`, or an X.509
+   * certificate (`-----BEGIN CERTIFICATE-----`): tokens are then accepted only within the
+   * certificate's validity period, and construction fails outside it.
+   */
   publicKeyPem?: string;
   /** A JSON Web Key Set (parsed); the token's `kid` selects the key, else every RSA key is tried. */
   jwks?: JSONWebKeySet;
@@ -32,8 +37,37 @@ export interface JwtAuthorizerOptions {
   now?: () => number;
 }
 
-/** Parses an RSA public key PEM, tolerating the indentation config files tend to add. */
-export function parseRsaPublicKeyPem(pem: string): KeyObject {
+/** Current UNIX time in seconds. */
+const unixNow = () => Math.floor(Date.now() / 1000);
+
+/** The validity period (notBefore..notAfter, both included) of the certificate a key came from, in ms. */
+interface CertificateValidity {
+  notBeforeMs: number;
+  notAfterMs: number;
+}
+
+/** Why a certificate cannot be used at `nowSeconds`, or undefined when it is within its validity period. */
+function validityProblem({ notBeforeMs, notAfterMs }: CertificateValidity, nowSeconds: number): string | undefined {
+  const nowMs = nowSeconds * 1000;
+  const period = `valid from ${new Date(notBeforeMs).toISOString()} to ${new Date(notAfterMs).toISOString()}`;
+  if (nowMs > notAfterMs) return `the X.509 certificate has expired (${period})`;
+  if (nowMs < notBeforeMs) return `the X.509 certificate is not valid yet (${period})`;
+  return undefined;
+}
+
+/** A certificate time as ms since the epoch (Node 20 only has the OpenSSL text form, in GMT). */
+function certificateTimeMs(cert: X509Certificate, field: 'validFrom' | 'validTo'): number {
+  const date = (cert as { validFromDate?: Date; validToDate?: Date })[`${field}Date`];
+  const ms = date instanceof Date ? date.getTime() : Date.parse(cert[field]);
+  if (!Number.isFinite(ms)) throw new JwtKeyError(`cannot read the X.509 certificate's ${field} time "${cert[field]}"`);
+  return ms;
+}
+
+/**
+ * The key of an RSA public key PEM or X.509 certificate PEM, with the certificate's validity
+ * period; refuses a certificate that is not valid at `nowSeconds`.
+ */
+function readRsaPublicKeyPem(pem: string, nowSeconds: number): { key: KeyObject; validity?: CertificateValidity } {
   const normalized = pem
     .trim()
     .split(/\r?\n/)
@@ -49,15 +83,38 @@ export function parseRsaPublicKeyPem(pem: string): KeyObject {
     );
   }
   let key: KeyObject;
+  let validity: CertificateValidity | undefined;
   try {
-    key = createPublicKey(normalized);
+    if (label === 'CERTIFICATE') {
+      // A certificate says until when its key may be trusted: its key is used only within that
+      // period (createPublicKey would take the key and ignore the dates).
+      const cert = new X509Certificate(normalized);
+      validity = { notBeforeMs: certificateTimeMs(cert, 'validFrom'), notAfterMs: certificateTimeMs(cert, 'validTo') };
+      key = cert.publicKey;
+    } else {
+      key = createPublicKey(normalized);
+    }
   } catch (error) {
-    throw new JwtKeyError(`not a valid public key PEM (${(error as Error).message})`);
+    if (error instanceof JwtKeyError) throw error;
+    throw new JwtKeyError(`not a valid ${label === 'CERTIFICATE' ? 'X.509 certificate' : 'public key'} PEM (${(error as Error).message})`);
   }
   if (key.asymmetricKeyType !== 'rsa') throw new JwtKeyError(`key type ${key.asymmetricKeyType} is not RSA`);
   const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
   if (bits < MIN_RSA_BITS) throw new JwtKeyError(`RSA key has ${bits} bits, at least ${MIN_RSA_BITS} are required`);
-  return key;
+  const problem = validity && validityProblem(validity, nowSeconds);
+  if (problem !== undefined) {
+    throw new JwtKeyError(`${problem}; configure a certificate valid now, or the token issuer's public key`);
+  }
+  return { key, validity };
+}
+
+/**
+ * Parses an RSA public key PEM (SPKI or PKCS#1) or an X.509 certificate PEM holding one,
+ * tolerating the indentation config files tend to add. A certificate outside its validity
+ * period at `now()` (UNIX seconds) is refused.
+ */
+export function parseRsaPublicKeyPem(pem: string, now: () => number = unixNow): KeyObject {
+  return readRsaPublicKeyPem(pem, now()).key;
 }
 
 /** The three dot-separated parts, or undefined; stops at a fourth part instead of splitting it all. */
@@ -212,10 +269,21 @@ export class JwtAuthorizer implements Authorizer {
   readonly kind = 'jwt';
   private readonly key: KeySource;
   private readonly now: () => number;
+  /** Set when the key came from an X.509 certificate. */
+  private readonly certificateValidity?: CertificateValidity;
+
+  /** When the certificate the key came from expires (tokens are refused after it); undefined for a bare key or a JWKS. */
+  get certificateExpiresAt(): Date | undefined {
+    return this.certificateValidity && new Date(this.certificateValidity.notAfterMs);
+  }
 
   constructor(options: JwtAuthorizerOptions) {
-    if (options.publicKeyPem !== undefined) this.key = parseRsaPublicKeyPem(options.publicKeyPem);
-    else if (options.jwks !== undefined) {
+    this.now = options.now ?? unixNow;
+    if (options.publicKeyPem !== undefined) {
+      const { key, validity } = readRsaPublicKeyPem(options.publicKeyPem, this.now());
+      this.key = key;
+      this.certificateValidity = validity;
+    } else if (options.jwks !== undefined) {
       // It comes straight from JSON.parse of a file: check its shape so a typo is named as such.
       if (!isJsonObject(options.jwks) || !Array.isArray(options.jwks.keys) || !options.jwks.keys.every(isJsonObject)) {
         throw new JwtKeyError('JWKS must be an object with a "keys" array of JSON objects');
@@ -227,7 +295,6 @@ export class JwtAuthorizer implements Authorizer {
       }
       this.key = createLocalJWKSet(options.jwks);
     } else throw new JwtKeyError('a public key PEM or a JWKS is required');
-    this.now = options.now ?? (() => Math.floor(Date.now() / 1000));
   }
 
   async authorize(headers: IncomingHttpHeaders): Promise<string> {
@@ -243,6 +310,11 @@ export class JwtAuthorizer implements Authorizer {
     // token string would miss them. The reference's decoder accepts only the canonical form.
     if (!isCanonicalBase64url(headerPart)) throw new AuthError('Header base64 decode failed');
     if (!isCanonicalBase64url(signaturePart)) throw new AuthError('Signature base64 decode failed');
+    // A server that started while its certificate was valid must not go on trusting the key
+    // after the certificate expires (a restart would refuse it).
+    if (this.certificateValidity && validityProblem(this.certificateValidity, this.now()) !== undefined) {
+      throw new AuthError("The server's JWT verification certificate is not valid at this time");
+    }
     try {
       await this.verify(token);
     } catch {

@@ -1,11 +1,13 @@
 /**
  * In-memory backend for unit tests and harness experiments. It reproduces the PostgreSQL
- * backend's observable behaviour, including the creation sequence (consumed by every insert
- * attempt, kept on updates) that ListKeyVersions orders by. Not for production data.
+ * backend's observable behaviour, including the creation sequence that ListKeyVersions orders by
+ * and page tokens carry: consumed by every INSERT attempt that runs (a failed multi-item put
+ * stops at its first failing statement in key order, unless its numbers were drawn beforehand),
+ * kept on updates. Not for production data.
  */
 import { GLOBAL_VERSION_KEY } from '../../protocol/index.js';
 import { ConflictError } from '../errors.js';
-import { CREATE_ONLY_VERSION, INITIAL_RECORD_VERSION, nextVersion, planWrites, UNCONDITIONAL } from './semantics.js';
+import { CREATE_ONLY_VERSION, drawsSortOrdersFirst, INITIAL_RECORD_VERSION, isInsertAttempt, nextVersion, planWrites, statementOrder, UNCONDITIONAL, type WriteStep } from './semantics.js';
 import type { DeleteItem, ListedKey, ListQuery, PutItem, PutRequest, StorageBackend, StoredRecord } from './types.js';
 
 interface MemoryRow {
@@ -46,13 +48,17 @@ export class MemoryBackend implements StorageBackend {
       const pending = overlay.get(key);
       return pending === null ? undefined : (pending ?? rows.get(key));
     };
-    // Like the SQL backends, every step runs before deciding, then all or nothing applies.
-    let conflict = false;
-    for (const step of planWrites(request)) {
-      const applied = step.kind === 'put' ? this.applyPut(read, overlay, step.item) : applyDelete(read, overlay, step.item);
-      if (!applied) conflict = true;
+    // The SQL backends' statements, in their order: creation numbers drawn up front when the
+    // inserts are out of key order, then one statement per step in key order, stopping at the
+    // first that fails (the numbers drawn so far stay used, as a PostgreSQL sequence's do).
+    const planned = planWrites(request);
+    const steps = statementOrder(planned);
+    const drawn = new Map<WriteStep, bigint>();
+    if (steps.length > 1 && drawsSortOrdersFirst(planned)) for (const step of planned.filter(isInsertAttempt)) drawn.set(step, ++this.sequence);
+    for (const step of steps) {
+      const applied = step.kind === 'put' ? this.applyPut(read, overlay, step.item, drawn.get(step)) : applyDelete(read, overlay, step.item);
+      if (!applied) throw new ConflictError();
     }
-    if (conflict) throw new ConflictError();
     for (const [key, row] of overlay) {
       if (row === null) rows.delete(key);
       else rows.set(key, row);
@@ -118,14 +124,15 @@ export class MemoryBackend implements StorageBackend {
     if (snapshot.nextSortOrder > this.sequence) this.sequence = snapshot.nextSortOrder;
   }
 
-  private applyPut(read: (key: string) => MemoryRow | undefined, overlay: Overlay, item: PutItem): boolean {
+  /** `drawnSortOrder`: the creation number drawn for this insert attempt beforehand, if any. */
+  private applyPut(read: (key: string) => MemoryRow | undefined, overlay: Overlay, item: PutItem, drawnSortOrder?: bigint): boolean {
     const existing = read(item.key);
     // A copy, whatever the caller passed: Buffer#slice is a view, which would keep the whole
     // request body alive for as long as the row (and share its memory).
     const value = Uint8Array.prototype.slice.call(item.value);
     if (item.version === UNCONDITIONAL || item.version === CREATE_ONLY_VERSION) {
       // An INSERT attempt consumes a sequence number even when it ends up updating or doing nothing.
-      const sortOrder = ++this.sequence;
+      const sortOrder = drawnSortOrder ?? ++this.sequence;
       if (!existing) {
         overlay.set(item.key, { value, version: INITIAL_RECORD_VERSION, sortOrder });
         return true;

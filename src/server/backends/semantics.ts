@@ -29,3 +29,32 @@ export function planWrites(request: PutRequest): WriteStep[] {
   for (const item of request.deleteItems) steps.push({ kind: 'delete', item });
   return steps;
 }
+
+/** Whether a step is an INSERT attempt, which draws a creation sequence number (even if it then updates or does nothing). */
+export function isInsertAttempt(step: WriteStep): boolean {
+  return step.kind === 'put' && (step.item.version === UNCONDITIONAL || step.item.version === CREATE_ONLY_VERSION);
+}
+
+export function compareKeys(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * The order a PutObjects request's statements run in: by key, so concurrent multi-key puts lock
+ * rows in the same order and never deadlock. Keys within a request are distinct, so this order
+ * cannot change whether the request applies; it stops at the first failing statement.
+ */
+export function statementOrder(planned: readonly WriteStep[]): WriteStep[] {
+  return [...planned].sort((a, b) => compareKeys(a.item.key, b.item.key));
+}
+
+/**
+ * Whether a multi-statement put draws its creation sequence numbers before any statement runs:
+ * when its insert attempts are not in key order, since the reference numbers the keys a request
+ * creates in request order. Then every insert attempt consumes a number even if the request
+ * fails; otherwise only those that run before the first failing statement (in key order) do.
+ */
+export function drawsSortOrdersFirst(planned: readonly WriteStep[]): boolean {
+  const inserts = planned.filter(isInsertAttempt);
+  return inserts.some((step, i) => i > 0 && compareKeys(inserts[i - 1].item.key, step.item.key) > 0);
+}

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { GLOBAL_VERSION_KEY } from '../../protocol/index.js';
 import { ConflictError, PayloadTooLargeError } from '../errors.js';
 import { Batcher, type BatcherOptions, type BatcherStats } from './batcher.js';
-import { CREATE_ONLY_VERSION, nextVersion, planWrites, UNCONDITIONAL, type WriteStep } from './semantics.js';
+import { CREATE_ONLY_VERSION, drawsSortOrdersFirst, isInsertAttempt, nextVersion, planWrites, statementOrder, UNCONDITIONAL, type WriteStep } from './semantics.js';
 import { sqlState, type SqlDriver, type SqlQuery, type SqlSession } from './sql-driver.js';
 import type { DeleteItem, ListedKey, ListQuery, PutRequest, StorageBackend, StoredRecord } from './types.js';
 
@@ -399,7 +399,7 @@ export class SqlBackend implements StorageBackend {
     // whether the request applies; a fixed order makes concurrent multi-key puts lock rows in the
     // same order and therefore never deadlock.
     const planned = planWrites(request);
-    const steps = [...planned].sort((a, b) => compareKeys(a.item.key, b.item.key));
+    const steps = statementOrder(planned);
     if (steps.length === 0) return;
     if (steps.length === 1) {
       // The common single-item put: one autocommit statement, one round trip (possibly shared
@@ -418,7 +418,7 @@ export class SqlBackend implements StorageBackend {
     // numbers the keys a request creates in request order. When key order differs from that,
     // the numbers are drawn first, in request order, and each insert uses its own.
     const inserts = planned.filter(isInsertAttempt);
-    const needsOwnSortOrders = inserts.some((step, i) => i > 0 && compareKeys(inserts[i - 1].item.key, step.item.key) > 0);
+    const needsOwnSortOrders = drawsSortOrdersFirst(planned);
     await this.driver.transaction(async (session) => {
       const sortOrders = needsOwnSortOrders ? await allocateSortOrders(session, inserts) : undefined;
       for (const step of steps) {
@@ -464,15 +464,6 @@ export class SqlBackend implements StorageBackend {
     if (stats) this.logger?.info({ batching: stats }, 'request batching since start');
     await this.driver.close();
   }
-}
-
-function compareKeys(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-
-/** Whether a step is an INSERT attempt, which draws a creation sequence number (even if it then updates or does nothing). */
-function isInsertAttempt(step: WriteStep): boolean {
-  return step.kind === 'put' && (step.item.version === UNCONDITIONAL || step.item.version === CREATE_ONLY_VERSION);
 }
 
 /**
