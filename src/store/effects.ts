@@ -6,7 +6,7 @@
  * of the store's state (versions, ordering), instead of two that could drift apart.
  */
 import type { vss, VssOperation } from '../protocol/index.js';
-import { VersionLedgerError } from './errors.js';
+import { StoreClosedError, VersionLedgerError } from './errors.js';
 import type { VersionChange } from './version-ledger.js';
 
 export interface RequestOf {
@@ -40,12 +40,18 @@ export function* call<K extends VssOperation>(operation: K, request: RequestOf[K
   return (yield { kind: 'vss', operation, request } as VssCall) as ResponseOf[K];
 }
 
-/** Records versions durably (no-op for an empty list); a ledger failure becomes VersionLedgerError. */
+/**
+ * Records versions durably (no-op for an empty list); a ledger failure becomes VersionLedgerError.
+ * An aborted store refuses to record with StoreClosedError, which stays what it is: nothing
+ * failed in the ledger, and a remove queued before abort() must fail like every other queued
+ * operation (LDK then sees NotConnected, not a retryable ledger failure).
+ */
 export function* record(changes: VersionChange[]): Generator<StoreEffect, void, unknown> {
   if (changes.length === 0) return;
   try {
     yield { kind: 'record', changes };
   } catch (cause) {
+    if (cause instanceof StoreClosedError) throw cause;
     throw new VersionLedgerError(`the version ledger could not record ${changes.length} change(s): ${(cause as Error)?.message ?? String(cause)}`, {
       cause,
     });

@@ -382,15 +382,18 @@ export class StoreEngine {
     if (!this.#checkServerVersion(storeKey, version, startedAt)) return;
     this.#conflicted.delete(storeKey);
     const known = this.versions.get(storeKey);
+    if (version === (known ?? null)) return;
+    // What this store knows changed: an answer to a request sent before now may predate it (a
+    // read or listing served before another writer's change, arriving after this one), so it
+    // must neither teach an older version nor be taken for a rollback.
+    this.#touch(storeKey);
     if (version === null) {
-      if (known === undefined) return;
       // Our own remove landed late (#checkServerVersion let the absence through only then).
       this.versions.delete(storeKey);
       this.#forgetLateRemoves(storeKey);
       yield* record([{ id: this.id(storeKey), version: null }]);
       return;
     }
-    if (known === version) return;
     this.versions.set(storeKey, version);
     yield* record([{ id: this.id(storeKey), version }]);
   }

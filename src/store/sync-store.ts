@@ -19,7 +19,8 @@ import { REQUEST_CODECS, RESPONSE_CODECS } from './wire.js';
 /** What the sync API needs from its VssStore. */
 export interface SyncStoreHost {
   engine: StoreEngine;
-  ledger: VersionLedger | undefined;
+  /** Records versions from the blocking path (the store's call-ordered view of its ledger). */
+  ledger: Pick<VersionLedger, 'recordSync'> | undefined;
   checkOpen(): void;
   /** Queues a remove on the async path (for lazy removes, which need not block). */
   removeLater(primaryNamespace: string, secondaryNamespace: string, key: string): void;

@@ -27,6 +27,12 @@ export interface VersionLedger {
   record(changes: readonly VersionChange[]): Promise<void>;
   recordSync?(changes: readonly VersionChange[]): void;
   close?(): Promise<void> | void;
+  /**
+   * True if `record` applies its changes in call order, whatever the timing of the promises it
+   * returns (e.g. it writes synchronously, as `fileVersionLedger` does). Otherwise the store
+   * makes a record of a key wait for the unfinished records of that key (see ordered-ledger.ts).
+   */
+  readonly recordsInCallOrder?: boolean;
 }
 
 const utf8 = new TextEncoder();
@@ -514,6 +520,7 @@ export function fileVersionLedger(path: string, options: FileVersionLedgerOption
       recordSync(changes);
     },
     recordSync,
+    recordsInCallOrder: true,
     close() {
       const fs = nodeFs();
       try {

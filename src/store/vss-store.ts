@@ -10,6 +10,7 @@ import { runAsync, type AsyncEffects, type Operation } from './effects.js';
 import { StoreEngine, type WriteMode } from './engine.js';
 import { InvalidKeyError, InvalidValueError, StoreClosedError, StoreError, StoreOpenError, RollbackDetectedError } from './errors.js';
 import type { SchemaVersion } from './layout.js';
+import { OrderedLedger } from './ordered-ledger.js';
 import { SyncBridge } from './sync-bridge.js';
 import { VssSyncStore, type SyncStoreHost } from './sync-store.js';
 import type { AbortableKVStore, AtomicBatchKVStore, KeyValueWrite, StoreKey } from './types.js';
@@ -91,7 +92,7 @@ function withDefaultTransport(config: VssClientConfig, runtime: VssClientRuntime
 }
 
 /** The store's effects over its client; after `stop` aborts, nothing is sent or recorded any more. */
-function clientEffects(client: VssClient, ledger: VersionLedger | undefined, stop: AbortSignal, storeId: string): AsyncEffects {
+function clientEffects(client: VssClient, ledger: OrderedLedger | undefined, stop: AbortSignal, storeId: string): AsyncEffects {
   const stopped = () => new StoreClosedError(`VSS store ${JSON.stringify(storeId)} was aborted`);
   const options = { signal: stop };
   return {
@@ -110,7 +111,9 @@ function clientEffects(client: VssClient, ledger: VersionLedger | undefined, sto
     },
     record: async (changes) => {
       if (stop.aborted) throw stopped();
-      await ledger?.record(changes);
+      await ledger?.record(changes, () => {
+        if (stop.aborted) throw stopped();
+      });
     },
   };
 }
@@ -121,6 +124,8 @@ export class VssStore implements AtomicBatchKVStore, AbortableKVStore {
   readonly #effects: AsyncEffects;
   readonly #clientConfig: VssClientConfig | undefined;
   readonly #ledger: VersionLedger | undefined;
+  /** The ledger as the store's operations use it: records of one key in call order. */
+  readonly #orderedLedger: OrderedLedger | undefined;
   readonly #onBackgroundError: VssStoreOptions['onBackgroundError'];
   readonly #syncStores = new Set<VssSyncStore>();
   #closed = false;
@@ -133,7 +138,8 @@ export class VssStore implements AtomicBatchKVStore, AbortableKVStore {
     // Every request in flight listens on this one signal (and removes its listener when done):
     // more than Node's default of 10 at once is normal (parallel reads), not a leak.
     setMaxListeners(0, this.#stop.signal);
-    this.#effects = clientEffects(client, ledger, this.#stop.signal, engine.storeId);
+    this.#orderedLedger = ledger && new OrderedLedger(ledger);
+    this.#effects = clientEffects(client, this.#orderedLedger, this.#stop.signal, engine.storeId);
     this.#clientConfig = clientConfig;
     this.#ledger = ledger;
     this.#onBackgroundError = options.onBackgroundError;
@@ -317,7 +323,7 @@ export class VssStore implements AtomicBatchKVStore, AbortableKVStore {
     const bridge = new SyncBridge(this.#clientConfig, startupTimeoutMs);
     const host: SyncStoreHost = {
       engine: this.#engine,
-      ledger: this.#ledger,
+      ledger: this.#orderedLedger,
       checkOpen: () => this.#checkOpen(),
       removeLater: (p, s, k) => {
         this.#enqueueRemove(p, s, k).catch((error: unknown) =>
