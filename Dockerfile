@@ -5,7 +5,7 @@
 # docker-compose.yml runs it next to PostgreSQL.
 
 # --- build: full install (TypeScript is a dev dependency), compile to dist/ ---------------------
-FROM node:20-bookworm-slim AS build
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 # --ignore-scripts: `prepare` would compile before the sources are here; the build runs below.
@@ -17,7 +17,7 @@ COPY harness ./harness
 RUN npm run build
 
 # --- runtime: production dependencies and the compiled server only ----------------------------
-FROM node:20-bookworm-slim AS runtime
+FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./

@@ -33,14 +33,18 @@ export const INT64_MIN = -(1n << 63n);
 /** An int64 as protobufjs may hand it to us: a Long, a JS number, or nothing. */
 export type WireInt64 = Long | number | null | undefined;
 
-/** Converts a protobuf int64 (Long or number) to a bigint; absent counts as 0. */
+/**
+ * Converts a protobuf int64 (Long or number) to a bigint; absent counts as 0. A Long is read by
+ * its 64 bits, as protobufjs encodes it: an unsigned Long of 2^64 - 1 is the int64 -1 on the wire,
+ * so the result always lies in the int64 range.
+ */
 export function int64ToBigInt(value: WireInt64): bigint {
   if (value === null || value === undefined) return 0n;
   if (typeof value === 'number') {
     if (!Number.isSafeInteger(value)) throw new RangeError(`int64 value ${value} is not an exact integer`);
     return BigInt(value);
   }
-  return BigInt(value.toString());
+  return BigInt.asIntN(64, (BigInt(value.high >>> 0) << 32n) | BigInt(value.low >>> 0));
 }
 
 /** Converts a bigint in the int64 range to the Long protobufjs encodes. */

@@ -8,6 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
@@ -151,7 +152,8 @@ describe('harness/compose.ts driver', () => {
     for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
   });
 
-  describe.skipIf(!dockerCliInstalled())('with the real docker CLI and no reachable engine', () => {
+  const dockerCli = dockerCliInstalled();
+  describe.skipIf(!dockerCli)(`with the real docker CLI and no reachable engine${dockerCli ? '' : ' — SKIPPED: no docker executable on PATH'}`, () => {
     it('up and down say "No Docker engine available" in one line and exit 1', async () => {
       const dir = mkdtempSync(join(tmpdir(), 'ldk-vss-noengine-'));
       tempDirs.push(dir);
@@ -563,6 +565,28 @@ describe('docker-compose.yml against the server configuration', () => {
     expect(() => loadServeConfig({ ...serviceEnv(vss, { VSS_AUTH: 'basic' }) })).toThrow(/VSS_AUTH/);
   });
 
+  it('VSS_AUTH=jwt, a documented setting, starts: the JWT key is passed through from the shell or .env', () => {
+    const pem = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    const image = stageEnv(stageNamed('runtime'));
+    const jwt = (shell: Record<string, string>) => loadServeConfig({ ...image, ...serviceEnv(vss, shell) }).options.auth;
+    expect(jwt({ VSS_AUTH: 'jwt', VSS_JWT_RSA_PEM: pem })).toEqual({ kind: 'jwt', publicKeyPem: pem.trim() });
+    // A .env file holds one line per variable: the key with its line breaks written as \n.
+    expect(jwt({ VSS_AUTH: 'jwt', VSS_JWT_RSA_PEM: pem.replace(/\n/g, '\\n') })).toMatchObject({ kind: 'jwt' });
+    // The key alone selects jwt, as it does for the server outside Docker (not a refusal because
+    // the file forced VSS_AUTH=signature next to it).
+    expect(jwt({ VSS_JWT_RSA_PEM: pem })).toMatchObject({ kind: 'jwt' });
+    // Nothing set: signature auth, the server's default.
+    expect(jwt({})).toEqual({ kind: 'signature' });
+    expect(() => jwt({ VSS_AUTH: 'jwt' })).toThrow(/VSS_JWT_RSA_PEM/);
+  });
+
+  it('every tunable the header names is read from the shell by the file, and every one the file reads is named', () => {
+    const header = COMPOSE_TEXT.slice(0, COMPOSE_TEXT.indexOf('\nname:'));
+    const named = new Set([...header.matchAll(/\b(VSS_[A-Z0-9_]+) \(/g)].map((m) => m[1]!));
+    const read = new Set([...COMPOSE_TEXT.slice(header.length).matchAll(INTERPOLATION)].map((m) => m[1]!));
+    expect([...named].sort()).toEqual([...read].sort());
+  });
+
   it('publishes the port the server binds, on loopback only, and health-checks HEALTH_PATH there', async () => {
     const bind = parseBindAddress(serviceEnv(vss).VSS_BIND_ADDRESS!);
     expect(vss.ports).toHaveLength(1);
@@ -712,6 +736,41 @@ function exitOf(child: ChildProcess): Promise<number | null> {
   });
 }
 
+/** Whether this machine lets us start a process in a new PID namespace (unshare, user namespaces). */
+function canUnsharePid(): boolean {
+  try {
+    execFileSync('unshare', ['--map-root-user', '--pid', '--fork', '--kill-child', 'true'], { stdio: 'ignore', timeout: 10_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Pids of the processes whose parent is `pid`. */
+function childrenOf(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (new RegExp(`^PPid:\\s+${pid}$`, 'm').test(readFileSync(`/proc/${entry}/status`, 'utf8'))) children.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return children;
+}
+
+/** Resolves once /health on `port` answers 200; fails if `child` exits first or nothing answers within 60 s. */
+async function waitHealthy(child: ChildProcess, port: number, output: () => string): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}:\n${output()}`);
+    if (await fetch(`http://127.0.0.1:${port}${HEALTH_PATH}`).then((r) => r.ok, () => false)) return;
+    if (Date.now() > deadline) throw new Error(`no healthy server on port ${port} within 60 s:\n${output()}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 describe('the image, replayed on this tree without Docker', () => {
   let root: string;
   let buildRoot: string;
@@ -837,6 +896,38 @@ describe('the image, replayed on this tree without Docker', () => {
     }
     expect(readdirSync(dataDir).length, output()).toBeGreaterThan(0);
   });
+
+  const unsharePid = canUnsharePid();
+  it.skipIf(!unsharePid)(`as PID 1 of its own PID namespace, as in a container: \`docker stop\`'s SIGTERM from outside stops it cleanly${unsharePid ? '' : ' — SKIPPED: cannot unshare a PID namespace here'}`, async () => {
+    // The kernel delivers a signal from outside a PID namespace to the namespace's init only if it
+    // has a handler for it: were the server to rely on Node's default action, `docker stop` would
+    // wait out its grace period and SIGKILL it (for the embedded database, a crash).
+    const port = await freePort();
+    const imageEnv = stageEnv(stageNamed('runtime'));
+    const env = { ...imageEnv, VSS_BIND_ADDRESS: imageEnv.VSS_BIND_ADDRESS!.replace(`:${DEFAULT_PORT}`, `:${port}`), VSS_DATA_DIR: join(root, 'data-pid1') };
+    const [file, ...args] = cmd;
+    expect(file).toBe('node');
+    let output = '';
+    const namespace = spawn('unshare', ['--map-root-user', '--pid', '--fork', '--kill-child', process.execPath, ...args], {
+      cwd: runtimeRoot,
+      env: { PATH: process.env.PATH ?? '', HOME: root, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    namespace.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+    namespace.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+    try {
+      await waitHealthy(namespace, port, () => output);
+      const server = childrenOf(namespace.pid!);
+      expect(server, output).toHaveLength(1);
+      // NSpid: its pid here, then 1 in its own namespace.
+      expect(readFileSync(`/proc/${server[0]}/status`, 'utf8')).toMatch(/^NSpid:\s+\d+\s+1$/m);
+      process.kill(server[0]!, 'SIGTERM');
+      expect(await exitOf(namespace), output).toBe(0);
+      expect(output).toMatch(/shutting down/);
+    } finally {
+      if (namespace.exitCode === null) namespace.kill('SIGKILL');
+    }
+  }, 120_000);
 
   const databaseUrl = process.env.TEST_DATABASE_URL;
   it.skipIf(!databaseUrl)('the compose environment against real PostgreSQL (TEST_DATABASE_URL): healthy, creates its database', async () => {

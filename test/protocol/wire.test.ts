@@ -1,5 +1,18 @@
+import Long from 'long';
 import { describe, expect, it } from 'vitest';
-import { bigIntToInt64, countTopLevelFields, hasField, int64ToBigInt, INT64_MAX, INT64_MIN, keyValue, strictReader, vss } from '../../src/protocol/index.js';
+import {
+  bigIntToInt64,
+  countTopLevelFields,
+  hasField,
+  hasLoneSurrogate,
+  int64ToBigInt,
+  INT64_MAX,
+  INT64_MIN,
+  keyValue,
+  keyValueSizeBound,
+  strictReader,
+  vss,
+} from '../../src/protocol/index.js';
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 
@@ -41,7 +54,27 @@ describe('wire encoding matches the reference bytes', () => {
       expect(int64ToBigInt(kv.version)).toBe(v);
     }
     expect(() => bigIntToInt64(INT64_MAX + 1n)).toThrow(RangeError);
+    expect(() => bigIntToInt64(INT64_MIN - 1n)).toThrow(RangeError);
     expect(() => int64ToBigInt(2 ** 60)).toThrow(RangeError);
+    expect(() => int64ToBigInt(1.5)).toThrow(RangeError);
+    expect(() => int64ToBigInt(Number.NaN)).toThrow(RangeError);
+    expect(int64ToBigInt(-0)).toBe(0n);
+    expect(int64ToBigInt(null)).toBe(0n);
+    expect(int64ToBigInt(undefined)).toBe(0n);
+  });
+
+  it('reads an int64 by its 64 bits, whatever signedness the Long carries (always within the int64 range)', () => {
+    // protobufjs writes a Long's bits whatever its `unsigned` flag: an unsigned Long of 2^64 - 1
+    // goes on the wire as -1 (an unconditional write), so that is the int64 it stands for.
+    expect(int64ToBigInt(Long.fromString('18446744073709551615', true))).toBe(-1n);
+    expect(int64ToBigInt(Long.fromString('9223372036854775808', true))).toBe(INT64_MIN);
+    expect(int64ToBigInt(Long.fromString('9223372036854775807', true))).toBe(INT64_MAX);
+    expect(int64ToBigInt(Long.UZERO)).toBe(0n);
+    // What the encoder makes of the same Long agrees.
+    const unsigned = Long.fromString('18446744073709551614', true);
+    const decoded = vss.KeyValue.decode(vss.KeyValue.encode({ key: 'k', version: unsigned }).finish());
+    expect(int64ToBigInt(decoded.version)).toBe(-2n);
+    expect(int64ToBigInt(unsigned)).toBe(-2n);
   });
 });
 
@@ -121,7 +154,7 @@ describe('field numbers and types match the reference proto (vss-server spec §1
     expect(hex(vss.ListKeyVersionsRequest.encode({ pageSize: -1 }).finish())).toBe('18ffffffffffffffffff01');
     expect(hex(vss.ListKeyVersionsRequest.encode({ pageSize: -2 }).finish())).toBe('18feffffffffffffffff01');
     expect(vss.ListKeyVersionsRequest.decode(Buffer.from('18feffffffffffffffff01', 'hex')).pageSize).toBe(-2);
-    // Present zero stays on the wire (0 = "server chooses" differs from absent only in presence).
+    // A present zero stays on the wire: 0 asks for no keys (only the global version), absent lets the server choose.
     expect(hex(vss.ListKeyVersionsRequest.encode({ pageSize: 0 }).finish())).toBe('1800');
   });
 
@@ -192,5 +225,69 @@ describe('strictReader', () => {
     // Unknown fields of every wire type are still skipped, and truncation is still a RangeError.
     expect(vss.GetObjectRequest.decode(strictReader(body('0a016b78017901000000000000007a01007d000000007b7c'))).storeId).toBe('k');
     expect(() => vss.KeyValue.decode(strictReader(body('10ffff')))).toThrow(RangeError);
+  });
+});
+
+describe('string fields are strict UTF-8, as prost reads them', () => {
+  const body = (h: string) => Buffer.from(h, 'hex');
+  const invalid = {
+    'a lone continuation byte': 'ff',
+    'an overlong encoding': 'c0af',
+    'a UTF-8-encoded surrogate': 'eda080',
+    'a sequence cut short': 'e282',
+  };
+
+  it.each(Object.entries(invalid))('refuses %s in every string field, nested ones included', (_what, bytes) => {
+    const len = (bytes.length / 2).toString(16).padStart(2, '0');
+    const field = (tag: string) => `${tag}${len}${bytes}`;
+    // Through strictReader (the server and client path) and through a plain decode, Buffer or not.
+    for (const reader of [(b: Uint8Array) => strictReader(b), (b: Uint8Array) => b, (b: Uint8Array) => new Uint8Array(b)]) {
+      expect(() => vss.GetObjectRequest.decode(reader(body(field('0a'))))).toThrow(/utf-8/i);
+      expect(() => vss.GetObjectRequest.decode(reader(body(field('12'))))).toThrow(/utf-8/i);
+      expect(() => vss.ListKeyVersionsRequest.decode(reader(body(field('12'))))).toThrow(/utf-8/i);
+      expect(() => vss.ListKeyVersionsRequest.decode(reader(body(field('22'))))).toThrow(/utf-8/i);
+      expect(() => vss.ErrorResponse.decode(reader(body(field('12'))))).toThrow(/utf-8/i);
+      // KeyValue.key inside PutObjectRequest.transaction_items.
+      const item = `0a${len}${bytes}`;
+      const itemLen = (item.length / 2).toString(16).padStart(2, '0');
+      expect(() => vss.PutObjectRequest.decode(reader(body(`1a${itemLen}${item}`)))).toThrow(/utf-8/i);
+    }
+  });
+
+  it('refuses invalid UTF-8 past the first 64 bytes of a string (where protobufjs switches decoders)', () => {
+    const key = '61'.repeat(100) + 'ff';
+    expect(() => vss.GetObjectRequest.decode(strictReader(body(`1265${key}`)))).toThrow(/utf-8/i);
+  });
+
+  it('keeps a leading byte order mark and every valid code point as sent', () => {
+    expect(vss.GetObjectRequest.decode(strictReader(body('0a04efbbbf6b'))).storeId).toBe('\uFEFFk');
+    const text = 'a\u00e9\u20ac\u{1F600}\u{10FFFF}';
+    const encoded = vss.GetObjectRequest.encode({ key: text }).finish();
+    expect(vss.GetObjectRequest.decode(strictReader(encoded)).key).toBe(text);
+  });
+});
+
+describe('hasLoneSurrogate', () => {
+  it('finds a surrogate without its partner, anywhere, and nothing in paired or plain text', () => {
+    for (const text of ['', 'abc', '\u{1F600}', 'a\u{1F600}b\u{10FFFF}', '\uFFFD', '\uE000']) expect(hasLoneSurrogate(text), JSON.stringify(text)).toBe(false);
+    for (const text of ['\uD83D', '\uDE00', 'a\uD83Db', '\uDE00\uD83D', '\uD83D\uD83D\uDE00', '\u{1F600}\uDFFF']) {
+      expect(hasLoneSurrogate(text), JSON.stringify(text)).toBe(true);
+    }
+  });
+});
+
+describe('keyValueSizeBound', () => {
+  it('bounds the encoded GetObjectResponse of a KeyValue, for every kind of key and the int64 extremes', () => {
+    const keys = ['', 'k', 'x'.repeat(600), '\u00e9'.repeat(600), '\u20ac'.repeat(600), '\u{1F600}'.repeat(300), '\uD800'.repeat(600)];
+    for (const key of keys) {
+      for (const version of [0n, -1n, INT64_MIN, INT64_MAX]) {
+        for (const size of [0, 1, 127, 128, 16_384, 2_097_152]) {
+          const value = keyValue(key, version, new Uint8Array(size));
+          const encoded = vss.GetObjectResponse.encode({ value }).finish();
+          expect(encoded.length, `${key.length} units, ${version}, ${size} bytes`).toBeLessThanOrEqual(keyValueSizeBound(value));
+        }
+      }
+    }
+    expect(keyValueSizeBound(null)).toBeGreaterThanOrEqual(vss.GetObjectResponse.encode({ value: keyValue('', INT64_MIN) }).finish().length);
   });
 });
