@@ -287,6 +287,19 @@ describe('LnurlAuthJwtProvider against a local LNURL endpoint', () => {
     const provider = new LnurlAuthJwtProvider(keys.lnurlAuthParentKey.privateExtendedKey, server.url);
     await provider.getHeaders();
     expect(server.verifiedKeys).toEqual([bytesToHex(lnurlLinkingKey(keys.lnurlAuthParentKey, '127.0.0.1').publicKey!)]);
-    expect(() => new LnurlAuthJwtProvider(keys.lnurlAuthParentKey.publicExtendedKey, server!.url)).toThrow();
+    expect(() => new LnurlAuthJwtProvider(keys.lnurlAuthParentKey.publicExtendedKey, server!.url)).toThrow('an extended PRIVATE key is required, got a public one');
+  });
+
+  it('refuses a parent HDKey without its private key, before any request', () => {
+    const keys = deriveVssKeys(Uint8Array.from({ length: 64 }, (_, i) => i));
+    const publicOnly = HDKey.fromExtendedKey(keys.lnurlAuthParentKey.publicExtendedKey);
+    let thrown: unknown;
+    try {
+      new LnurlAuthJwtProvider(publicOnly, 'http://127.0.0.1:9/auth');
+    } catch (error) {
+      thrown = error;
+    }
+    expect(thrown).toBeInstanceOf(HeaderProviderError);
+    expect(thrown).toMatchObject({ reason: 'invalid-data', message: 'LNURL parent key must be a private key' });
   });
 });

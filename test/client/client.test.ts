@@ -455,15 +455,33 @@ describe('VssClient timeouts and aborts (fake timers)', () => {
       timeoutMs: 1000,
       retryPolicy: new ExponentialBackoffRetryPolicy(100).withMaxAttempts(3),
     });
-    const started = Date.now();
-    const promise = client.getObject({ storeId: 's', key: 'k' }).catch((e) => e);
-    await vi.runAllTimersAsync();
+    let settled = false;
+    const promise = client
+      .getObject({ storeId: 's', key: 'k' })
+      .catch((e) => e)
+      .finally(() => (settled = true));
+    // 3 attempts of 1000 ms with sleeps of 100 and 300 ms between them: where the fake clock
+    // stands when each attempt starts, and when the call gives up.
+    const schedule: [number, number][] = [
+      [999, 1], // the first attempt waits for its deadline
+      [1099, 1], // then sleeps 100 ms
+      [1100, 2],
+      [2399, 2], // the second attempt times out at 2100, then sleeps 300 ms
+      [2400, 3],
+    ];
+    let now = 0;
+    for (const [at, calls] of schedule) {
+      await vi.advanceTimersByTimeAsync(at - now);
+      now = at;
+      expect(hanging.calls(), `attempts started at ${at} ms`).toBe(calls);
+    }
+    await vi.advanceTimersByTimeAsync(3399 - now);
+    expect(settled, 'still waiting for the third deadline at 3399 ms').toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
     const error = await promise;
     expect(error).toBeInstanceOf(VssClientError);
     expect(error.reason).toBe('timeout');
     expect(hanging.calls()).toBe(3);
-    // 3 attempts of 1000 ms plus sleeps of 100 and 300 ms.
-    expect(Date.now() - started).toBe(3400);
   });
 
   it('the deadline also covers a body that never finishes', async () => {

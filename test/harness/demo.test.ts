@@ -98,7 +98,8 @@ describe('npm run demo interrupted (Ctrl-C) midway', () => {
     expect(stderr).not.toMatch(/\n\s+at /);
   }, 120_000);
 
-  it.skipIf(!scriptAvailable())('Ctrl-C on a terminal while the progress bar draws: the cursor and line wrapping come back', async () => {
+  const terminal = scriptAvailable();
+  it.skipIf(!terminal)(`Ctrl-C on a terminal while the progress bar draws: the cursor and line wrapping come back${terminal ? '' : ' — SKIPPED: no script(1) on PATH for a pseudo-terminal'}`, async () => {
     // `script` runs the demo on a pseudo-terminal; a ^C written to it is the terminal's Ctrl-C.
     const child = spawn('script', ['-qfec', `${process.execPath} --import tsx harness/demo.ts --payments 1000`, '/dev/null'], { cwd: root, stdio: ['pipe', 'pipe', 'ignore'] });
     let screen = '';

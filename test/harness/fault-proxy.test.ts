@@ -1,9 +1,10 @@
 /**
  * The fault proxy against a real node:http server over loopback sockets. Every assertion is on
  * what a client or the server can observe: bytes, status codes, socket error codes, whether the
- * server saw the request, and lower bounds on delays (never upper bounds).
+ * server saw the request, and which bytes the proxy delivered where a latency test moves a fake
+ * clock by hand (never wall-clock durations).
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createServer, request as httpRequest, Agent, type IncomingMessage, type Server } from 'node:http';
 import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { randomBytes, createHash } from 'node:crypto';
@@ -119,6 +120,8 @@ function rawOutcome(port: number, payload?: string): Promise<{ kind: 'end' } | {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+/** The real setTimeout, for waits while a test runs on a fake clock. */
+const realSetTimeout = globalThis.setTimeout;
 
 /**
  * A hand-written HTTP/1.1 client on one raw socket, for what node's client never does on its own:
@@ -416,44 +419,102 @@ describe('FaultProxy', () => {
   });
 
   describe('latency', () => {
-    it('delays the way to the server by at least toServerMs', async () => {
+    // The proxy times its deliveries with Date.now() and setTimeout: on a fake clock (sockets stay
+    // real) each test holds the clock while the bytes travel and moves it by hand, so what is
+    // asserted is which bytes the proxy delivered at which point of the clock, not wall time.
+    const onFakeClock = () => vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    /** Waits on real time (the fake clock stands still meanwhile) until `condition` holds. */
+    async function until(condition: () => boolean, what: string): Promise<void> {
+      const deadline = performance.now() + 5_000;
+      while (!condition()) {
+        if (performance.now() > deadline) throw new Error(`still waiting for ${what}`);
+        await new Promise((resolve) => realSetTimeout(resolve, 2));
+      }
+    }
+
+    /** Moves the fake clock on until `promise` settles (later chunks are held from their own arrival). */
+    async function settle<T>(promise: Promise<T>): Promise<T> {
+      let done = false;
+      void promise.then(() => (done = true), () => (done = true));
+      await until(() => {
+        if (!done) vi.advanceTimersByTime(50);
+        return done;
+      }, 'the exchange to finish');
+      return promise;
+    }
+
+    it('holds the request toServerMs from its arrival, then delivers it', async () => {
+      onFakeClock();
       proxy.setLatency({ toServerMs: 150 });
-      const started = Date.now();
-      const reply = await send(proxy.url, { path: '/slow-in' });
-      expect(reply.status).toBe(200);
-      expect(Date.now() - started).toBeGreaterThanOrEqual(150);
+      const reply = send(proxy.url, { path: '/slow-in' });
+      // One delivery timer: the proxy holds the request, and nothing reached the server.
+      await until(() => proxy.stats().requests === 1 && vi.getTimerCount() === 1, 'the proxy to hold the request');
+      await vi.advanceTimersByTimeAsync(149);
+      expect(proxy.stats().bytesToServer).toBe(0);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(proxy.stats().bytesToServer).toBeGreaterThan(0);
+      expect((await settle(reply)).status).toBe(200);
+      expect(upstream.received).toEqual(['/slow-in']);
     });
 
-    it('delays the way back by at least toClientMs and keeps a large body intact', async () => {
+    it('holds the response toClientMs from its arrival and keeps a large body intact', async () => {
+      onFakeClock();
       proxy.setLatency({ toClientMs: 120 });
-      const started = Date.now();
-      const reply = await send(proxy.url, { path: '/bytes/1500000' });
-      expect(Date.now() - started).toBeGreaterThanOrEqual(120);
-      expect(reply.body.equals(patternBytes(1_500_000))).toBe(true);
+      const reply = send(proxy.url, { path: '/bytes/1500000' });
+      // The request passed at once; the timer is the response's first bytes held.
+      await until(() => upstream.received.length === 1 && vi.getTimerCount() === 1, 'the proxy to hold the response');
+      expect(proxy.stats().bytesToServer).toBeGreaterThan(0);
+      await vi.advanceTimersByTimeAsync(119);
+      expect(proxy.stats().bytesToClient).toBe(0);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(proxy.stats().bytesToClient).toBeGreaterThan(0);
+      expect((await settle(reply)).body.equals(patternBytes(1_500_000))).toBe(true);
     });
 
-    it('adds perRequestMs to every request on a kept-alive connection', async () => {
+    it('holds every request on a kept-alive connection perRequestMs', async () => {
+      onFakeClock();
       proxy.setLatency({ perRequestMs: 100 });
       const agent = new Agent({ keepAlive: true, maxSockets: 1 });
       try {
         for (let i = 0; i < 3; i++) {
-          const started = Date.now();
-          await send(proxy.url, { path: `/p${i}`, agent });
-          expect(Date.now() - started).toBeGreaterThanOrEqual(100);
+          const deliveredBefore = proxy.stats().bytesToServer;
+          const reply = send(proxy.url, { path: `/p${i}`, agent });
+          await until(() => proxy.stats().requests === i + 1 && vi.getTimerCount() === 1, `the proxy to hold request ${i}`);
+          await vi.advanceTimersByTimeAsync(99);
+          expect(proxy.stats().bytesToServer, `request ${i}`).toBe(deliveredBefore);
+          await vi.advanceTimersByTimeAsync(1);
+          expect(proxy.stats().bytesToServer, `request ${i}`).toBeGreaterThan(deliveredBefore);
+          expect((await settle(reply)).status).toBe(200);
         }
       } finally {
         agent.destroy();
       }
+      expect(upstream.received).toEqual(['/p0', '/p1', '/p2']);
       expect(proxy.stats().connectionsAccepted).toBe(1);
     });
 
-    it('adds both directions on one round trip and normal() removes the latency', async () => {
+    it('holds both directions on one round trip and normal() removes the latency', async () => {
+      onFakeClock();
       proxy.setLatency({ toServerMs: 80, toClientMs: 80 });
-      const started = Date.now();
-      await send(proxy.url);
-      expect(Date.now() - started).toBeGreaterThanOrEqual(160);
+      const reply = send(proxy.url);
+      await until(() => proxy.stats().requests === 1 && vi.getTimerCount() === 1, 'the proxy to hold the request');
+      await vi.advanceTimersByTimeAsync(79);
+      expect(proxy.stats().bytesToServer).toBe(0);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(proxy.stats().bytesToServer).toBeGreaterThan(0);
+      await until(() => upstream.received.length === 1 && vi.getTimerCount() === 1, 'the proxy to hold the response');
+      await vi.advanceTimersByTimeAsync(79);
+      expect(proxy.stats().bytesToClient).toBe(0);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(proxy.stats().bytesToClient).toBeGreaterThan(0);
+      expect((await settle(reply)).status).toBe(200);
       await proxy.normal();
       expect(proxy.latency).toEqual({ toServerMs: 0, toClientMs: 0, perRequestMs: 0 });
+      // With the clock standing still, only a request with no latency can be answered.
       expect((await send(proxy.url, { path: '/after' })).status).toBe(200);
     });
 
@@ -596,10 +657,9 @@ describe('FaultProxy', () => {
   describe('black hole', () => {
     it('accepts and never answers: the client times out and the server sees nothing', async () => {
       await proxy.blackHole();
-      const started = Date.now();
       expect(await failureCode(send(proxy.url, { path: '/void', timeoutMs: 300 }))).toBe('ETIMEDOUT');
-      expect(Date.now() - started).toBeGreaterThanOrEqual(300);
       expect(upstream.received).toEqual([]);
+      expect(proxy.stats().bytesToClient).toBe(0);
       expect(proxy.stats().connectionsAccepted).toBe(1);
       expect(proxy.stats().bytesToServer).toBe(0);
     });

@@ -21,9 +21,13 @@ interface Run {
 
 /**
  * Runs the tool as `npm run stress:payments` does (tsx). With `interruptWith`, sends that signal
- * once stdout shows the run has started paying; `onPid` learns the process id (its database name).
+ * once stdout shows the run has started paying (after `beforeInterrupt`, if given, has run);
+ * `onPid` learns the process id (its database name).
  */
-function runStress(env: Record<string, string>, options: { interruptWith?: NodeJS.Signals; onPid?: (pid: number) => void } = {}): Promise<Run> {
+function runStress(
+  env: Record<string, string>,
+  options: { interruptWith?: NodeJS.Signals; beforeInterrupt?: () => Promise<void>; onPid?: (pid: number) => void } = {},
+): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'harness/stress-payments.ts'], {
       cwd: ROOT,
@@ -38,7 +42,14 @@ function runStress(env: Record<string, string>, options: { interruptWith?: NodeJ
       stdout += chunk.toString();
       if (options.interruptWith && !signalled && /^stress:payments {2}setup /m.test(stdout)) {
         signalled = true;
-        child.kill(options.interruptWith);
+        const signal = options.interruptWith;
+        void (options.beforeInterrupt?.() ?? Promise.resolve()).then(
+          () => child.kill(signal),
+          (error: unknown) => {
+            child.kill('SIGKILL');
+            reject(error);
+          },
+        );
       }
     });
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
@@ -104,11 +115,19 @@ describe.skipIf(!TEST_DATABASE_URL)(`stress:payments interrupted${TEST_DATABASE_
     ['SIGINT', 130],
     ['SIGTERM', 143],
   ] as const)('%s while paying: drops its database, says so in one line, exits %i', async (signal, code) => {
+    let existedWhilePaying: boolean | undefined;
     const result = await runStress(
       { STRESS_DATABASE_URL: TEST_DATABASE_URL!, STRESS_ROUNDS: '40' },
-      { interruptWith: signal, onPid: (pid) => (database = `ldk_vss_stress_${pid}`) },
+      {
+        interruptWith: signal,
+        onPid: (pid) => (database = `ldk_vss_stress_${pid}`),
+        beforeInterrupt: async () => void (existedWhilePaying = await databaseExists(database!)),
+      },
     );
     expect(result.stdout).toMatch(/^stress:payments {2}setup linked, 40 rounds .* PostgreSQL$/m);
+    // The run had its database (so "gone" below is about that database, not a wrong name).
+    expect(database).toMatch(/^ldk_vss_stress_\d+$/);
+    expect(existedWhilePaying).toBe(true);
     expect(await databaseExists(database!)).toBe(false);
     expect({ code: result.code, signal: result.signal }).toEqual({ code, signal: null });
     expect(result.stderr.trim()).toBe(`stress:payments interrupted (${signal}): stopping its VSS server and dropping its database`);

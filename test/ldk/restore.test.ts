@@ -129,6 +129,7 @@ describe('restoreNode', () => {
   it('refuses an empty store (NothingToRestoreError), never an empty node', async () => {
     const net = await WalletNetwork.create();
     await expect(net.restoreNode({ name: 'A', seed: randomBytes(32), persistence: vssNode(await fx.backend.open(fx.nextStoreId())) })).rejects.toBeInstanceOf(NothingToRestoreError);
+    expect(net.liveNodes()).toEqual([]);
   });
 
   it('refuses monitors without a ChannelManager (MissingChannelManagerError)', async () => {

@@ -110,54 +110,60 @@ for (const backendCase of BACKEND_CASES) {
       const [row] = await backend.list('user', { storeId: 'probes', keyPrefix: key, limit: 1 });
       return row.sortOrder;
     };
-    /** How many sequence numbers `run` consumed (after `setup`, which is not counted). */
+    /**
+     * How `run` ended ('applied', 'conflict', or the unexpected error itself) and how many
+     * sequence numbers it consumed (after `setup`, which is not counted).
+     */
     const consumed = async (setup: (storeId: string) => Promise<void>, run: (storeId: string) => Promise<unknown>) => {
       const storeId = `seq-${++counter}`;
       await setup(storeId);
       const before = await probe();
-      await run(storeId).catch((error: unknown) => expect(error).toBeInstanceOf(ConflictError));
-      return (await probe()) - before - 1n;
+      const outcome = await run(storeId).then(
+        () => 'applied' as const,
+        (error: unknown) => (error instanceof ConflictError ? ('conflict' as const) : error),
+      );
+      return { outcome, consumed: (await probe()) - before - 1n };
     };
     const nothing = async () => {};
 
-    it.each<[string, (storeId: string) => Promise<void>, (storeId: string) => Promise<unknown>, bigint]>([
+    it.each<[string, (storeId: string) => Promise<void>, (storeId: string) => Promise<unknown>, bigint, 'applied' | 'conflict']>([
       ['a successful put: one per insert attempt (creates and -1 writes), none for updates and deletes',
         async (s) => put(s, { transactionItems: [item('u', 0n), item('r', 0n), item('d', 0n)] }),
         async (s) => put(s, { transactionItems: [item('a', 0n), item('r', -1n), item('u', 1n), item('z', 0n)], deleteItems: [{ key: 'd', version: -1n }] }),
-        3n],
+        3n, 'applied'],
       ['a failed put whose inserts are in key order: those before the failing statement',
         nothing,
         async (s) => put(s, { transactionItems: [item('a', 0n), item('b', 5n), item('c', 0n)] }),
-        1n],
+        1n, 'conflict'],
       ['a failed put whose first statement in key order is a failing delete: none',
         nothing,
         async (s) => put(s, { transactionItems: [item('z', 0n)], deleteItems: [{ key: 'a', version: 3n }] }),
-        0n],
+        0n, 'conflict'],
       ['a failed put whose failing create comes first in key order: that one only',
         async (s) => put(s, { transactionItems: [item('e', 0n)] }),
         async (s) => put(s, { transactionItems: [item('e', 0n), item('f', 0n), item('g', -1n)] }),
-        1n],
+        1n, 'conflict'],
       ['a failed put with a wrong global version sorting before its items: none',
         nothing,
         async (s) => put(s, { globalVersion: 7n, transactionItems: [item('x', 0n), item('y', -1n)] }),
-        0n],
+        0n, 'conflict'],
       ['a failed put whose inserts are out of key order: all of them, drawn before any statement',
         nothing,
         async (s) => put(s, { transactionItems: [item('z', 0n), item('y', -1n), item('a', 4n)] }),
-        2n],
+        2n, 'conflict'],
       ['a failed single create of an existing key: one',
         async (s) => put(s, { transactionItems: [item('k', 0n)] }),
         async (s) => put(s, { transactionItems: [item('k', 0n)] }),
-        1n],
+        1n, 'conflict'],
       ['a failed single update and a DeleteObject: none',
         async (s) => put(s, { transactionItems: [item('k', 0n)] }),
         async (s) => {
           await backend.delete('user', s, { key: 'k', version: -1n });
           await put(s, { transactionItems: [item('k', 3n)] });
         },
-        0n],
-    ])('%s', async (_name, setup, run, expected) => {
-      expect(await consumed(setup, run)).toBe(expected);
+        0n, 'conflict'],
+    ])('%s', async (_name, setup, run, expected, outcome) => {
+      expect(await consumed(setup, run)).toEqual({ outcome, consumed: expected });
     });
 
     it('page tokens (sort orders) after a failed put are the same numbers on every backend', async () => {

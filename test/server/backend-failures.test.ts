@@ -49,7 +49,7 @@ async function pidWaitingForLock(admin: pg.Client, like: string): Promise<number
   throw new Error(`no statement like ${like} waited for a lock`);
 }
 
-describe.skipIf(!TEST_DATABASE_URL)('PostgreSQL backend under failure', () => {
+describe.skipIf(!TEST_DATABASE_URL)(`PostgreSQL backend under failure${TEST_DATABASE_URL ? '' : ' — SKIPPED: TEST_DATABASE_URL is not set'}`, () => {
   const database = uniqueDatabaseName('backend_failures');
   let backend: PostgresBackend;
   /** Holds row locks (an open transaction), as a long transaction of another client would. */

@@ -132,6 +132,7 @@ for (const backendCase of BACKEND_CASES) {
       expect(round).toBeGreaterThan(5);
       expect(new Set(listed).size).toBe(listed.length);
       const existedThroughout = initial.filter((key) => !touched.has(key));
+      expect(existedThroughout.length).toBeGreaterThan(0);
       for (const key of existedThroughout) expect(listed, `${key} existed throughout`).toContain(key);
       // Keys created after the first page are never listed (keyset pagination newest first).
       expect(listed.filter((key) => key.startsWith('new'))).toEqual([]);

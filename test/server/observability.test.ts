@@ -112,7 +112,7 @@ describe('what a request leaves in the log and the metrics', () => {
   });
 });
 
-describe.skipIf(!TEST_DATABASE_URL)('PostgreSQL idle connection failures', () => {
+describe.skipIf(!TEST_DATABASE_URL)(`PostgreSQL idle connection failures${TEST_DATABASE_URL ? '' : ' — SKIPPED: TEST_DATABASE_URL is not set'}`, () => {
   it('are logged as the error PostgreSQL sent, without the pg client pg-pool attaches to it', async () => {
     const database = uniqueDatabaseName('observability');
     const { logger, lines } = capturingLogger('warn');

@@ -43,7 +43,7 @@ async function waitingForLock(admin: pg.Client, like: string): Promise<void> {
   throw new Error(`no statement like ${like} waited for a lock`);
 }
 
-describe.skipIf(!TEST_DATABASE_URL)('PostgreSQL connection settings', () => {
+describe.skipIf(!TEST_DATABASE_URL)(`PostgreSQL connection settings${TEST_DATABASE_URL ? '' : ' — SKIPPED: TEST_DATABASE_URL is not set'}`, () => {
   const database = uniqueDatabaseName('pg_lifecycle');
   /** Holds row and table locks in an open transaction, as a stuck session would. */
   let locker: pg.Client;
@@ -155,7 +155,7 @@ describe.skipIf(!TEST_DATABASE_URL)('PostgreSQL connection settings', () => {
   });
 });
 
-describe.skipIf(!TEST_DATABASE_URL)('PostgreSQL database creation at startup', () => {
+describe.skipIf(!TEST_DATABASE_URL)(`PostgreSQL database creation at startup${TEST_DATABASE_URL ? '' : ' — SKIPPED: TEST_DATABASE_URL is not set'}`, () => {
   let proxy: net.Server;
   let proxyPort: number;
   const cut: string[] = [];
