@@ -96,8 +96,9 @@ function failure(logger: PersistenceLogger, op: Op, where: string[], err: unknow
   } catch {
     kind = ldk.IOError.LDKIOError_Other;
   }
-  // A missing key is an expected answer, not a failure.
-  if (err instanceof KeyNotFoundError) return kind;
+  // A missing key is an expected answer, not a failure. (Decided by the kind: `instanceof`
+  // itself throws for some values, e.g. a revoked Proxy, and nothing may throw here.)
+  if (kind === ldk.IOError.LDKIOError_NotFound) return kind;
   let cause: string;
   try {
     cause = describeError(err);
@@ -137,8 +138,8 @@ function kvStoreInterface(store: SyncKVStore, logger: PersistenceLogger): ldk.KV
       } catch (err) {
         // LDK's contract: a remove succeeds when no data is left under the key, whether or not
         // there was any (LDK removes windows of update keys, including ids that never existed).
-        if (err instanceof KeyNotFoundError) return ldk.Result_NoneIOErrorZ.constructor_ok();
-        return ldk.Result_NoneIOErrorZ.constructor_err(failure(logger, 'remove', [primary, secondary, key], err));
+        const kind = failure(logger, 'remove', [primary, secondary, key], err);
+        return kind === ldk.IOError.LDKIOError_NotFound ? ldk.Result_NoneIOErrorZ.constructor_ok() : ldk.Result_NoneIOErrorZ.constructor_err(kind);
       }
     },
     list(primary, secondary) {

@@ -86,7 +86,10 @@ export interface PendingWriteInfo {
   awaitingUpdateIds: bigint[];
   /** Writes queued (including the one in flight). */
   queuedWrites: number;
-  /** Age of the oldest queued write. */
+  /**
+   * How long the channel has been waiting: the age of its oldest queued write, or of the oldest
+   * update LDK still waits for if that is older (e.g. one a later full monitor took over).
+   */
   pendingMs: number;
   /** Failed attempts of the write that has failed most often. */
   attempts: number;
@@ -250,7 +253,13 @@ interface ChannelState {
   durableUpdateId: bigint | undefined;
   /** Tick at which LDK handed over each update id not yet durable. */
   updateTicks: Map<bigint, number>;
-  /** When the current stall began (oldest write's enqueue time), if one was reported. */
+  /**
+   * When LDK first handed over each update id not yet durable. A stall is measured from the
+   * oldest of these too: a full monitor that takes over a stalled update (a block during an
+   * outage) is a new write, but LDK has been holding the channel since the update.
+   */
+  handedAt: Map<bigint, number>;
+  /** When the current stall began (see `waitingSince`), if one was reported. */
   stalledSince: number | undefined;
   archived: boolean;
 }
@@ -518,7 +527,7 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
     const latest = monitor.get_latest_update_id();
     const tick = ++this.tick;
     ch.archived = false;
-    ch.awaiting.push(latest);
+    this.noteAwaited(ch, latest);
     this.enqueue(ch, this.fullWrite(ch, monitor, latest, tick));
     return IN_PROGRESS;
   }
@@ -537,7 +546,7 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
         // awaits that update's id. Without this, the id would never be reported complete.
         const tick = ++this.tick;
         ch.updateTicks.set(latest, tick);
-        ch.awaiting.push(latest);
+        this.noteAwaited(ch, latest);
       }
       this.enqueue(ch, this.fullWrite(ch, monitor, latest, ch.updateTicks.get(latest) ?? 0));
       return IN_PROGRESS;
@@ -545,13 +554,19 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
     const id = update.get_update_id();
     const tick = ++this.tick;
     ch.updateTicks.set(id, tick);
-    ch.awaiting.push(id);
+    this.noteAwaited(ch, id);
     if (id === LEGACY_CLOSED_CHANNEL_UPDATE_ID || id % this.maxPending === 0n) {
       this.enqueue(ch, this.fullWrite(ch, monitor, monitor.get_latest_update_id(), tick));
     } else {
       this.enqueue(ch, { kind: 'update', key: updateKey(id), bytes: update.write(), coversUpdateId: id, enqueuedAt: Date.now(), attempts: 0, gateTick: tick });
     }
     return IN_PROGRESS;
+  }
+
+  /** Records an update id LDK now waits for (and since when, for stall reports). */
+  private noteAwaited(ch: ChannelState, id: bigint): void {
+    ch.awaiting.push(id);
+    if (!ch.handedAt.has(id)) ch.handedAt.set(id, Date.now());
   }
 
   private fullWrite(ch: ChannelState, monitor: ldk.ChannelMonitor, covers: bigint, gateTick: number): QueuedWrite {
@@ -620,11 +635,23 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
    * Either all of them are durable afterwards or none is.
    */
   private async writeManagerBatch(store: AtomicBatchKVStore, bytes: Uint8Array, tick: number): Promise<void> {
-    const claimed = this.closed || this.failure ? [] : this.managerWaiters.filter((w) => w.tick <= tick && !this.superseded(w.ch, w.write));
+    const claimed: ManagerWaiter[] = [];
     const writes: KeyValueWrite[] = [
       { primaryNamespace: CHANNEL_MANAGER_NAMESPACE.primary, secondaryNamespace: CHANNEL_MANAGER_NAMESPACE.secondary, key: CHANNEL_MANAGER_NAMESPACE.key, value: bytes },
-      ...claimed.map((w) => this.storeWrite(w.ch, w.write)),
     ];
+    // One request cannot write a key twice (the store refuses the whole batch, for good): a
+    // second write of a key already in this batch (an update id LDK handed over again) waits,
+    // and goes out on its own once this manager is durable.
+    const keys = new Set<string>();
+    for (const w of this.closed || this.failure ? [] : this.managerWaiters) {
+      if (w.tick > tick || this.superseded(w.ch, w.write)) continue;
+      const write = this.storeWrite(w.ch, w.write);
+      const id = JSON.stringify([write.primaryNamespace, write.secondaryNamespace, write.key]);
+      if (keys.has(id)) continue;
+      keys.add(id);
+      claimed.push(w);
+      writes.push(write);
+    }
     for (const w of claimed) w.inBatch = true;
     try {
       await store.writeBatch(writes);
@@ -682,6 +709,7 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
         latestUpdateId: 0n,
         durableUpdateId: undefined,
         updateTicks: new Map(),
+        handedAt: new Map(),
         stalledSince: undefined,
         archived: false,
       };
@@ -904,6 +932,7 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
     ch.durableUpdateId = prefix >= 0n ? prefix : undefined;
     for (const id of completed) {
       ch.updateTicks.delete(id);
+      ch.handedAt.delete(id);
       this.reportCompleted(ch.outpoint, id);
     }
     this.stats.completedUpdates += completed.length;
@@ -970,22 +999,31 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
     return true;
   }
 
-  /** The oldest queued or running write of a channel. */
-  private oldest(ch: ChannelState): QueuedWrite | undefined {
-    let oldest: QueuedWrite | undefined;
-    for (const w of [...ch.running, ...ch.pending]) if (!oldest || w.enqueuedAt < oldest.enqueuedAt) oldest = w;
-    return oldest;
+  /**
+   * Since when a channel with writes queued or running has been waiting: its oldest write, or
+   * the oldest update LDK still waits for if that is older (the write carrying it may be a full
+   * monitor enqueued later). Undefined when nothing is queued or running.
+   */
+  private waitingSince(ch: ChannelState): number | undefined {
+    let since: number | undefined;
+    for (const w of [...ch.running, ...ch.pending]) if (since === undefined || w.enqueuedAt < since) since = w.enqueuedAt;
+    if (since === undefined) return undefined;
+    for (const id of ch.awaiting) {
+      const at = ch.handedAt.get(id);
+      if (at !== undefined && at < since) since = at;
+    }
+    return since;
   }
 
   private describe(ch: ChannelState, now: number): PendingWriteInfo {
-    const oldest = this.oldest(ch);
+    const since = this.waitingSince(ch);
     const running = [...ch.running];
     const failing = running.reduce<QueuedWrite | undefined>((worst, w) => (!worst || w.attempts > worst.attempts ? w : worst), undefined);
     return {
       monitorName: ch.name,
       awaitingUpdateIds: [...ch.awaiting],
       queuedWrites: ch.pending.length + ch.running.size,
-      pendingMs: oldest ? now - oldest.enqueuedAt : 0,
+      pendingMs: since === undefined ? 0 : now - since,
       attempts: failing?.attempts ?? 0,
       waitingForManager: running.some((w) => w.waitingForManager === true),
       lastError: failing?.lastError === undefined ? undefined : describeError(failing.lastError),
@@ -995,14 +1033,17 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
   private checkStalls(): void {
     const now = Date.now();
     for (const ch of this.channels.values()) {
-      const head = this.oldest(ch);
-      const pendingMs = head ? now - head.enqueuedAt : 0;
-      if (head && pendingMs >= this.stallThresholdMs && ch.stalledSince === undefined) {
-        ch.stalledSince = head.enqueuedAt;
+      const since = this.waitingSince(ch);
+      const pendingMs = since === undefined ? 0 : now - since;
+      // Once stopped (close(), a fatal error) no new stall is reported, and a stall ends only
+      // if LDK no longer waits for anything: writes ended unsent leave their updates owed.
+      const stopped = this.closed || this.failure !== undefined;
+      if (!stopped && since !== undefined && pendingMs >= this.stallThresholdMs && ch.stalledSince === undefined) {
+        ch.stalledSince = since;
         const info = this.describe(ch, now);
         this.log.warn({ monitor: ch.name, pendingMs, attempts: info.attempts, lastError: info.lastError }, 'monitor write stalled: the channel is held until it is durable');
         this.notify('stalled', info);
-      } else if (ch.stalledSince !== undefined && (!head || pendingMs < this.stallThresholdMs)) {
+      } else if (ch.stalledSince !== undefined && (since === undefined ? ch.awaiting.length === 0 : pendingMs < this.stallThresholdMs)) {
         this.endStall(ch, now);
       }
     }
