@@ -42,6 +42,12 @@ export interface MigrateStoreOptions {
    * over another wallet's data would mix two states.
    */
   overwrite?: boolean;
+  /**
+   * Accept a source that holds no keys. Default false: an empty source is far more often a
+   * mistyped store id or the wrong server than a wallet with nothing in it, and a "successful"
+   * migration of nothing leaves a target that restore takes for a new wallet.
+   */
+  allowEmptySource?: boolean;
 }
 
 export interface MigrationResult {
@@ -145,6 +151,12 @@ export async function migrateStore(from: MigrationSource, to: MigrationTarget, o
   const source = sourceEndpoint(from);
   const target = targetEndpoint(to);
   const keys = await source.listAll!();
+  if (keys.length === 0 && !options.allowEmptySource) {
+    throw new MigrationVerificationError(
+      'the source holds no keys: check its store id, server and keys (a mistyped store id opens as an empty store). ' +
+        'Nothing was copied; pass allowEmptySource: true to migrate an empty store deliberately',
+    );
+  }
   // Checked before anything is written: a key no LDK store accepts (a temp file's name, a
   // component over 120 characters) would fail its own copy part way through, leaving a partial
   // target that a re-run refuses (it already holds keys) and that can never complete.

@@ -81,3 +81,30 @@ describe('migrateStore from a source that changes under it', () => {
     expect(target.server.get('', '', 'manager')).toBeUndefined();
   });
 });
+
+describe('migrateStore from an empty source', () => {
+  it('is refused by default (a mistyped store id opens empty), nothing written; allowEmptySource migrates it', async () => {
+    const target = new MemoryKVStore();
+    const writes: StoreKey[] = [];
+    const watched: AsyncKVStore = {
+      ...target,
+      read: (p, s, k) => target.read(p, s, k),
+      list: (p, s) => target.list(p, s),
+      remove: (p, s, k, lazy) => target.remove(p, s, k, lazy),
+      listAll: () => target.listAll(),
+      write: async (p, s, k, v) => {
+        writes.push(at(p, s, k));
+        await target.write(p, s, k, v);
+      },
+    };
+    const refused = await migrateStore(listingSource([]), watched).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(MigrationVerificationError);
+    expect((refused as Error).message).toBe(
+      'the source holds no keys: check its store id, server and keys (a mistyped store id opens as an empty store). Nothing was copied; pass allowEmptySource: true to migrate an empty store deliberately',
+    );
+    expect(writes).toEqual([]);
+    const result = await migrateStore(listingSource([]), watched, { allowEmptySource: true });
+    expect(result.keys).toBe(0);
+    expect(writes).toEqual([]);
+  });
+});
