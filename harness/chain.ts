@@ -137,8 +137,8 @@ export class SyntheticChain {
   }
 }
 
-/** Reads a Bitcoin CompactSize integer. */
-function readVarInt(bytes: Uint8Array, offset: number): [value: number, next: number] {
+/** Reads a Bitcoin CompactSize integer at `offset`: its value and the offset after it. */
+export function readVarInt(bytes: Uint8Array, offset: number): [value: number, next: number] {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const first = bytes[offset];
   if (first === undefined) throw new RangeError('truncated transaction');

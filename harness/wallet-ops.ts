@@ -8,7 +8,7 @@
  * the network's public surface (mine, waitFor, node state).
  */
 import * as ldk from 'lightningdevkit';
-import { txidHex, type Block } from './chain.js';
+import { readVarInt, txidHex, type Block } from './chain.js';
 import type { WalletNetwork, OpenedChannel, WaitOptions } from './network.js';
 import type { WalletNode } from './node.js';
 
@@ -191,34 +191,25 @@ export interface TxOutput {
   script: Uint8Array;
 }
 
-function readCompactSize(tx: Uint8Array, pos: number): [number, number] {
-  const first = tx[pos];
-  const view = new DataView(tx.buffer, tx.byteOffset, tx.byteLength);
-  if (first < 0xfd) return [first, pos + 1];
-  if (first === 0xfd) return [view.getUint16(pos + 1, true), pos + 3];
-  if (first === 0xfe) return [view.getUint32(pos + 1, true), pos + 5];
-  return [Number(view.getBigUint64(pos + 1, true)), pos + 9];
-}
-
 /** The outputs of a serialized transaction (segwit or not). */
 export function transactionOutputs(tx: Uint8Array): TxOutput[] {
   let pos = 4;
   if (tx[4] === 0 && tx[5] === 1) pos = 6;
   let count: number;
-  [count, pos] = readCompactSize(tx, pos);
+  [count, pos] = readVarInt(tx, pos);
   for (let i = 0; i < count; i++) {
     pos += 36;
     let len: number;
-    [len, pos] = readCompactSize(tx, pos);
+    [len, pos] = readVarInt(tx, pos);
     pos += len + 4;
   }
-  [count, pos] = readCompactSize(tx, pos);
+  [count, pos] = readVarInt(tx, pos);
   const view = new DataView(tx.buffer, tx.byteOffset, tx.byteLength);
   const outputs: TxOutput[] = [];
   for (let i = 0; i < count; i++) {
     const valueSat = view.getBigUint64(pos, true);
     let len: number;
-    [len, pos] = readCompactSize(tx, pos + 8);
+    [len, pos] = readVarInt(tx, pos + 8);
     outputs.push({ valueSat, script: tx.slice(pos, pos + len) });
     pos += len;
   }

@@ -3,6 +3,7 @@ import type { HDKey } from '@scure/bip32';
 import { parseExtendedPrivateKey, parseLnurlChallenge, signLnurl } from '../crypto/index.js';
 import { checkHeaders, HeaderProviderError, withHeader, type VssHeaderProvider } from './headers.js';
 import { checkTimeoutMs, discardBody, fetchWithDeadline, readBodyCapped, urlForMessages, type FetchFunction, type FetchResponse } from './http.js';
+import { shownServerText } from './text.js';
 
 /** A cached token is refreshed this long before its `exp`. */
 export const JWT_EXPIRY_MARGIN_MS = 60_000;
@@ -46,7 +47,7 @@ export function parseJwtExpiry(token: string): number | undefined {
   const exp = (payload as { exp?: unknown }).exp;
   if (exp === undefined || exp === null) return undefined;
   if (typeof exp !== 'number' || !Number.isSafeInteger(exp) || exp < 0) {
-    throw new HeaderProviderError('invalid-data', `invalid JWT token: exp must be a non-negative integer, got ${quoted(JSON.stringify(exp))}`);
+    throw new HeaderProviderError('invalid-data', `invalid JWT token: exp must be a non-negative integer, got ${shownServerText(JSON.stringify(exp), QUOTED_TEXT_MAX)}`);
   }
   return exp * 1000;
 }
@@ -141,7 +142,7 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
       throw new HeaderProviderError('invalid-data', `invalid lnurl: the challenge URL holds a user name or password, which fetch refuses${replyContext(first.status)}`);
     }
     if (routed.protocol !== 'https:' && routed.protocol !== 'http:') {
-      throw new HeaderProviderError('invalid-data', `invalid lnurl: the challenge URL's scheme is ${quoted(routed.protocol)}, not https or http${replyContext(first.status)}`);
+      throw new HeaderProviderError('invalid-data', `invalid lnurl: the challenge URL's scheme is ${shownServerText(routed.protocol, QUOTED_TEXT_MAX)}, not https or http${replyContext(first.status)}`);
     }
     // The linking key is derived for the host as LUD-05 reads the challenge; fetch contacts the
     // host as WHATWG reads it. They can differ: "https://evil.example\@good.example/…" is
@@ -151,7 +152,7 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
     if (!isContactedHost(domain, routed)) {
       throw new HeaderProviderError(
         'invalid-data',
-        `invalid lnurl: the challenge would be signed for the host ${quoted(domain)} but sent to ${routed.hostname}${replyContext(first.status)}`,
+        `invalid lnurl: the challenge would be signed for the host ${shownServerText(domain, QUOTED_TEXT_MAX)} but sent to ${routed.hostname}${replyContext(first.status)}`,
       );
     }
     const second = await this.#get(signedUrl);
@@ -169,7 +170,7 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
       this.#cached = jwt;
       return jwt;
     }
-    if (typeof reason === 'string') throw new HeaderProviderError('authorization', `LNURL Auth failed, reason is: ${quoted(reason)}`);
+    if (typeof reason === 'string') throw new HeaderProviderError('authorization', `LNURL Auth failed, reason is: ${shownServerText(reason, QUOTED_TEXT_MAX)}`);
     throw new HeaderProviderError('invalid-data', `LNURL Auth response did not contain a token nor an error${replyContext(second.status)}`);
   }
 
@@ -219,7 +220,7 @@ export class LnurlAuthJwtProvider implements VssHeaderProvider {
  */
 function checkLnurlUrl(url: unknown, builtInTransport: boolean): asserts url is string {
   // Not quoted when it may hold a password ("user:password@host/auth" without its scheme).
-  const shown = typeof url !== 'string' ? (url === null ? 'null' : typeof url) : url.includes('@') ? 'a string with an @ (not shown: it may hold a password)' : quoted(JSON.stringify(url));
+  const shown = typeof url !== 'string' ? (url === null ? 'null' : typeof url) : url.includes('@') ? 'a string with an @ (not shown: it may hold a password)' : shownServerText(JSON.stringify(url), QUOTED_TEXT_MAX);
   const parsed = typeof url === 'string' && /^https?:\/\//i.test(url) ? parsedUrl(url, url) : undefined;
   if (parsed === undefined) throw new HeaderProviderError('invalid-data', `LNURL-auth URL must be an http(s) URL, got ${shown}`);
   if (builtInTransport && (parsed.username !== '' || parsed.password !== '')) {
@@ -299,17 +300,6 @@ function parsedUrl(text: string, base: string): URL | undefined {
 }
 
 /**
- * Server-supplied text as an error message quotes it: at most QUOTED_TEXT_MAX characters, on
- * one line, with control characters (C0, DEL and C1, whose CSI starts terminal escapes), line
- * separators and bidirectional overrides written as \u escapes. A hostile or broken LNURL server
- * could otherwise write terminal escapes, forged log lines or megabytes into the wallet's logs.
- */
-function quoted(text: string): string {
-  const clipped = text.length > QUOTED_TEXT_MAX ? `${text.slice(0, QUOTED_TEXT_MAX).replace(/[\uD800-\uDBFF]$/, '')}…` : text;
-  return clipped.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
-
-/**
  * What an unusable LNURL reply said, for the error message: its status when not 2xx, and the
  * `reason` of an LUD-style `{"status":"ERROR","reason":…}` body. A 503 from a proxy or a
  * refusal to hand out a challenge otherwise reads as a mere "invalid lnurl".
@@ -320,7 +310,7 @@ function replyContext(status: number, body?: string): string {
   if (body !== undefined) {
     try {
       const reason = (JSON.parse(body) as { reason?: unknown } | null)?.reason;
-      if (typeof reason === 'string') parts.push(`reason: ${quoted(reason)}`);
+      if (typeof reason === 'string') parts.push(`reason: ${shownServerText(reason, QUOTED_TEXT_MAX)}`);
     } catch {
       // Not JSON: nothing more to report.
     }

@@ -3,6 +3,7 @@ import { base64nopad } from '@scure/base';
 import { concatBytes } from '@noble/hashes/utils.js';
 import { saltedHmac, utf8Bytes } from './kdf.js';
 import { InvalidCryptoInputError, InvalidObfuscatedKeyError } from './errors.js';
+import { quotedPrefix } from './text.js';
 import { hasLoneSurrogate } from '../protocol/index.js';
 
 const TAG_LENGTH = 16;
@@ -15,11 +16,6 @@ const OVERHEAD = TAG_LENGTH + NONCE_LENGTH + TAG_LENGTH;
  * log line that reports the failure.
  */
 const QUOTED_CHARS = 64;
-
-function quote(text: string): string {
-  if (text.length <= QUOTED_CHARS) return JSON.stringify(text);
-  return `${JSON.stringify(text.slice(0, QUOTED_CHARS))}… (${text.length} characters)`;
-}
 
 /** With the `u` flag a surrogate class matches only a surrogate that is not half of a pair. */
 const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
@@ -85,7 +81,7 @@ export class KeyObfuscator {
     try {
       bytes = base64nopad.decode(obfuscated);
     } catch (cause) {
-      throw new InvalidObfuscatedKeyError('base64', `obfuscated key is not unpadded standard base64: ${quote(obfuscated)}`, { cause });
+      throw new InvalidObfuscatedKeyError('base64', `obfuscated key is not unpadded standard base64: ${quotedPrefix(obfuscated, QUOTED_CHARS)}`, { cause });
     }
     if (bytes.length < OVERHEAD) {
       throw new InvalidObfuscatedKeyError('length', `obfuscated key decodes to ${bytes.length} bytes, at least ${OVERHEAD} expected`);

@@ -11,10 +11,12 @@
  */
 import { parseArgs } from 'node:util';
 import { VssClient, VssClientError, VssError, vssClientFromConfig, NoSuchKeyError, type VssAuthConfig } from '../client/index.js';
+import { urlForMessages } from '../client/http.js';
 import { decryptStorable, deriveVssKeys, KeyObfuscator } from '../crypto/index.js';
 import { int64ToBigInt } from '../protocol/index.js';
 import { StoreLayout, VSS_SCHEMA_VERSION_KEY, decodeSchemaVersion, type SchemaVersion } from '../store/index.js';
-import type { StoreKey } from '../store/index.js';
+import type { StoreKey, VssStoreKeys } from '../store/index.js';
+import { resolveKeys } from '../store/vss-store.js';
 import {
   ARCHIVED_CHANNEL_MONITOR_NAMESPACE,
   CHANNEL_MANAGER_NAMESPACE,
@@ -26,7 +28,7 @@ import {
 } from './layout.js';
 import { escapeControl, formatBytes, table } from './report-format.js';
 
-export type InspectKeys = { seed: Uint8Array } | { dataEncryptionKey: Uint8Array; obfuscationMasterKey: Uint8Array };
+export type InspectKeys = VssStoreKeys;
 
 export interface InspectOptions {
   serverUrl: string;
@@ -84,14 +86,6 @@ const REMOVED_WHILE_LISTING = 'removed while listing';
  */
 function unreadableKeys(inspection: StoreInspection): InspectedKey[] {
   return inspection.keys.filter((k) => !k.address || (k.problem !== undefined && k.problem !== REMOVED_WHILE_LISTING));
-}
-
-function resolveKeys(keys: InspectKeys): { dataEncryptionKey: Uint8Array; obfuscationMasterKey: Uint8Array } {
-  if ('seed' in keys) {
-    const derived = deriveVssKeys(keys.seed);
-    return { dataEncryptionKey: derived.dataEncryptionKey, obfuscationMasterKey: derived.obfuscationMasterKey };
-  }
-  return keys;
 }
 
 /** What an LDK (or LDK Node) key is. */
@@ -461,16 +455,6 @@ export async function runInspect(args: readonly string[], io: InspectIo): Promis
   }
 }
 
-/** The base URL as shown in messages: no credentials (user:password@, a query string). */
-function shownUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    return `${parsed.protocol}//${parsed.host}${parsed.pathname}${parsed.search ? '?…' : ''}`;
-  } catch {
-    return JSON.stringify(url);
-  }
-}
-
 /** The innermost reason of a transport failure (undici nests `connect ECONNREFUSED …` under "fetch failed"). */
 function rootCause(err: Error): string {
   let reason: unknown = err;
@@ -485,7 +469,7 @@ function rootCause(err: Error): string {
  */
 function describeFailure(err: unknown, serverUrl: string): string {
   if (!(err instanceof Error)) return String(err);
-  const url = shownUrl(serverUrl);
+  const url = urlForMessages(serverUrl);
   if (err instanceof VssClientError && err.reason === 'network') return `the VSS server could not be reached at ${url} (${rootCause(err)})`;
   if (err instanceof VssClientError && err.reason === 'timeout') return `the VSS server at ${url} did not answer in time (${err.message.replace(/^InternalError: /, '')})`;
   const noApi = err instanceof VssError && ((err.status === 404 && !(err instanceof NoSuchKeyError)) || (err.status === 400 && /Invalid request path/.test(err.message)));
@@ -498,7 +482,7 @@ function describeFailure(err: unknown, serverUrl: string): string {
     }
     const hint = /\/vss\/?$/.test(path)
       ? 'check the base URL (the path the VSS server is mounted at)'
-      : `a VSS base URL usually ends in /vss: try --server-url ${shownUrl(serverUrl.replace(/\/?$/, '/vss'))}`;
+      : `a VSS base URL usually ends in /vss: try --server-url ${urlForMessages(serverUrl.replace(/\/?$/, '/vss'))}`;
     return `no VSS API at ${url}: the server answered HTTP ${err.status} for its operation paths (${err.message.replace(/^InternalError: /, '')}); ${hint}`;
   }
   return `${err.name === 'Error' ? '' : `${err.name}: `}${err.message}`;

@@ -312,32 +312,32 @@ export class StoreEngine {
 
   *list(primaryNamespace: string, secondaryNamespace: string): Operation<string[]> {
     const layout = this.#layout();
-    const marker = layout.schemaMarker().storeKey;
-    const startedAt = this.#sequence;
-    const keys: string[] = [];
-    const listed: Array<[string, bigint]> = [];
-    yield* this.#paginate(layout.listPrefix(primaryNamespace, secondaryNamespace), (kv) => {
-      const storeKey = kv.key ?? '';
-      if (storeKey === marker) return;
-      const key = layout.keyInNamespace(storeKey, primaryNamespace, secondaryNamespace);
-      if (key === undefined) return;
-      keys.push(key);
-      listed.push([storeKey, int64ToBigInt(kv.version)]);
-    });
-    this.#checkListed(listed, startedAt);
-    return keys;
+    return yield* this.#listKeys(layout, layout.listPrefix(primaryNamespace, secondaryNamespace), (storeKey) =>
+      layout.keyInNamespace(storeKey, primaryNamespace, secondaryNamespace),
+    );
   }
 
   *listAll(): Operation<StoreKey[]> {
     const layout = this.#layout();
+    return yield* this.#listKeys(layout, undefined, (storeKey) => layout.parse(storeKey));
+  }
+
+  /**
+   * The keys listed under `keyPrefix` (all keys when undefined), each as `keyOf` reads its store
+   * key; a store key `keyOf` maps to undefined is left out, and so is the schema marker. The
+   * versions of the keys kept are checked against what this store learned before the listing.
+   */
+  *#listKeys<K>(layout: StoreLayout, keyPrefix: string | undefined, keyOf: (storeKey: string) => K | undefined): Operation<K[]> {
     const marker = layout.schemaMarker().storeKey;
     const startedAt = this.#sequence;
-    const keys: StoreKey[] = [];
+    const keys: K[] = [];
     const listed: Array<[string, bigint]> = [];
-    yield* this.#paginate(undefined, (kv) => {
+    yield* this.#paginate(keyPrefix, (kv) => {
       const storeKey = kv.key ?? '';
       if (storeKey === marker) return;
-      keys.push(layout.parse(storeKey));
+      const key = keyOf(storeKey);
+      if (key === undefined) return;
+      keys.push(key);
       listed.push([storeKey, int64ToBigInt(kv.version)]);
     });
     this.#checkListed(listed, startedAt);

@@ -7,6 +7,7 @@
  *   namespaces; empty AAD.
  */
 import { InvalidObfuscatedKeyError, type KeyObfuscator } from '../crypto/index.js';
+import { quotedPrefix } from '../crypto/text.js';
 import { DataIntegrityError } from './errors.js';
 import type { StoreKey } from './types.js';
 
@@ -78,12 +79,6 @@ const NAMESPACE_CACHE_LIMIT = 4096;
 /** Characters of a server-listed store key quoted in an error (a hostile server may list megabytes). */
 const QUOTED_KEY_CHARS = 120;
 
-/** A store key as error messages quote it: whole when short, else its start and its length. */
-function quotedStoreKey(storeKey: string): string {
-  if (storeKey.length <= QUOTED_KEY_CHARS) return JSON.stringify(storeKey);
-  return `${JSON.stringify(storeKey.slice(0, QUOTED_KEY_CHARS))}… (${storeKey.length} characters)`;
-}
-
 export class StoreLayout {
   readonly #namespaces = new Map<string, string>();
   readonly #parsedNamespaces = new Map<string, [string, string]>();
@@ -143,13 +138,13 @@ export class StoreLayout {
   parse(storeKey: string): StoreKey {
     if (this.schema === 1) {
       const hash = storeKey.indexOf('#');
-      if (hash < 0) throw new DataIntegrityError(`store key ${quotedStoreKey(storeKey)} is not in the V1 layout`);
+      if (hash < 0) throw new DataIntegrityError(`store key ${quotedPrefix(storeKey, QUOTED_KEY_CHARS)} is not in the V1 layout`);
       const [primaryNamespace, secondaryNamespace] = this.#namespaceOf(storeKey.slice(0, hash), storeKey);
       return { primaryNamespace, secondaryNamespace, key: this.#deobfuscate(storeKey.slice(hash + 1), storeKey) };
     }
     const parts = storeKey.split('#');
     if (parts.length === 1) return { primaryNamespace: '', secondaryNamespace: '', key: this.#deobfuscate(storeKey, storeKey) };
-    if (parts.length !== 3) throw new DataIntegrityError(`store key ${quotedStoreKey(storeKey)} is not in the V0 layout`);
+    if (parts.length !== 3) throw new DataIntegrityError(`store key ${quotedPrefix(storeKey, QUOTED_KEY_CHARS)} is not in the V0 layout`);
     return { primaryNamespace: parts[0], secondaryNamespace: parts[1], key: this.#deobfuscate(parts[2], storeKey) };
   }
 
@@ -169,7 +164,7 @@ export class StoreLayout {
     if (!pair) {
       const plain = this.#deobfuscate(obfuscated, storeKey);
       const hash = plain.indexOf('#');
-      if (hash < 0) throw new DataIntegrityError(`namespace of store key ${quotedStoreKey(storeKey)} has no '#'`);
+      if (hash < 0) throw new DataIntegrityError(`namespace of store key ${quotedPrefix(storeKey, QUOTED_KEY_CHARS)} has no '#'`);
       pair = [plain.slice(0, hash), plain.slice(hash + 1)];
       if (this.#parsedNamespaces.size >= NAMESPACE_CACHE_LIMIT) this.#parsedNamespaces.clear();
       this.#parsedNamespaces.set(obfuscated, pair);
@@ -182,7 +177,7 @@ export class StoreLayout {
       return this.obfuscator.deobfuscate(obfuscated);
     } catch (cause) {
       if (cause instanceof InvalidObfuscatedKeyError) {
-        throw new DataIntegrityError(`store key ${quotedStoreKey(storeKey)} does not deobfuscate with this key (${cause.reason})`, { cause });
+        throw new DataIntegrityError(`store key ${quotedPrefix(storeKey, QUOTED_KEY_CHARS)} does not deobfuscate with this key (${cause.reason})`, { cause });
       }
       throw cause;
     }

@@ -76,7 +76,8 @@ function checkStoreId(storeId: string): void {
   }
 }
 
-function resolveKeys(keys: VssStoreKeys): { dataEncryptionKey: Uint8Array; obfuscationMasterKey: Uint8Array } {
+/** The data and obfuscation keys `keys` names: given as such, or derived from the seed. */
+export function resolveKeys(keys: VssStoreKeys): { dataEncryptionKey: Uint8Array; obfuscationMasterKey: Uint8Array } {
   if ('seed' in keys) {
     const derived = deriveVssKeys(keys.seed);
     return { dataEncryptionKey: derived.dataEncryptionKey, obfuscationMasterKey: derived.obfuscationMasterKey };
