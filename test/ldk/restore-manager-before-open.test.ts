@@ -14,6 +14,7 @@ import type { AsyncKVStore } from '../../src/store/types.js';
 import type { SyntheticChain } from '../../harness/chain.js';
 import { channelIdOf, forceCloseChannel } from '../../harness/wallet-ops.js';
 import { useVssBackend } from './helpers/fixture.js';
+import { newDevice } from './helpers/new-device.js';
 import { openPair, vssNode, type Pair } from './helpers/nodes.js';
 
 let pair: Pair | undefined;
@@ -34,42 +35,28 @@ function restoreOnNewDevice(
   broadcasts: Uint8Array[],
   options: { opaqueLogger?: boolean; forceCloseStaleChannels?: boolean | readonly string[]; refuse?: boolean; log?: PersistenceLogger } = {},
 ): Promise<RestoredNode> {
-  const keys = ldk.KeysManager.constructor_new(seed, BigInt(Math.floor(Date.now() / 1000)), 13);
-  const loggerImpl: ldk.LoggerInterface = { log: () => {} };
-  const logger = ldk.Logger.new_impl(loggerImpl);
-  const graph = ldk.NetworkGraph.constructor_new(ldk.Network.LDKNetwork_Regtest, logger);
-  const scorer = ldk.ProbabilisticScorer.constructor_new(ldk.ProbabilisticScoringDecayParameters.constructor_default(), graph, logger);
-  const score = ldk.MultiThreadedLockableScore.constructor_new(scorer.as_Score()).as_LockableScore();
+  const device = newDevice(seed, { broadcasts });
   const completed = ldk.ChannelMonitorUpdateStatus.LDKChannelMonitorUpdateStatus_Completed;
-  const config = ldk.UserConfig.constructor_default();
-  config.set_manually_accept_inbound_channels(true);
-  const feeEstimator = ldk.FeeEstimator.new_impl({ get_est_sat_per_1000_weight: () => 253 });
-  const broadcaster = ldk.BroadcasterInterface.new_impl({ broadcast_transactions: (txs) => void broadcasts.push(...txs) });
   const replay = (best: ldk.BestBlock, connect: (header: Uint8Array, txdata: ldk.TwoTuple_usizeTransactionZ[], height: number) => void): void => {
     for (const block of chain.blocksAfter(best.get_height())) {
       connect(block.header, block.transactions.map((tx, i) => ldk.TwoTuple_usizeTransactionZ.constructor_new(i + 1, tx)), block.height);
     }
   };
-  return restoreNode({
-    store,
-    entropySource: keys.as_EntropySource(),
-    nodeSigner: keys.as_NodeSigner(),
-    signerProvider: keys.as_SignerProvider(),
-    feeEstimator,
-    broadcaster,
-    logger: options.opaqueLogger ? logger : loggerImpl,
-    router: ldk.DefaultRouter.constructor_new(graph, logger, keys.as_EntropySource(), score, ldk.ProbabilisticScoringFeeParameters.constructor_default()).as_Router(),
-    messageRouter: ldk.DefaultMessageRouter.constructor_new(graph, keys.as_EntropySource()).as_MessageRouter(),
-    config,
-    persister: ldk.Persist.new_impl({ persist_new_channel: () => completed, update_persisted_channel: () => completed, archive_persisted_channel: () => {} }),
-    log: options.log ?? silentLogger,
-    forceCloseStaleChannels: options.forceCloseStaleChannels,
-    refuseChannelsUnknownToManager: options.refuse,
-    beforeWatch: ({ channelManager, monitors }) => {
-      replay(channelManager.current_best_block(), (header, txdata, height) => channelManager.as_Listen().filtered_block_connected(header, txdata, height));
-      for (const m of monitors) replay(m.monitor.current_best_block(), (header, txdata, height) => m.monitor.block_connected(header, txdata, height, broadcaster, feeEstimator, logger));
-    },
-  });
+  const persister = ldk.Persist.new_impl({ persist_new_channel: () => completed, update_persisted_channel: () => completed, archive_persisted_channel: () => {} });
+  return restoreNode(
+    device.restoreOptions(store, persister, {
+      ...(options.opaqueLogger ? { logger: device.logger } : {}),
+      ...(options.log ? { log: options.log } : {}),
+      forceCloseStaleChannels: options.forceCloseStaleChannels,
+      refuseChannelsUnknownToManager: options.refuse,
+      beforeWatch: ({ channelManager, monitors }) => {
+        replay(channelManager.current_best_block(), (header, txdata, height) => channelManager.as_Listen().filtered_block_connected(header, txdata, height));
+        for (const m of monitors) {
+          replay(m.monitor.current_best_block(), (header, txdata, height) => m.monitor.block_connected(header, txdata, height, device.broadcaster, device.feeEstimator, device.logger));
+        }
+      },
+    }),
+  );
 }
 
 /** Lets the restored node run LDK's queued work (as its event loop would), so a queued force-close broadcasts. */

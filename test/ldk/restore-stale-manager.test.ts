@@ -5,9 +5,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import * as ldk from 'lightningdevkit';
-import { restoreNode, silentLogger, StaleChannelManagerError, type RestoredNode } from '../../src/ldk/index.js';
+import { restoreNode, StaleChannelManagerError, type RestoredNode } from '../../src/ldk/index.js';
 import type { AsyncKVStore } from '../../src/store/types.js';
 import { useVssBackend } from './helpers/fixture.js';
+import { newDevice } from './helpers/new-device.js';
 import { openPair, vssNode, type Pair } from './helpers/nodes.js';
 
 let pair: Pair | undefined;
@@ -20,30 +21,15 @@ const fx = useVssBackend('restore-stale-manager', () => pair, () => {
  * rebuilt ChainMonitor completing at once), with LDK's logger as a JavaScript object or opaque.
  */
 function restoreOnNewDevice(store: AsyncKVStore, seed: Uint8Array, broadcasts: Uint8Array[], options: { opaqueLogger: boolean; forceCloseStaleChannels?: boolean }): Promise<RestoredNode> {
-  const keys = ldk.KeysManager.constructor_new(seed, BigInt(Math.floor(Date.now() / 1000)), 11);
-  const loggerImpl: ldk.LoggerInterface = { log: () => {} };
-  const logger = ldk.Logger.new_impl(loggerImpl);
-  const graph = ldk.NetworkGraph.constructor_new(ldk.Network.LDKNetwork_Regtest, logger);
-  const scorer = ldk.ProbabilisticScorer.constructor_new(ldk.ProbabilisticScoringDecayParameters.constructor_default(), graph, logger);
-  const score = ldk.MultiThreadedLockableScore.constructor_new(scorer.as_Score()).as_LockableScore();
+  const device = newDevice(seed, { broadcasts });
   const completed = ldk.ChannelMonitorUpdateStatus.LDKChannelMonitorUpdateStatus_Completed;
-  const config = ldk.UserConfig.constructor_default();
-  config.set_manually_accept_inbound_channels(true);
-  return restoreNode({
-    store,
-    entropySource: keys.as_EntropySource(),
-    nodeSigner: keys.as_NodeSigner(),
-    signerProvider: keys.as_SignerProvider(),
-    feeEstimator: ldk.FeeEstimator.new_impl({ get_est_sat_per_1000_weight: () => 253 }),
-    broadcaster: ldk.BroadcasterInterface.new_impl({ broadcast_transactions: (txs) => void broadcasts.push(...txs) }),
-    logger: options.opaqueLogger ? logger : loggerImpl,
-    router: ldk.DefaultRouter.constructor_new(graph, logger, keys.as_EntropySource(), score, ldk.ProbabilisticScoringFeeParameters.constructor_default()).as_Router(),
-    messageRouter: ldk.DefaultMessageRouter.constructor_new(graph, keys.as_EntropySource()).as_MessageRouter(),
-    config,
-    persister: ldk.Persist.new_impl({ persist_new_channel: () => completed, update_persisted_channel: () => completed, archive_persisted_channel: () => {} }),
-    log: silentLogger,
-    forceCloseStaleChannels: options.forceCloseStaleChannels,
-  });
+  const persister = ldk.Persist.new_impl({ persist_new_channel: () => completed, update_persisted_channel: () => completed, archive_persisted_channel: () => {} });
+  return restoreNode(
+    device.restoreOptions(store, persister, {
+      ...(options.opaqueLogger ? { logger: device.logger } : {}),
+      forceCloseStaleChannels: options.forceCloseStaleChannels,
+    }),
+  );
 }
 
 describe('restoreNode and a ChannelManager older than a monitor', () => {

@@ -19,7 +19,8 @@ export interface NewDevice {
   restoreOptions(store: AsyncKVStore, persister: RestoreNodeOptions['persister'], extra?: Partial<RestoreNodeOptions>): RestoreNodeOptions;
 }
 
-export function newDevice(seed: Uint8Array): NewDevice {
+/** `broadcasts`: the array every broadcast transaction is pushed to (a new one by default). */
+export function newDevice(seed: Uint8Array, options: { broadcasts?: Uint8Array[] } = {}): NewDevice {
   const keys = ldk.KeysManager.constructor_new(seed, BigInt(Math.floor(Date.now() / 1000)), 17);
   const loggerImpl: ldk.LoggerInterface = { log: () => {} };
   const logger = ldk.Logger.new_impl(loggerImpl);
@@ -27,7 +28,7 @@ export function newDevice(seed: Uint8Array): NewDevice {
   const scorer = ldk.ProbabilisticScorer.constructor_new(ldk.ProbabilisticScoringDecayParameters.constructor_default(), graph, logger);
   const score = ldk.MultiThreadedLockableScore.constructor_new(scorer.as_Score()).as_LockableScore();
   const feeEstimator = ldk.FeeEstimator.new_impl({ get_est_sat_per_1000_weight: () => 253 });
-  const broadcasts: Uint8Array[] = [];
+  const broadcasts = options.broadcasts ?? [];
   const broadcaster = ldk.BroadcasterInterface.new_impl({ broadcast_transactions: (txs) => void broadcasts.push(...txs) });
   const config = ldk.UserConfig.constructor_default();
   config.set_manually_accept_inbound_channels(true);
