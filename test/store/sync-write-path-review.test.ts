@@ -15,11 +15,10 @@ import {
   StoreTimeoutError,
   VersionLedgerError,
   VssStore,
-  type VersionChange,
   type VssStoreOptions,
 } from '../../src/store/index.js';
 import { SyncBridge } from '../../src/store/sync-bridge.js';
-import { MemoryLedger } from './helpers/memory-ledger.js';
+import { SlowFirstLedger, SyncMemoryLedger } from './helpers/memory-ledger.js';
 import { startServerThread, type ServerThread } from './helpers/server-thread.js';
 
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -73,17 +72,6 @@ function loseNextPutAnswer(failure: () => Error): void {
     }
     return answer;
   });
-}
-
-/** MemoryLedger with the blocking record the sync API needs. */
-class SyncMemoryLedger extends MemoryLedger {
-  recordSync(changes: readonly VersionChange[]): void {
-    this.records += 1;
-    for (const { id, version } of changes) {
-      if (version === null) this.versions.delete(id);
-      else this.versions.set(id, version);
-    }
-  }
 }
 
 const workerDied = () => new StoreIOError('putObjects: the sync bridge worker exited (code 1); this blocking store can no longer reach the server');
@@ -234,20 +222,9 @@ describe('values at the server\'s request body limit, blocking', () => {
 });
 
 describe('a slow version ledger and the blocking API', () => {
-  class SlowFirstSyncLedger extends SyncMemoryLedger {
-    slow = 0;
-    override async record(changes: readonly VersionChange[]): Promise<void> {
-      if (this.slow > 0) {
-        this.slow -= 1;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      return super.record(changes);
-    }
-  }
-
   it('a blocking remove while a version a read learned is still being recorded fails before it is sent (VersionLedgerError); once recorded, it succeeds and the next open sees no false rollback', async () => {
     const storeId = `swp-${randomUUID().slice(0, 20)}`;
-    const ledger = new SlowFirstSyncLedger();
+    const ledger = new SlowFirstLedger();
     const a = await open(storeId, { versionLedger: ledger });
     const sync = a.toSyncStore();
     await a.write('ns', '', 'k', bytes('v1'));

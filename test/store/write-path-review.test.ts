@@ -19,7 +19,7 @@ import {
   type VersionChange,
   type VssStoreOptions,
 } from '../../src/store/index.js';
-import { MemoryLedger } from './helpers/memory-ledger.js';
+import { MemoryLedger, SlowFirstLedger } from './helpers/memory-ledger.js';
 
 const bytes = (s: string) => new TextEncoder().encode(s);
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -412,17 +412,6 @@ describe('concurrent reads racing another writer', () => {
 });
 
 describe('a slow version ledger', () => {
-  /** A ledger (say, over an app's database) whose first `slow` records take a while; calls may overlap. */
-  class SlowFirstLedger extends MemoryLedger {
-    slow = 0;
-    override async record(changes: readonly VersionChange[]): Promise<void> {
-      if (this.slow > 0) {
-        this.slow -= 1;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      return super.record(changes);
-    }
-  }
 
   it('a version a read learned, recorded slowly, never lands after a later remove of the key (no false rollback at the next open)', async () => {
     const storeId = `wp-${randomUUID()}`;

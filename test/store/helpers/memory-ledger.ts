@@ -13,10 +13,37 @@ export class MemoryLedger implements VersionLedger {
   }
 
   async record(changes: readonly VersionChange[]): Promise<void> {
+    this.apply(changes);
+  }
+
+  protected apply(changes: readonly VersionChange[]): void {
     this.records += 1;
     for (const { id, version } of changes) {
       if (version === null) this.versions.delete(id);
       else this.versions.set(id, version);
     }
+  }
+}
+
+/** MemoryLedger with the blocking record the sync API needs. */
+export class SyncMemoryLedger extends MemoryLedger {
+  recordSync(changes: readonly VersionChange[]): void {
+    this.apply(changes);
+  }
+}
+
+/**
+ * A ledger (say, over an app's database) whose first `slow` records take 50 ms each; calls may
+ * overlap and finish out of order.
+ */
+export class SlowFirstLedger extends SyncMemoryLedger {
+  slow = 0;
+
+  override async record(changes: readonly VersionChange[]): Promise<void> {
+    if (this.slow > 0) {
+      this.slow -= 1;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return super.record(changes);
   }
 }
