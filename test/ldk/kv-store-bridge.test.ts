@@ -13,42 +13,17 @@ import {
   readChannelMonitorsWithLdk,
   silentLogger,
   toLdkKVStore,
-  toLdkMigratableKVStore,
-  type PersistenceLogger,
 } from '../../src/ldk/index.js';
 import { KeyBusyError, KeyNotFoundError, StoreIOError, StoreTimeoutError, VersionLedgerError } from '../../src/store/errors.js';
 import { AuthError, InternalServerError, VersionMismatchError, VssClientError } from '../../src/client/errors.js';
-import type { SyncKVStore } from '../../src/store/types.js';
 import { MemoryKVStore } from './helpers/memory-store.js';
 import { capturingLogger, throwingLogger } from './helpers/capturing-logger.js';
 import { monitorReaderOver, readFailure } from './helpers/monitor-reader.js';
+import { allOperations, throwingStore } from './helpers/kv-bridge.js';
 
 beforeAll(async () => {
   await initLdk();
 });
-
-/** A SyncKVStore whose every operation throws `thrown()`. */
-function throwingStore(thrown: () => unknown): SyncKVStore {
-  const fail = (): never => {
-    throw thrown();
-  };
-  return { read: fail, write: fail, remove: fail, list: fail, listAll: fail };
-}
-
-
-/** Every KVStore and MigratableKVStore operation through the bridge, with its IOError (or 'ok'). */
-function allOperations(store: SyncKVStore, log: PersistenceLogger): string[] {
-  const kv = toLdkKVStore(store, { log });
-  const migratable = toLdkMigratableKVStore(store, { log });
-  const kind = (r: { is_ok(): boolean }): string => (r.is_ok() ? 'ok' : ldk.IOError[(r as unknown as { err: ldk.IOError }).err]);
-  return [
-    kind(kv.read('monitors', '', 'k')),
-    kind(kv.write('monitors', '', 'k', Uint8Array.of(1))),
-    kind(kv.remove('monitors', '', 'k', false)),
-    kind(kv.list('monitors', '')),
-    kind(migratable.list_all_keys()),
-  ];
-}
 
 describe('KVStore bridge: nothing thrown into WASM', () => {
   it('a non-Error thrown by the store (even one that cannot be turned into a string) is an Other result, logged', () => {

@@ -5,23 +5,14 @@
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as ldk from 'lightningdevkit';
-import { initLdk, ioErrorFor, toLdkKVStore, toLdkMigratableKVStore } from '../../src/ldk/index.js';
+import { initLdk, ioErrorFor, toLdkKVStore } from '../../src/ldk/index.js';
 import { KeyNotFoundError, StoreIOError } from '../../src/store/errors.js';
-import type { SyncKVStore } from '../../src/store/types.js';
 import { capturingLogger } from './helpers/capturing-logger.js';
+import { allOperations, ioKindOf, throwingStore } from './helpers/kv-bridge.js';
 
 beforeAll(async () => {
   await initLdk();
 });
-
-function throwingStore(thrown: () => unknown): SyncKVStore {
-  const fail = (): never => {
-    throw thrown();
-  };
-  return { read: fail, write: fail, remove: fail, list: fail, listAll: fail };
-}
-
-const kindOf = (r: { is_ok(): boolean }): string => (r.is_ok() ? 'ok' : ldk.IOError[(r as unknown as { err: ldk.IOError }).err]);
 
 describe('KVStore bridge review', () => {
   it('a thrown value on which instanceof throws (a revoked Proxy) is an Other result on every operation, not an exception inside LDK', () => {
@@ -31,23 +22,7 @@ describe('KVStore bridge review', () => {
       return proxy;
     };
     const log = capturingLogger();
-    const store = throwingStore(revoked);
-    const kv = toLdkKVStore(store, { log });
-    const migratable = toLdkMigratableKVStore(store, { log });
-    const outcome = (f: () => { is_ok(): boolean }): string => {
-      try {
-        return kindOf(f());
-      } catch (err) {
-        return `threw ${(err as Error).name}`;
-      }
-    };
-    expect([
-      outcome(() => kv.read('monitors', '', 'k')),
-      outcome(() => kv.write('monitors', '', 'k', Uint8Array.of(1))),
-      outcome(() => kv.remove('monitors', '', 'k', false)),
-      outcome(() => kv.list('monitors', '')),
-      outcome(() => migratable.list_all_keys()),
-    ]).toEqual(Array(5).fill('LDKIOError_Other'));
+    expect(allOperations(throwingStore(revoked), log)).toEqual(Array(5).fill('LDKIOError_Other'));
     expect(log.lines.map((l) => l.fields.op)).toEqual(['read', 'write', 'remove', 'list', 'list_all_keys']);
   });
 
@@ -56,7 +31,7 @@ describe('KVStore bridge review', () => {
     // A failed request whose cause chain mentions a missing key elsewhere is still a failure.
     expect(ioErrorFor(new StoreIOError('reading monitors//k failed', { cause: new KeyNotFoundError('', '', 'schema') }))).not.toBe(ldk.IOError.LDKIOError_NotFound);
     const kv = toLdkKVStore(throwingStore(() => new KeyNotFoundError('monitor_updates', 'm', '3')), { log: capturingLogger() });
-    expect(kindOf(kv.read('monitor_updates', 'm', '3'))).toBe('LDKIOError_NotFound');
-    expect(kindOf(kv.remove('monitor_updates', 'm', '3', true))).toBe('ok');
+    expect(ioKindOf(kv.read('monitor_updates', 'm', '3'))).toBe('LDKIOError_NotFound');
+    expect(ioKindOf(kv.remove('monitor_updates', 'm', '3', true))).toBe('ok');
   });
 });
