@@ -97,13 +97,66 @@ function checkVarint(reader: protobuf.Reader): void {
 /**
  * protobufjs drops whatever a varint carries beyond 64 bits (a version with junk in its tenth
  * byte reads as -1, an unconditional write) and skips unknown varints of any length, where
- * prost, and so the reference server, refuses the body. Integers and skipped varints are checked
- * first; tags and lengths are already bounded by protobufjs.
+ * prost, and so the reference server, refuses the body. It also refuses tags and lengths of more
+ * than 5 bytes, which prost reads as any other varint: a non-minimal ("padded") encoding such as
+ * 8a 80 80 80 80 00 is the value it spells. So every varint is read here as prost's decode_varint
+ * reads it (up to 10 bytes, the tenth at most 1), and what is done with it is prost's too: a key
+ * above u32::MAX is refused, an int32 or enum keeps the low 32 bits, a length beyond the end is
+ * refused by the caller's bounds check.
  */
 class StrictReader extends protobuf.Reader {
+  /** Bits 32 to 63 of the varint the last `varint()` read. */
+  private high = 0;
+
+  /**
+   * Reads one varint as prost does and returns its low 32 bits (unsigned), leaving bits 32 to 63
+   * in `high`. A varint cut short by the end (of the message being read) is a RangeError, as in
+   * protobufjs; nothing is consumed unless the whole varint is valid.
+   */
+  private varint(): number {
+    const buf = this.buf;
+    const start = this.pos;
+    let low = 0;
+    let high = 0;
+    for (let index = 0; index < MAX_VARINT_BYTES; index++) {
+      const pos = start + index;
+      if (pos >= this.len) throw new RangeError(`index out of range: ${start} + ${index + 1} > ${this.len}`);
+      const byte = buf[pos];
+      const bits = byte & 0x7f;
+      if (index < 4) low |= bits << (7 * index);
+      else if (index === 4) {
+        low |= bits << 28;
+        high = bits >>> 4;
+      } else high |= bits << (7 * index - 32);
+      if (byte < 0x80) {
+        if (index === MAX_VARINT_BYTES - 1 && byte > 1) throw new Error('invalid varint encoding: more than 64 bits');
+        this.pos = pos + 1;
+        this.high = high >>> 0;
+        return low >>> 0;
+      }
+    }
+    throw new Error(`invalid varint encoding: longer than ${MAX_VARINT_BYTES} bytes`);
+  }
+
+  /** Also what int32, sint32 and enums read: the low 32 bits, as prost's `as i32` / `as u32`. */
   override uint32(): number {
-    checkVarint(this);
-    return super.uint32();
+    return this.varint();
+  }
+
+  /** A field key: any varint up to u32::MAX (prost's decode_key), padded or not. */
+  override tag(): number {
+    const low = this.varint();
+    if (this.high !== 0) throw new Error(`invalid key value: ${(BigInt(this.high) << 32n) | BigInt(low)}`);
+    return low;
+  }
+
+  /**
+   * A length prefix, as its full value: one that does not fit what remains (anything from 2^32
+   * up certainly does not) is refused by every caller's bounds check, as prost refuses it.
+   */
+  override size(): number {
+    const low = this.varint();
+    return this.high * 2 ** 32 + low;
   }
 
   override int64(): Long {
@@ -112,7 +165,10 @@ class StrictReader extends protobuf.Reader {
   }
 
   override skip(length?: number): this {
-    if (length === undefined) checkVarint(this);
+    if (length === undefined) {
+      this.varint();
+      return this;
+    }
     super.skip(length);
     return this;
   }
@@ -127,6 +183,19 @@ export function strictReader(body: Uint8Array): protobuf.Reader {
 }
 
 /**
+ * Reads tags and lengths as the strict decode does, padded ones included: bytes the count gave up
+ * on would still be decoded, every item built, uncounted. Varint values are skipped without being
+ * judged, as protobufjs skips them: refusing a malformed one is the decode's job, and the count
+ * only needs to find the items.
+ */
+class FieldCountingReader extends StrictReader {
+  override skip(length?: number): this {
+    protobuf.Reader.prototype.skip.call(this, length);
+    return this;
+  }
+}
+
+/**
  * Counts the top-level occurrences of the given field numbers in an encoded message, stopping
  * as soon as the count exceeds `limit`; undefined if the bytes are not a well-formed message
  * (the full decode then reports it). Decoding first would materialise every item: a body of
@@ -134,11 +203,11 @@ export function strictReader(body: Uint8Array): protobuf.Reader {
  * count could refuse them.
  */
 export function countTopLevelFields(body: Uint8Array, fields: readonly number[], limit: number): number | undefined {
-  const reader = protobuf.Reader.create(body);
+  const reader = new FieldCountingReader(body);
   let count = 0;
   try {
     while (reader.pos < reader.len) {
-      const tag = reader.uint32();
+      const tag = reader.tag();
       if (fields.includes(tag >>> 3) && ++count > limit) return count;
       reader.skipType(tag & 7);
     }
