@@ -88,6 +88,27 @@ export class CorruptStateError extends LdkPersistenceError {
 /** The persister was closed or failed; it accepts no further writes. */
 export class PersisterStoppedError extends LdkPersistenceError {}
 
+/**
+ * `restoreNode` or `LdkEventLoop` was given a `store` other than the one its `VssPersister`
+ * writes to (another store id, server, encryption key, or a stale instance from before a
+ * reconnect): the node's monitor updates would go where the next restore does not read, and
+ * that restore would come back stale. Raised before anything is read or written. Only checked
+ * when both are `VssStore` objects (they must then be the same object): a wrapper, another
+ * AsyncKVStore or an `ldk.Persist` that is not a VssPersister cannot be told apart, and passes.
+ */
+export class StoreMismatchError extends LdkPersistenceError {
+  constructor(
+    message: string,
+    /** Store id of the `store` option (restore reads there; the event loop writes the manager there). */
+    readonly storeId: string,
+    /** Store id of the VssPersister's store (where monitor updates go). */
+    readonly persisterStoreId: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
 /** A copy made by `migrateStore` did not read back identical. */
 export class MigrationVerificationError extends LdkPersistenceError {}
 

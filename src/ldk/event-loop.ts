@@ -16,7 +16,7 @@ import { describeError, stderrLogger, type PersistenceLogger } from './log.js';
 import { StatusEmitter } from './status-emitter.js';
 import { writeManagerBytes } from './manager.js';
 import { MAX_TIMER_MS, backoffDelay, isTransientStoreError, sleep, validateBackoff, type BackoffOptions } from './retry.js';
-import type { ManagerWriteTracker, VssPersister } from './persister.js';
+import { checkPersisterStore, type ManagerWriteTracker, type VssPersister } from './persister.js';
 import type { ManagerDurability, ManagerOrderedBroadcaster } from './broadcaster.js';
 
 /**
@@ -109,7 +109,8 @@ export interface LdkEventLoopOptions {
   /**
    * The node's VssPersister. Linking them orders monitor writes after the manager writes
    * that know about them, so a crash at any point never leaves a stored manager older than
-   * its monitors (which LDK answers with a force-close). Strongly recommended.
+   * its monitors (which LDK answers with a force-close). Strongly recommended. It must write to
+   * `store`: two different `VssStore` objects are refused with `StoreMismatchError`.
    */
   persister?: VssPersister;
   backoff?: BackoffOptions;
@@ -278,6 +279,8 @@ export class LdkEventLoop extends StatusEmitter<LdkEventLoopEvents> implements M
     if (options.persister?.isClosed) {
       throw new PersisterStoppedError('the VssPersister given to LdkEventLoop was closed: the node could never persist a monitor and would hold every channel. Build a new VssPersister (and restore the node)');
     }
+    // Manager and monitors in two different VssStores: no single store holds a node to restore.
+    if (options.persister) checkPersisterStore(options.persister, options.store, 'LdkEventLoop');
     this.tracker = options.persister?.linkManagerWriter(
       {
         requestPersist: () => this.requestManagerWrite(),

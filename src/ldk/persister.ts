@@ -24,7 +24,8 @@
 import * as ldk from 'lightningdevkit';
 import { supportsAtomicBatch, type AsyncKVStore, type AtomicBatchKVStore, type KeyValueWrite } from '../store/types.js';
 import { KeyNotFoundError } from '../store/errors.js';
-import { PersisterStoppedError } from './errors.js';
+import { PersisterStoppedError, StoreMismatchError } from './errors.js';
+import { VssStore } from '../store/vss-store.js';
 import {
   ARCHIVED_CHANNEL_MONITOR_NAMESPACE,
   CHANNEL_MANAGER_NAMESPACE,
@@ -343,6 +344,11 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
     const ch = this.channels.get(name);
     if (ch) for (const id of updateIds) ch.storedUpdateIds.add(id);
     else this.preStored.set(name, new Set(updateIds));
+  }
+
+  /** The store every monitor write goes to (the `store` option). */
+  get monitorStore(): AsyncKVStore {
+    return this.store;
   }
 
   /** The error that stopped the persister, if any (ConcurrentWriterError, RollbackDetectedError, ...). */
@@ -1056,6 +1062,33 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
     this.log.info({ monitor: ch.name, stalledMs }, 'monitor writes durable again');
     this.notify('recovered', { monitorName: ch.name, pendingMs: stalledMs });
   }
+}
+
+/**
+ * Refuses a `store` that is certainly not the one `persister` writes to, so a node's monitor
+ * updates never go where its restore did not read (or where its manager is not written).
+ * Certain only when both are `VssStore` objects: each one is a connection with its own store
+ * id, server, keys and version tracking, so two different objects are never the one store a
+ * node must use, even for the same store id (a stale instance from before a reconnect, a second
+ * open). A wrapper around a VssStore, another AsyncKVStore, or stores of two different kinds
+ * cannot be told apart from the same store, so they pass unchecked.
+ */
+export function checkPersisterStore(persister: VssPersister, store: AsyncKVStore, entryPoint: 'restoreNode' | 'LdkEventLoop'): void {
+  const own = persister.monitorStore;
+  if (own === store || !(own instanceof VssStore) || !(store instanceof VssStore)) return;
+  const which =
+    own.storeId === store.storeId
+      ? `another VssStore object of the same store id "${store.storeId}" (a second or stale instance, e.g. one opened before a reconnect; it may even point at another server or use other keys)`
+      : `VssStore "${own.storeId}"`;
+  const consequence =
+    entryPoint === 'restoreNode'
+      ? `the restored node's monitor updates would go there, not to "${store.storeId}" where this restore reads, and the next restore from "${store.storeId}" would come back stale (LDK then force-closes channels or loses funds). Nothing was read or written`
+      : `the ChannelManager would be written to "${store.storeId}" and the monitors elsewhere, so no single store would hold a consistent node to restore. Nothing was linked or written`;
+  throw new StoreMismatchError(
+    `${entryPoint} was given VssStore "${store.storeId}" as store, but its VssPersister writes to ${which}: ${consequence}. Build the VssPersister over the very VssStore object given as store`,
+    store.storeId,
+    own.storeId,
+  );
 }
 
 /** Whether a missing key is the channel's live monitor (not one of its deltas vanishing mid-read). */

@@ -11,7 +11,7 @@ import type { Limiter } from './concurrency.js';
 import { silentLogger, stderrLogger, type PersistenceLogger } from './log.js';
 import { readManagerBytes } from './manager.js';
 import { readChannelMonitors, type RestoredMonitor } from './monitors.js';
-import { VssPersister } from './persister.js';
+import { checkPersisterStore, VssPersister } from './persister.js';
 import { createLimiter } from './concurrency.js';
 
 export interface RestoreNodeOptions {
@@ -33,7 +33,10 @@ export interface RestoreNodeOptions {
   config: ldk.UserConfig;
   /**
    * Persistence of the rebuilt ChainMonitor: a VssPersister (attached automatically, and told
-   * which stored deltas exist so it can clean them up) or any LDK Persist.
+   * which stored deltas exist so it can clean them up) or any LDK Persist. A VssPersister must
+   * write to `store` itself: when both are `VssStore` objects and not the same one, restore
+   * refuses with `StoreMismatchError` before reading anything. Wrappers, other stores and a
+   * plain LDK Persist cannot be checked; they must write where `store` reads.
    */
   persister: VssPersister | ldk.Persist;
   filter?: ldk.Filter;
@@ -389,6 +392,9 @@ function checkPersisterRunning(persister: RestoreNodeOptions['persister'], when:
  * ChannelManager over them, then each monitor re-registered with `watch_channel`.
  */
 export async function restoreNode(options: RestoreNodeOptions): Promise<RestoredNode> {
+  // Before anything is read: a persister over another store would send every later monitor
+  // update where this restore does not read (and watch_channel re-persists each monitor there).
+  if (options.persister instanceof VssPersister) checkPersisterStore(options.persister, options.store, 'restoreNode');
   checkPersisterRunning(options.persister, 'before the restore');
   const started = performance.now();
   const log = options.log ?? stderrLogger;
@@ -429,7 +435,10 @@ export async function restoreNode(options: RestoreNodeOptions): Promise<Restored
   const chainMonitor = ldk.ChainMonitor.constructor_new(filter, options.broadcaster, ldkLogger, options.feeEstimator, persist);
   if (options.persister instanceof VssPersister) {
     options.persister.attach(chainMonitor);
-    for (const m of monitors) options.persister.noteStoredUpdates(m.name, [...m.appliedUpdateIds, ...m.staleUpdateIds]);
+    // Orphans (after a gap) too: once a full monitor containing their id is durable they are
+    // dead weight like the rest, and LDK may never re-issue them as deltas of their own (e.g.
+    // the id now falls on a full monitor), so nothing else would remove them.
+    for (const m of monitors) options.persister.noteStoredUpdates(m.name, [...m.appliedUpdateIds, ...m.staleUpdateIds, ...m.orphanUpdateIds]);
   }
 
   const { channelManager, blockHash, forceClosesQueued } = decodeManager(managerBytes, monitors, chainMonitor, options);

@@ -19,7 +19,7 @@ import { MemoryKVStore, MemoryServer } from './helpers/memory-store.js';
 import { overridingStore, RecordingStore } from './helpers/recording-store.js';
 import { useVssBackend } from './helpers/fixture.js';
 import { capturingLogger } from './helpers/capturing-logger.js';
-import { fullMonitorUpdateId, openPair, persisterOf, readMonitorsAsNewDevice, vssNode, type Pair } from './helpers/nodes.js';
+import { openPairCrashedWithMonitorUpdateGap, fullMonitorUpdateId, openPair, persisterOf, readMonitorsAsNewDevice, vssNode, type Pair } from './helpers/nodes.js';
 
 let pair: Pair | undefined;
 const fx = useVssBackend('two-node', () => pair, () => {
@@ -576,22 +576,7 @@ describe('ordering of monitor and manager writes', () => {
   it('written separately (a store without atomic batches), a gap in the stored deltas (update 7 lost, 8 stored) restores by LDK re-issuing the missing updates', async () => {
     const storeId = fx.nextStoreId();
     const store = new RecordingStore(await fx.backend.open(storeId), { atomicBatches: false });
-    pair = await openPair({ persistenceA: vssNode(store) });
-    const { net, a, b, channel } = pair;
-    await net.pay(a, b, 10_000n, { settled: true });
-    // Updates 7 and 8 (B's revoke_and_ack and commitment_signed) reach A together.
-    store.failWritesTo = (k) => k.primaryNamespace === 'monitor_updates' && k.key === '7';
-    let crashed: Promise<void> | undefined;
-    store.afterWrite = (w) => {
-      if (w.key.primaryNamespace === 'monitor_updates' && w.key.key === '8' && !crashed) {
-        store.outage = true;
-        crashed = net.crash(a);
-      }
-    };
-    net.sendPayment(a, b, 20_000n);
-    await net.waitFor(() => crashed !== undefined, { what: 'update 8 stored while 7 fails' });
-    await crashed;
-    await settle(store.inner);
+    const { net, a, b, channel } = await openPairCrashedWithMonitorUpdateGap(store, (opened) => (pair = opened));
 
     const view = await fx.backend.open(storeId);
     const stored = await view.list('monitor_updates', channel.monitorName);

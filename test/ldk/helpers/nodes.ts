@@ -8,6 +8,7 @@ import { WalletNetwork, type OpenedChannel, type OpenChannelOptions } from '../.
 import type { WalletNode } from '../../../harness/node.js';
 import { vssPersistence, type PersistenceFactory, type VssPersistenceOptions } from '../../../harness/persistence.js';
 import type { AsyncKVStore } from '../../../src/store/types.js';
+import type { RecordingStore } from './recording-store.js';
 import { LdkEventLoop, readChannelMonitors, silentLogger, type LdkEventLoopOptions, type RestoredMonitor, type VssPersister } from '../../../src/ldk/index.js';
 import { withoutSentinel } from '../../../src/ldk/layout.js';
 
@@ -31,6 +32,34 @@ export async function openPair(options: {
   await net.connect(a, b);
   const channel = await net.openChannel(a, b, options.channel);
   return { net, a, b, channel };
+}
+
+/**
+ * Opens a pair whose node A writes through `store` (written separately: no atomic batches),
+ * pays once, then crashes A in the middle of a second payment so that its monitor update 7 is
+ * lost and 8 is stored: 7 and 8 are B's revoke_and_ack and commitment_signed reaching A
+ * together; `store` refuses 7, and A crashes as soon as 8 is written (the server then goes dark
+ * for A). `opened` gets the pair at once, for the test's teardown. Returns once A's last
+ * requests settled.
+ */
+export async function openPairCrashedWithMonitorUpdateGap(store: RecordingStore, opened: (pair: Pair) => void): Promise<Pair> {
+  const pair = await openPair({ persistenceA: vssNode(store) });
+  opened(pair);
+  const { net, a, b } = pair;
+  await net.pay(a, b, 10_000n, { settled: true });
+  store.failWritesTo = (k) => k.primaryNamespace === 'monitor_updates' && k.key === '7';
+  let crashed: Promise<void> | undefined;
+  store.afterWrite = (w) => {
+    if (w.key.primaryNamespace === 'monitor_updates' && w.key.key === '8' && !crashed) {
+      store.outage = true;
+      crashed = net.crash(a);
+    }
+  };
+  net.sendPayment(a, b, 20_000n);
+  await net.waitFor(() => crashed !== undefined, { what: 'update 8 stored while 7 fails' });
+  await crashed;
+  await (store.inner as { flush?: () => Promise<void> }).flush?.().catch(() => {});
+  return pair;
 }
 
 export function vssNode(store: AsyncKVStore, options: VssPersistenceOptions = {}): PersistenceFactory {
