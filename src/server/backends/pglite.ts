@@ -6,8 +6,9 @@
 import { MemoryFS, messages, PGlite, protocol, types } from '@electric-sql/pglite';
 import { NodeFS } from '@electric-sql/pglite/nodefs';
 import { fsyncSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
-import { lockDataDir, REFRESH_EVERY_MS, STALE_AFTER_MS, type DataDirLock } from './data-dir-lock.js';
+import { lstat, mkdir, rmdir, stat } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { DataDirInUseError, lockDataDir, REFRESH_EVERY_MS, STALE_AFTER_MS, type DataDirLock } from './data-dir-lock.js';
 import { migrate, type MigrationOutcome } from './migrations.js';
 import { checkMaxValueSize, SqlBackend, type SqlBackendOptions } from './sql-backend.js';
 import type { SqlDriver, SqlQuery, SqlResult, SqlSession } from './sql-driver.js';
@@ -516,9 +517,73 @@ const PGLITE_START_PARAMS: string[] = [
   'wal_sync_method=fsync',
 ];
 
-/** PostgreSQL did not start on the data directory; the message carries its own reason. */
+/**
+ * The embedded database did not start: its data directory cannot be created or written, or
+ * PostgreSQL refused it. The message names the directory and carries the reason (the operating
+ * system's or PostgreSQL's); `cause` is the original error.
+ */
 export class PgliteStartError extends Error {
   override readonly name = 'PgliteStartError';
+}
+
+/**
+ * Creates the data directory and its missing parents, like `mkdir -p`; returns the directories it
+ * created, innermost first. Not Node's `mkdir(…, { recursive: true })`: that never settles (one
+ * libuv thread spinning at 100 % CPU, the server hanging on "creating the embedded database")
+ * when a directory's parent exists but refuses it with ENOENT, as every path under /proc does
+ * (`/proc/vssdata`): it steps back to the parent on ENOENT, finds it exists, and tries the child
+ * again, forever (Node 20). Here a level is tried a second time only once, after its parent was
+ * made or found; an ENOENT then is the answer.
+ */
+async function makeDataDirectory(dir: string): Promise<string[]> {
+  const fail = (error: unknown, detail = '') =>
+    new PgliteStartError(`data directory ${dir} cannot be created: ${(error as Error).message}${detail}`, { cause: error });
+  const created: string[] = [];
+  const make = async (path: string, retried: boolean): Promise<void> => {
+    try {
+      await mkdir(path);
+      created.unshift(path);
+      return;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      // Already there (possibly made by another process just now): fine if it is a directory.
+      if (code === 'EEXIST') return checkIsDirectory(path, dir, error);
+      const parent = dirname(path);
+      if (code !== 'ENOENT' || parent === path) throw fail(error);
+      if (retried) throw fail(error, ` (${parent} exists but holds no new directories: a virtual file system such as /proc?)`);
+      await make(parent, false);
+      await make(path, true);
+    }
+  };
+  try {
+    await make(dir, false);
+  } catch (error) {
+    await removeEmptyDirectories(created);
+    throw error instanceof PgliteStartError ? error : fail(error);
+  }
+  return created;
+}
+
+/** `path` (the data directory or one of its parents) exists: refuses it unless it is a directory. */
+async function checkIsDirectory(path: string, dataDir: string, existsError: unknown): Promise<void> {
+  const what = path === dataDir ? `data directory ${dataDir}` : `data directory ${dataDir} cannot be created: ${path}`;
+  const target = await stat(path).catch((error: unknown) => error as NodeJS.ErrnoException);
+  if (!(target instanceof Error)) {
+    // mkdir says "file already exists", which hides that the path is not a directory.
+    if (!target.isDirectory()) throw new PgliteStartError(`${what} exists but is not a directory`, { cause: existsError });
+    return;
+  }
+  const link = await lstat(path).catch(() => undefined);
+  if (link?.isSymbolicLink()) throw new PgliteStartError(`${what} is a symbolic link whose target cannot be reached: ${target.message}`, { cause: target });
+  throw new PgliteStartError(`${what} exists but cannot be examined: ${target.message}`, { cause: target });
+}
+
+/** Removes directories (innermost first) as long as they are empty; a failed start leaves no new empty directories behind. */
+async function removeEmptyDirectories(directories: readonly string[]): Promise<void> {
+  for (const directory of directories) {
+    // Not empty (PostgreSQL wrote files before it failed) or already gone: leave the rest alone.
+    if (!(await rmdir(directory).then(() => true, () => false))) return;
+  }
 }
 
 /**
@@ -621,28 +686,48 @@ export class PgliteBackend extends SqlBackend {
     // Before the database starts: a bad option should not cost a start (or a data-directory lock).
     checkMaxValueSize(options.maxValueSize);
     let lock: DataDirLock | undefined;
+    /** Directories this call created, innermost first: removed again if it fails (when still empty). */
+    let created: string[] = [];
+    // Whatever fails after the directories were made: the lock released, and what this call created removed.
+    const undo = async () => {
+      try {
+        await lock?.release();
+      } finally {
+        await removeEmptyDirectories(created);
+      }
+    };
     if (options.db === undefined && options.dataDir !== undefined) {
-      await mkdir(options.dataDir, { recursive: true }).catch((error: NodeJS.ErrnoException) => {
-        // mkdir says "file already exists", which hides that the path is not a directory.
-        if (error.code === 'EEXIST') throw new PgliteStartError(`data directory ${options.dataDir} exists but is not a directory`, { cause: error });
-        throw error;
-      });
-      lock = await lockDataDir(options.dataDir, {
-        waitMs: options.lockWaitMs ?? STALE_AFTER_MS + 2 * REFRESH_EVERY_MS,
-        onWait: (message) => options.logger?.warn(message),
-      });
+      const dataDir = options.dataDir;
+      // mkdir('') fails with a bare "ENOENT … mkdir ''", and resolving it would mean the working directory.
+      if (dataDir === '') throw new PgliteStartError('data directory is an empty path: give a directory, or no dataDir for an in-memory database');
+      created = await makeDataDirectory(dataDir);
+      try {
+        lock = await lockDataDir(dataDir, {
+          waitMs: options.lockWaitMs ?? STALE_AFTER_MS + 2 * REFRESH_EVERY_MS,
+          onWait: (message) => options.logger?.warn(message),
+        });
+      } catch (error) {
+        await undo();
+        if (error instanceof DataDirInUseError) throw error;
+        // A bare "EACCES: permission denied, open '…/ldk-vss.lock'" does not say that this is the
+        // data directory, in which the server cannot write.
+        throw new PgliteStartError(`data directory ${dataDir} cannot be used: could not take its lock file: ${(error as Error).message}`, { cause: error });
+      }
     }
     const inMemory = options.db === undefined && options.dataDir === undefined;
+    // The directory the lock is in, symbolic links resolved: PGlite fails with a bare ENOENT on a
+    // data directory that is a symbolic link (to a directory on another disk, say).
+    const fileSystemRoot = lock === undefined ? undefined : dirname(lock.path);
     let db: PGlite;
     const log = new StartupLog();
     try {
       db =
         options.db ??
-        (inMemory
+        (fileSystemRoot === undefined
           ? await PGlite.create({ fs: new GrowingMemoryFS(), onStderr: log.onStderr })
-          : await PGlite.create({ fs: new SyncingNodeFS(options.dataDir!), startParams: PGLITE_START_PARAMS, onStderr: log.onStderr }));
+          : await PGlite.create({ fs: new SyncingNodeFS(fileSystemRoot), startParams: PGLITE_START_PARAMS, onStderr: log.onStderr }));
     } catch (error) {
-      await lock?.release();
+      await undo();
       throw log.explain(error, options.dataDir);
     }
     log.started();
@@ -661,7 +746,7 @@ export class PgliteBackend extends SqlBackend {
       try {
         await driver.close();
       } finally {
-        await lock?.release();
+        await undo();
       }
       throw error;
     }
