@@ -35,6 +35,7 @@ import {
   VSS_SERVICE,
 } from '../../harness/compose.js';
 import { DEFAULT_PORT, HEALTH_PATH, loadServeConfig, parseBindAddress, SERVER_ENV_VARS } from '../../src/server/config.js';
+import { productionPackages } from '../helpers/lockfile.js';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const COMPOSE_SCRIPT = join(REPO_ROOT, 'harness/compose.ts');
@@ -709,16 +710,6 @@ function contextCopies(stage: Stage): ContextCopy[] {
 function copyTarget(root: string, workdir: string, dest: string, source: string, manySources: boolean): string {
   const base = dest.startsWith('/') ? join(root, relative(workdir, dest)) : join(root, dest);
   return manySources || dest.endsWith('/') ? join(base, basename(source)) : base;
-}
-
-/** Top-level packages of the production dependency tree, per the lockfile (what `npm ci --omit=dev` installs). */
-function productionPackages(): string[] {
-  const lock = JSON.parse(readFileSync(join(REPO_ROOT, 'package-lock.json'), 'utf8')) as {
-    packages: Record<string, { dev?: boolean; devOptional?: boolean }>;
-  };
-  return Object.entries(lock.packages)
-    .filter(([path, info]) => /^node_modules\/(@[^/]+\/)?[^/]+$/.test(path) && !info.dev && !info.devOptional)
-    .map(([path]) => path.slice('node_modules/'.length));
 }
 
 async function freePort(): Promise<number> {
