@@ -292,6 +292,11 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
   if (!Number.isSafeInteger(maxRequestBodySize) || maxRequestBodySize < 0 || maxRequestBodySize > MAX_REQUEST_BODY_SIZE_LIMIT) {
     throw new ServerConfigError(`maxRequestBodySize must be an integer from 0 to ${MAX_REQUEST_BODY_SIZE_LIMIT}`);
   }
+  // Node would refuse it only at listen, after the storage opened, as a listen failure.
+  const requested = options.port;
+  if (requested !== undefined && !(Number.isSafeInteger(requested) && requested >= 0 && requested <= 65_535)) {
+    throw new ServerConfigError(`port must be an integer from 0 to 65535 (0: any free port), not ${requested}`);
+  }
   const rateLimit = checkedRateLimit(options.rateLimit);
   // A negative or fractional hop count picks no entry of the forwarding chain, and every
   // rate-limited request would fail with a 500 instead of the server refusing to start.

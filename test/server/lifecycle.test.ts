@@ -3,6 +3,10 @@
  * restarting on the same port and data, /health, /metrics, CORS and rate limits.
  */
 import http from 'node:http';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import pino from 'pino';
 import { describe, expect, it, vi } from 'vitest';
 import { keyValue, vss } from '../../src/protocol/index.js';
@@ -170,6 +174,24 @@ describe('operator features', () => {
     // No time at all would answer 503 for a healthy backend.
     await expect(startVssServer({ healthCheckTimeoutMs: 0 })).rejects.toBeInstanceOf(ServerConfigError);
     await expect(startVssServer({ shutdownGraceMs: -1 })).rejects.toThrow('shutdownGraceMs must be an integer from 0 to');
+  });
+
+  it('refuses a port outside 0..65535 with a ServerConfigError before any storage opens', async () => {
+    const dataDir = join(await mkdtemp(join(tmpdir(), 'ldk-vss-port-')), 'data');
+    try {
+      for (const port of [-1, 65_536, 1.5, Number.NaN]) {
+        const failure = await startVssServer({ port, backend: { kind: 'pglite', dataDir }, auth: { kind: 'noop' } }).then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+        expect(failure, `port ${port}`).toBeInstanceOf(ServerConfigError);
+        expect((failure as Error).message).toBe(`port must be an integer from 0 to 65535 (0: any free port), not ${port}`);
+      }
+      // Refused before the embedded database was created (a first start takes seconds).
+      expect(existsSync(dataDir)).toBe(false);
+    } finally {
+      await rm(dirname(dataDir), { recursive: true, force: true });
+    }
   });
 
   it('GET /health logs a failing backend once at error (probes are unauthenticated), and its recovery', async () => {
