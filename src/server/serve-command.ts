@@ -4,7 +4,8 @@
  * a PANIC). Exit codes: 0 after a clean shutdown, 1 when startup or shutdown fails or the storage
  * stopped (for a supervisor to restart the server), 2 for invalid configuration or usage.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { ConfigError, loadServeConfig, SERVER_ENV_DOCS, SERVER_ENV_VARS, type ServeConfig } from './config.js';
 import { withDeadline } from './deadline.js';
@@ -93,13 +94,14 @@ export async function runServe(args: readonly string[], io: CommandIo): Promise<
   }
 }
 
-/** Whether a data directory is yet to be created; one that cannot be read (a file, no permission) is the backend's to report. */
-function isMissingOrEmpty(dir: string): boolean {
-  try {
-    return !existsSync(dir) || readdirSync(dir).length === 0;
-  } catch {
-    return false;
-  }
+/**
+ * Whether the embedded database is yet to be created in a data directory: PGlite writes
+ * `PG_VERSION` at the end of a first start, so a missing directory, an empty one, a new volume's
+ * `lost+found`, or a first start cut short all say "creating". A directory that cannot be read
+ * (no permission) or is not ours is the backend's to report.
+ */
+function holdsNoDatabaseYet(dir: string): boolean {
+  return !existsSync(join(dir, 'PG_VERSION'));
 }
 
 type Started = { server: StartedVssServer } | { error: unknown };
@@ -111,7 +113,7 @@ async function serveUntilSignal(config: ServeConfig, logger: Logger, firstSignal
   // looks hung (and /health refuses connections meanwhile).
   const backend = config.options.backend;
   const dataDir = typeof backend === 'object' && backend.kind === 'pglite' && 'dataDir' in backend ? backend.dataDir : undefined;
-  const creating = typeof dataDir === 'string' && isMissingOrEmpty(dataDir);
+  const creating = typeof dataDir === 'string' && holdsNoDatabaseYet(dataDir);
   logger.info({ storage: config.storageDescription }, creating ? 'creating the embedded database (a first start takes 10-15 s)' : 'opening storage');
   const startup: Promise<Started> = startVssServer({ ...config.options, logger }).then(
     (server) => ({ server }),

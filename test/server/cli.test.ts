@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -147,6 +147,8 @@ describe('ldk-vss serve', () => {
   it('serves on PGlite, finishes an in-flight request on SIGTERM, exits 0, and keeps the data for the next start', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'ldk-vss-cli-'));
     dirs.push(dataDir);
+    // As on the root of a new ext4 volume: still an empty directory, and a first start.
+    await mkdir(join(dataDir, 'lost+found'));
     // A misspelt variable does not stop the server, but its log says so.
     const first = await serve({ VSS_DATA_DIR: dataDir, VSS_PSQL_ADRESS: 'db:5432' });
     // Every log line is one JSON object (pino).

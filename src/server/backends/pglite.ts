@@ -6,9 +6,9 @@
 import { MemoryFS, messages, PGlite, protocol, types } from '@electric-sql/pglite';
 import { NodeFS } from '@electric-sql/pglite/nodefs';
 import { fsyncSync } from 'node:fs';
-import { lstat, mkdir, rmdir, stat } from 'node:fs/promises';
+import { lstat, mkdir, readdir, rmdir, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { DataDirInUseError, lockDataDir, REFRESH_EVERY_MS, STALE_AFTER_MS, type DataDirLock } from './data-dir-lock.js';
+import { DATA_DIR_LOCK_FILE, DataDirInUseError, lockDataDir, REFRESH_EVERY_MS, STALE_AFTER_MS, type DataDirLock } from './data-dir-lock.js';
 import { migrate, type MigrationOutcome } from './migrations.js';
 import { checkMaxValueSize, SqlBackend, type SqlBackendOptions } from './sql-backend.js';
 import type { SqlDriver, SqlQuery, SqlResult, SqlSession } from './sql-driver.js';
@@ -578,6 +578,83 @@ async function checkIsDirectory(path: string, dataDir: string, existsError: unkn
   throw new PgliteStartError(`${what} exists but cannot be examined: ${target.message}`, { cause: target });
 }
 
+/**
+ * What PostgreSQL keeps at the top of its data directory (PostgreSQL 18's initdb, and the files
+ * of a running server). A directory holding any of them is taken for a database, complete or
+ * not: PGlite 0.5.16 runs initdb in memory and then copies the result in, first `pg_wal`, then
+ * `global`, the other `pg_*` directories and `base` (39 MB, most of the copy), and `PG_VERSION`
+ * and the configuration files last. A first start killed or out of disk space meanwhile leaves
+ * any first part of that list, which the next start completes (PGlite runs initdb again while
+ * `PG_VERSION` is missing), so `PG_VERSION` alone (PGlite's own test) would refuse them. Any one
+ * name counts rather than a fixed first one, so that another order in a later PGlite does not
+ * refuse its interrupted first starts. (Cut off in the millisecond between `PG_VERSION` and
+ * `postgresql.conf`, the directory is taken for a database by PGlite, which then fails to start.)
+ */
+const POSTGRES_ENTRIES = new Set([
+  'PG_VERSION',
+  'base',
+  'global',
+  'pg_commit_ts',
+  'pg_dynshmem',
+  'pg_logical',
+  'pg_multixact',
+  'pg_notify',
+  'pg_replslot',
+  'pg_serial',
+  'pg_snapshots',
+  'pg_stat',
+  'pg_stat_tmp',
+  'pg_subtrans',
+  'pg_tblspc',
+  'pg_twophase',
+  'pg_wal',
+  'pg_xact',
+  'postgresql.conf',
+  'postgresql.auto.conf',
+  'pg_hba.conf',
+  'pg_ident.conf',
+  'postmaster.pid',
+  'postmaster.opts',
+]);
+
+/**
+ * Entries that do not make a directory someone else's: what file systems and desktops put into a
+ * new directory by themselves (`lost+found` at the root of every new ext2/3/4 file system, the
+ * usual way to give the database its own volume; macOS Finder's and Spotlight's files), and the
+ * placeholders that only keep an empty directory in version control. Not every hidden file: a
+ * service user's home directory holds only hidden files (`.bashrc`, `.profile`) and is not empty.
+ */
+const IGNORED_ENTRIES = new Set(['lost+found', '.DS_Store', '.Spotlight-V100', '.fseventsd', '.Trashes', '.TemporaryItems', '.gitkeep', '.keep']);
+
+/** How many of a foreign directory's entries its refusal names. */
+const LISTED_ENTRIES = 5;
+
+/**
+ * Refuses an existing data directory that holds files but no database: a typo such as
+ * `VSS_DATA_DIR=$HOME`, or another program's directory. A new database would be created among
+ * those files (PostgreSQL's own initdb refuses a non-empty directory for the same reason).
+ * Accepted: an empty directory, one holding only this server's lock file (a server that crashed
+ * before writing anything), and one holding any of PostgreSQL's entries (a database, or a first
+ * start cut short, see POSTGRES_ENTRIES).
+ */
+async function refuseForeignDirectory(dir: string): Promise<void> {
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch (error) {
+    throw new PgliteStartError(`data directory ${dir} cannot be used: its files cannot be listed: ${(error as Error).message}`, { cause: error });
+  }
+  if (entries.some((name) => POSTGRES_ENTRIES.has(name))) return;
+  // The lock file, and the takeover file next to it that a server killed while taking over a stale lock leaves.
+  const foreign = entries.filter((name) => !IGNORED_ENTRIES.has(name) && name !== DATA_DIR_LOCK_FILE && !name.startsWith(`${DATA_DIR_LOCK_FILE}.`)).sort();
+  if (foreign.length === 0) return;
+  const listed = foreign.slice(0, LISTED_ENTRIES).join(', ') + (foreign.length > LISTED_ENTRIES ? ` and ${foreign.length - LISTED_ENTRIES} more` : '');
+  throw new PgliteStartError(
+    `data directory ${dir} is not empty but holds no ldk-vss (PostgreSQL) database (found: ${listed}): ` +
+      'refusing to create one among other files; use an empty or new directory',
+  );
+}
+
 /** Removes directories (innermost first) as long as they are empty; a failed start leaves no new empty directories behind. */
 async function removeEmptyDirectories(directories: readonly string[]): Promise<void> {
   for (const directory of directories) {
@@ -701,6 +778,8 @@ export class PgliteBackend extends SqlBackend {
       // mkdir('') fails with a bare "ENOENT … mkdir ''", and resolving it would mean the working directory.
       if (dataDir === '') throw new PgliteStartError('data directory is an empty path: give a directory, or no dataDir for an in-memory database');
       created = await makeDataDirectory(dataDir);
+      // Before the lock: a directory that is not ours gets no file at all, not even a lock file.
+      await refuseForeignDirectory(dataDir);
       try {
         lock = await lockDataDir(dataDir, {
           waitMs: options.lockWaitMs ?? STALE_AFTER_MS + 2 * REFRESH_EVERY_MS,
