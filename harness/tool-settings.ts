@@ -51,13 +51,14 @@ export function choiceListSetting<T extends string>(name: string, choices: reado
 
 /**
  * A PostgreSQL connection URL (`postgres:` or `postgresql:`), or undefined when unset or empty.
- * A URL of another kind is refused by its scheme alone: it may carry a password.
+ * A refused value is never echoed, as it may carry a password: a URL of another kind is named by
+ * its scheme, anything else (a mistyped `postgres//user:secret@db`) only as not a URL.
  */
 export function postgresUrlSetting(name: string): string | undefined {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return undefined;
   const expected = 'a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/postgres';
-  if (!URL.canParse(raw)) refuse(name, expected, raw);
+  if (!URL.canParse(raw)) refuse(name, expected, raw, 'a value that is not a URL (not shown: it may hold a password)');
   const { protocol } = new URL(raw);
   if (protocol !== 'postgres:' && protocol !== 'postgresql:') refuse(name, expected, raw, `a URL of scheme ${protocol}`);
   return raw;

@@ -69,8 +69,8 @@ async function closedPort(): Promise<number> {
 
 describe('stress:payments: STRESS_DATABASE_URL', () => {
   it.each([
-    ['notaurl', 'STRESS_DATABASE_URL must be a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/postgres, got "notaurl"'],
-    // Not echoed: a URL may carry a password.
+    // Never echoed: a URL, or a mistyped one, may carry a password.
+    ['postgres//user:secret@db', 'STRESS_DATABASE_URL must be a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/postgres, got a value that is not a URL (not shown: it may hold a password)'],
     ['http://user:secret@127.0.0.1/db', 'STRESS_DATABASE_URL must be a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/postgres, got a URL of scheme http:'],
   ])('%s is refused before any work, in one line, exit 2', async (value, message) => {
     const result = await runStress({ STRESS_DATABASE_URL: value });
