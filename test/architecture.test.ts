@@ -1,8 +1,9 @@
 /**
  * The layering rule of the project, checked on the real import graph: protocol ← crypto ←
  * client ← store ← ldk ← harness, and the server shares only the protocol. A layer may import
- * itself and the layers before it; src/ never imports harness/; src/client and src/crypto stay
- * free of static Node built-ins so they run in browsers and React Native.
+ * itself and the layers before it; src/ never imports harness/; src/client and src/crypto, and
+ * everything the browser entries (`ldk-vss/client`, `ldk-vss/store`) reach, stay free of static
+ * Node built-ins so they bundle and run in browsers and React Native.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { builtinModules } from 'node:module';
@@ -58,6 +59,33 @@ function isNodeBuiltin(specifier: string): boolean {
 
 const files = [...sourceFiles(join(ROOT, 'src')), ...sourceFiles(join(ROOT, 'harness'))];
 
+/** The browser / React Native entries of the exports map, as their TypeScript sources. */
+const BROWSER_ENTRIES = ['./client', './store'] as const;
+function entrySource(subpath: string): string {
+  const exportsMap = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, { import?: string } | string> }).exports;
+  const target = exportsMap[subpath];
+  if (typeof target !== 'object' || target.import === undefined) throw new Error(`package.json exports has no module entry ${subpath}`);
+  return join(ROOT, target.import.replace(/^\.\/dist\//, '').replace(/\.js$/, '.ts'));
+}
+
+/** Every source file `entry` reaches through static relative imports and re-exports (itself included). */
+function staticGraph(entry: string): string[] {
+  const seen = new Set<string>();
+  const visit = (file: string): void => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    for (const { specifier, dynamic } of importsOf(file)) {
+      if (dynamic || !specifier.startsWith('.')) continue;
+      const target = resolve(dirname(file), specifier).replace(/\.js$/, '.ts');
+      // The generated protobuf module is plain JavaScript (checked by the bundle test instead).
+      if (target.includes(`${sep}generated${sep}`)) continue;
+      visit(target);
+    }
+  };
+  visit(entry);
+  return [...seen];
+}
+
 describe('architecture', () => {
   it('finds the source tree', () => {
     expect(files.length).toBeGreaterThan(50);
@@ -87,6 +115,27 @@ describe('architecture', () => {
     expect(allowed('harness', 'server')).toBe(true);
     for (const builtin of ['node:fs', 'fs', 'events', 'stream', 'stream/web', 'buffer', 'net', 'url', 'util', 'zlib']) expect(isNodeBuiltin(builtin), builtin).toBe(true);
     for (const other of ['@noble/hashes/sha2.js', 'long', 'protobufjs/minimal.js', './node-http.js']) expect(isNodeBuiltin(other), other).toBe(false);
+  });
+
+  it('what the browser entries ldk-vss/client and ldk-vss/store reach has no static Node built-in import', () => {
+    for (const subpath of BROWSER_ENTRIES) {
+      const graph = staticGraph(entrySource(subpath));
+      const offenders = graph.flatMap((f) => importsOf(f).filter((i) => !i.dynamic && isNodeBuiltin(i.specifier)).map((i) => `${relative(ROOT, f)}: ${i.specifier}`));
+      expect(offenders, subpath).toEqual([]);
+      // The LDK layer (lightningdevkit's WASM, loaded with Node modules) and the server stay out.
+      expect(graph.map((f) => layerOf(f)).filter((layer) => layer === 'ldk' || layer === 'server' || layer === 'harness'), subpath).toEqual([]);
+    }
+    const store = staticGraph(entrySource('./store')).map((f) => relative(ROOT, f).split(sep).join('/'));
+    expect(store).toEqual(expect.arrayContaining(['src/client/client.ts', 'src/crypto/storable.ts', 'src/protocol/index.ts', 'src/store/vss-store.ts', 'src/store/version-ledger.ts', 'src/store/sync-bridge.ts']));
+    // The sync bridge's worker imports Node built-ins statically: it is started by URL in a
+    // worker thread (Node only), never imported.
+    expect(store).not.toContain('src/store/sync-worker.ts');
+  });
+
+  it('the graph walk finds a static Node import where there is one', () => {
+    const root = staticGraph(join(ROOT, 'src/index.ts'));
+    const offenders = root.flatMap((f) => importsOf(f).filter((i) => !i.dynamic && isNodeBuiltin(i.specifier)).map((i) => relative(ROOT, f).split(sep).join('/')));
+    expect(offenders).toContain('src/ldk/wasm.ts');
   });
 
   it('src/client and src/crypto have no static Node built-in imports (browser / React Native)', () => {

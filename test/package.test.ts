@@ -162,7 +162,7 @@ describe('the tarball', () => {
       ...(manifest.types ? [manifest.types] : []),
       ...Object.values(manifest.bin ?? {}),
     ];
-    expect(Object.keys(manifest.exports).sort()).toEqual(['.', './package.json', './protocol', './server']);
+    expect(Object.keys(manifest.exports).sort()).toEqual(['.', './client', './package.json', './protocol', './server', './store']);
     expect(named.length).toBeGreaterThan(8);
     for (const path of named) expect(packed, `${path} named by package.json`).toContain(path.replace(/^\.\//, ''));
     expect(Object.keys(manifest.bin ?? {})).toEqual(['ldk-vss']);

@@ -522,6 +522,10 @@ export function fileVersionLedger(path: string, options: FileVersionLedgerOption
     recordSync,
     recordsInCallOrder: true,
     close() {
+      // Holding nothing (never loaded, or the load failed before taking the lock) needs no file
+      // system: without node:fs (a browser) closing after a failed open must not throw a second
+      // error over the open's own.
+      if (fd === undefined && lockToken === undefined && renewTimer === undefined) return;
       const fs = nodeFs();
       try {
         if (fd !== undefined) fs.closeSync(fd);

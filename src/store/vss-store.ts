@@ -3,7 +3,6 @@
  * VssStore (V1 layout, reads V0), with conditional writes, ordered per-key writes,
  * optional rollback detection and a blocking view for LDK's synchronous code.
  */
-import { setMaxListeners } from 'node:events';
 import { nodeHttpAvailable, nodeHttpFetch, VssClient, vssClientFromConfig, type VssClientConfig, type VssClientRuntime } from '../client/index.js';
 import { deriveVssKeys, KeyObfuscator } from '../crypto/index.js';
 import { runAsync, type AsyncEffects, type Operation } from './effects.js';
@@ -61,6 +60,19 @@ export interface ToSyncStoreOptions {
 
 const DEFAULT_SYNC_DEADLINE_MS = 30_000;
 const DEFAULT_WORKER_STARTUP_MS = 30_000;
+
+type NodeEvents = typeof import('node:events');
+
+/**
+ * Lifts Node's listener limit on `signal`: past 10 listeners Node prints a
+ * MaxListenersExceededWarning, which here would be a false alarm. Reached through
+ * `process.getBuiltinModule` (Node ≥ 20.16), not a static `node:events` import, so that the
+ * store bundles for browsers and React Native; they have no such limit, and nothing is done there.
+ */
+function unlimitedListeners(signal: AbortSignal): void {
+  const events = (globalThis.process as { getBuiltinModule?: (id: string) => unknown } | undefined)?.getBuiltinModule?.('node:events') as NodeEvents | undefined;
+  events?.setMaxListeners(0, signal);
+}
 
 /** A wait bound for the sync bridge: a positive, finite number of milliseconds. */
 function checkWaitMs(name: string, value: number): number {
@@ -138,7 +150,7 @@ export class VssStore implements AtomicBatchKVStore, AbortableKVStore {
     this.#engine = engine;
     // Every request in flight listens on this one signal (and removes its listener when done):
     // more than Node's default of 10 at once is normal (parallel reads), not a leak.
-    setMaxListeners(0, this.#stop.signal);
+    unlimitedListeners(this.#stop.signal);
     this.#orderedLedger = ledger && new OrderedLedger(ledger);
     this.#effects = clientEffects(client, this.#orderedLedger, this.#stop.signal, engine.storeId);
     this.#clientConfig = clientConfig;
