@@ -12,6 +12,7 @@ import {
   vss,
   type VssOperation,
 } from '../protocol/index.js';
+import { isUint8Array } from '../protocol/bytes.js';
 import {
   AuthError,
   errorFromResponse,
@@ -406,7 +407,8 @@ const DECIMAL_INT64 = /^-?\d{1,19}$/;
  * - an int64 (`version`, `globalVersion`) given as a bigint, which protobufjs writes as 0 (a
  *   conditional write of a new key), or as a number that is not a safe integer (1.5 goes out as 1);
  * - a bytes `value` that is not a Uint8Array: protobufjs reads a string as base64 and stores its
- *   decoding, so "hello" would be stored as three other bytes.
+ *   decoding, so "hello" would be stored as three other bytes. A Uint8Array of another realm (a
+ *   jsdom or vm environment) is bytes: protobufjs copies it like any other.
  * The types rule these out in TypeScript; plain JavaScript callers get them wrong easily, since
  * the rest of the API (keyValue(), the store) takes versions as bigints.
  */
@@ -423,7 +425,7 @@ function refuseUnencodable(value: unknown, path: string, depth = 0, field = ''):
     return;
   }
   if (BYTES_FIELDS.has(field) && value !== null && value !== undefined) {
-    if (!(value instanceof Uint8Array)) {
+    if (!isUint8Array(value)) {
       throw new InvalidRequestError(`${path} must be a Uint8Array, got ${typeof value === 'object' ? (value.constructor?.name ?? 'object') : typeof value}`);
     }
     return;
@@ -432,7 +434,7 @@ function refuseUnencodable(value: unknown, path: string, depth = 0, field = ''):
     if (hasLoneSurrogate(value)) throw new InvalidRequestError(`${path} contains a lone UTF-16 surrogate, which has no UTF-8 encoding`);
   } else if (Array.isArray(value) && depth < 4) {
     value.forEach((item, i) => refuseUnencodable(item, `${path}[${i}]`, depth + 1));
-  } else if (typeof value === 'object' && value !== null && !(value instanceof Uint8Array) && depth < 4) {
+  } else if (typeof value === 'object' && value !== null && !isUint8Array(value) && depth < 4) {
     for (const [name, fieldValue] of Object.entries(value)) refuseUnencodable(fieldValue, `${path}.${name}`, depth + 1, name);
   }
 }

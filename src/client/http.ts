@@ -3,6 +3,7 @@
  * a deadline covering the whole exchange (request AND body), and a capped body read. Only
  * web-standard APIs (fetch, AbortController, setTimeout) so it runs in browsers and React Native.
  */
+import { isUint8Array, ownRealmBytes } from '../protocol/bytes.js';
 import { VssClientError } from './errors.js';
 
 /** Reads a body chunk by chunk (a web `ReadableStreamDefaultReader` fits). */
@@ -177,7 +178,8 @@ export async function readBodyCapped(response: FetchResponse, cap: number): Prom
 
 /**
  * Reads chunks until `next` says done, refusing (after `release`) as soon as their total passes
- * `cap`. A chunk must be a Uint8Array: anything else is refused, not coerced.
+ * `cap`. A chunk must be a Uint8Array (of any realm: a fetch polyfilled in a jsdom or vm
+ * environment makes its own): anything else is refused, not coerced.
  */
 async function readChunksCapped(
   next: () => Promise<{ done?: boolean; value?: unknown }>,
@@ -196,7 +198,7 @@ async function readChunksCapped(
     }
     if (chunk.done) break;
     if (chunk.value === undefined) continue;
-    if (!(chunk.value instanceof Uint8Array)) {
+    if (!isUint8Array(chunk.value)) {
       // Not counted, it would slip past the cap (a string's byteLength is undefined).
       await release().catch(() => undefined);
       const what = chunk.value === null ? 'null' : typeof chunk.value === 'object' ? (chunk.value.constructor?.name ?? 'object') : typeof chunk.value;
@@ -209,7 +211,9 @@ async function readChunksCapped(
     }
     chunks.push(chunk.value);
   }
-  if (chunks.length === 1) return chunks[0];
+  // A lone chunk is handed on as it is, without a copy; the decoded values are views of it, so
+  // it is made this realm's first (they reach callers, whose `instanceof Uint8Array` must hold).
+  if (chunks.length === 1) return ownRealmBytes(chunks[0]);
   const body = new Uint8Array(size);
   let offset = 0;
   for (const chunk of chunks) {

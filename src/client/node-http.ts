@@ -9,6 +9,7 @@
  * bundle that includes this file still builds (calling it there throws a clear error).
  * Nothing else in src/client depends on it; VssStore picks it by default in Node.
  */
+import { isUint8Array } from '../protocol/bytes.js';
 import { MAX_TIMEOUT_MS, type FetchBodyReader, type FetchFunction, type FetchResponse } from './http.js';
 
 type Http = typeof import('node:http');
@@ -57,7 +58,8 @@ function headerRecord(headers: RequestInit['headers']): Record<string, string> {
 
 function bodyBytes(body: RequestInit['body']): Uint8Array | string | undefined {
   if (body === undefined || body === null) return undefined;
-  if (typeof body === 'string' || body instanceof Uint8Array) return body;
+  // Bytes of another realm (a jsdom or vm environment) too: node:http writes any Uint8Array.
+  if (typeof body === 'string' || isUint8Array(body)) return body;
   if (body instanceof ArrayBuffer) return new Uint8Array(body);
   throw new TypeError('nodeHttpFetch sends string, Uint8Array or ArrayBuffer bodies only');
 }

@@ -1,5 +1,6 @@
 import { secp256k1 } from '@noble/curves/secp256k1.js';
 import { sigsAuthorizationValue } from '../crypto/index.js';
+import { isUint8Array } from '../protocol/bytes.js';
 import { checkHeaders, HeaderProviderError, withHeader, type VssHeaderProvider } from './headers.js';
 
 export interface SigsAuthProviderOptions {
@@ -18,7 +19,7 @@ export class SigsAuthProvider implements VssHeaderProvider {
   readonly #now: () => number;
 
   constructor(secretKey: Uint8Array, defaultHeaders: Record<string, string> = {}, options: SigsAuthProviderOptions = {}) {
-    if (!(secretKey instanceof Uint8Array) || !secp256k1.utils.isValidSecretKey(secretKey)) {
+    if (!isUint8Array(secretKey) || !secp256k1.utils.isValidSecretKey(secretKey)) {
       throw new HeaderProviderError('invalid-data', 'sigs-auth secret key is not a valid secp256k1 secret key');
     }
     checkHeaders(defaultHeaders, 'sigs-auth default headers');

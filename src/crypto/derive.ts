@@ -1,6 +1,7 @@
 import { HARDENED_OFFSET, HDKey } from '@scure/bip32';
 import { saltedHmac, utf8Bytes } from './kdf.js';
 import { InvalidCryptoInputError } from './errors.js';
+import { isUint8Array } from '../protocol/bytes.js';
 
 /** BIP32 hardened child of the master key that LDK Node reserves for VSS. */
 export const VSS_HARDENED_CHILD_INDEX = 877;
@@ -28,7 +29,7 @@ const BIP32_TESTNET_VERSIONS = { private: 0x04358394, public: 0x043587cf };
  * from which the data and obfuscation keys come through the reference's salted HMAC.
  */
 export function deriveVssKeys(seed: Uint8Array): VssKeys {
-  if (!(seed instanceof Uint8Array)) {
+  if (!isUint8Array(seed)) {
     // A number[] or hex string of the right length would otherwise read as "64 bytes, got 64".
     throw new InvalidCryptoInputError(`the seed must be a Uint8Array of 64 bytes, got ${seed === null ? 'null' : Array.isArray(seed) ? 'an array' : typeof seed}`);
   }

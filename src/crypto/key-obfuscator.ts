@@ -5,6 +5,7 @@ import { saltedHmac, utf8Bytes } from './kdf.js';
 import { InvalidCryptoInputError, InvalidObfuscatedKeyError } from './errors.js';
 import { quotedPrefix } from './text.js';
 import { hasLoneSurrogate } from '../protocol/index.js';
+import { isUint8Array } from '../protocol/bytes.js';
 
 const TAG_LENGTH = 16;
 const NONCE_LENGTH = 12;
@@ -35,7 +36,7 @@ export class KeyObfuscator {
   readonly #hashingKey: Uint8Array;
 
   constructor(obfuscationMasterKey: Uint8Array) {
-    if (!(obfuscationMasterKey instanceof Uint8Array) || obfuscationMasterKey.length !== 32) {
+    if (!isUint8Array(obfuscationMasterKey) || obfuscationMasterKey.length !== 32) {
       throw new InvalidCryptoInputError('obfuscation master key must be 32 bytes');
     }
     const prk = saltedHmac(obfuscationMasterKey, utf8Bytes('pseudo_random_key'));

@@ -1,6 +1,7 @@
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { randomBytes as cryptoRandomBytes } from '@noble/hashes/utils.js';
 import { bigIntToInt64, INT64_MAX, INT64_MIN, int64ToBigInt, presizedWriter, strictReader, vss } from '../protocol/index.js';
+import { isUint8Array } from '../protocol/bytes.js';
 import { InvalidCryptoInputError, StorableDecryptionError } from './errors.js';
 
 /** The `cipher_format` string the reference writes (and ignores on read). */
@@ -51,7 +52,7 @@ function pooledNonce(): Uint8Array {
 }
 
 function checkDataKey(key: Uint8Array): void {
-  if (!(key instanceof Uint8Array) || key.length !== 32) {
+  if (!isUint8Array(key) || key.length !== 32) {
     throw new InvalidCryptoInputError('data encryption key must be 32 bytes');
   }
 }
@@ -62,7 +63,7 @@ function checkDataKey(key: Uint8Array): void {
  * but bytes is refused up front.
  */
 function checkBytes(bytes: unknown, what: string): asserts bytes is Uint8Array {
-  if (!(bytes instanceof Uint8Array)) {
+  if (!isUint8Array(bytes)) {
     throw new InvalidCryptoInputError(`${what} must be a Uint8Array, got ${bytes === null ? 'null' : typeof bytes}`);
   }
 }
@@ -88,7 +89,7 @@ export function encryptStorable(
   }
   if (options.aad !== undefined) checkBytes(options.aad, 'aad');
   const nonce = options.randomBytes ? options.randomBytes(NONCE_LENGTH) : pooledNonce();
-  if (!(nonce instanceof Uint8Array) || nonce.length !== NONCE_LENGTH) {
+  if (!isUint8Array(nonce) || nonce.length !== NONCE_LENGTH) {
     throw new InvalidCryptoInputError(`randomBytes must return ${NONCE_LENGTH} bytes`);
   }
   // Large values dominate the cost, so each is copied as little as possible: the blob is

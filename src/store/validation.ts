@@ -4,6 +4,7 @@
  * namespace forces an empty secondary one. Because `#` is not in the alphabet, joining
  * components with `#` can never be ambiguous.
  */
+import { isUint8Array } from '../protocol/bytes.js';
 import { InvalidKeyError, InvalidValueError } from './errors.js';
 
 export const KVSTORE_NAMESPACE_KEY_ALPHABET = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-';
@@ -42,8 +43,7 @@ function describeValue(value: unknown): string {
  * worker, a `vm` context) or a Node Buffer counts: both are Uint8Arrays.
  */
 export function checkValue(value: unknown, primaryNamespace: string, secondaryNamespace: string, key: string): asserts value is Uint8Array {
-  if (value instanceof Uint8Array) return;
-  if (ArrayBuffer.isView(value) && Object.prototype.toString.call(value) === '[object Uint8Array]') return;
+  if (isUint8Array(value)) return;
   // The address is formatted only here: every write passes this check.
   const where = JSON.stringify([primaryNamespace, secondaryNamespace, key]);
   throw new InvalidValueError(`the value for ${where} must be a Uint8Array, got ${describeValue(value)}`);
