@@ -779,7 +779,11 @@ export class PgliteBackend extends SqlBackend {
       if (dataDir === '') throw new PgliteStartError('data directory is an empty path: give a directory, or no dataDir for an in-memory database');
       created = await makeDataDirectory(dataDir);
       // Before the lock: a directory that is not ours gets no file at all, not even a lock file.
-      await refuseForeignDirectory(dataDir);
+      // A refusal here may be of a directory this call just made (one it cannot list): removed too.
+      await refuseForeignDirectory(dataDir).catch(async (error: unknown) => {
+        await undo();
+        throw error;
+      });
       try {
         lock = await lockDataDir(dataDir, {
           waitMs: options.lockWaitMs ?? STALE_AFTER_MS + 2 * REFRESH_EVERY_MS,
