@@ -248,6 +248,12 @@ interface ChannelState {
   awaiting: bigint[];
   /** Deltas known to be in the store (for cleanup after a full monitor write). */
   storedUpdateIds: Set<bigint>;
+  /**
+   * Deltas a previous run left in the store after a gap (restore's orphans): removed like the
+   * others once a full monitor covers them, but never part of the durable state, as they are not
+   * this run's updates (LDK issues those ids again, and only that write makes one durable).
+   */
+  leftoverUpdateIds: Set<bigint>;
   /** Highest update id contained in the newest durable full monitor. */
   durableFullCovers: bigint | undefined;
   latestUpdateId: bigint;
@@ -275,7 +281,7 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
   protected readonly log: PersistenceLogger;
   private readonly channels = new Map<string, ChannelState>();
   /** Deltas reported by `noteStoredUpdates` for channels LDK has not mentioned yet. */
-  private readonly preStored = new Map<string, Set<bigint>>();
+  private readonly preStored = new Map<string, { stored: Set<bigint>; leftover: Set<bigint> }>();
   private readonly abort = new AbortController();
   private readonly stallTimer: NodeJS.Timeout;
   private chainMonitor: ldk.ChainMonitor | undefined;
@@ -338,12 +344,16 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
 
   /**
    * Tells the persister which deltas a channel already has in the store (restore passes
-   * what it read), so they are removed once a full monitor makes them obsolete.
+   * what it read), so they are removed once a full monitor makes them obsolete. `afterGap`:
+   * deltas stored after a gap in the update ids (restore's `orphanUpdateIds`), removed the same
+   * way but never counted in `durableUpdateId`.
    */
-  noteStoredUpdates(name: string, updateIds: Iterable<bigint>): void {
+  noteStoredUpdates(name: string, updateIds: Iterable<bigint>, afterGap: Iterable<bigint> = []): void {
     const ch = this.channels.get(name);
-    if (ch) for (const id of updateIds) ch.storedUpdateIds.add(id);
-    else this.preStored.set(name, new Set(updateIds));
+    const known = ch ? { stored: ch.storedUpdateIds, leftover: ch.leftoverUpdateIds } : (this.preStored.get(name) ?? { stored: new Set<bigint>(), leftover: new Set<bigint>() });
+    for (const id of updateIds) known.stored.add(id);
+    for (const id of afterGap) if (!known.stored.has(id)) known.leftover.add(id);
+    if (!ch) this.preStored.set(name, known);
   }
 
   /** The store every monitor write goes to (the `store` option). */
@@ -710,7 +720,8 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
         pending: [],
         running: new Set(),
         awaiting: [],
-        storedUpdateIds: this.preStored.get(name) ?? new Set(),
+        storedUpdateIds: this.preStored.get(name)?.stored ?? new Set(),
+        leftoverUpdateIds: this.preStored.get(name)?.leftover ?? new Set(),
         durableFullCovers: undefined,
         latestUpdateId: 0n,
         durableUpdateId: undefined,
@@ -890,7 +901,7 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
     await this.store.write(ARCHIVED_CHANNEL_MONITOR_NAMESPACE.primary, ARCHIVED_CHANNEL_MONITOR_NAMESPACE.secondary, ch.name, bytes);
     this.stats.bytesWritten += bytes.length;
     await this.store.remove(CHANNEL_MONITOR_NAMESPACE.primary, CHANNEL_MONITOR_NAMESPACE.secondary, ch.name, false);
-    const updates = [...restored.appliedUpdateIds, ...restored.staleUpdateIds, ...restored.orphanUpdateIds, ...ch.storedUpdateIds];
+    const updates = [...restored.appliedUpdateIds, ...restored.staleUpdateIds, ...restored.orphanUpdateIds, ...ch.storedUpdateIds, ...ch.leftoverUpdateIds];
     await this.removeDeltas(ch, [...new Set(updates)].map(updateKey));
   }
 
@@ -899,6 +910,7 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
     await Promise.all(keys.map((key) => this.store.remove(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, ch.name, key, true)));
     this.stats.removals += keys.length;
     ch.storedUpdateIds.clear();
+    ch.leftoverUpdateIds.clear();
   }
 
   private afterDurable(ch: ChannelState, write: QueuedWrite): void {
@@ -919,6 +931,8 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
       this.stats.updateWrites++;
       const id = write.coversUpdateId;
       ch.storedUpdateIds.add(id);
+      // This run's write replaced what a previous run left under the id.
+      ch.leftoverUpdateIds.delete(id);
       // Landed after a full monitor that contains it: already obsolete.
       if (ch.durableFullCovers !== undefined && id <= ch.durableFullCovers) this.removeObsoleteUpdates(ch, ch.durableFullCovers);
       completed = ch.awaiting.filter((a) => a === id);
@@ -947,9 +961,10 @@ export class VssPersister extends StatusEmitter<VssPersisterEvents> {
 
   /** Deltas contained in a durable full monitor are dead weight: remove them lazily. */
   private removeObsoleteUpdates(ch: ChannelState, coveredUpTo: bigint): void {
-    for (const id of [...ch.storedUpdateIds]) {
+    for (const id of [...ch.storedUpdateIds, ...ch.leftoverUpdateIds]) {
       if (id > coveredUpTo) continue;
       ch.storedUpdateIds.delete(id);
+      ch.leftoverUpdateIds.delete(id);
       this.stats.removals++;
       this.store.remove(CHANNEL_MONITOR_UPDATE_PRIMARY_NAMESPACE, ch.name, updateKey(id), true).catch((err: unknown) => {
         // Harmless: a leftover delta older than the full monitor is skipped by every reader.

@@ -435,10 +435,11 @@ export async function restoreNode(options: RestoreNodeOptions): Promise<Restored
   const chainMonitor = ldk.ChainMonitor.constructor_new(filter, options.broadcaster, ldkLogger, options.feeEstimator, persist);
   if (options.persister instanceof VssPersister) {
     options.persister.attach(chainMonitor);
-    // Orphans (after a gap) too: once a full monitor containing their id is durable they are
-    // dead weight like the rest, and LDK may never re-issue them as deltas of their own (e.g.
-    // the id now falls on a full monitor), so nothing else would remove them.
-    for (const m of monitors) options.persister.noteStoredUpdates(m.name, [...m.appliedUpdateIds, ...m.staleUpdateIds, ...m.orphanUpdateIds]);
+    // Orphans (after a gap) too, apart: once a full monitor containing their id is durable they
+    // are dead weight like the rest, and LDK may never re-issue them as deltas of their own (e.g.
+    // the id now falls on a full monitor), so nothing else would remove them; but they are not
+    // this run's updates, so they never count as durable state.
+    for (const m of monitors) options.persister.noteStoredUpdates(m.name, [...m.appliedUpdateIds, ...m.staleUpdateIds], m.orphanUpdateIds);
   }
 
   const { channelManager, blockHash, forceClosesQueued } = decodeManager(managerBytes, monitors, chainMonitor, options);

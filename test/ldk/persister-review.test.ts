@@ -207,6 +207,37 @@ describe('VssPersister review: checked and found fine (regression guards)', () =
     await persister.close({ timeoutMs: 0 });
   });
 
+  it('deltas stored after a gap (orphans restore reports) are removed by a covering full monitor but never counted as durable state', async () => {
+    const server = new MemoryServer();
+    const store = new HeldStore(server);
+    store.auto = true;
+    const { persister, ldk, name } = fakePersistSetup(store, { maximumPendingUpdates: 8 });
+    // What restore read: the full monitor at 5; 7 and 8 are on the store after a gap (6 was lost).
+    for (const id of [7, 8]) await store.inner.write('monitor_updates', name(1), String(id), Uint8Array.of(id));
+    persister.noteStoredUpdates(name(1), [], [7n, 8n]);
+    ldk.newChannel(1, 5n);
+    await persister.flush();
+    await drain();
+    const durable = () => persister.monitors().find((m) => m.monitorName === name(1))?.durableUpdateId;
+    expect(durable()).toBe(5n);
+    // LDK re-issues 6: durable up to 6, not up to the orphans 7 and 8 (they are not this run's updates).
+    ldk.update(1, 6n);
+    await persister.flush();
+    await drain();
+    expect(durable()).toBe(6n);
+    ldk.update(1, 7n);
+    await persister.flush();
+    await drain();
+    expect(durable()).toBe(7n);
+    // 8 is a full monitor (8 % 8 == 0): it covers the orphan 8, which is removed, like the delta 6 and 7.
+    ldk.update(1, 8n);
+    await persister.flush();
+    await drain();
+    expect(durable()).toBe(8n);
+    expect(server.keys().filter((k) => k.primaryNamespace === 'monitor_updates').map((k) => k.key)).toEqual([]);
+    await persister.close();
+  });
+
   it('with maximumPendingUpdates N, at most N - 1 deltas are stored after the full monitor, across a restart', async () => {
     const server = new MemoryServer();
     const store = new HeldStore(server);
