@@ -295,7 +295,7 @@ export async function startVssServer(options: VssServerOptions = {}): Promise<St
   // Node would refuse it only at listen, after the storage opened, as a listen failure.
   const requested = options.port;
   if (requested !== undefined && !(Number.isSafeInteger(requested) && requested >= 0 && requested <= 65_535)) {
-    throw new ServerConfigError(`port must be an integer from 0 to 65535 (0: any free port), not ${requested}`);
+    throw new ServerConfigError(`port must be an integer from 0 to 65535 (0: any free port), not ${typeof requested === 'number' ? requested : JSON.stringify(requested)}`);
   }
   const rateLimit = checkedRateLimit(options.rateLimit);
   // A negative or fractional hop count picks no entry of the forwarding chain, and every

@@ -179,13 +179,13 @@ describe('operator features', () => {
   it('refuses a port outside 0..65535 with a ServerConfigError before any storage opens', async () => {
     const dataDir = join(await mkdtemp(join(tmpdir(), 'ldk-vss-port-')), 'data');
     try {
-      for (const port of [-1, 65_536, 1.5, Number.NaN]) {
+      for (const port of [-1, 65_536, 1.5, Number.NaN, '8080' as unknown as number, null as unknown as number]) {
         const failure = await startVssServer({ port, backend: { kind: 'pglite', dataDir }, auth: { kind: 'noop' } }).then(
           () => undefined,
           (error: unknown) => error,
         );
         expect(failure, `port ${port}`).toBeInstanceOf(ServerConfigError);
-        expect((failure as Error).message).toBe(`port must be an integer from 0 to 65535 (0: any free port), not ${port}`);
+        expect((failure as Error).message).toBe(`port must be an integer from 0 to 65535 (0: any free port), not ${typeof port === 'number' ? port : JSON.stringify(port)}`);
       }
       // Refused before the embedded database was created (a first start takes seconds).
       expect(existsSync(dataDir)).toBe(false);

@@ -181,9 +181,11 @@ describe('directories that are still accepted', () => {
     await expectUsable(empty);
   });
 
-  it('a fresh volume: only lost+found and desktop or version-control leftovers', async () => {
+  it('a fresh volume: only lost+found, storage appliances\' snapshot and index folders, and desktop or version-control leftovers', async () => {
     const dir = await scratchDir();
     await mkdir(join(dir, 'lost+found'));
+    // What a NAS puts at the root of a share or volume (NetApp, Synology, a Windows file server).
+    for (const name of ['.snapshot', '@eaDir', 'System Volume Information', '$RECYCLE.BIN']) await mkdir(join(dir, name));
     await writeFile(join(dir, '.DS_Store'), '');
     await writeFile(join(dir, '.gitkeep'), '');
     await expectUsable(dir);

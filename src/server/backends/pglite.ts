@@ -624,7 +624,22 @@ const POSTGRES_ENTRIES = new Set([
  * placeholders that only keep an empty directory in version control. Not every hidden file: a
  * service user's home directory holds only hidden files (`.bashrc`, `.profile`) and is not empty.
  */
-const IGNORED_ENTRIES = new Set(['lost+found', '.DS_Store', '.Spotlight-V100', '.fseventsd', '.Trashes', '.TemporaryItems', '.gitkeep', '.keep']);
+const IGNORED_ENTRIES = new Set([
+  'lost+found',
+  // Network storage at the root of a share or volume: NetApp's snapshots, Synology's index, a
+  // Windows file server's system and recycle folders.
+  '.snapshot',
+  '@eaDir',
+  'System Volume Information',
+  '$RECYCLE.BIN',
+  '.DS_Store',
+  '.Spotlight-V100',
+  '.fseventsd',
+  '.Trashes',
+  '.TemporaryItems',
+  '.gitkeep',
+  '.keep',
+]);
 
 /** How many of a foreign directory's entries its refusal names. */
 const LISTED_ENTRIES = 5;
