@@ -4,8 +4,8 @@
  *
  * Each ```ts / ```typescript block becomes one virtual ES module at the repository root (so the
  * harness examples' `./harness/...` imports resolve as written), type-checked in strict mode with
- * the project's compiler options, `ldk-vss`, `ldk-vss/server` and `ldk-vss/protocol` mapped to
- * the sources by `paths` (not to a possibly stale dist/; a test checks where they resolve). All
+ * the project's compiler options, every entry of the package's exports map (`ldk-vss`,
+ * `ldk-vss/server`, `ldk-vss/store`…) mapped to the sources by `paths` (not to a possibly stale dist/; a test checks where they resolve). All
  * blocks share one program, so the sources are parsed and bound once.
  *
  * Free variables of an example (a seed, bytes, the reader's LDK objects) are declared by a
@@ -22,6 +22,16 @@ import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 
 const ROOT = resolve(import.meta.dirname, '..');
+
+/**
+ * Each entry point of the package's exports map (`ldk-vss`, `ldk-vss/client`, …) and the source
+ * its declarations are compiled from (`./dist/src/x/index.d.ts` from `src/x/index.ts`).
+ */
+const ENTRY_SOURCES: Record<string, string> = Object.fromEntries(
+  Object.entries((JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, string | { types?: string }> }).exports)
+    .filter(([, target]) => typeof target === 'object' && target.types !== undefined)
+    .map(([key, target]) => [`ldk-vss${key.slice(1)}`, (target as { types: string }).types.replace(/^\.\/dist\//, '').replace(/\.d\.ts$/, '.ts')]),
+);
 const MARKDOWN_FILES = [
   'README.md',
   ...readdirSync(join(ROOT, 'docs'))
@@ -138,11 +148,7 @@ function compile(): Checked {
     declaration: false,
     sourceMap: false,
     baseUrl: ROOT,
-    paths: {
-      'ldk-vss': ['src/index.ts'],
-      'ldk-vss/server': ['src/server/index.ts'],
-      'ldk-vss/protocol': ['src/protocol/index.ts'],
-    },
+    paths: Object.fromEntries(Object.entries(ENTRY_SOURCES).map(([name, source]) => [name, [source]])),
   };
   const byPath = new Map(checked.map((e) => [virtualPath(e), e]));
   const texts = new Map(checked.map((e) => [virtualPath(e), moduleText(e)]));
@@ -185,13 +191,11 @@ describe('TypeScript examples in README.md and docs/*.md', () => {
     expect(checked.length).toBeGreaterThanOrEqual(10);
   });
 
-  it('resolve ldk-vss and ldk-vss/server to the sources, not to dist/', () => {
+  it('resolve ldk-vss and its other entry points to the sources, not to dist/', () => {
     const { program, options, host, byPath } = compile();
-    const expected: Record<string, string> = {
-      'ldk-vss': 'src/index.ts',
-      'ldk-vss/server': 'src/server/index.ts',
-      'ldk-vss/protocol': 'src/protocol/index.ts',
-    };
+    const expected = ENTRY_SOURCES;
+    expect(Object.keys(expected).sort()).toEqual(['ldk-vss', 'ldk-vss/client', 'ldk-vss/protocol', 'ldk-vss/server', 'ldk-vss/store']);
+    expect(expected['ldk-vss/server']).toBe('src/server/index.ts');
     const seen = new Set<string>();
     for (const path of byPath.keys()) {
       const sourceFile = program.getSourceFile(path)!;
@@ -207,6 +211,7 @@ describe('TypeScript examples in README.md and docs/*.md', () => {
     }
     expect(seen).toContain('ldk-vss');
     expect(seen).toContain('ldk-vss/server');
+    expect(seen).toContain('ldk-vss/store');
   });
 
   it('compile with no global or option errors', () => {
