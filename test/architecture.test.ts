@@ -9,6 +9,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { entrySource } from './helpers/exports-map.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const ORDER = ['protocol', 'crypto', 'client', 'store', 'ldk'] as const;
@@ -61,11 +62,8 @@ const files = [...sourceFiles(join(ROOT, 'src')), ...sourceFiles(join(ROOT, 'har
 
 /** The browser / React Native entries of the exports map, as their TypeScript sources. */
 const BROWSER_ENTRIES = ['./client', './store'] as const;
-function entrySource(subpath: string): string {
-  const exportsMap = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, { import?: string } | string> }).exports;
-  const target = exportsMap[subpath];
-  if (typeof target !== 'object' || target.import === undefined) throw new Error(`package.json exports has no module entry ${subpath}`);
-  return join(ROOT, target.import.replace(/^\.\/dist\//, '').replace(/\.js$/, '.ts'));
+function entrySourcePath(subpath: string): string {
+  return join(ROOT, entrySource(subpath));
 }
 
 /** Every source file `entry` reaches through static relative imports and re-exports (itself included). */
@@ -119,13 +117,13 @@ describe('architecture', () => {
 
   it('what the browser entries ldk-vss/client and ldk-vss/store reach has no static Node built-in import', () => {
     for (const subpath of BROWSER_ENTRIES) {
-      const graph = staticGraph(entrySource(subpath));
+      const graph = staticGraph(entrySourcePath(subpath));
       const offenders = graph.flatMap((f) => importsOf(f).filter((i) => !i.dynamic && isNodeBuiltin(i.specifier)).map((i) => `${relative(ROOT, f)}: ${i.specifier}`));
       expect(offenders, subpath).toEqual([]);
       // The LDK layer (lightningdevkit's WASM, loaded with Node modules) and the server stay out.
       expect(graph.map((f) => layerOf(f)).filter((layer) => layer === 'ldk' || layer === 'server' || layer === 'harness'), subpath).toEqual([]);
     }
-    const store = staticGraph(entrySource('./store')).map((f) => relative(ROOT, f).split(sep).join('/'));
+    const store = staticGraph(entrySourcePath('./store')).map((f) => relative(ROOT, f).split(sep).join('/'));
     expect(store).toEqual(expect.arrayContaining(['src/client/client.ts', 'src/crypto/storable.ts', 'src/protocol/index.ts', 'src/store/vss-store.ts', 'src/store/version-ledger.ts', 'src/store/sync-bridge.ts']));
     // The sync bridge's worker imports Node built-ins statically: it is started by URL in a
     // worker thread (Node only), never imported.

@@ -19,20 +19,14 @@ import * as esbuild from 'esbuild';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startVssServer, type StartedVssServer } from '../src/server/index.js';
 import { VssStore } from '../src/store/index.js';
+import { entrySource } from './helpers/exports-map.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const TSC = join(ROOT, 'node_modules/typescript/bin/tsc');
 
-interface Manifest {
-  exports: Record<string, string | { types: string; import: string }>;
-}
-const manifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as Manifest;
-
-/** The TypeScript source an exports-map entry is compiled from (`./dist/src/x.js` ← `src/x.ts`). */
+/** The TypeScript source an exports-map entry is compiled from, as an absolute path. */
 function sourceOf(subpath: string): string {
-  const entry = manifest.exports[subpath];
-  if (entry === undefined || typeof entry === 'string') throw new Error(`package.json exports has no module entry ${subpath}`);
-  return join(ROOT, entry.import.replace(/^\.\/dist\//, '').replace(/\.js$/, '.ts'));
+  return join(ROOT, entrySource(subpath));
 }
 
 const BROWSER_ENTRIES = ['./client', './store'] as const;

@@ -20,6 +20,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
+import { entrySource, moduleEntries } from './helpers/exports-map.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
 
@@ -27,11 +28,7 @@ const ROOT = resolve(import.meta.dirname, '..');
  * Each entry point of the package's exports map (`ldk-vss`, `ldk-vss/client`, …) and the source
  * its declarations are compiled from (`./dist/src/x/index.d.ts` from `src/x/index.ts`).
  */
-const ENTRY_SOURCES: Record<string, string> = Object.fromEntries(
-  Object.entries((JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { exports: Record<string, string | { types?: string }> }).exports)
-    .filter(([, target]) => typeof target === 'object' && target.types !== undefined)
-    .map(([key, target]) => [`ldk-vss${key.slice(1)}`, (target as { types: string }).types.replace(/^\.\/dist\//, '').replace(/\.d\.ts$/, '.ts')]),
-);
+const ENTRY_SOURCES: Record<string, string> = Object.fromEntries(Object.keys(moduleEntries()).map((subpath) => [`ldk-vss${subpath.slice(1)}`, entrySource(subpath)]));
 const MARKDOWN_FILES = [
   'README.md',
   ...readdirSync(join(ROOT, 'docs'))

@@ -198,6 +198,17 @@ describe('a consumer running plain node', () => {
     expect(JSON.parse(result.stdout.trim().split('\n').at(-1)!)).toEqual({ ok: true, serverKeys: 2 });
   });
 
+  it('is also loaded by require() from CommonJS (every entry), where Node loads ES modules synchronously', async () => {
+    const result = await run(process.execPath, ['require.cjs'], consumer);
+    if (process.features.require_module) {
+      expect(result.code, `stdout:\n${result.stdout}\nstderr:\n${result.stderr}`).toBe(0);
+      expect(JSON.parse(result.stdout.trim())).toEqual({ ok: true });
+    } else {
+      // Node 20.16–20.18: require() of an ES module is refused by Node itself, whatever the package says.
+      expect(result.stderr).toMatch(/ERR_REQUIRE_ESM/);
+    }
+  });
+
   it('cannot import the package without its dependencies (the check above depends on them, not on this checkout)', async () => {
     // The same script from a consumer whose node_modules holds ldk-vss alone: the package's own
     // imports must resolve from the consumer's node_modules, never from anything around the tarball.
