@@ -172,6 +172,40 @@ describe('an existing directory that holds files but no database', () => {
   });
 });
 
+describe("another PostgreSQL server's data directory", () => {
+  // What a real server's directory holds besides the database: postmaster.opts from its first
+  // start, and while it runs (or after a crash) a postmaster.pid naming its pid and directory.
+  // PGlite writes neither of those (its pid file names its own virtual /pglite/data).
+  it.each([
+    ['postmaster.opts (written by every start of a real server)', { 'postmaster.opts': '/usr/lib/postgresql/18/bin/postgres "-D" "/var/lib/postgresql/18/main"\n' }],
+    ['a postmaster.pid of a real server (its own pid and directory)', { 'postmaster.pid': '4242\n/var/lib/postgresql/18/main\n1795620000\n5432\n/var/run/postgresql\n*\n' }],
+  ])('is refused (%s): the embedded database would open the other server\'s files; nothing is written', async (_name, files) => {
+    const dir = join(await scratchDir(), 'main');
+    await cp(await databaseTemplate(), dir, { recursive: true });
+    for (const [name, text] of Object.entries(files)) await writeFile(join(dir, name), text);
+    const before = await snapshot(dir);
+    const error = await PgliteBackend.open({ dataDir: dir }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PgliteStartError);
+    expect((error as Error).message).toBe(
+      `data directory ${dir} holds the files of a PostgreSQL server (${Object.keys(files)[0]}): the embedded database would open that server's files; ` +
+        'give ldk-vss a directory of its own, or point DATABASE_URL at that server',
+    );
+    expect(await snapshot(dir)).toEqual(before);
+  });
+
+  it("a crashed embedded database's own postmaster.pid (naming /pglite/data) is still accepted", async () => {
+    const dir = join(await scratchDir(), 'db');
+    await cp(await databaseTemplate(), dir, { recursive: true });
+    await writeFile(join(dir, 'postmaster.pid'), '-42\n/pglite/data\n1795624688\n5432\n\n\n       20         1\n');
+    const backend = await PgliteBackend.open({ dataDir: dir });
+    try {
+      expect((await backend.get('user', 's', 'kept'))?.version).toBe(1n);
+    } finally {
+      await backend.close();
+    }
+  });
+});
+
 describe('directories that are still accepted', () => {
   it('a new directory (and its parents), and an existing empty one', async () => {
     const scratch = await scratchDir();

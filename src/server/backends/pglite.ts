@@ -6,8 +6,8 @@
 import { MemoryFS, messages, PGlite, protocol, types } from '@electric-sql/pglite';
 import { NodeFS } from '@electric-sql/pglite/nodefs';
 import { fsyncSync } from 'node:fs';
-import { lstat, mkdir, readdir, rmdir, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { lstat, mkdir, readdir, readFile, rmdir, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { DATA_DIR_LOCK_FILE, DataDirInUseError, lockDataDir, REFRESH_EVERY_MS, STALE_AFTER_MS, type DataDirLock } from './data-dir-lock.js';
 import { migrate, type MigrationOutcome } from './migrations.js';
 import { checkMaxValueSize, SqlBackend, type SqlBackendOptions } from './sql-backend.js';
@@ -659,7 +659,10 @@ async function refuseForeignDirectory(dir: string): Promise<void> {
   } catch (error) {
     throw new PgliteStartError(`data directory ${dir} cannot be used: its files cannot be listed: ${(error as Error).message}`, { cause: error });
   }
-  if (entries.some((name) => POSTGRES_ENTRIES.has(name))) return;
+  if (entries.some((name) => POSTGRES_ENTRIES.has(name))) {
+    await refuseOtherServersDirectory(dir, entries);
+    return;
+  }
   // The lock file, and the takeover file next to it that a server killed while taking over a stale lock leaves.
   const foreign = entries.filter((name) => !IGNORED_ENTRIES.has(name) && name !== DATA_DIR_LOCK_FILE && !name.startsWith(`${DATA_DIR_LOCK_FILE}.`)).sort();
   if (foreign.length === 0) return;
@@ -667,6 +670,34 @@ async function refuseForeignDirectory(dir: string): Promise<void> {
   throw new PgliteStartError(
     `data directory ${dir} is not empty but holds no ldk-vss (PostgreSQL) database (found: ${listed}): ` +
       'refusing to create one among other files; use an empty or new directory',
+  );
+}
+
+/** The data directory PGlite's PostgreSQL believes it runs in (its file system's mount point), as it writes it into postmaster.pid. */
+const PGLITE_DATA_DIRECTORY = '/pglite/data';
+
+/**
+ * Refuses the data directory of a real PostgreSQL server (`VSS_DATA_DIR=/var/lib/postgresql/18/main`,
+ * meant as "use that database"): of the same major version, PGlite would open its files as its
+ * own, beside or after that server, and damage them. Such a directory holds `postmaster.opts`
+ * (every start of a real server writes it) or a `postmaster.pid` naming that server's directory;
+ * PGlite writes no `postmaster.opts`, and its `postmaster.pid` names its virtual /pglite/data.
+ */
+async function refuseOtherServersDirectory(dir: string, entries: readonly string[]): Promise<void> {
+  let evidence: string | undefined;
+  if (entries.includes('postmaster.opts')) evidence = 'postmaster.opts';
+  else if (entries.includes('postmaster.pid')) {
+    const pidFile = await readFile(join(dir, 'postmaster.pid'), 'utf8').catch(() => undefined);
+    // Unreadable: PostgreSQL (PGlite's too) fails on it with its own message. A real server's
+    // names its (positive) pid and its directory; PGlite's a negative pid and /pglite/data:
+    // both must differ before a start of the server's own directory is refused.
+    const [pid, directory] = pidFile?.split('\n') ?? [];
+    if (pid !== undefined && /^[1-9]\d*$/.test(pid) && directory !== undefined && directory !== PGLITE_DATA_DIRECTORY) evidence = 'postmaster.pid';
+  }
+  if (evidence === undefined) return;
+  throw new PgliteStartError(
+    `data directory ${dir} holds the files of a PostgreSQL server (${evidence}): the embedded database would open that server's files; ` +
+      'give ldk-vss a directory of its own, or point DATABASE_URL at that server',
   );
 }
 
