@@ -193,6 +193,20 @@ describe("another PostgreSQL server's data directory", () => {
     expect(await snapshot(dir)).toEqual(before);
   });
 
+  it('a first start cut short between PG_VERSION and postgresql.conf fails saying so and how to get out', async () => {
+    const dir = join(await scratchDir(), 'cut');
+    await cp(await databaseTemplate(), dir, { recursive: true });
+    // What PGlite copies in after PG_VERSION.
+    for (const name of ['postgresql.conf', 'postgresql.auto.conf', 'pg_hba.conf', 'pg_ident.conf']) await rm(join(dir, name), { force: true });
+    const error = await PgliteBackend.open({ dataDir: dir }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PgliteStartError);
+    expect((error as Error).message).toBe(
+      `data directory ${dir}: embedded PostgreSQL did not start: postgres: could not access the server configuration file "/pglite/data/postgresql.conf": No such file or directory` +
+        ` (${dir} has PG_VERSION but no postgresql.conf: a first start of the embedded database cut short at its very end leaves this;` +
+        ' if the server never started on this directory it holds no data: delete the directory and start again)',
+    );
+  });
+
   it("a crashed embedded database's own postmaster.pid (naming /pglite/data) is still accepted", async () => {
     const dir = join(await scratchDir(), 'db');
     await cp(await databaseTemplate(), dir, { recursive: true });

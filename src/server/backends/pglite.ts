@@ -5,7 +5,7 @@
  */
 import { MemoryFS, messages, PGlite, protocol, types } from '@electric-sql/pglite';
 import { NodeFS } from '@electric-sql/pglite/nodefs';
-import { fsyncSync } from 'node:fs';
+import { existsSync, fsyncSync } from 'node:fs';
 import { lstat, mkdir, readdir, readFile, rmdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { DATA_DIR_LOCK_FILE, DataDirInUseError, lockDataDir, REFRESH_EVERY_MS, STALE_AFTER_MS, type DataDirLock } from './data-dir-lock.js';
@@ -769,8 +769,22 @@ class StartupLog {
     const reasons = fileSystemError === undefined ? this.lines : [...this.lines, fileSystemError];
     if (reasons.length === 0) return error;
     const where = dataDir === undefined ? 'in-memory database' : `data directory ${dataDir}`;
-    return new PgliteStartError(`${where}: embedded PostgreSQL did not start: ${reasons.join('; ')}`, { cause: error });
+    return new PgliteStartError(`${where}: embedded PostgreSQL did not start: ${reasons.join('; ')}${dataDir === undefined ? '' : cutShortHint(dataDir)}`, { cause: error });
   }
+}
+
+/**
+ * A first start copies the new database in with `PG_VERSION` just before `postgresql.conf` (see
+ * POSTGRES_ENTRIES); cut short between the two, the directory looks like a database to PGlite,
+ * which then fails on the missing configuration, at every start. Nothing was ever stored in such
+ * a directory, but a user's own database could lack its configuration too, so this only says so.
+ */
+function cutShortHint(dataDir: string): string {
+  if (!existsSync(join(dataDir, 'PG_VERSION')) || existsSync(join(dataDir, 'postgresql.conf'))) return '';
+  return (
+    ` (${dataDir} has PG_VERSION but no postgresql.conf: a first start of the embedded database cut short at its very end leaves this;` +
+    ' if the server never started on this directory it holds no data: delete the directory and start again)'
+  );
 }
 
 export class PgliteBackend extends SqlBackend {
