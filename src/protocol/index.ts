@@ -79,22 +79,6 @@ export function hasLoneSurrogate(text: string): boolean {
 const MAX_VARINT_BYTES = 10;
 
 /**
- * Refuses the varint at the reader's position if prost would: longer than 10 bytes, or with a
- * tenth byte carrying bits above 63. A varint cut short by the end is left to the read itself.
- */
-function checkVarint(reader: protobuf.Reader): void {
-  const end = Math.min(reader.pos + MAX_VARINT_BYTES, reader.len);
-  for (let pos = reader.pos; pos < end; pos++) {
-    const byte = reader.buf[pos];
-    if (byte < 0x80) {
-      if (pos - reader.pos === MAX_VARINT_BYTES - 1 && byte > 1) throw new Error('invalid varint encoding: more than 64 bits');
-      return;
-    }
-  }
-  if (end - reader.pos === MAX_VARINT_BYTES) throw new Error(`invalid varint encoding: longer than ${MAX_VARINT_BYTES} bytes`);
-}
-
-/**
  * protobufjs drops whatever a varint carries beyond 64 bits (a version with junk in its tenth
  * byte reads as -1, an unconditional write) and skips unknown varints of any length, where
  * prost, and so the reference server, refuses the body. It also refuses tags and lengths of more
@@ -159,9 +143,10 @@ class StrictReader extends protobuf.Reader {
     return this.high * 2 ** 32 + low;
   }
 
+  /** A 64-bit value (a version) from the same prost-checked varint. */
   override int64(): Long {
-    checkVarint(this);
-    return super.int64() as Long;
+    const low = this.varint();
+    return new protobuf.util.LongBits(low, this.high).toLong(false) as Long;
   }
 
   override skip(length?: number): this {
